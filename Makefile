@@ -1,0 +1,50 @@
+# invoice-sync: `make run` (demo nightly run on embedded defaults) and `make test` (the full suite).
+# Both set everything up themselves: venv, locked install, Airflow metadata DB, invoicing DB.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+export AIRFLOW_HOME ?= $(CURDIR)/.airflow
+export INVOICE_SYNC_DB_URL ?= sqlite:///$(CURDIR)/var/invoicing.db
+export AIRFLOW__CORE__DAGS_FOLDER ?= $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER ?= $(CURDIR)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
+
+.PHONY: help venv run test lint format lock clean
+
+help:
+	@echo "make run    fresh machine -> a finished nightly sync run against the sandbox, with a summary"
+	@echo "make test   fresh machine -> the full test suite (PostgreSQL tests run when a server is reachable)"
+	@echo "make lint   ruff check + format check;  make lock  re-resolve requirements.lock"
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet "uv==0.13.9"
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	touch $@
+
+run: venv
+	scripts/run-demo.sh
+
+test: venv
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+lock: venv
+	$(BIN)/uv pip compile --quiet --no-header --python-version 3.11 requirements.txt -o requirements.lock
+
+clean:
+	rm -rf var .airflow

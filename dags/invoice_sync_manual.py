@@ -1,0 +1,21 @@
+"""
+# Manual invoice sync
+
+Started by a person (the trigger form, the *Invoice sync* page's **Sync now**, or the REST API) for
+the integrations they pick. It does what the nightly sync does and then **notifies** the person who
+started it: how many customers and invoices were synced and every error, in words a bookkeeper can act
+on. The notification lands in the app's bell (`notifications` table) and, when an Airflow connection
+`invoice_sync_webhook` exists, is posted there too.
+
+Parameters:
+- **integrations**: ids or names; empty means all integrations (also those without automatic sync).
+- **invoice_numbers**: only these invoices (optional).
+- **dry_run**: validate and look up in the tool, but push and write nothing.
+- **retry_failed_only**: only invoices that failed, were deferred or whose outcome is unknown.
+"""
+
+from __future__ import annotations
+
+from invoice_sync.airflow.dag_factory import build_sync_dag
+
+dag = build_sync_dag(dag_id="invoice_sync_manual", doc_md=__doc__, manual=True, schedule=None)

@@ -1,0 +1,160 @@
+"""One factory for both sync DAGs, so the nightly and the manual DAG cannot drift apart.
+
+Task graph: ``extract_registered_invoices`` -> ``filter_syncable`` -> one TaskGroup per tool whose
+connector operator is mapped over that tool's integrations -> ``write_back_registration_numbers`` ->
+``summarize``; the manual DAG adds ``notify``, which runs whatever happened upstream.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pendulum
+from airflow.sdk import DAG, ExceptionRetryPolicy, Param, RetryAction, RetryRule, TaskGroup, TriggerRule, task
+
+from invoice_sync.airflow import tasks
+from invoice_sync.airflow.operators import SyncIntegrationsOperator
+from invoice_sync.connectors.registry import CONNECTORS
+
+WEBHOOK_CONN_ID = "invoice_sync_webhook"
+
+# Data and configuration errors must never be retried: the tool refuses the same input again, and Exact
+# blocks an app key that sends more than ten failing calls an hour to one endpoint.
+SYNC_RETRY_POLICY = ExceptionRetryPolicy(
+    rules=[
+        RetryRule(
+            exception="invoice_sync.domain.errors.AuthError", action=RetryAction.FAIL, reason="reconnect"
+        ),
+        RetryRule(
+            exception="invoice_sync.domain.errors.ConfigError", action=RetryAction.FAIL, reason="fix settings"
+        ),
+        RetryRule(
+            exception="invoice_sync.domain.errors.DataError", action=RetryAction.FAIL, reason="fix data"
+        ),
+        RetryRule(
+            exception="invoice_sync.store.claims.ClaimHeldError",
+            action=RetryAction.RETRY,
+            retry_delay=timedelta(minutes=3),
+            reason="another run holds the integration",
+        ),
+        RetryRule(
+            exception="invoice_sync.domain.errors.RateLimitedError",
+            action=RetryAction.RETRY,
+            retry_delay=timedelta(minutes=1),
+        ),
+    ]
+)
+
+DEFAULT_ARGS: dict[str, Any] = {
+    "owner": "invoice-sync",
+    "retries": 3,
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=10),
+    "execution_timeout": timedelta(hours=2),
+}
+
+
+def build_sync_dag(
+    *,
+    dag_id: str,
+    doc_md: str | None,
+    manual: bool,
+    schedule: str | None = None,
+    timezone: str = "UTC",
+) -> DAG:
+    params: dict[str, Param] = {}
+    if manual:
+        params = {
+            "integrations": Param(
+                [],
+                type="array",
+                title="Integrations",
+                description="Integration ids or names; empty means all. The Invoice sync page lists them.",
+            ),
+            "invoice_numbers": Param(
+                [], type="array", title="Invoice numbers", description="Only these invoices (optional)."
+            ),
+            "dry_run": Param(
+                False, type="boolean", title="Dry run", description="Validate and look up only."
+            ),
+            "retry_failed_only": Param(
+                False,
+                type="boolean",
+                title="Retry failed only",
+                description="Only failed or deferred invoices.",
+            ),
+        }
+    with DAG(
+        dag_id=dag_id,
+        doc_md=doc_md,
+        schedule=schedule,
+        start_date=pendulum.datetime(2026, 1, 1, tz=timezone),
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        params=params,
+        tags=["invoice-sync", "manual" if manual else "nightly"],
+        render_template_as_native_obj=True,
+    ) as dag:
+
+        @task
+        def extract_registered_invoices(**context: Any) -> list[dict[str, Any]]:
+            requested = context["params"].get("integrations") or [] if manual else []
+            return tasks.extract_registered_invoices(auto_sync_only=not manual, requested=requested)
+
+        @task
+        def filter_syncable(extracted: list[dict[str, Any]]) -> dict[str, list[list[int]]]:
+            return tasks.filter_syncable(extracted)
+
+        @task(trigger_rule=TriggerRule.ALL_DONE, retries=3)
+        def write_back_registration_numbers(
+            extracted: list[dict[str, Any]], **context: Any
+        ) -> dict[str, int]:
+            return tasks.write_back_registration_numbers(extracted, context)
+
+        @task(trigger_rule=TriggerRule.ALL_DONE)
+        def summarize(extracted: list[dict[str, Any]], **context: Any) -> dict[str, Any]:
+            return tasks.summarize_run(extracted, context)
+
+        @task
+        def integrations_of_tool(syncable: dict[str, list[list[int]]], tool: str) -> list[list[int]]:
+            """This tool's shards; Airflow cannot map over one key of another task's result directly."""
+            return syncable.get(tool, [])
+
+        extracted = extract_registered_invoices()
+        syncable = filter_syncable(extracted)
+        groups = []
+        for tool in CONNECTORS:
+            with TaskGroup(group_id=tool, tooltip=f"Sync to {tool}") as group:
+                shards = integrations_of_tool(syncable, tool)
+                SyncIntegrationsOperator.partial(
+                    task_id="sync",
+                    tool=tool,
+                    dry_run="{{ params.dry_run }}" if manual else False,
+                    invoice_numbers="{{ params.invoice_numbers }}" if manual else (),
+                    retry_failed_only="{{ params.retry_failed_only }}" if manual else False,
+                    retry_rejected=manual,
+                    retry_policy=SYNC_RETRY_POLICY,
+                    max_active_tis_per_dagrun=8,
+                ).expand(integration_ids=shards)
+            groups.append(group)
+        written = write_back_registration_numbers(extracted)
+        groups >> written
+        summary = summarize(extracted)
+        written >> summary
+
+        if manual:
+
+            @task(trigger_rule=TriggerRule.ALL_DONE)
+            def notify(extracted: list[dict[str, Any]] | None = None, **context: Any) -> int:
+                return tasks.notify(
+                    extracted,
+                    context,
+                    dry_run=bool(context["params"].get("dry_run")),
+                    webhook_conn_id=WEBHOOK_CONN_ID,
+                )
+
+            summary >> notify(extracted)
+    return dag

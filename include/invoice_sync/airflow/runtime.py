@@ -1,0 +1,29 @@
+"""What every task needs from its surroundings: the store, the vault, and who it is in this run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from invoice_sync.store.db import database_url, shared_engine
+from invoice_sync.store.repository import SyncStore
+from invoice_sync.store.tokens import SqlTokenVault
+
+
+def open_store() -> SyncStore:
+    return SyncStore(shared_engine(database_url()))
+
+
+def open_vault(store: SyncStore) -> SqlTokenVault:
+    return SqlTokenVault(store.engine)
+
+
+def sync_run_id(context: Any) -> str:
+    """The ledger's run key. Run ids repeat across DAGs (``manual__<date>``), so the DAG id is part of it."""
+    dag_run = context["dag_run"]
+    return f"{dag_run.dag_id}:{dag_run.run_id}"
+
+
+def holder_id(context: Any) -> str:
+    """Who holds a claim: one try of one task instance. A retry is a different holder on purpose."""
+    ti = context["ti"]
+    return f"{sync_run_id(context)}:{ti.task_id}[{ti.map_index}]#try{ti.try_number}"

@@ -1,0 +1,115 @@
+"""``invoice-sync``: the project's console script.
+
+invoice-sync db upgrade                 create/migrate the invoicing database's tables
+invoice-sync demo seed [--invoices N]   fill it with demo data
+invoice-sync sandbox serve              run the accounting-tool simulators on loopback
+invoice-sync status                     what is synced, per integration, and the last run's summary
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="invoice-sync", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    db = commands.add_parser("db", help="the invoicing database").add_subparsers(dest="action", required=True)
+    db.add_parser("upgrade", help="create the demo app tables if missing and migrate the sync tables")
+
+    demo = commands.add_parser("demo", help="demo data").add_subparsers(dest="action", required=True)
+    seed = demo.add_parser("seed", help="fill the invoicing database with demo data")
+    seed.add_argument("--invoices", type=int, default=60, help="regular invoices to create (default 60)")
+    seed.add_argument("--seed", type=int, default=2026, help="random seed, for repeatable data")
+    seed.add_argument("--reset", action="store_true", help="wipe existing app and sync data first")
+    seed.add_argument("--if-empty", action="store_true", help="do nothing when the database has data")
+
+    sandbox = commands.add_parser("sandbox", help="accounting-tool simulators").add_subparsers(
+        dest="action", required=True
+    )
+    serve = sandbox.add_parser("serve", help="serve every simulator on one loopback port")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8765)
+    serve.add_argument("--time-scale", type=float, default=1.0, help="sandbox seconds per real second")
+    serve.add_argument("--state", default=None, help="JSON file that keeps the simulators' books")
+
+    status = commands.add_parser("status", help="per integration: synced, unsynced, failed; last run summary")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    args = parser.parse_args(argv)
+    if args.command == "db":
+        return _db_upgrade()
+    if args.command == "demo":
+        return _demo_seed(args)
+    if args.command == "sandbox":
+        from invoice_sync.sandbox.server import serve as run_server
+
+        run_server(args.host, args.port, time_scale=args.time_scale, state_path=args.state)
+        return 0
+    if args.command == "status":
+        return _status(as_json=args.json)
+    return 2
+
+
+def _db_upgrade() -> int:
+    from invoice_sync.store.db import make_engine
+    from invoice_sync.store.migrate import prepare
+
+    prepare(make_engine())
+    print("invoicing database is up to date")
+    return 0
+
+
+def _demo_seed(args: argparse.Namespace) -> int:
+    from invoice_sync.sandbox.demo import seed
+    from invoice_sync.store.db import make_engine
+    from invoice_sync.store.migrate import prepare
+
+    engine = make_engine()
+    prepare(engine)
+    try:
+        counts = seed(engine, invoices=args.invoices, seed_value=args.seed, reset=args.reset)
+    except RuntimeError as exc:
+        if args.if_empty:
+            print(f"demo seed skipped: {exc}")
+            return 0
+        print(f"invoice-sync: {exc}", file=sys.stderr)
+        return 1
+    print("seeded " + ", ".join(f"{n} {table}" for table, n in counts.items()))
+    return 0
+
+
+def _status(*, as_json: bool) -> int:
+    from invoice_sync.store.db import make_engine
+    from invoice_sync.store.reports import last_run, status_frame
+
+    engine = make_engine()
+    frame = status_frame(engine)
+    run = last_run(engine)
+    if as_json:
+        print(json.dumps({"integrations": frame.to_dict(orient="records"), "last_run": run}, default=str))
+        return 0
+    print("Invoices per integration (now):")
+    print(frame.to_string(index=False) if not frame.empty else "  no integrations")
+    if run is None:
+        print("\nNo sync run recorded yet.")
+        return 0
+    print(f"\nLast run: {run['run_id']} ({run['run_type']}), finished {run['finished_at']}")
+    import pandas as pd
+
+    table = pd.DataFrame(run["counts"].get("integrations", []))
+    print(table.to_string(index=False) if not table.empty else "  nothing selected")
+    synced = run["counts"].get("invoices_synced", 0)
+    print(
+        f"\n{synced} invoice(s) and {run['counts'].get('customers_created', 0)} customer(s) synced in that run"
+        + ("" if synced else " - nothing new to sync")
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

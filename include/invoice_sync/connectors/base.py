@@ -1,0 +1,73 @@
+"""The contract every accounting-tool connector implements, and the token vault it is given."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from invoice_sync.domain.models import Booking, Customer, Integration, Invoice, Outcome, Problem
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSet:
+    """An OAuth access token with the refresh token that replaces it."""
+
+    access_token: str
+    refresh_token: str
+    expires_at: datetime
+
+    def __repr__(self) -> str:  # never show secrets in logs or tracebacks
+        return f"TokenSet(expires_at={self.expires_at.isoformat()})"
+
+
+class TokenVault(Protocol):
+    """Durable, process-safe storage of one connection's rotating tokens.
+
+    ``refresh`` runs ``refresher`` while holding a lock on the connection's row, so two workers never
+    spend the same refresh token. The refresher receives the tokens stored *now* (another process may
+    have rotated them meanwhile) and returns either those, still valid, or new ones to persist.
+    """
+
+    def load(self, conn_id: str) -> TokenSet | None: ...
+
+    def refresh(self, conn_id: str, refresher: Callable[[TokenSet | None], TokenSet]) -> TokenSet: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerLinkFailure:
+    """A customer the tool would not create or match; its invoices are rejected with this reason."""
+
+    error_class: str
+    message: str
+
+
+class Connector(Protocol):
+    """What the engine needs from an accounting tool.
+
+    ``validate`` does no I/O; the others are batched as far as the tool's API allows and raise the typed
+    errors of :mod:`invoice_sync.domain.errors` for failures that concern the whole call.
+    """
+
+    tool: str
+
+    def validate(self, invoice: Invoice) -> list[Problem]: ...
+
+    def find_booked(self, references: Sequence[str]) -> dict[str, Booking]: ...
+
+    def ensure_customers(self, customers: Sequence[Customer]) -> dict[int, str | CustomerLinkFailure]: ...
+
+    def push(self, invoices: Sequence[Invoice], customer_ids: Mapping[int, str]) -> Iterator[Outcome]:
+        """Send ``invoices`` and yield one outcome per invoice as soon as it is known.
+
+        Yielding (rather than returning a list) lets the engine record each outcome durably before the
+        next request goes out, so a crash mid-batch loses nothing. A failure of one invoice's request is
+        an outcome (``Rejected`` or ``Unknown``); a failure that stops the whole batch before a request is
+        sent (quota spent, authorisation withdrawn) is raised, and the invoices not yet yielded were not sent.
+        """
+        ...
+
+
+class ConnectorFactory(Protocol):
+    def __call__(self, integration: Integration, vault: TokenVault) -> Connector: ...

@@ -1,0 +1,170 @@
+"""The Exact Online connector: one integration (one division) behind the engine's ``Connector`` contract.
+
+Exact has no idempotency key, so exactly-once rests on our invoice number in ``YourRef``: the engine
+calls :meth:`ExactOnlineConnector.find_booked` before any new attempt, and every outcome the connector
+cannot be sure of is reported as :class:`~invoice_sync.domain.models.Unknown` rather than guessed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from invoice_sync.connectors.base import CustomerLinkFailure, TokenVault
+from invoice_sync.connectors.exact_online import mapping
+from invoice_sync.connectors.exact_online.errors import ALREADY_EXISTS
+from invoice_sync.connectors.exact_online.hook import ExactOnlineHook
+from invoice_sync.domain.errors import ConfigError, DataError, OutcomeUnknownError
+from invoice_sync.domain.models import (
+    Booked,
+    Booking,
+    Customer,
+    ErrorClass,
+    Integration,
+    Invoice,
+    Outcome,
+    Problem,
+    Rejected,
+    Unknown,
+)
+
+TOOL = "exact_online"
+ENTRIES = "salesentry/SalesEntries"
+ACCOUNTS = "crm/Accounts"
+
+
+class ExactOnlineConnector:
+    """Books one integration's invoices as Exact Online sales entries in its division.
+
+    :param integration: the integration; ``settings.division`` says which Exact division.
+    :param hook: the client for that division (see :func:`build_connector`).
+    """
+
+    tool = TOOL
+
+    def __init__(self, integration: Integration, hook: ExactOnlineHook) -> None:
+        self.integration = integration
+        self.settings = integration.settings
+        self.hook = hook
+
+    def validate(self, invoice: Invoice) -> list[Problem]:
+        """Exact-specific problems found without a call (see :func:`.mapping.validate`)."""
+        return mapping.validate(invoice, self.settings)
+
+    def find_booked(self, references: Sequence[str]) -> dict[str, Booking]:
+        """Entries of this integration's journals whose ``YourRef`` is one of ``references``.
+
+        Looked up 40 references per call. When Exact holds several entries for one reference (booked
+        by hand as well, say), the lowest booking number wins, so repeated lookups agree.
+        """
+        journals = mapping.journals(self.settings)
+        found: dict[str, Booking] = {}
+        for batch in mapping.batches(sorted(set(references))):
+            query = mapping.any_of("YourRef", batch)
+            if journals:
+                query += " and " + mapping.any_of("Journal", journals)
+            rows = self.hook.get_all(
+                ENTRIES, {"$filter": query, "$select": "EntryID,EntryNumber,YourRef,Journal"}
+            )
+            for row in rows:
+                reference = row.get("YourRef")
+                if reference not in batch or (journals and str(row.get("Journal")) not in journals):
+                    continue
+                booking = Booking(reference, str(row["EntryNumber"]), str(row["EntryID"]))
+                known = found.get(reference)
+                if known is None or int(booking.registration_number) < int(known.registration_number):
+                    found[reference] = booking
+        return found
+
+    def ensure_customers(self, customers: Sequence[Customer]) -> dict[int, str | CustomerLinkFailure]:
+        """Exact account ``ID`` of each customer, creating the accounts Exact does not have yet.
+
+        Accounts are matched by ``Code`` (our customer id, padded to 18 characters), so a customer
+        created in an earlier, interrupted run is found instead of created twice. A customer Exact
+        refuses becomes a :class:`~invoice_sync.connectors.base.CustomerLinkFailure`; the others go on.
+        """
+        unique = {customer.id: customer for customer in customers}
+        links: dict[int, str | CustomerLinkFailure] = {}
+        codes = {mapping.account_code(customer_id): customer_id for customer_id in unique}
+        existing = self._accounts_by_code(list(codes))
+        for code, customer_id in codes.items():
+            if code in existing:
+                links[customer_id] = existing[code]
+            else:
+                links[customer_id] = self._create_account(unique[customer_id])
+        return links
+
+    def push(self, invoices: Sequence[Invoice], customer_ids: Mapping[int, str]) -> Iterator[Outcome]:
+        """Post one sales entry per invoice, yielding each outcome before the next request goes out.
+
+        Exact's refusals become ``Rejected`` (an "Already exists" too: the engine looks the invoice up),
+        a lost answer becomes ``Unknown``. Quota, authorisation and network errors that occur before a
+        request was sent are raised and stop the batch.
+        """
+        for invoice in invoices:
+            customer_guid = customer_ids.get(invoice.customer.id) if invoice.customer else None
+            if customer_guid is None:
+                message = f"Invoice {invoice.number} has no customer linked in Exact"
+                yield Rejected(invoice.id, ErrorClass.DATA, message)
+                continue
+            problems = self.validate(invoice)
+            if problems:
+                first = problems[0]
+                yield Rejected(invoice.id, first.error_class, "; ".join(p.message for p in problems))
+                continue
+            payload = mapping.sales_entry_payload(invoice, self.settings, customer_guid)
+            yield self._book(invoice, payload)
+
+    def _book(self, invoice: Invoice, payload: dict[str, object]) -> Outcome:
+        try:
+            entry = self.hook.post(ENTRIES, payload)
+        except (DataError, ConfigError) as error:
+            return Rejected(invoice.id, error.error_class, error.message)
+        except OutcomeUnknownError as error:
+            return Unknown(invoice.id, error.message)
+        if entry.get("EntryNumber") is None or not entry.get("EntryID"):
+            return Unknown(invoice.id, f"{self.hook.context}: the answer did not say which entry was booked")
+        return Booked(invoice.id, str(entry["EntryNumber"]), str(entry["EntryID"]))
+
+    def _accounts_by_code(self, codes: Sequence[str]) -> dict[str, str]:
+        """``{padded code: account ID}`` of the accounts Exact has for ``codes``."""
+        found: dict[str, str] = {}
+        for batch in mapping.batches(codes):
+            query = {"$filter": mapping.any_of("Code", batch), "$select": "ID,Code"}
+            rows = self.hook.get_all(ACCOUNTS, query)
+            for row in rows:
+                code = str(row.get("Code", "")).rjust(mapping.CODE_WIDTH)
+                if code in batch:
+                    found[code] = str(row["ID"])
+        return found
+
+    def _create_account(self, customer: Customer) -> str | CustomerLinkFailure:
+        try:
+            return str(self.hook.post(ACCOUNTS, mapping.account_payload(customer))["ID"])
+        except (DataError, ConfigError, OutcomeUnknownError) as error:
+            # A lost answer, or a clash with an account created meanwhile: the code tells which.
+            if isinstance(error, OutcomeUnknownError) or ALREADY_EXISTS.search(error.message):
+                code = mapping.account_code(customer.id)
+                again = self._accounts_by_code([code])
+                if code in again:
+                    return again[code]
+            return CustomerLinkFailure(str(error.error_class), f"Customer {customer.name}: {error.message}")
+        except (KeyError, TypeError):
+            return CustomerLinkFailure(
+                str(ErrorClass.TRANSIENT), f"Customer {customer.name}: Exact's answer had no account ID"
+            )
+
+
+def build_connector(integration: Integration, vault: TokenVault, **hook_options: Any) -> ExactOnlineConnector:
+    """The connector for ``integration``, with a client for its connection and division.
+
+    :param hook_options: further keyword arguments of :class:`.ExactOnlineHook` (budget, sleep, ...).
+    :raises ConfigError: the integration has no Exact division set.
+    """
+    division = integration.settings.division
+    if division is None:
+        raise ConfigError(f"Integration {integration.name}: no Exact division is set")
+    hook = ExactOnlineHook(
+        exact_online_conn_id=integration.conn_id, vault=vault, division=division, **hook_options
+    )
+    return ExactOnlineConnector(integration, hook)

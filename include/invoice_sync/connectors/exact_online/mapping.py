@@ -1,0 +1,235 @@
+"""Pure mapping between the invoicing app's value objects and Exact Online payloads (no I/O).
+
+Kept apart from the client so the rules that decide what Exact books (signs, VAT cents, which
+journal, which G/L account) are tested without a network, and so :func:`validate` can reject an
+invoice before it costs a call: every refused call counts toward Exact's 10-errors-an-hour block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from invoice_sync.domain.models import (
+    Customer,
+    ErrorClass,
+    IntegrationSettings,
+    Invoice,
+    InvoiceKind,
+    InvoiceLine,
+    Problem,
+    rate_key,
+)
+
+CODE_WIDTH = 18
+"""Exact stores an account ``Code`` as 18 characters, right-aligned with leading spaces."""
+
+YOUR_REF_MAX = 30
+"""Longest ``YourRef`` we send. Exact's exact limit for sales entries is unconfirmed; 30 is its
+limit on sales invoices and longer references would be cut, which breaks the lookup by number."""
+
+FILTER_BATCH = 40
+"""How many ``or`` terms one ``$filter`` holds (as ossobv does); far below the 6,000-char URL cap."""
+
+CENT = Decimal("0.01")
+
+
+def account_code(customer_id: int | str) -> str:
+    """Exact account ``Code`` for one of our customers: its id, right-aligned in 18 characters.
+
+    Filters must use the padded form, because that is how Exact stores and compares it.
+    """
+    text = str(customer_id).strip()
+    if not text or len(text) > CODE_WIDTH:
+        raise ValueError(f"customer id {customer_id!r} does not fit an Exact account code")
+    return text.rjust(CODE_WIDTH)
+
+
+def quote(value: str) -> str:
+    """An OData string literal: single quotes, with embedded quotes doubled."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def any_of(field: str, values: Iterable[str]) -> str:
+    """``(field eq 'a' or field eq 'b')``: one filter term that matches any of ``values``."""
+    terms = [f"{field} eq {quote(value)}" for value in values]
+    if not terms:
+        raise ValueError("an OData 'any of' filter needs at least one value")
+    return "(" + " or ".join(terms) + ")"
+
+
+def batches(items: Sequence[str], size: int = FILTER_BATCH) -> list[Sequence[str]]:
+    """``items`` cut into consecutive slices of at most ``size``."""
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
+def money(amount: Decimal) -> str:
+    """An amount as Exact gets it: a decimal string with exactly two places (never a float)."""
+    return format(amount.quantize(CENT, rounding=ROUND_HALF_UP), "f")
+
+
+def account_payload(customer: Customer) -> dict[str, Any]:
+    """The ``crm/Accounts`` body that creates ``customer`` as an Exact customer (``Status`` C).
+
+    Empty fields are left out rather than sent blank, so Exact's defaults apply.
+    """
+    payload: dict[str, Any] = {
+        "Code": account_code(customer.id),
+        "Name": customer.name,
+        "Status": "C",
+        "AddressLine1": customer.address_line1,
+        "Postcode": customer.postcode,
+        "City": customer.city,
+        "Country": customer.country_code.upper() if customer.country_code else None,
+        "Email": customer.email,
+        "VATNumber": customer.vat_number,
+    }
+    return {key: value for key, value in payload.items() if value not in (None, "")}
+
+
+def journal_for(invoice: Invoice, settings: IntegrationSettings) -> str | None:
+    """The journal code an invoice is booked in; credit notes may have their own journal."""
+    if invoice.kind is InvoiceKind.CREDIT_NOTE:
+        return settings.credit_note_journal or settings.journal
+    return settings.journal
+
+
+def journals(settings: IntegrationSettings) -> list[str]:
+    """Every journal this integration books in: lookups ignore entries in any other journal."""
+    found = [code for code in (settings.journal, settings.credit_note_journal) if code]
+    return list(dict.fromkeys(found))
+
+
+def gl_account_for(line: InvoiceLine, settings: IntegrationSettings) -> str | None:
+    """G/L account GUID of a line: its own account's mapping, else the integration's default."""
+    if line.gl_account and line.gl_account in settings.gl_accounts:
+        return settings.gl_accounts[line.gl_account]
+    return settings.default_gl_account
+
+
+def vat_code_for(line: InvoiceLine, settings: IntegrationSettings) -> str | None:
+    """Exact VAT code mapped for the line's VAT rate, or ``None`` when the rate is not mapped."""
+    return settings.vat_codes.get(rate_key(line.vat_rate))
+
+
+def line_vat(line: InvoiceLine) -> Decimal:
+    """A line's VAT on its own, rounded half up to the cent."""
+    return (line.amount * line.vat_rate / 100).quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def line_vat_amounts(lines: Sequence[InvoiceLine], total_vat: Decimal) -> list[Decimal]:
+    """Per-line VAT that adds up to ``total_vat`` exactly.
+
+    Each line's VAT is rounded half up to the cent; what the rounding leaves over (the app rounds the
+    total, not each line) goes to the line with the largest amount, where it changes the effective rate
+    least. It is never dropped, because Exact must book what the invoice says, to the cent.
+    """
+    amounts = [line_vat(line) for line in lines]
+    if not amounts:
+        return amounts
+    remainder = total_vat.quantize(CENT, rounding=ROUND_HALF_UP) - sum(amounts, Decimal("0"))
+    if remainder:
+        largest = max(range(len(lines)), key=lambda index: abs(lines[index].amount))
+        amounts[largest] += remainder
+    return amounts
+
+
+def sales_entry_payload(
+    invoice: Invoice, settings: IntegrationSettings, customer_guid: str
+) -> dict[str, Any]:
+    """The ``salesentry/SalesEntries`` body that books ``invoice`` for the Exact account ``customer_guid``.
+
+    Our invoice number goes into ``YourRef``: it is how :meth:`find_booked` recognises an entry later.
+    Credit notes are stored with positive amounts in the app and booked negative in Exact.
+    Call :func:`validate` first; this raises ``ValueError`` for what validation reports.
+    """
+    problems = validate(invoice, settings)
+    if problems:
+        raise ValueError("; ".join(problem.message for problem in problems))
+    sign = Decimal(-1) if invoice.kind is InvoiceKind.CREDIT_NOTE else Decimal(1)
+    vat_amounts = line_vat_amounts(invoice.lines, invoice.total_vat)
+    lines = [
+        {
+            "GLAccount": gl_account_for(line, settings),
+            "AmountFC": money(sign * line.amount),
+            "VATCode": vat_code_for(line, settings),
+            "VATAmountFC": money(sign * vat_amount),
+            "Description": line.description,
+            "Quantity": format(line.quantity.normalize(), "f"),
+        }
+        for line, vat_amount in zip(invoice.lines, vat_amounts, strict=True)
+    ]
+    label = "Credit note" if invoice.kind is InvoiceKind.CREDIT_NOTE else "Invoice"
+    payload: dict[str, Any] = {
+        "Journal": journal_for(invoice, settings),
+        "Customer": customer_guid,
+        "EntryDate": f"{invoice.invoice_date.isoformat()}T00:00:00Z",
+        "YourRef": invoice.number,
+        "Description": f"{label} {invoice.number}",
+        "Currency": invoice.currency,
+        "SalesEntryLines": lines,
+    }
+    if settings.payment_condition:
+        payload["PaymentCondition"] = settings.payment_condition
+    return payload
+
+
+def validate(invoice: Invoice, settings: IntegrationSettings) -> list[Problem]:
+    """Everything Exact would refuse that we can see without asking it.
+
+    Config problems name the setting to change; data problems name the invoice. Messages are for a
+    bookkeeper, e.g. "VAT rate 9% is not mapped to an Exact VAT code for division 123456".
+    """
+    division = settings.division
+    where = f"Exact division {division}" if division is not None else "the Exact integration"
+    problems: list[Problem] = []
+
+    def config(message: str) -> None:
+        problems.append(Problem(ErrorClass.CONFIG, message))
+
+    def data(message: str) -> None:
+        problems.append(Problem(ErrorClass.DATA, message))
+
+    if division is None:
+        config("No Exact division is set for this integration")
+    if not journal_for(invoice, settings):
+        config(f"No sales journal is set for {where}")
+    for rate in dict.fromkeys(rate_key(line.vat_rate) for line in invoice.lines):
+        if rate not in settings.vat_codes:
+            config(f"VAT rate {rate}% is not mapped to an Exact VAT code for division {division}")
+    for account in dict.fromkeys(line.gl_account for line in invoice.lines):
+        if account not in settings.gl_accounts and not settings.default_gl_account:
+            what = f"G/L account {account}" if account else "Lines without a G/L account"
+            config(f"{what} is not mapped to an Exact G/L account for {where}, and no default is set")
+
+    if not invoice.number:
+        data("The invoice has no number, so Exact could not find it again")
+    elif len(invoice.number) > YOUR_REF_MAX:
+        data(f"Invoice number {invoice.number} is longer than {YOUR_REF_MAX} characters (Exact's YourRef)")
+    if not invoice.lines:
+        data(f"Invoice {invoice.number} has no lines")
+    _check_totals(invoice, data)
+    return problems
+
+
+def _check_totals(invoice: Invoice, report: Callable[[str], None]) -> None:
+    """Report totals that the lines cannot produce: booking them would not match the app to the cent.
+
+    A VAT total may differ from the sum of the rounded line VAT by at most a cent a line (that is the
+    rounding :func:`line_vat_amounts` books); anything more is a broken invoice, not rounding.
+    """
+    if not invoice.lines:
+        return
+    lines_total = sum((line.amount for line in invoice.lines), Decimal("0"))
+    if money(lines_total) != money(invoice.total_excl_vat):
+        report(
+            f"Invoice {invoice.number}: its lines add up to {money(lines_total)}, "
+            f"not to its total excluding VAT {money(invoice.total_excl_vat)}"
+        )
+    rounded = sum((line_vat(line) for line in invoice.lines), Decimal("0"))
+    if abs(invoice.total_vat - rounded) > CENT * len(invoice.lines):
+        report(
+            f"Invoice {invoice.number}: its VAT total {money(invoice.total_vat)} does not match "
+            f"its lines' VAT {money(rounded)}"
+        )

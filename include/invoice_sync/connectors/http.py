@@ -1,0 +1,163 @@
+"""HTTP helpers every connector shares: the rate budget and "was the request ever sent?".
+
+Accounting APIs count calls in a short window (per minute) and a long one (per day) and say so in
+response headers. Steady state must never hit a 429 (design invariant 6), so a client waits for the
+short window to reopen *before* it calls, and stops the run when the long window is spent: waiting a
+day inside a task helps nobody, the rest of the work is deferred to the next run instead.
+
+Writes need one more fact: whether a failed request reached the server. A refused connection means
+nothing was sent and the call may be repeated; a read timeout or a dropped connection after sending
+means the tool may have booked it, and only a lookup can tell.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import requests
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+
+from invoice_sync.domain.errors import QuotaExceededError, RateLimitedError
+
+__all__ = ["RateBudget", "Window", "epoch_to_datetime", "request_never_sent"]
+
+
+@dataclass(slots=True)
+class Window:
+    """What the tool last said about one rate-limit window.
+
+    ``None`` means "not told yet": the budget then lets the call through and learns from its answer.
+    """
+
+    remaining: int | None = None
+    resets_at: float | None = None
+    """UTC epoch seconds at which ``remaining`` is refilled."""
+
+    def spent(self, now: float) -> bool:
+        return self.remaining is not None and self.remaining <= 0 and self._open_until(now)
+
+    def _open_until(self, now: float) -> bool:
+        # Without a reset time a spent window stays spent: better to stop than to hammer the tool.
+        return self.resets_at is None or self.resets_at > now
+
+
+class RateBudget:
+    """Call budget of one rate-limited scope (for Exact Online: one app and one division).
+
+    The connector reports the headers of every response with :meth:`observe`; before each call it asks
+    :meth:`acquire`, which sleeps until a spent short window reopens and raises
+    :class:`~invoice_sync.domain.errors.QuotaExceededError` when the long window is spent. The budget
+    also counts calls down locally between answers, so threads sharing it do not overshoot while their
+    answers are still in flight. It is thread-safe.
+
+    :param label: context for error messages, e.g. ``"Exact Online division 123456"``.
+    :param sleep: how to wait (injectable so tests need not wait for real).
+    :param clock: current UTC time as epoch seconds.
+    :param max_wait_s: longest wait for the short window; a longer one (clock skew, a misreported
+        reset) raises :class:`~invoice_sync.domain.errors.RateLimitedError` so Airflow retries later.
+    :param margin_s: extra wait after the announced reset, for the difference between the clocks.
+    """
+
+    def __init__(
+        self,
+        *,
+        label: str,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+        max_wait_s: float = 90.0,
+        margin_s: float = 0.05,
+    ) -> None:
+        self.label = label
+        self.short = Window()
+        self.long = Window()
+        self._sleep = sleep
+        self._clock = clock
+        self._max_wait_s = max_wait_s
+        self._margin_s = margin_s
+        self._lock = threading.Lock()
+        self.waited_s = 0.0
+        """Total time spent waiting for the short window (for run statistics)."""
+
+    def observe(self, *, short: Window | None = None, long: Window | None = None) -> None:
+        """Record what the tool's latest answer said; windows it did not mention keep their state."""
+        with self._lock:
+            if short is not None and short.remaining is not None:
+                self.short = short
+            if long is not None and long.remaining is not None:
+                self.long = long
+
+    def acquire(self) -> None:
+        """Take one call from the budget, waiting for the short window if it is spent.
+
+        :raises QuotaExceededError: the long (daily) window is spent.
+        :raises RateLimitedError: the short window would take longer than ``max_wait_s`` to reopen.
+        """
+        with self._lock:
+            self._check_long()
+            now = self._clock()
+            if self.short.spent(now):
+                self._wait_for_short(now)
+            for window in (self.short, self.long):
+                if window.remaining is not None:
+                    window.remaining -= 1
+
+    def throttled(self, *, short: Window | None = None, long: Window | None = None) -> None:
+        """Handle a 429 the budget did not foresee: stop for a spent long window, else wait it out.
+
+        The caller repeats the refused call afterwards (a 429 means nothing was done).
+        """
+        self.observe(short=short, long=long)
+        with self._lock:
+            self._check_long()
+            self._wait_for_short(self._clock())
+
+    def _check_long(self) -> None:
+        if self.long.spent(self._clock()):
+            resets_at = epoch_to_datetime(self.long.resets_at)
+            when = f" until {resets_at.isoformat()}" if resets_at else ""
+            raise QuotaExceededError(
+                f"{self.label}: the daily API limit is used up{when}; the rest waits for the next run",
+                resets_at=resets_at,
+            )
+
+    def _wait_for_short(self, now: float) -> None:
+        resets_at = self.short.resets_at
+        # Refused without being told when to come back (or a reset already past): a short breather.
+        delay = resets_at - now + self._margin_s if resets_at is not None and resets_at > now else 1.0
+        if delay > self._max_wait_s:
+            raise RateLimitedError(
+                f"{self.label}: the per-minute API limit is used up and reopens only in {delay:.0f} s",
+                retry_at=epoch_to_datetime(resets_at),
+            )
+        self._pause(delay)
+        # The window reopened; its new size is learnt from the next answer.
+        self.short = Window()
+
+    def _pause(self, seconds: float) -> None:
+        self.waited_s += seconds
+        self._sleep(seconds)
+
+
+def epoch_to_datetime(epoch_s: float | None) -> datetime | None:
+    """UTC datetime of an epoch in seconds, or ``None``."""
+    if epoch_s is None:
+        return None
+    return datetime.fromtimestamp(epoch_s, tz=UTC)
+
+
+def request_never_sent(exc: requests.RequestException) -> bool:
+    """Whether ``exc`` happened before the request reached the server, so repeating it is safe.
+
+    True only for a refused or timed-out *connect* (and DNS failures, which surface the same way);
+    a read timeout, a reset or a dropped connection mid-answer may come after the server acted.
+    """
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.ConnectionError) and not isinstance(exc, requests.ReadTimeout):
+        reason = getattr(exc.args[0], "reason", None) if exc.args else None
+        return isinstance(reason, NewConnectionError | ConnectTimeoutError)
+    return False

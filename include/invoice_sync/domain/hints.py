@@ -1,0 +1,50 @@
+"""Turn an error into the next step a bookkeeper can take.
+
+The tool's own text stays in the message (it is what the tool's help pages are searched by); the hint
+adds where to fix it. Patterns are matched case-insensitively against the message.
+"""
+
+from __future__ import annotations
+
+from invoice_sync.domain.models import ErrorClass
+
+_HINTS: tuple[tuple[str, str], ...] = (
+    ("not mapped", "Add the missing mapping in the integration's settings, then sync again."),
+    ("vat code", "Check the VAT-code mapping: the code must exist, be a sales code and not be blocked."),
+    ("journal", "Pick a sales journal in the integration's settings."),
+    ("ledger account", "Map the line's GL account to an active revenue account in the accounting tool."),
+    ("g/l account", "Map the line's GL account to an active revenue account in the accounting tool."),
+    (
+        "periode is afgesloten",
+        "The period is closed in the accounting tool: ask the accountant to reopen it.",
+    ),
+    ("financial year", "The financial year does not exist in the accounting tool yet: ask the accountant."),
+    ("payment condition", "Set a payment term on the customer or a default in the integration."),
+    ("wisselkoers", "The journal does not accept foreign currency: use another journal or book in EUR."),
+    ("already exists", "The tool already has this number: check whether it was booked by hand."),
+    ("e-mail", "Correct the customer's e-mail address in the app."),
+    ("email", "Correct the customer's e-mail address in the app."),
+    ("customer", "Check the customer in the app and in the accounting tool."),
+    ("add up", "Correct the invoice in the app so the lines and totals agree."),
+    ("no lines", "Add lines to the invoice in the app."),
+    ("negative", "Book a credit note instead of negative amounts."),
+)
+
+_BY_CLASS = {
+    ErrorClass.AUTH: "Reconnect the integration: the accounting tool no longer accepts its authorisation.",
+    ErrorClass.QUOTA: "The tool's daily limit was reached; the rest follows in the next run.",
+    ErrorClass.TRANSIENT: "A temporary problem; the next run tries again.",
+    ErrorClass.CONFIG: "Fix the integration's settings, then sync again.",
+    ErrorClass.DATA: "Fix the invoice or customer in the app, then sync again.",
+}
+
+
+def fix_hint(error_class: str | None, message: str | None) -> str:
+    text = (message or "").lower()
+    for pattern, hint in _HINTS:
+        if pattern in text:
+            return hint
+    try:
+        return _BY_CLASS[ErrorClass(error_class or "data")]
+    except ValueError:
+        return _BY_CLASS[ErrorClass.DATA]

@@ -1,0 +1,126 @@
+"""The run summary and the manual-sync notification, computed from the ledger with pandas.
+
+Counts come from the database, never from XCom, so the summary is true even when a task died halfway.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from invoice_sync.domain.hints import fix_hint
+from invoice_sync.store.models import LedgerState
+from invoice_sync.store.repository import SyncStore
+
+SYNCED_STATES = (LedgerState.BOOKED, LedgerState.WRITTEN_BACK)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    table: pd.DataFrame
+    errors: list[dict[str, Any]]
+    changed_after_sync: list[dict[str, Any]]
+
+    @property
+    def invoices_synced(self) -> int:
+        return int(self.table["synced"].sum()) if not self.table.empty else 0
+
+    @property
+    def customers_created(self) -> int:
+        return int(self.table["customers_created"].sum()) if not self.table.empty else 0
+
+    def as_text(self) -> str:
+        if self.table.empty:
+            return "No integrations were selected."
+        return self.table.to_string(index=False)
+
+    def counts(self) -> dict[str, Any]:
+        return {
+            "invoices_synced": self.invoices_synced,
+            "customers_created": self.customers_created,
+            "errors": len(self.errors),
+            "integrations": self.table.to_dict(orient="records"),
+        }
+
+
+def summarize(store: SyncStore, sync_run_id: str, integration_ids: list[int]) -> RunSummary:
+    integrations = {i.id: i for i in store.integrations(integration_ids)}
+    ledger = store.ledger_frame(sync_run_id, integration_ids)
+    customers = store.customers_created(sync_run_id)
+    rows = []
+    errors: list[dict[str, Any]] = []
+    changed: list[dict[str, Any]] = []
+    for integration_id, integration in integrations.items():
+        mine = ledger[ledger["integration_id"] == integration_id]
+        states = mine["state"].value_counts()
+        rejected = mine[mine["state"] == LedgerState.REJECTED]
+        by_class = rejected["error_class"].value_counts()
+        skipped = store.skip_counts(integration_id)
+        synced = int(sum(states.get(s, 0) for s in SYNCED_STATES))
+        # skip counts are read after the write-back: what this run synced is not "already synced"
+        already = max(0, int(skipped.get("already_synced", 0)) - int(states.get(LedgerState.WRITTEN_BACK, 0)))
+        row: dict[str, Any] = {
+            "integration": integration.name,
+            "tool": integration.tool,
+            "synced": synced,
+            "customers_created": int(customers.get(integration_id, 0)),
+            "skipped_draft": int(skipped.get("draft", 0)),
+            "skipped_already_synced": already,
+            "skipped_before_cutover": int(skipped.get("before_cutover", 0)),
+            "changed_after_sync": int(skipped.get("changed_after_sync", 0)),
+            "failed_data": int(by_class.get("data", 0)),
+            "failed_config": int(by_class.get("config", 0)),
+            "failed_auth": int(by_class.get("auth", 0)),
+            "failed_transient": int(by_class.get("transient", 0)) + int(states.get(LedgerState.UNKNOWN, 0)),
+            "deferred": int(states.get(LedgerState.DEFERRED, 0)),
+            "still_failing": max(0, store.count_rejected(integration_id) - len(rejected)),
+        }
+        rows.append(row)
+        for record in rejected.sort_values("number").itertuples():
+            errors.append(
+                {
+                    "integration": integration.name,
+                    "invoice": record.number,
+                    "error_class": record.error_class,
+                    "message": record.error_message,
+                    "hint": fix_hint(record.error_class, record.error_message),
+                }
+            )
+        for item in store.changed_after_sync(integration_id):
+            changed.append({"integration": integration.name, **item})
+    return RunSummary(pd.DataFrame(rows), errors, changed)
+
+
+def notification(summary: RunSummary, *, dry_run: bool = False) -> tuple[str, dict[str, Any]]:
+    """Title and JSON body of the bell notification for a manual sync."""
+    invoices, customers, failed = summary.invoices_synced, summary.customers_created, len(summary.errors)
+    deferred = int(summary.table["deferred"].sum()) if not summary.table.empty else 0
+    prefix = "Dry run: " if dry_run else ""
+    title = (
+        f"{prefix}Sync finished: {invoices} invoice{'s' if invoices != 1 else ''} and "
+        f"{customers} customer{'s' if customers != 1 else ''} synced"
+    )
+    if failed:
+        title += f", {failed} error{'s' if failed != 1 else ''}"
+    if deferred:
+        title += f", {deferred} deferred to the next run"
+    body = {
+        "invoices_synced": invoices,
+        "customers_synced": customers,
+        "deferred": deferred,
+        "errors": [
+            {
+                "integration": e["integration"],
+                "invoice": e["invoice"],
+                "error_class": e["error_class"],
+                "text": f"Invoice {e['invoice']}: {e['message']}",
+                "hint": e["hint"],
+            }
+            for e in summary.errors
+        ],
+        "changed_after_sync": summary.changed_after_sync,
+        "integrations": summary.table.to_dict(orient="records") if not summary.table.empty else [],
+    }
+    return title, body

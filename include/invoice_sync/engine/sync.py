@@ -1,0 +1,308 @@
+"""Sync one integration, exactly once.
+
+The order of steps is what makes a double booking impossible:
+
+1. take the integration's claim (a lease; see :mod:`invoice_sync.store.claims`);
+2. resolve every earlier attempt whose outcome is unknown by looking it up in the tool, never by resending;
+3. page through the unsynced, registered invoices; per page: validate (no I/O), link customers, look the
+   invoices up by our own number, mark the rest ``claimed`` (durably, fenced), push, and record each
+   outcome before the next request leaves;
+4. look up whatever came back ``unknown``.
+
+A daily quota running out defers the rest to the next run; an authorisation or configuration failure marks
+the rest with that reason and stops; a transient failure stops and leaves ``claimed`` rows that the next
+attempt looks up first.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from invoice_sync.connectors.base import Connector, CustomerLinkFailure
+from invoice_sync.domain import rules
+from invoice_sync.domain.errors import AuthError, ConfigError, QuotaExceededError
+from invoice_sync.domain.models import Booked, ErrorClass, Integration, Invoice, Rejected, Unknown
+from invoice_sync.engine.report import IntegrationReport
+from invoice_sync.store.claims import Claim
+from invoice_sync.store.models import LedgerState
+from invoice_sync.store.repository import Candidate, SyncStore
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_CLASSES = {ErrorClass.TRANSIENT, ErrorClass.AUTH, ErrorClass.QUOTA}
+
+
+@dataclass(frozen=True, slots=True)
+class SyncOptions:
+    """How a run treats one integration.
+
+    ``retry_rejected``: resend invoices the tool rejected even if neither the invoice nor the integration
+    changed since (a person pressed "sync" after fixing something in the tool itself). Nightly runs leave
+    it off so an unfixable invoice does not burn the tool's error budget every night.
+    """
+
+    dry_run: bool = False
+    invoice_numbers: tuple[str, ...] = ()
+    retry_failed_only: bool = False
+    retry_rejected: bool = False
+    batch_size: int = 50
+
+
+class IntegrationSync:
+    def __init__(
+        self,
+        store: SyncStore,
+        connector: Connector,
+        integration: Integration,
+        *,
+        run_id: str,
+        holder: str,
+        options: SyncOptions = SyncOptions(),
+    ) -> None:
+        self.store = store
+        self.connector = connector
+        self.integration = integration
+        self.run_id = run_id
+        self.holder = holder
+        self.options = options
+        self.report = IntegrationReport(integration.id, integration.tool)
+        self._label = f"{integration.name} ({integration.tool}, integration {integration.id})"
+
+    def run(self) -> IntegrationReport:
+        claim = self.store.acquire(self.integration.id, self.holder)
+        try:
+            self._run(claim)
+        finally:
+            self.store.release(claim)
+        return self.report
+
+    # -- steps --------------------------------------------------------------------------------
+
+    def _run(self, claim: Claim) -> None:
+        if not self.options.dry_run:
+            self._resolve_unknown(claim)
+        total = self.store.count_candidates(self.integration.id, numbers=self.options.invoice_numbers)
+        started, done, after = time.monotonic(), 0, 0
+        log.info("%s: %d unsynced registered invoices to consider", self._label, total)
+        try:
+            while True:
+                page = self.store.candidates(
+                    self.integration.id,
+                    after_id=after,
+                    limit=self.options.batch_size,
+                    numbers=self.options.invoice_numbers,
+                )
+                if not page:
+                    break
+                after = page[-1].invoice_id
+                wanted = [c.invoice_id for c in page if self._wanted(c)]
+                if wanted:
+                    self._sync_page(claim, wanted)
+                done += len(page)
+                self._progress(done, total, started)
+        except QuotaExceededError as exc:
+            self._stop_rest(claim, after, LedgerState.DEFERRED, exc)
+            log.warning("%s: %s; the rest waits for the next run", self._label, exc.message)
+        except (AuthError, ConfigError) as exc:
+            self._stop_rest(claim, after, LedgerState.REJECTED, exc)
+            raise
+
+    def _resolve_unknown(self, claim: Claim) -> None:
+        """Earlier attempts that may or may not have been booked: ask the tool, never resend blindly."""
+        pending = self.store.ledger_needing_lookup(self.integration.id)
+        if not pending:
+            return
+        by_number = {number: invoice_id for invoice_id, number in pending.items() if number}
+        found = self.connector.find_booked(sorted(by_number))
+        for number, booking in found.items():
+            invoice_id = by_number[number]
+            self.store.record(
+                claim, Booked(invoice_id, booking.registration_number, booking.external_id), self.run_id
+            )
+            self.report.resolved_by_lookup += 1
+        log.info(
+            "%s: %d earlier attempts with unknown outcome, %d found booked in the tool",
+            self._label,
+            len(pending),
+            len(found),
+        )
+
+    def _wanted(self, candidate: Candidate) -> bool:
+        ledger = candidate.ledger
+        if ledger is None:
+            return not self.options.retry_failed_only
+        if ledger.state in (LedgerState.BOOKED, LedgerState.WRITTEN_BACK):
+            return False  # booked; the write-back step copies the number
+        if ledger.state != LedgerState.REJECTED:
+            return True  # unknown (looked up above), claimed, deferred
+        if ledger.error_class in RETRYABLE_CLASSES or self.options.retry_rejected:
+            return True
+        changed = candidate.updated_at > ledger.updated_at or (
+            self.integration.updated_at is not None and self.integration.updated_at > ledger.updated_at
+        )
+        if not changed:
+            self.report.still_rejected += 1
+        return changed
+
+    def _sync_page(self, claim: Claim, invoice_ids: Sequence[int]) -> None:
+        ready: list[Invoice] = []
+        for invoice in self.store.load_invoices(invoice_ids):
+            reason = rules.skip_reason(invoice, self.integration)
+            if reason is not None:
+                self.report.skipped[reason] += 1
+                continue
+            problems = rules.problems(invoice) + self.connector.validate(invoice)
+            if problems:
+                self._reject(
+                    claim, invoice.id, problems[0].error_class, "; ".join(p.message for p in problems)
+                )
+            else:
+                ready.append(invoice)
+        if not ready:
+            return
+        if self.options.dry_run:
+            self.report.would_push += len(ready)
+            return
+        ready, links = self._link_customers(claim, ready)
+        ready = self._skip_already_booked(claim, ready)
+        if ready:
+            self._push(claim, ready, links)
+
+    def _link_customers(self, claim: Claim, invoices: list[Invoice]) -> tuple[list[Invoice], dict[int, str]]:
+        """Make sure every customer exists in the tool, once; reuse the links stored by earlier runs."""
+        customers = {inv.customer.id: inv.customer for inv in invoices if inv.customer is not None}
+        links = self.store.customer_links(self.integration.id, customers)
+        missing = [customer for customer_id, customer in customers.items() if customer_id not in links]
+        failures: dict[int, CustomerLinkFailure] = {}
+        if missing:
+            created: dict[int, str] = {}
+            for customer_id, result in self.connector.ensure_customers(missing).items():
+                if isinstance(result, CustomerLinkFailure):
+                    failures[customer_id] = result
+                else:
+                    created[customer_id] = result
+            self.store.save_customer_links(claim, created, self.run_id)
+            self.report.customers_created += len(created)
+            links.update(created)
+        kept = []
+        for invoice in invoices:
+            assert invoice.customer is not None  # rules.problems rejects invoices without one
+            failure = failures.get(invoice.customer.id)
+            if failure is not None:
+                message = f"Customer {invoice.customer.name!r} could not be created: {failure.message}"
+                self._reject(claim, invoice.id, ErrorClass(failure.error_class), message)
+            else:
+                kept.append(invoice)
+        return kept, links
+
+    def _skip_already_booked(self, claim: Claim, invoices: list[Invoice]) -> list[Invoice]:
+        """Ask the tool for our own numbers first: an entry made by a lost attempt is ours, not a new one."""
+        found = self.connector.find_booked([inv.number for inv in invoices if inv.number])
+        kept = []
+        for invoice in invoices:
+            booking = found.get(invoice.number or "")
+            if booking is None:
+                kept.append(invoice)
+            else:
+                self.store.record(
+                    claim, Booked(invoice.id, booking.registration_number, booking.external_id), self.run_id
+                )
+                self.report.resolved_by_lookup += 1
+        return kept
+
+    def _push(self, claim: Claim, invoices: list[Invoice], links: dict[int, str]) -> None:
+        self.store.mark(
+            claim, [inv.id for inv in invoices], LedgerState.CLAIMED, self.run_id, count_attempt=True
+        )
+        unknown: dict[str, int] = {}
+        sent: set[int] = set()
+        try:
+            for outcome in self.connector.push(invoices, links):
+                sent.add(outcome.invoice_id)
+                self.store.record(claim, outcome, self.run_id)
+                if isinstance(outcome, Booked):
+                    self.report.booked += 1
+                elif isinstance(outcome, Rejected):
+                    self.report.rejected[str(outcome.error_class)] += 1
+                elif isinstance(outcome, Unknown):
+                    number = next(inv.number for inv in invoices if inv.id == outcome.invoice_id)
+                    unknown[number or ""] = outcome.invoice_id
+        except QuotaExceededError as exc:
+            unsent = [inv.id for inv in invoices if inv.id not in sent]
+            self.store.mark(
+                claim,
+                unsent,
+                LedgerState.DEFERRED,
+                self.run_id,
+                error_class="quota",
+                error_message=exc.message,
+            )
+            self.report.deferred += len(unsent)
+            raise
+        finally:
+            if unknown:
+                self._settle_unknown(claim, unknown)
+
+    def _settle_unknown(self, claim: Claim, unknown: dict[str, int]) -> None:
+        try:
+            found = self.connector.find_booked(sorted(unknown))
+        except Exception:  # the next run looks them up again; nothing is lost
+            log.warning(
+                "%s: could not look up %d unknown outcomes now", self._label, len(unknown), exc_info=True
+            )
+            found = {}
+        for number, invoice_id in unknown.items():
+            booking = found.get(number)
+            if booking is None:
+                self.report.unknown += 1
+                continue
+            self.store.record(
+                claim, Booked(invoice_id, booking.registration_number, booking.external_id), self.run_id
+            )
+            self.report.booked += 1
+
+    def _reject(self, claim: Claim, invoice_id: int, error_class: ErrorClass, message: str) -> None:
+        self.report.rejected[str(error_class)] += 1
+        if not self.options.dry_run:
+            self.store.record(claim, Rejected(invoice_id, error_class, message), self.run_id)
+
+    def _stop_rest(self, claim: Claim, after_id: int, state: str, exc: Exception) -> None:
+        """Mark every remaining wanted invoice with why this run stopped, so nobody has to guess."""
+        message = getattr(exc, "message", str(exc))
+        error_class = str(getattr(exc, "error_class", ErrorClass.TRANSIENT))
+        cursor = after_id
+        stopped = 0
+        while True:
+            page = self.store.candidates(
+                self.integration.id, after_id=cursor, limit=500, numbers=self.options.invoice_numbers
+            )
+            if not page:
+                break
+            cursor = page[-1].invoice_id
+            ids = [c.invoice_id for c in page if self._wanted(c)]
+            if ids and not self.options.dry_run:
+                self.store.mark(
+                    claim, ids, state, self.run_id, error_class=error_class, error_message=message
+                )
+            stopped += len(ids)
+        if state == LedgerState.DEFERRED:
+            self.report.deferred += stopped
+        else:
+            self.report.rejected[error_class] += stopped
+
+    def _progress(self, done: int, total: int, started: float) -> None:
+        elapsed = time.monotonic() - started
+        left = (elapsed / done) * (total - done) if done and total > done else 0.0
+        log.info(
+            "%s: %d/%d invoices done (booked %d, rejected %d, deferred %d), about %.0f s left",
+            self._label,
+            min(done, total),
+            total,
+            self.report.booked,
+            sum(self.report.rejected.values()),
+            self.report.deferred,
+            left,
+        )

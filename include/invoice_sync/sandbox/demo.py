@@ -1,0 +1,383 @@
+"""Realistic demo data for the invoicing app, matching the sandbox's accounting administrations.
+
+Several integrations (auto sync on and off, two of them sharing one OAuth connection the way two
+administrations behind one consent do), companies and contacts with valid VAT numbers, drafts, registered,
+paid and already-synced invoices, credit notes, multi-line invoices at 21/12/6/0 % (BE) and 21/9/0 % (NL),
+and a fixed set of invoices the sync must refuse or the tool must reject, each for a different reason.
+``--invoices N`` scales the regular invoices; the broken ones are always there.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from sqlalchemy import Engine, delete, func, insert, select
+from sqlalchemy.orm import Session
+
+from invoice_sync.sandbox import exact_fixtures as exact
+from invoice_sync.store.models import (
+    CustomerRow,
+    IntegrationRow,
+    InvoiceLineRow,
+    InvoiceRow,
+    NotificationRow,
+    SyncBase,
+)
+
+CENT = Decimal("0.01")
+DEMO_CONN_ID = "exact_demo"
+SEEDED_AT = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class DemoIntegration:
+    id: int
+    name: str
+    tool: str
+    conn_id: str
+    auto_sync: bool
+    sync_from: date | None
+    settings: dict[str, Any]
+    number_format: str
+    vat_rates: tuple[str, ...]
+    gl_accounts: tuple[str, ...]
+
+
+INTEGRATIONS = (
+    DemoIntegration(
+        id=1,
+        name="Atelier Demo BV",
+        tool="exact_online",
+        conn_id=DEMO_CONN_ID,
+        auto_sync=True,
+        sync_from=date(2026, 1, 1),
+        settings={
+            "division": exact.DIVISION_BE,
+            "journal": "70",
+            "credit_note_journal": "71",
+            "vat_codes": {"21": "4", "12": "3", "6": "1", "0": "0"},
+            "gl_accounts": {code: exact.GL_ACCOUNTS_123456[code] for code in ("7000", "7010", "7020")},
+            "default_gl_account": exact.GL_ACCOUNTS_123456["7000"],
+            "payment_condition": "30",
+        },
+        number_format="2026/{:04d}",
+        vat_rates=("21", "12", "6", "0"),
+        gl_accounts=("7000", "7010"),
+    ),
+    DemoIntegration(
+        id=2,
+        name="Demo Nederland BV",
+        tool="exact_online",
+        conn_id=DEMO_CONN_ID,
+        auto_sync=True,
+        sync_from=None,
+        settings={
+            "division": exact.DIVISION_NL,
+            "journal": "70",
+            "credit_note_journal": "71",
+            "vat_codes": {"21": "2", "9": "1", "0": "0"},
+            "gl_accounts": dict(exact.GL_ACCOUNTS_234567),
+            "default_gl_account": exact.GL_ACCOUNTS_234567["8000"],
+            "payment_condition": "30",
+        },
+        number_format="NL2026-{:04d}",
+        vat_rates=("21", "9", "0"),
+        gl_accounts=("8000", "8010"),
+    ),
+    DemoIntegration(
+        id=3,
+        name="Demo Nederland Projecten",
+        tool="exact_online",
+        conn_id=DEMO_CONN_ID,
+        auto_sync=False,
+        sync_from=None,
+        settings={
+            "division": exact.DIVISION_NL,
+            "journal": "70",
+            "credit_note_journal": "71",
+            "vat_codes": {"21": "2", "9": "1", "0": "0"},
+            "gl_accounts": dict(exact.GL_ACCOUNTS_234567),
+            "default_gl_account": exact.GL_ACCOUNTS_234567["8010"],
+            "payment_condition": "15",
+        },
+        number_format="P2026-{:04d}",
+        vat_rates=("21", "9", "0"),
+        gl_accounts=("8010",),
+    ),
+)
+
+COMPANIES = (
+    ("Atelier Verhoeven BV", "BE", "Kortrijksesteenweg 12", "9000", "Gent"),
+    ("Bakkerij De Smet", "BE", "Markt 3", "8000", "Brugge"),
+    ("Brouwerij Het Anker NV", "BE", "Guido Gezellelaan 49", "2800", "Mechelen"),
+    ("Studio Lambrecht", "BE", "Meir 101", "2000", "Antwerpen"),
+    ("Garage Peeters & Zonen", "BE", "Steenweg 7", "3000", "Leuven"),
+    ("Houthandel Janssens", "BE", "Industrieweg 22", "3500", "Hasselt"),
+    ("Van Dijk Installaties BV", "NL", "Stationsplein 4", "3511 ED", "Utrecht"),
+    ("Bloemkwekerij Bakker", "NL", "Dorpsstraat 18", "2161 AB", "Lisse"),
+    ("De Vries Logistiek BV", "NL", "Havenweg 9", "3089 JH", "Rotterdam"),
+    ("Jansen Architecten", "NL", "Herengracht 210", "1016 BS", "Amsterdam"),
+)
+CONTACTS = (
+    ("Sofie Maes", "BE", "Kerkstraat 5", "9300", "Aalst"),
+    ("Lars de Boer", "NL", "Lindelaan 2", "9712 AA", "Groningen"),
+)
+
+
+def be_vat_number(serial: int) -> str:
+    """A Belgian enterprise number with a valid mod-97 check: 0 + 7 digits + 2 check digits."""
+    base = int(f"0{serial:07d}"[:8])
+    return f"BE{base:08d}{97 - base % 97:02d}"
+
+
+def nl_vat_number(serial: int) -> str:
+    """A Dutch VAT number whose 9 digits pass the eleven test, suffixed B01."""
+    for candidate in range(serial, serial + 100):
+        digits = f"{candidate:08d}"[-8:]
+        total = sum(int(d) * w for d, w in zip(digits, range(9, 1, -1), strict=True)) % 11
+        if total < 10:
+            return f"NL{digits}{total}B01"
+    raise ValueError("no valid number near serial")
+
+
+def seed(
+    engine: Engine, *, invoices: int = 60, seed_value: int = 2026, reset: bool = False
+) -> dict[str, int]:
+    """Fill the invoicing tables with demo data; refuses to touch a database that already has data."""
+    with Session(engine) as session, session.begin():
+        if session.scalar(select(func.count()).select_from(IntegrationRow)):
+            if not reset:
+                raise RuntimeError("the invoicing database already has data; use --reset to start over")
+            _wipe(session)
+        builder = _Builder(random.Random(seed_value))
+        builder.integrations()
+        builder.customers()
+        builder.regular_invoices(invoices)
+        builder.broken_invoices()
+        return builder.flush(session)
+
+
+def _wipe(session: Session) -> None:
+    for table in reversed(SyncBase.metadata.sorted_tables):
+        session.execute(delete(table))
+    for model in (NotificationRow, InvoiceLineRow, InvoiceRow, CustomerRow, IntegrationRow):
+        if model is InvoiceRow:
+            session.execute(InvoiceRow.__table__.update().values(credited_invoice_id=None))
+        session.execute(delete(model))
+
+
+class _Builder:
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.rows: dict[type, list[dict[str, Any]]] = defaultdict(list)
+        self.next_invoice_id = 1
+        self.next_number: dict[int, int] = defaultdict(lambda: 1)
+        self.customers_by_country: dict[str, list[int]] = defaultdict(list)
+        self.registered: dict[int, list[dict[str, Any]]] = defaultdict(list)
+
+    def integrations(self) -> None:
+        for integration in INTEGRATIONS:
+            self.rows[IntegrationRow].append(
+                {
+                    "id": integration.id,
+                    "name": integration.name,
+                    "tool": integration.tool,
+                    "conn_id": integration.conn_id,
+                    "auto_sync": integration.auto_sync,
+                    "sync_from": integration.sync_from,
+                    "settings": integration.settings,
+                    "updated_at": SEEDED_AT,
+                }
+            )
+
+    def customers(self) -> None:
+        people = [(name, "company", *rest) for name, *rest in COMPANIES]
+        people += [(name, "contact", *rest) for name, *rest in CONTACTS]
+        people += [
+            ("Refused Customer NV", "company", "BE", "Rue Haute 1", "1000", "Brussel"),
+            ("Bad Mail Comm.V", "company", "BE", "Nieuwstraat 8", "1000", "Brussel"),
+        ]
+        for customer_id, (name, kind, country, street, postcode, city) in enumerate(people, start=1):
+            vat = None
+            if kind == "company":
+                vat = (
+                    be_vat_number(4_000_000 + customer_id * 7919)
+                    if country == "BE"
+                    else nl_vat_number(10_000_000 + customer_id * 7919)
+                )
+            slug = "".join(ch for ch in name.lower() if ch.isalnum())[:20]
+            email = "boekhouding@@badmail" if name.startswith("Bad Mail") else f"boekhouding@{slug}.example"
+            self.rows[CustomerRow].append(
+                {
+                    "id": customer_id,
+                    "kind": kind,
+                    "name": name,
+                    "vat_number": vat,
+                    "email": email,
+                    "address_line1": street,
+                    "postcode": postcode,
+                    "city": city,
+                    "country_code": country,
+                    "updated_at": SEEDED_AT,
+                }
+            )
+            if not name.startswith(("Refused", "Bad Mail")):
+                self.customers_by_country[country].append(customer_id)
+        self.refused_customer_id = len(people) - 1
+        self.bad_mail_customer_id = len(people)
+
+    def regular_invoices(self, count: int) -> None:
+        regular = [i for i in INTEGRATIONS]
+        for n in range(count):
+            integration = regular[n % len(regular)]
+            roll = self.rng.random()
+            status = "draft" if roll < 0.1 else "paid" if roll < 0.3 else "registered"
+            synced = status != "draft" and 0.3 <= roll < 0.45
+            credit = status != "draft" and not synced and roll > 0.92 and self.registered[integration.id]
+            self._invoice(
+                integration,
+                status=status,
+                invoice_date=date(2026, self.rng.randint(2, 11), self.rng.randint(1, 28)),
+                lines=self._lines(integration),
+                already_synced=synced,
+                credit_of=self.rng.choice(self.registered[integration.id]) if credit else None,
+            )
+
+    def broken_invoices(self) -> None:
+        """One invoice per reason the sync or the tool must refuse; each has a different cause."""
+        be, nl = INTEGRATIONS[0], INTEGRATIONS[1]
+        ok_line = [("Consultancy", Decimal("2"), Decimal("95.00"), "21", "7010")]
+        self._invoice(
+            be,
+            invoice_date=date(2026, 3, 4),
+            lines=[("Import goods", Decimal("1"), Decimal("300"), "9", "7000")],
+        )
+        self._invoice(be, invoice_date=date(2026, 1, 20), lines=ok_line)  # closed period in Exact
+        self._invoice(
+            be,
+            invoice_date=date(2026, 4, 2),
+            lines=[("Old stock", Decimal("3"), Decimal("40"), "21", "7020")],
+        )
+        self._invoice(be, invoice_date=date(2026, 5, 6), lines=ok_line, customer_id=self.refused_customer_id)
+        self._invoice(be, invoice_date=date(2026, 5, 7), lines=ok_line, customer_id=self.bad_mail_customer_id)
+        self._invoice(be, invoice_date=date(2025, 12, 15), lines=ok_line)  # before the cut-over date
+        self._invoice(
+            nl,
+            invoice_date=date(2026, 6, 1),
+            lines=[("Advies", Decimal("1"), Decimal("500"), "21", "8000")],
+            total_excl_override=Decimal("550.00"),
+        )
+        self._invoice(
+            nl,
+            invoice_date=date(2026, 6, 2),
+            lines=[("Onderhoud", Decimal("1"), Decimal("120"), "6", "8010")],
+        )
+
+    def _lines(self, integration: DemoIntegration) -> list[tuple[str, Decimal, Decimal, str, str]]:
+        descriptions = (
+            "Consultancy",
+            "Design work",
+            "Installation",
+            "Maintenance",
+            "Materials",
+            "Travel costs",
+        )
+        lines = []
+        for _ in range(self.rng.randint(1, 4)):
+            quantity = Decimal(self.rng.choice(("1", "2", "3", "0.5", "7.25", "12")))
+            price = (Decimal(self.rng.randint(500, 250_000)) / 100).quantize(CENT)
+            lines.append(
+                (
+                    self.rng.choice(descriptions),
+                    quantity,
+                    price,
+                    self.rng.choice(integration.vat_rates),
+                    self.rng.choice(integration.gl_accounts),
+                )
+            )
+        return lines
+
+    def _invoice(
+        self,
+        integration: DemoIntegration,
+        *,
+        invoice_date: date,
+        lines: list[tuple[str, Decimal, Decimal, str, str]],
+        status: str = "registered",
+        already_synced: bool = False,
+        credit_of: dict[str, Any] | None = None,
+        customer_id: int | None = None,
+        total_excl_override: Decimal | None = None,
+    ) -> None:
+        invoice_id = self.next_invoice_id
+        self.next_invoice_id += 1
+        country = "BE" if integration.id == 1 else "NL"
+        if credit_of is not None:
+            customer_id = credit_of["customer_id"]
+            invoice_date = max(invoice_date, credit_of["invoice_date"])
+        customer_id = customer_id or self.rng.choice(self.customers_by_country[country])
+        amounts = [(quantity * price).quantize(CENT, ROUND_HALF_UP) for _, quantity, price, _, _ in lines]
+        by_rate: dict[str, Decimal] = defaultdict(Decimal)
+        for amount, (_, _, _, rate, _) in zip(amounts, lines, strict=True):
+            by_rate[rate] += amount
+        total_vat = sum(
+            ((base * Decimal(rate) / 100).quantize(CENT, ROUND_HALF_UP) for rate, base in by_rate.items()),
+            Decimal("0"),
+        )
+        total_excl = total_excl_override or sum(amounts, Decimal("0"))
+        number = None
+        if status != "draft":
+            number = integration.number_format.format(self.next_number[integration.id])
+            self.next_number[integration.id] += 1
+        registered_at = datetime.combine(invoice_date, datetime.min.time(), UTC) + timedelta(hours=9)
+        row = {
+            "id": invoice_id,
+            "integration_id": integration.id,
+            "kind": "credit_note" if credit_of is not None else "invoice",
+            "number": number,
+            "status": status,
+            "customer_id": customer_id,
+            "invoice_date": invoice_date,
+            "due_date": invoice_date + timedelta(days=30),
+            "currency": "EUR",
+            "total_excl_vat": total_excl,
+            "total_vat": total_vat,
+            "total_incl_vat": total_excl + total_vat,
+            "credited_invoice_id": credit_of["id"] if credit_of is not None else None,
+            "registered_at": registered_at if status != "draft" else None,
+            "updated_at": registered_at,
+            "registration_number": f"{25700000 + invoice_id}" if already_synced else None,
+            "synced_at": registered_at + timedelta(days=1) if already_synced else None,
+        }
+        self.rows[InvoiceRow].append(row)
+        for position, ((description, quantity, price, rate, gl), amount) in enumerate(
+            zip(lines, amounts, strict=True), start=1
+        ):
+            self.rows[InvoiceLineRow].append(
+                {
+                    "invoice_id": invoice_id,
+                    "position": position,
+                    "description": description,
+                    "quantity": quantity,
+                    "unit_price": price,
+                    "vat_rate": Decimal(rate),
+                    "amount": amount,
+                    "gl_account": gl,
+                }
+            )
+        if status != "draft" and credit_of is None:
+            self.registered[integration.id].append(row)
+
+    def flush(self, session: Session) -> dict[str, int]:
+        counts = {}
+        for model in (IntegrationRow, CustomerRow, InvoiceRow, InvoiceLineRow):
+            rows = self.rows[model]
+            for start in range(0, len(rows), 5000):
+                session.execute(insert(model), rows[start : start + 5000])
+            counts[model.__tablename__] = len(rows)
+        return counts

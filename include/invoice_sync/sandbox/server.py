@@ -1,0 +1,157 @@
+"""One HTTP server hosting every accounting-tool simulator under its own path prefix.
+
+A connection's host points at the tool's mount (``http://127.0.0.1:8765/exact``), so connectors call
+the same paths as against the real tool. ``serve`` is the blocking entry point of
+``invoice-sync sandbox serve`` (and of ``make run``); ``start_in_thread`` gives tests and benchmarks a
+server on a free loopback port. With a state path, every tool's state survives restarts.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+from starlette.routing import Mount
+
+from invoice_sync.sandbox.exact_online import TOOL as EXACT
+from invoice_sync.sandbox.exact_online import ExactOnlineSandbox, create_app
+from invoice_sync.sandbox.faults import FaultInjector
+from invoice_sync.sandbox.persistence import StateFile
+
+EXACT_MOUNT = "/exact"
+
+
+@dataclass(frozen=True, slots=True)
+class Simulators:
+    """The simulator objects behind one server, for tests and seeders to inspect directly."""
+
+    exact: ExactOnlineSandbox
+
+
+def build_simulators(
+    *, time_scale: float = 1.0, state_path: str | os.PathLike[str] | None = None
+) -> Simulators:
+    """Create every simulator, restoring and persisting its state through ``state_path`` when given."""
+    state_file = StateFile(state_path) if state_path else None
+    exact = ExactOnlineSandbox(
+        time_scale=time_scale,
+        saved_state=state_file.section(EXACT) if state_file else None,
+        on_change=(lambda state: state_file.save(EXACT, state)) if state_file else None,
+    )
+    if state_file is not None and state_file.section(EXACT) is None:
+        state_file.save(EXACT, exact.state())
+    return Simulators(exact=exact)
+
+
+def create_root_app(
+    *,
+    time_scale: float = 1.0,
+    state_path: str | os.PathLike[str] | None = None,
+    simulators: Simulators | None = None,
+) -> FastAPI:
+    """The combined ASGI app: each tool's simulator mounted under its prefix."""
+    simulators = simulators or build_simulators(time_scale=time_scale, state_path=state_path)
+    app = FastAPI(
+        title="invoice-sync sandbox",
+        routes=[Mount(EXACT_MOUNT, app=create_app(simulators.exact))],
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.simulators = simulators
+
+    @app.get("/")
+    def index() -> dict[str, Any]:
+        return {"tools": {EXACT: EXACT_MOUNT}}
+
+    return app
+
+
+class _AnnouncingServer(uvicorn.Server):
+    """A uvicorn server that prints one ``sandbox listening on`` line once it accepts connections."""
+
+    announce = True
+
+    @property
+    def bound_port(self) -> int:
+        return int(self.servers[0].sockets[0].getsockname()[1])
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and self.announce:
+            print(f"sandbox listening on http://{self.config.host}:{self.bound_port}", flush=True)
+
+
+def _server(app: FastAPI, host: str, port: int, log_level: str) -> _AnnouncingServer:
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, lifespan="off", timeout_graceful_shutdown=1
+    )
+    return _AnnouncingServer(config)
+
+
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    *,
+    time_scale: float = 1.0,
+    state_path: str | None = None,
+) -> None:
+    """Run the sandbox in the foreground until interrupted."""
+    app = create_root_app(time_scale=time_scale, state_path=state_path)
+    _server(app, host, port, "info").run()
+
+
+@dataclass(slots=True)
+class SandboxHandle:
+    """A sandbox server running in a daemon thread."""
+
+    url: str
+    simulators: Simulators
+    _server: _AnnouncingServer
+    _thread: threading.Thread
+
+    @property
+    def exact_url(self) -> str:
+        return self.url + EXACT_MOUNT
+
+    @property
+    def exact(self) -> ExactOnlineSandbox:
+        return self.simulators.exact
+
+    @property
+    def faults(self) -> FaultInjector:
+        """The fault rules of the Exact mount."""
+        return self.simulators.exact.faults
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+
+
+def start_in_thread(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    time_scale: float = 1.0,
+    state_path: str | os.PathLike[str] | None = None,
+    startup_timeout_s: float = 10.0,
+) -> SandboxHandle:
+    """Start a sandbox on ``host:port`` (0 = a free port) and return once it accepts connections."""
+    simulators = build_simulators(time_scale=time_scale, state_path=state_path)
+    server = _server(create_root_app(simulators=simulators), host, port, "warning")
+    server.announce = False
+    thread = threading.Thread(target=server.run, name="invoice-sync-sandbox", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + startup_timeout_s
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise RuntimeError(f"sandbox did not start on {host}:{port}")
+        time.sleep(0.01)
+    return SandboxHandle(f"http://{host}:{server.bound_port}", simulators, server, thread)

@@ -1,0 +1,522 @@
+"""Queries and writes the engine and the Airflow tasks need, in the domain's words.
+
+Reads return domain value objects; writes on behalf of a claim go through :meth:`SyncStore.fenced`, which
+re-checks the lease in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Engine, and_, case, func, insert, select, update
+from sqlalchemy.orm import Session, selectinload
+
+from invoice_sync.domain.models import (
+    Booked,
+    Customer,
+    CustomerKind,
+    Integration,
+    IntegrationSettings,
+    Invoice,
+    InvoiceKind,
+    InvoiceLine,
+    InvoiceStatus,
+    Outcome,
+    Rejected,
+    Unknown,
+)
+from invoice_sync.domain.rules import SYNCABLE_STATUSES
+from invoice_sync.store import claims
+from invoice_sync.store.claims import Claim, utcnow
+from invoice_sync.store.models import (
+    CustomerLinkRow,
+    CustomerRow,
+    IntegrationRow,
+    InvoiceRow,
+    LedgerRow,
+    LedgerState,
+    NotificationRow,
+    RunRow,
+)
+
+SYNCABLE = tuple(str(status) for status in SYNCABLE_STATUSES)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    invoice_id: int
+    state: str
+    attempts: int
+    error_class: str | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """An unsynced, registered invoice as the candidate query sees it (no lines, no customer yet)."""
+
+    invoice_id: int
+    number: str | None
+    updated_at: datetime
+    ledger: LedgerEntry | None
+
+
+class SyncStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # -- integrations -------------------------------------------------------------------------
+
+    def integrations(
+        self, ids: Sequence[int] | None = None, *, auto_sync_only: bool = False
+    ) -> list[Integration]:
+        query = select(IntegrationRow).order_by(IntegrationRow.id)
+        if ids is not None:
+            query = query.where(IntegrationRow.id.in_(list(ids)))
+        if auto_sync_only:
+            query = query.where(IntegrationRow.auto_sync.is_(True))
+        with Session(self.engine) as session:
+            return [_integration(row) for row in session.scalars(query)]
+
+    def integration(self, integration_id: int) -> Integration:
+        found = self.integrations([integration_id])
+        if not found:
+            raise LookupError(f"integration {integration_id} does not exist")
+        return found[0]
+
+    # -- claims -------------------------------------------------------------------------------
+
+    def acquire(self, integration_id: int, holder: str) -> Claim:
+        return claims.acquire(self.engine, integration_id, holder)
+
+    def release(self, claim: Claim) -> None:
+        claims.release(self.engine, claim)
+
+    @contextmanager
+    def fenced(self, claim: Claim) -> Iterator[Session]:
+        """A transaction that writes only while ``claim`` still holds its integration."""
+        with Session(self.engine) as session, session.begin():
+            claims.check(session, claim)
+            yield session
+
+    # -- candidates ---------------------------------------------------------------------------
+
+    def candidates(
+        self,
+        integration_id: int,
+        *,
+        after_id: int = 0,
+        limit: int = 500,
+        numbers: Sequence[str] | None = None,
+    ) -> list[Candidate]:
+        """The next page of registered invoices without a registration number, by id.
+
+        Served by the partial index over unsynced rows, so its cost follows the unsynced invoices,
+        not the history.
+        """
+        query = (
+            select(InvoiceRow.id, InvoiceRow.number, InvoiceRow.updated_at, LedgerRow)
+            .outerjoin(
+                LedgerRow,
+                and_(LedgerRow.invoice_id == InvoiceRow.id, LedgerRow.integration_id == integration_id),
+            )
+            .where(
+                InvoiceRow.integration_id == integration_id,
+                InvoiceRow.registration_number.is_(None),
+                InvoiceRow.id > after_id,
+                InvoiceRow.status.in_(SYNCABLE),
+            )
+            .order_by(InvoiceRow.id)
+            .limit(limit)
+        )
+        if numbers:
+            query = query.where(InvoiceRow.number.in_(list(numbers)))
+        with Session(self.engine) as session:
+            return [
+                Candidate(invoice_id, number, updated_at, _ledger_entry(ledger))
+                for invoice_id, number, updated_at, ledger in session.execute(query)
+            ]
+
+    def count_candidates(self, integration_id: int, *, numbers: Sequence[str] | None = None) -> int:
+        query = select(func.count()).where(
+            InvoiceRow.integration_id == integration_id,
+            InvoiceRow.registration_number.is_(None),
+            InvoiceRow.status.in_(SYNCABLE),
+        )
+        if numbers:
+            query = query.where(InvoiceRow.number.in_(list(numbers)))
+        with Session(self.engine) as session:
+            return session.scalar(query) or 0
+
+    def count_rejected(self, integration_id: int) -> int:
+        """Invoices whose last attempt was rejected, whichever run that was."""
+        query = select(func.count()).where(
+            LedgerRow.integration_id == integration_id, LedgerRow.state == LedgerState.REJECTED
+        )
+        with Session(self.engine) as session:
+            return session.scalar(query) or 0
+
+    def ledger_needing_lookup(self, integration_id: int) -> dict[int, str]:
+        """Invoices whose last attempt's outcome is unknown: {invoice id: invoice number}."""
+        query = (
+            select(LedgerRow.invoice_id, InvoiceRow.number)
+            .join(InvoiceRow, InvoiceRow.id == LedgerRow.invoice_id)
+            .where(
+                LedgerRow.integration_id == integration_id,
+                LedgerRow.state.in_(LedgerState.NEEDS_LOOKUP),
+            )
+        )
+        with Session(self.engine) as session:
+            return {invoice_id: number for invoice_id, number in session.execute(query)}
+
+    def load_invoices(self, invoice_ids: Iterable[int]) -> list[Invoice]:
+        ids = list(invoice_ids)
+        if not ids:
+            return []
+        query = (
+            select(InvoiceRow, CustomerRow)
+            .outerjoin(CustomerRow, CustomerRow.id == InvoiceRow.customer_id)
+            .where(InvoiceRow.id.in_(ids))
+            .options(selectinload(InvoiceRow.lines))
+            .order_by(InvoiceRow.id)
+        )
+        with Session(self.engine) as session:
+            return [_invoice(row, customer) for row, customer in session.execute(query)]
+
+    # -- customers ----------------------------------------------------------------------------
+
+    def customer_links(self, integration_id: int, customer_ids: Iterable[int]) -> dict[int, str]:
+        ids = list(set(customer_ids))
+        if not ids:
+            return {}
+        query = select(CustomerLinkRow.customer_id, CustomerLinkRow.external_id).where(
+            CustomerLinkRow.integration_id == integration_id, CustomerLinkRow.customer_id.in_(ids)
+        )
+        with Session(self.engine) as session:
+            return dict(session.execute(query).tuples().all())
+
+    def save_customer_links(self, claim: Claim, links: dict[int, str], run_id: str) -> None:
+        if not links:
+            return
+        now = utcnow()
+        with self.fenced(claim) as session:
+            session.execute(
+                insert(CustomerLinkRow),
+                [
+                    {
+                        "integration_id": claim.integration_id,
+                        "customer_id": customer_id,
+                        "external_id": external_id,
+                        "run_id": run_id,
+                        "created_at": now,
+                    }
+                    for customer_id, external_id in links.items()
+                ],
+            )
+
+    # -- ledger -------------------------------------------------------------------------------
+
+    def mark(
+        self,
+        claim: Claim,
+        invoice_ids: Iterable[int],
+        state: str,
+        run_id: str,
+        *,
+        error_class: str | None = None,
+        error_message: str | None = None,
+        count_attempt: bool = False,
+    ) -> None:
+        """Move ledger rows of ``invoice_ids`` to ``state`` (creating them), fenced by ``claim``."""
+        ids = list(invoice_ids)
+        if not ids:
+            return
+        with self.fenced(claim) as session:
+            self._upsert(
+                session,
+                claim.integration_id,
+                {
+                    invoice_id: {
+                        "state": state,
+                        "error_class": error_class,
+                        "error_message": error_message,
+                    }
+                    for invoice_id in ids
+                },
+                run_id,
+                count_attempt=count_attempt,
+            )
+
+    def record(self, claim: Claim, outcome: Outcome, run_id: str) -> None:
+        """Store one push outcome, durably, before the next request goes out."""
+        with self.fenced(claim) as session:
+            self._upsert(
+                session, claim.integration_id, {outcome.invoice_id: _outcome_values(outcome)}, run_id
+            )
+
+    def _upsert(
+        self,
+        session: Session,
+        integration_id: int,
+        values_by_invoice: dict[int, dict[str, Any]],
+        run_id: str,
+        *,
+        count_attempt: bool = False,
+    ) -> None:
+        now = utcnow()
+        existing = {
+            row.invoice_id: row
+            for row in session.scalars(
+                select(LedgerRow).where(
+                    LedgerRow.integration_id == integration_id,
+                    LedgerRow.invoice_id.in_(list(values_by_invoice)),
+                )
+            )
+        }
+        for invoice_id, values in values_by_invoice.items():
+            row = existing.get(invoice_id)
+            if row is None:
+                row = LedgerRow(
+                    integration_id=integration_id, invoice_id=invoice_id, attempts=0, created_at=now
+                )
+                session.add(row)
+            for key, value in values.items():
+                setattr(row, key, value)
+            row.run_id = run_id
+            row.updated_at = now
+            if count_attempt:
+                row.attempts = (row.attempts or 0) + 1
+
+    def write_back(self, claim: Claim) -> int:
+        """Copy every booked registration number onto its invoice, in the same transaction that moves the
+        ledger row to ``written_back``. Returns how many invoices got their number."""
+        with self.fenced(claim) as session:
+            booked = session.scalars(
+                select(LedgerRow).where(
+                    LedgerRow.integration_id == claim.integration_id,
+                    LedgerRow.state == LedgerState.BOOKED,
+                )
+            ).all()
+            now = utcnow()
+            for row in booked:
+                session.execute(
+                    update(InvoiceRow)
+                    .where(InvoiceRow.id == row.invoice_id, InvoiceRow.registration_number.is_(None))
+                    .values(registration_number=row.registration_number, synced_at=now)
+                )
+                row.state = LedgerState.WRITTEN_BACK
+                row.updated_at = now
+            return len(booked)
+
+    # -- reporting ----------------------------------------------------------------------------
+
+    def skip_counts(self, integration_id: int) -> dict[str, int]:
+        """Invoices that are not offered to the tool, by reason (drafts, already synced, edited since)."""
+        edited = and_(
+            InvoiceRow.registration_number.is_not(None),
+            InvoiceRow.synced_at.is_not(None),
+            InvoiceRow.updated_at > InvoiceRow.synced_at,
+        )
+        reason = case(
+            (InvoiceRow.status.not_in(SYNCABLE), "draft"),
+            (edited, "changed_after_sync"),
+            (InvoiceRow.registration_number.is_not(None), "already_synced"),
+            else_="candidate",
+        )
+        query = (
+            select(reason.label("reason"), func.count())
+            .where(InvoiceRow.integration_id == integration_id)
+            .group_by("reason")
+        )
+        with Session(self.engine) as session:
+            counts = {name: count for name, count in session.execute(query) if name != "candidate"}
+        integration = self.integration(integration_id)
+        if integration.sync_from is not None:
+            with Session(self.engine) as session:
+                before = session.scalar(
+                    select(func.count()).where(
+                        InvoiceRow.integration_id == integration_id,
+                        InvoiceRow.registration_number.is_(None),
+                        InvoiceRow.status.in_(SYNCABLE),
+                        InvoiceRow.invoice_date < integration.sync_from,
+                    )
+                )
+            if before:
+                counts["before_cutover"] = before
+        return counts
+
+    def changed_after_sync(self, integration_id: int) -> list[dict[str, Any]]:
+        query = select(InvoiceRow.id, InvoiceRow.number, InvoiceRow.registration_number).where(
+            InvoiceRow.integration_id == integration_id,
+            InvoiceRow.registration_number.is_not(None),
+            InvoiceRow.synced_at.is_not(None),
+            InvoiceRow.updated_at > InvoiceRow.synced_at,
+        )
+        with Session(self.engine) as session:
+            return [
+                {"invoice_id": i, "number": n, "registration_number": r} for i, n, r in session.execute(query)
+            ]
+
+    def ledger_frame(self, run_id: str, integration_ids: Sequence[int] | None = None) -> pd.DataFrame:
+        """Ledger rows touched by ``run_id``, with the invoice number, as a DataFrame for summaries."""
+        query = (
+            select(
+                LedgerRow.integration_id,
+                LedgerRow.invoice_id,
+                InvoiceRow.number,
+                LedgerRow.state,
+                LedgerRow.error_class,
+                LedgerRow.error_message,
+                LedgerRow.registration_number,
+            )
+            .join(InvoiceRow, InvoiceRow.id == LedgerRow.invoice_id)
+            .where(LedgerRow.run_id == run_id)
+        )
+        if integration_ids is not None:
+            query = query.where(LedgerRow.integration_id.in_(list(integration_ids)))
+        with Session(self.engine) as session:
+            rows = session.execute(query).all()
+        columns = [
+            "integration_id",
+            "invoice_id",
+            "number",
+            "state",
+            "error_class",
+            "error_message",
+            "registration_number",
+        ]
+        return pd.DataFrame(rows, columns=columns)
+
+    def customers_created(self, run_id: str) -> dict[int, int]:
+        query = (
+            select(CustomerLinkRow.integration_id, func.count())
+            .where(CustomerLinkRow.run_id == run_id)
+            .group_by(CustomerLinkRow.integration_id)
+        )
+        with Session(self.engine) as session:
+            return dict(session.execute(query).tuples().all())
+
+    def save_run(
+        self,
+        dag_id: str,
+        run_id: str,
+        run_type: str,
+        triggered_by: str | None,
+        counts: dict[str, Any],
+        started_at: datetime,
+    ) -> None:
+        with Session(self.engine) as session, session.begin():
+            row = session.get(RunRow, (dag_id, run_id))
+            if row is None:
+                row = RunRow(dag_id=dag_id, run_id=run_id, started_at=started_at)
+                session.add(row)
+            row.run_type = run_type
+            row.triggered_by = triggered_by
+            row.counts = counts
+            row.finished_at = utcnow()
+
+    def notify(
+        self, *, recipient: str | None, title: str, body: dict[str, Any], integration_id: int | None
+    ) -> int:
+        with Session(self.engine) as session, session.begin():
+            row = NotificationRow(
+                integration_id=integration_id,
+                recipient=recipient,
+                created_at=utcnow(),
+                title=title,
+                body=body,
+            )
+            session.add(row)
+            session.flush()
+            return row.id
+
+
+def _outcome_values(outcome: Outcome) -> dict[str, Any]:
+    if isinstance(outcome, Booked):
+        return {
+            "state": LedgerState.BOOKED,
+            "registration_number": outcome.registration_number,
+            "external_id": outcome.external_id,
+            "error_class": None,
+            "error_message": None,
+        }
+    if isinstance(outcome, Rejected):
+        return {
+            "state": LedgerState.REJECTED,
+            "error_class": str(outcome.error_class),
+            "error_message": outcome.message,
+        }
+    if isinstance(outcome, Unknown):
+        return {"state": LedgerState.UNKNOWN, "error_class": "transient", "error_message": outcome.message}
+    raise TypeError(f"not an outcome: {outcome!r}")
+
+
+def _ledger_entry(row: LedgerRow | None) -> LedgerEntry | None:
+    if row is None:
+        return None
+    return LedgerEntry(row.invoice_id, row.state, row.attempts, row.error_class, row.updated_at)
+
+
+def _integration(row: IntegrationRow) -> Integration:
+    return Integration(
+        id=row.id,
+        name=row.name,
+        tool=row.tool,
+        conn_id=row.conn_id,
+        auto_sync=row.auto_sync,
+        sync_from=row.sync_from,
+        settings=IntegrationSettings.from_json(row.settings),
+        updated_at=row.updated_at,
+    )
+
+
+def _invoice(row: InvoiceRow, customer: CustomerRow | None) -> Invoice:
+    return Invoice(
+        id=row.id,
+        integration_id=row.integration_id,
+        kind=InvoiceKind(row.kind),
+        number=row.number,
+        status=InvoiceStatus(row.status),
+        customer=_customer(customer) if customer is not None else None,
+        invoice_date=row.invoice_date,
+        due_date=row.due_date,
+        currency=row.currency,
+        total_excl_vat=row.total_excl_vat,
+        total_vat=row.total_vat,
+        total_incl_vat=row.total_incl_vat,
+        lines=tuple(
+            InvoiceLine(
+                position=line.position,
+                description=line.description,
+                quantity=line.quantity,
+                unit_price=line.unit_price,
+                vat_rate=line.vat_rate,
+                amount=line.amount,
+                gl_account=line.gl_account,
+            )
+            for line in row.lines
+        ),
+        updated_at=row.updated_at,
+        registration_number=row.registration_number,
+        synced_at=row.synced_at,
+        credited_invoice_id=row.credited_invoice_id,
+    )
+
+
+def _customer(row: CustomerRow) -> Customer:
+    return Customer(
+        id=row.id,
+        kind=CustomerKind(row.kind),
+        name=row.name,
+        vat_number=row.vat_number,
+        email=row.email,
+        address_line1=row.address_line1,
+        postcode=row.postcode,
+        city=row.city,
+        country_code=row.country_code,
+    )

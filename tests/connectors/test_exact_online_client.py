@@ -1,0 +1,399 @@
+"""The Exact Online connector against the Exact simulator over real HTTP on loopback.
+
+The Airflow connection comes from an ``AIRFLOW_CONN_*`` variable, tokens live in an in-memory vault
+with a real lock, and faults are injected through the simulator's control API, so every test exercises
+the same code path a task runs in production.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import requests
+from invoice_sync.connectors.base import CustomerLinkFailure, TokenSet
+from invoice_sync.connectors.exact_online import ExactOnlineConnector, ExactOnlineHook
+from invoice_sync.connectors.registry import connector_for
+from invoice_sync.domain.errors import (
+    AuthError,
+    ConfigError,
+    QuotaExceededError,
+    TransientError,
+)
+from invoice_sync.domain.models import Booked, ErrorClass, InvoiceKind, Rejected, Unknown
+from invoice_sync.sandbox.exact_fixtures import (
+    BOOTSTRAP_REFRESH_TOKEN,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    DIVISION_BE,
+    GL_ACCOUNTS_123456,
+)
+from invoice_sync.sandbox.server import start_in_thread
+
+CONN_ID = "exact_test"
+CLIENT_TIMEOUT_S = 1.0
+
+
+def set_connection(monkeypatch: pytest.MonkeyPatch, host: str, **extra: Any) -> None:
+    """Give the hook its Airflow connection the way deployments do: an ``AIRFLOW_CONN_*`` variable."""
+    extra = {"refresh_token": BOOTSTRAP_REFRESH_TOKEN, "timeout": CLIENT_TIMEOUT_S, **extra}
+    conn = {"conn_type": "http", "host": host, "login": CLIENT_ID, "password": CLIENT_SECRET, "extra": extra}
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps(conn))
+
+
+def control(sandbox: Any, path: str, body: Any = None) -> Any:
+    """Call the simulator's control API (``/_sandbox/...``)."""
+    url = f"{sandbox.exact_url}/_sandbox/{path}"
+    response = requests.post(url, json=body, timeout=5) if body is not None else requests.get(url, timeout=5)
+    response.raise_for_status()
+    return response.json()
+
+
+@pytest.fixture
+def exact(sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    set_connection(monkeypatch, sandbox.exact_url)
+    return sandbox
+
+
+@pytest.fixture
+def fast_exact(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A simulator whose clock runs 60x: a rate-limit minute passes in one real second."""
+    handle = start_in_thread(time_scale=60)
+    set_connection(monkeypatch, handle.exact_url)
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+@pytest.fixture
+def settings(builders: Any) -> Any:
+    return builders.settings(
+        gl_accounts=dict(GL_ACCOUNTS_123456),
+        default_gl_account=GL_ACCOUNTS_123456["7000"],
+        division=DIVISION_BE,
+    )
+
+
+@pytest.fixture
+def connect(builders: Any, vault: Any, settings: Any) -> Callable[..., ExactOnlineConnector]:
+    """Build a connector; keyword arguments go to the hook (short back-off, no real waiting)."""
+
+    def build(*, integration_settings: Any = None, token_vault: Any = None, **hook_options: Any):
+        options = {"backoff_s": 0.01, "refresh_margin_s": 0.4, **hook_options}
+        integration = builders.integration(integration_settings or settings, conn_id=CONN_ID)
+        hook = ExactOnlineHook(
+            exact_online_conn_id=CONN_ID,
+            vault=token_vault or vault,
+            division=integration.settings.division,
+            **options,
+        )
+        return ExactOnlineConnector(integration, hook)
+
+    return build
+
+
+def book(connector: ExactOnlineConnector, builders: Any, *invoices: Any) -> list[Any]:
+    """Link the invoices' customers, push the invoices and return the outcomes."""
+    customers = {invoice.customer.id: invoice.customer for invoice in invoices}
+    links = connector.ensure_customers(list(customers.values()))
+    return list(connector.push(list(invoices), links))
+
+
+# -- customers ----------------------------------------------------------------------------------------
+
+
+def test_customers_are_created_once_and_found_again(exact, connect, builders):
+    connector = connect()
+    customers = [builders.customer(1042), builders.customer(7, name="O'Neill & Zonen", email=None)]
+    first = connector.ensure_customers(customers)
+    assert all(isinstance(guid, str) for guid in first.values())
+
+    again = connect().ensure_customers([*customers, customers[0]])
+    assert again == first
+    accounts = exact.exact.accounts(DIVISION_BE)
+    assert sorted(a["Code"] for a in accounts) == [" " * 17 + "7", "              1042"]
+    assert {a["Status"] for a in accounts} == {"C"}
+    calls = control(exact, "stats")["calls"]
+    assert calls["POST /api/v1/{division}/crm/Accounts"] == {"201": 2}
+    assert calls["GET /api/v1/{division}/crm/Accounts"] == {"200": 2}  # one batched lookup per call
+
+
+def test_a_refused_customer_does_not_stop_the_others(exact, connect, builders):
+    refused = builders.customer(1, name="Refused Customer NV")
+    bad_email = builders.customer(2, email="not-an-email")
+    good = builders.customer(3)
+    links = connect().ensure_customers([refused, bad_email, good])
+    assert links[1] == CustomerLinkFailure(
+        "data", "Customer Refused Customer NV: Exact Online division 123456: Invalid: Customer (Type)"
+    )
+    assert isinstance(links[2], CustomerLinkFailure) and "Invalid: Email [not-an-email]" in links[2].message
+    assert isinstance(links[3], str)
+
+
+# -- booking ------------------------------------------------------------------------------------------
+
+
+def test_invoice_and_credit_note_are_booked_with_exacts_numbers(exact, connect, builders):
+    lines = [builders.line("1.05", "21", position=n) for n in range(9)] + [builders.line("2.05", "21")]
+    invoice = builders.invoice(lines, invoice_id=1, total_vat="2.42")
+    credit_note = builders.invoice(
+        [builders.line("100.00", "6", gl_account="7010")],
+        invoice_id=2,
+        number="CN-2026/0001",
+        kind=InvoiceKind.CREDIT_NOTE,
+    )
+    outcomes = book(connect(), builders, invoice, credit_note)
+
+    assert [type(o) for o in outcomes] == [Booked, Booked]
+    assert [o.registration_number for o in outcomes] == ["26700001", "26710001"]
+    entries = {e["YourRef"]: e for e in exact.exact.entries(DIVISION_BE)}
+    assert entries["2026/0042"]["EntryID"] == outcomes[0].external_id
+    assert Decimal(str(entries["2026/0042"]["VATAmountFC"])) == Decimal("2.42")  # to the cent
+    assert Decimal(str(entries["2026/0042"]["AmountFC"])) == Decimal("11.50")
+    assert Decimal(str(entries["CN-2026/0001"]["AmountFC"])) == Decimal("-100.00")
+    assert entries["CN-2026/0001"]["Type"] == 21
+
+
+def test_rejections_carry_exacts_text_and_do_not_stop_the_batch(exact, connect, builders, settings):
+    vat_codes = {**settings.vat_codes, "12": "5"}  # 5 is blocked in the simulator
+    connector = connect(integration_settings=replace(settings, vat_codes=vat_codes))
+    invoices = [
+        builders.invoice(invoice_id=1, number="A-1", invoice_date=date(2026, 1, 15)),  # closed period
+        builders.invoice([builders.line("10.00", "12")], invoice_id=2, number="A-2"),
+        builders.invoice([builders.line("10.00", gl_account="7020")], invoice_id=3, number="A-3"),
+        builders.invoice(invoice_id=4, number="A-4"),
+    ]
+    outcomes = book(connector, builders, *invoices)
+    assert outcomes[:3] == [
+        Rejected(1, ErrorClass.DATA, "Exact Online division 123456: Periode is afgesloten: 2026-01"),
+        Rejected(2, ErrorClass.CONFIG, "Exact Online division 123456: Not allowed: VAT code"),
+        Rejected(3, ErrorClass.CONFIG, "Exact Online division 123456: Blocked: Ledger account"),
+    ]
+    assert isinstance(outcomes[3], Booked)
+
+
+def test_invalid_invoices_are_rejected_without_a_call(exact, connect, builders):
+    outcomes = book(connect(), builders, builders.invoice([builders.line("10.00", "9")]))
+    assert outcomes == [
+        Rejected(1, ErrorClass.CONFIG, "VAT rate 9% is not mapped to an Exact VAT code for division 123456")
+    ]
+    assert "POST /api/v1/{division}/salesentry/SalesEntries" not in control(exact, "stats")["calls"]
+
+
+def test_find_booked_batches_forty_references_and_keeps_to_its_journals(exact, connect, builders, settings):
+    connector = connect(integration_settings=replace(settings, credit_note_journal=None))
+    mine = [builders.invoice(invoice_id=n, number=f"2026/{n:04d}") for n in (1, 2)]
+    mine.append(builders.invoice(invoice_id=3, number="O'Brien-1"))
+    booked = book(connector, builders, *mine)
+    other_journal = connect(integration_settings=replace(settings, journal="71"))
+    book(other_journal, builders, builders.invoice(invoice_id=9, number="2026/0009"))
+
+    references = [f"2026/{n:04d}" for n in range(1, 44)] + ["O'Brien-1"]
+    found = connector.find_booked(references)
+
+    assert {ref: b.registration_number for ref, b in found.items()} == {
+        "2026/0001": "26700001",
+        "2026/0002": "26700002",
+        "O'Brien-1": "26700003",
+    }
+    assert found["O'Brien-1"].external_id == booked[2].external_id
+    assert control(exact, "stats")["calls"]["GET /api/v1/{division}/salesentry/SalesEntries"] == {"200": 2}
+
+
+# -- OAuth --------------------------------------------------------------------------------------------
+
+
+def test_expired_token_is_refreshed_once_and_the_call_retried(exact, connect, builders, vault):
+    connector = connect()
+    connector.find_booked(["x"])
+    first = vault.load(CONN_ID)
+    assert first.refresh_token != BOOTSTRAP_REFRESH_TOKEN  # rotated and persisted
+
+    control(exact, "expire-tokens", {})
+    assert connector.find_booked(["x"]) == {}
+    second = vault.load(CONN_ID)
+    assert second.refresh_token not in (first.refresh_token, BOOTSTRAP_REFRESH_TOKEN)
+    stats = control(exact, "stats")
+    assert stats["token_refreshes"] == 2
+    assert stats["calls"]["GET /api/v1/{division}/salesentry/SalesEntries"] == {"200": 2, "401": 1}
+
+    connect().find_booked(["x"])  # another task: reuses the stored tokens, no refresh
+    assert control(exact, "stats")["token_refreshes"] == 2
+
+
+def test_a_refresh_refused_as_too_early_keeps_the_current_tokens(exact, connect, vault):
+    connect().find_booked(["x"])
+    stored = vault.load(CONN_ID)
+    # Our clock says the token is about to expire, Exact's says it is young: it answers 401.
+    vault.tokens[CONN_ID] = replace(stored, expires_at=datetime.now(UTC) + timedelta(seconds=0.1))
+    assert connect().find_booked(["x"]) == {}
+    assert vault.load(CONN_ID).refresh_token == stored.refresh_token
+    stats = control(exact, "stats")
+    assert stats["token_refreshes"] == 1
+    assert stats["calls"]["POST /api/oauth2/token"] == {"200": 1, "401": 1}
+    assert stats["calls"]["GET /api/v1/{division}/salesentry/SalesEntries"] == {"200": 2}
+
+
+def test_dead_refresh_token_asks_to_reconnect(exact, connect, builders, monkeypatch):
+    connect().find_booked(["x"])  # spends the consent's refresh token
+    stranger = builders.vault()  # a vault that never saw the rotation
+    with pytest.raises(AuthError, match="Old refresh token used.*reconnect the integration"):
+        connect(token_vault=stranger).find_booked(["x"])
+
+    set_connection(monkeypatch, exact.exact_url, refresh_token="not-a-token")
+    with pytest.raises(AuthError, match="Invalid refresh token"):
+        connect(token_vault=builders.vault()).find_booked(["x"])
+
+
+def test_two_workers_refreshing_at_once_spend_the_refresh_token_once(exact, connect):
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        connector = connect()
+        barrier.wait()
+        try:
+            connector.find_booked(["x"])
+        except BaseException as error:  # surfaced by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert errors == []
+    assert control(exact, "stats")["token_refreshes"] == 1
+
+
+def test_wrong_division_is_an_auth_error(exact, connect, builders, settings):
+    connector = connect(integration_settings=replace(settings, division=999999))
+    with pytest.raises(AuthError, match="Wrong Division"):
+        connector.find_booked(["x"])
+
+
+# -- rate limits --------------------------------------------------------------------------------------
+
+
+def test_a_low_minutely_limit_is_waited_out_without_a_single_429(fast_exact, connect):
+    control(fast_exact, "config", {"minutely_limit": 3})
+    connector = connect()
+    for _ in range(7):
+        connector.find_booked(["x"])
+    stats = control(fast_exact, "stats")
+    assert stats["rate_limited"] == 0
+    assert stats["calls"]["GET /api/v1/{division}/salesentry/SalesEntries"] == {"200": 7}
+    assert connector.hook.budget.waited_s > 0
+
+
+def test_an_unforeseen_429_is_waited_out_and_retried(fast_exact, connect, builders):
+    control(
+        fast_exact, "faults", [{"method": "POST", "path": "SalesEntries", "kind": "rate_limit", "times": 1}]
+    )
+    outcomes = book(connect(), builders, builders.invoice())
+    assert [type(o) for o in outcomes] == [Booked]
+    assert len(fast_exact.exact.entries(DIVISION_BE)) == 1
+
+
+def test_spent_daily_limit_stops_the_batch_before_sending(exact, connect, builders):
+    control(exact, "config", {"daily_limit": 4})
+    connector = connect()
+    invoices = [builders.invoice(invoice_id=n, number=f"D-{n}") for n in range(1, 4)]
+    links = connector.ensure_customers([invoices[0].customer])  # calls 1 and 2: look up, create
+    outcomes: list[Any] = []
+    with pytest.raises(QuotaExceededError, match="daily API limit") as caught:
+        for outcome in connector.push(invoices, links):  # calls 3 and 4, then the budget is spent
+            outcomes.append(outcome)
+    assert [type(o) for o in outcomes] == [Booked, Booked]
+    assert caught.value.resets_at is not None and caught.value.resets_at > datetime.now(UTC)
+    assert control(exact, "stats")["rate_limited"] == 0
+
+
+def test_a_daily_429_is_a_quota_error(exact, connect):
+    control(exact, "config", {"daily_limit": 0})
+    with pytest.raises(QuotaExceededError):
+        connect().find_booked(["x"])
+
+
+# -- faults and exactly-once --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"kind": "commit_then_drop"},
+        {"kind": "commit_then_timeout", "delay_s": CLIENT_TIMEOUT_S + 2},
+        {"kind": "malformed"},
+    ],
+    ids=lambda fault: fault["kind"],
+)
+def test_a_lost_answer_after_commit_is_unknown_and_found_by_lookup(exact, connect, builders, fault):
+    control(exact, "faults", [{"method": "POST", "path": "SalesEntries", "times": 1, **fault}])
+    connector = connect()
+    outcomes = book(connector, builders, builders.invoice())
+    assert [type(o) for o in outcomes] == [Unknown]
+    assert "look it up before resending" in outcomes[0].message
+
+    found = connector.find_booked(["2026/0042"])
+    assert found["2026/0042"].registration_number == "26700001"
+    assert len(exact.exact.entries(DIVISION_BE)) == 1
+
+
+def test_a_5xx_on_post_is_unknown_and_nothing_was_booked(exact, connect, builders):
+    control(exact, "faults", [{"method": "POST", "path": "SalesEntries", "kind": "status", "status": 503}])
+    connector = connect()
+    outcomes = book(connector, builders, builders.invoice())
+    assert [type(o) for o in outcomes] == [Unknown]
+    assert connector.find_booked(["2026/0042"]) == {}
+
+
+def test_a_5xx_on_get_is_retried(exact, connect):
+    control(exact, "faults", [{"method": "GET", "path": "SalesEntries", "kind": "status", "times": 2}])
+    assert connect().find_booked(["x"]) == {}
+    stats = control(exact, "stats")
+    assert stats["faults"] == {"status": 2}
+    assert stats["calls"]["GET /api/v1/{division}/salesentry/SalesEntries"] == {"200": 1}
+
+
+def test_connection_refused_is_transient_and_nothing_was_sent(monkeypatch, connect, builders, vault):
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    set_connection(monkeypatch, f"http://127.0.0.1:{port}/exact")
+    valid = TokenSet("access", "refresh", datetime.now(UTC) + timedelta(minutes=10))
+    vault.tokens[CONN_ID] = valid
+    connector = connect(get_attempts=1)
+    with pytest.raises(TransientError) as caught:
+        list(connector.push([builders.invoice()], {1042: "guid"}))
+    assert type(caught.value) is TransientError  # not OutcomeUnknownError: the request never left
+
+
+# -- wiring -------------------------------------------------------------------------------------------
+
+
+def test_registry_builds_the_exact_connector_and_refuses_unknown_tools(builders, vault, settings):
+    integration = builders.integration(settings, conn_id=CONN_ID)
+    assert isinstance(connector_for(integration, vault), ExactOnlineConnector)
+    with pytest.raises(ConfigError, match="no connector for accounting tool 'sage'"):
+        connector_for(replace(integration, tool="sage"), vault)
+
+
+def test_hook_keeps_secrets_out_of_headers_and_does_no_io_when_built(monkeypatch, vault):
+    ExactOnlineHook(exact_online_conn_id="does_not_exist", vault=vault, division=1)  # no lookup yet
+    set_connection(monkeypatch, "https://start.exactonline.be", **{"X-Custom": "kept"})
+    hook = ExactOnlineHook(exact_online_conn_id=CONN_ID, vault=vault, division=1)
+    session = hook.session
+    assert session.auth is None  # the client secret goes only to the token endpoint
+    assert "refresh_token" not in session.headers
+    assert session.headers["X-Custom"] == "kept"
+    assert session.headers["Accept"] == "application/json"
+    assert hook.timeout_s == CLIENT_TIMEOUT_S
+    assert BOOTSTRAP_REFRESH_TOKEN not in repr(vars(hook))
