@@ -72,7 +72,7 @@ def _demo_seed(args: argparse.Namespace) -> int:
     engine = make_engine()
     prepare(engine)
     try:
-        counts = seed(engine, invoices=args.invoices, seed_value=args.seed, reset=args.reset)
+        counts = seed(engine, invoices=args.invoices, seed_value=args.seed, reset=args.reset).counts
     except RuntimeError as exc:
         if args.if_empty:
             print(f"demo seed skipped: {exc}")
@@ -105,8 +105,8 @@ def _status(*, as_json: bool) -> int:
     print(table.to_string(index=False) if not table.empty else "  nothing selected")
     synced = run["counts"].get("invoices_synced", 0)
     print(
-        f"\n{synced} invoice(s) and {run['counts'].get('customers_created', 0)} customer(s) synced in that run"
-        + ("" if synced else " - nothing new to sync")
+        f"\n{synced} invoice(s) and {run['counts'].get('customers_created', 0)} customer(s) "
+        "synced in that run" + ("" if synced else " - nothing new to sync")
     )
     return 0
 

@@ -132,7 +132,7 @@ def test_a_refused_customer_does_not_stop_the_others(exact, connect, builders):
     good = builders.customer(3)
     links = connect().ensure_customers([refused, bad_email, good])
     assert links[1] == CustomerLinkFailure(
-        "data", "Customer Refused Customer NV: Exact Online division 123456: Invalid: Customer (Type)"
+        "data", "Exact Online division 123456: Invalid: Customer (Type)"
     )
     assert isinstance(links[2], CustomerLinkFailure) and "Invalid: Email [not-an-email]" in links[2].message
     assert isinstance(links[3], str)

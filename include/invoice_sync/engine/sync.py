@@ -192,7 +192,9 @@ class IntegrationSync:
             assert invoice.customer is not None  # rules.problems rejects invoices without one
             failure = failures.get(invoice.customer.id)
             if failure is not None:
-                message = f"Customer {invoice.customer.name!r} could not be created: {failure.message}"
+                message = (
+                    f"Customer {invoice.customer.name} could not be created in the tool: {failure.message}"
+                )
                 self._reject(claim, invoice.id, ErrorClass(failure.error_class), message)
             else:
                 kept.append(invoice)

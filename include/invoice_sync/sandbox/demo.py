@@ -145,9 +145,17 @@ def nl_vat_number(serial: int) -> str:
     raise ValueError("no valid number near serial")
 
 
-def seed(
-    engine: Engine, *, invoices: int = 60, seed_value: int = 2026, reset: bool = False
-) -> dict[str, int]:
+@dataclass(frozen=True)
+class SeedResult:
+    """What was seeded, and what a correct sync must make of the deliberately broken invoices."""
+
+    counts: dict[str, int]
+    expected_rejections: dict[str, tuple[str, str]]
+    """invoice number -> (error class, a fragment of the message a bookkeeper must see)"""
+    before_cutover: tuple[str, ...]
+
+
+def seed(engine: Engine, *, invoices: int = 60, seed_value: int = 2026, reset: bool = False) -> SeedResult:
     """Fill the invoicing tables with demo data; refuses to touch a database that already has data."""
     with Session(engine) as session, session.begin():
         if session.scalar(select(func.count()).select_from(IntegrationRow)):
@@ -159,7 +167,8 @@ def seed(
         builder.customers()
         builder.regular_invoices(invoices)
         builder.broken_invoices()
-        return builder.flush(session)
+        counts = builder.flush(session)
+    return SeedResult(counts, builder.expected_rejections, tuple(builder.before_cutover))
 
 
 def _wipe(session: Session) -> None:
@@ -179,6 +188,8 @@ class _Builder:
         self.next_number: dict[int, int] = defaultdict(lambda: 1)
         self.customers_by_country: dict[str, list[int]] = defaultdict(list)
         self.registered: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        self.expected_rejections: dict[str, tuple[str, str]] = {}
+        self.before_cutover: list[str] = []
 
     def integrations(self) -> None:
         for integration in INTEGRATIONS:
@@ -251,32 +262,59 @@ class _Builder:
     def broken_invoices(self) -> None:
         """One invoice per reason the sync or the tool must refuse; each has a different cause."""
         be, nl = INTEGRATIONS[0], INTEGRATIONS[1]
-        ok_line = [("Consultancy", Decimal("2"), Decimal("95.00"), "21", "7010")]
-        self._invoice(
-            be,
-            invoice_date=date(2026, 3, 4),
-            lines=[("Import goods", Decimal("1"), Decimal("300"), "9", "7000")],
-        )
-        self._invoice(be, invoice_date=date(2026, 1, 20), lines=ok_line)  # closed period in Exact
-        self._invoice(
-            be,
-            invoice_date=date(2026, 4, 2),
-            lines=[("Old stock", Decimal("3"), Decimal("40"), "21", "7020")],
-        )
-        self._invoice(be, invoice_date=date(2026, 5, 6), lines=ok_line, customer_id=self.refused_customer_id)
-        self._invoice(be, invoice_date=date(2026, 5, 7), lines=ok_line, customer_id=self.bad_mail_customer_id)
-        self._invoice(be, invoice_date=date(2025, 12, 15), lines=ok_line)  # before the cut-over date
-        self._invoice(
-            nl,
-            invoice_date=date(2026, 6, 1),
-            lines=[("Advies", Decimal("1"), Decimal("500"), "21", "8000")],
-            total_excl_override=Decimal("550.00"),
-        )
-        self._invoice(
-            nl,
-            invoice_date=date(2026, 6, 2),
-            lines=[("Onderhoud", Decimal("1"), Decimal("120"), "6", "8010")],
-        )
+        ok = [("Consultancy", Decimal("2"), Decimal("95.00"), "21", "7010")]
+        cases: list[tuple[DemoIntegration, date, list[Any], dict[str, Any], tuple[str, str] | None]] = [
+            (
+                be,
+                date(2026, 3, 4),
+                [("Import goods", Decimal("1"), Decimal("300"), "9", "7000")],
+                {},
+                ("config", "VAT rate 9% is not mapped"),
+            ),
+            (be, date(2026, 1, 20), ok, {}, ("data", "Periode is afgesloten: 2026-01")),
+            (
+                be,
+                date(2026, 4, 2),
+                [("Old stock", Decimal("3"), Decimal("40"), "21", "7020")],
+                {},
+                ("config", "Blocked: Ledger account"),
+            ),
+            (
+                be,
+                date(2026, 5, 6),
+                ok,
+                {"customer_id": self.refused_customer_id},
+                ("data", "Invalid: Customer (Type)"),
+            ),
+            (
+                be,
+                date(2026, 5, 7),
+                ok,
+                {"customer_id": self.bad_mail_customer_id},
+                ("data", "Invalid: Email"),
+            ),
+            (be, date(2025, 12, 15), ok, {}, None),  # before the integration's cut-over date: skipped
+            (
+                nl,
+                date(2026, 6, 1),
+                [("Advies", Decimal("1"), Decimal("500"), "21", "8000")],
+                {"total_excl_override": Decimal("550.00")},
+                ("data", "the lines add up to 500.00"),
+            ),
+            (
+                nl,
+                date(2026, 6, 2),
+                [("Onderhoud", Decimal("1"), Decimal("120"), "6", "8010")],
+                {},
+                ("config", "VAT rate 6% is not mapped"),
+            ),
+        ]
+        for integration, invoice_date, lines, extra, expected in cases:
+            number = self._invoice(integration, invoice_date=invoice_date, lines=lines, **extra)
+            if expected is None:
+                self.before_cutover.append(number)
+            else:
+                self.expected_rejections[number] = expected
 
     def _lines(self, integration: DemoIntegration) -> list[tuple[str, Decimal, Decimal, str, str]]:
         descriptions = (
@@ -313,7 +351,7 @@ class _Builder:
         credit_of: dict[str, Any] | None = None,
         customer_id: int | None = None,
         total_excl_override: Decimal | None = None,
-    ) -> None:
+    ) -> str:
         invoice_id = self.next_invoice_id
         self.next_invoice_id += 1
         country = "BE" if integration.id == 1 else "NL"
@@ -372,6 +410,7 @@ class _Builder:
             )
         if status != "draft" and credit_of is None:
             self.registered[integration.id].append(row)
+        return number or ""
 
     def flush(self, session: Session) -> dict[str, int]:
         counts = {}

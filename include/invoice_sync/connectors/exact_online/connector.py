@@ -148,11 +148,9 @@ class ExactOnlineConnector:
                 again = self._accounts_by_code([code])
                 if code in again:
                     return again[code]
-            return CustomerLinkFailure(str(error.error_class), f"Customer {customer.name}: {error.message}")
+            return CustomerLinkFailure(str(error.error_class), error.message)
         except (KeyError, TypeError):
-            return CustomerLinkFailure(
-                str(ErrorClass.TRANSIENT), f"Customer {customer.name}: Exact's answer had no account ID"
-            )
+            return CustomerLinkFailure(str(ErrorClass.TRANSIENT), "Exact's answer had no account ID")
 
 
 def build_connector(integration: Integration, vault: TokenVault, **hook_options: Any) -> ExactOnlineConnector:
