@@ -8,8 +8,10 @@ PostgreSQL tests use a throw-away database per test on the server named by ``INV
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -19,7 +21,36 @@ from invoice_sync.store.db import make_engine
 from invoice_sync.store.migrate import prepare
 from invoice_sync.store.repository import SyncStore
 
-PG_ADMIN_URL = os.environ.get("INVOICE_SYNC_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+ROOT = Path(__file__).resolve().parents[1]
+
+# Airflow reads its home when first imported, so this runs before any test module imports it (nothing
+# imported above imports Airflow). Tests get their own metadata DB: under $AIRFLOW_HOME/pytest when
+# AIRFLOW_HOME is set (never the user's own DB), else in a temporary directory.
+_home = os.environ.get("AIRFLOW_HOME")
+AIRFLOW_TEST_HOME = (
+    Path(_home) / "pytest" if _home else Path(tempfile.mkdtemp(prefix="invoice-sync-airflow-"))
+)
+AIRFLOW_TEST_HOME.mkdir(parents=True, exist_ok=True)
+os.environ["AIRFLOW_HOME"] = str(AIRFLOW_TEST_HOME)
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+
+
+def _pg_admin_url() -> str:
+    """The server PostgreSQL tests create throw-away databases on.
+
+    ``INVOICE_SYNC_TEST_PG_URL`` if set; else the server of ``INVOICE_SYNC_DB_URL`` when that is PostgreSQL
+    (tests never touch that database itself); else the local server with trust auth.
+    """
+    if os.environ.get("INVOICE_SYNC_TEST_PG_URL"):
+        return os.environ["INVOICE_SYNC_TEST_PG_URL"]
+    app_url = os.environ.get("INVOICE_SYNC_DB_URL", "")
+    if app_url.startswith("postgresql"):
+        return make_url(app_url).set(database="postgres").render_as_string(hide_password=False)
+    return "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+
+
+PG_ADMIN_URL = _pg_admin_url()
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
@@ -38,7 +69,9 @@ def sandbox() -> Iterator[object]:
 @pytest.fixture(scope="session")
 def pg_admin_url() -> str:
     try:
-        engine = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
+        engine = create_engine(
+            PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3}
+        )
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
         engine.dispose()

@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+
 from invoice_sync.connectors.base import TokenSet
 from invoice_sync.domain.models import (
     Customer,

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import requests
+
 from invoice_sync.connectors.base import CustomerLinkFailure, TokenSet
 from invoice_sync.connectors.exact_online import ExactOnlineConnector, ExactOnlineHook
 from invoice_sync.connectors.registry import connector_for
@@ -131,9 +132,7 @@ def test_a_refused_customer_does_not_stop_the_others(exact, connect, builders):
     bad_email = builders.customer(2, email="not-an-email")
     good = builders.customer(3)
     links = connect().ensure_customers([refused, bad_email, good])
-    assert links[1] == CustomerLinkFailure(
-        "data", "Exact Online division 123456: Invalid: Customer (Type)"
-    )
+    assert links[1] == CustomerLinkFailure("data", "Exact Online division 123456: Invalid: Customer (Type)")
     assert isinstance(links[2], CustomerLinkFailure) and "Invalid: Email [not-an-email]" in links[2].message
     assert isinstance(links[3], str)
 

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import requests
+
 from invoice_sync.connectors.exact_online.errors import classify, error_text
 from invoice_sync.connectors.http import RateBudget, Window, request_never_sent
 from invoice_sync.domain.errors import (

@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+
 from invoice_sync.connectors.exact_online import mapping
 from invoice_sync.domain.models import ErrorClass, InvoiceKind
 

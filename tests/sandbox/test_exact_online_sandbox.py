@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import requests
+
 from invoice_sync.sandbox import odata
 from invoice_sync.sandbox.clock import SandboxClock
 from invoice_sync.sandbox.exact_fixtures import (

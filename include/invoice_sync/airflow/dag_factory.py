@@ -1,5 +1,8 @@
 """One factory for both sync DAGs, so the nightly and the manual DAG cannot drift apart.
 
+Parsing imports no HTTP client and no pandas (the task modules import those when they run), which keeps
+parsing fast and free of I/O.
+
 Task graph: ``extract_registered_invoices`` -> ``filter_syncable`` -> one TaskGroup per tool whose
 connector operator is mapped over that tool's integrations -> ``write_back_registration_numbers`` ->
 ``summarize``; the manual DAG adds ``notify``, which runs whatever happened upstream.
@@ -15,7 +18,7 @@ from airflow.sdk import DAG, ExceptionRetryPolicy, Param, RetryAction, RetryRule
 
 from invoice_sync.airflow import tasks
 from invoice_sync.airflow.operators import SyncIntegrationsOperator
-from invoice_sync.connectors.registry import CONNECTORS
+from invoice_sync.connectors.registry import TOOLS
 
 WEBHOOK_CONN_ID = "invoice_sync_webhook"
 
@@ -108,15 +111,15 @@ def build_sync_dag(
         def filter_syncable(extracted: list[dict[str, Any]]) -> dict[str, list[list[int]]]:
             return tasks.filter_syncable(extracted)
 
-        @task(trigger_rule=TriggerRule.ALL_DONE, retries=3)
-        def write_back_registration_numbers(
-            extracted: list[dict[str, Any]], **context: Any
-        ) -> dict[str, int]:
-            return tasks.write_back_registration_numbers(extracted, context)
+        # The closing tasks run whatever happened upstream (ALL_DONE), so they pull the extraction's
+        # result themselves: an XCom argument from a failed task would fail them before they start.
+        @task(trigger_rule=TriggerRule.ALL_DONE)
+        def write_back_registration_numbers(**context: Any) -> dict[str, int]:
+            return tasks.write_back_registration_numbers(tasks.extracted(context), context)
 
         @task(trigger_rule=TriggerRule.ALL_DONE)
-        def summarize(extracted: list[dict[str, Any]], **context: Any) -> dict[str, Any]:
-            return tasks.summarize_run(extracted, context)
+        def summarize(**context: Any) -> dict[str, Any]:
+            return tasks.summarize_run(tasks.extracted(context), context)
 
         @task
         def integrations_of_tool(syncable: dict[str, list[list[int]]], tool: str) -> list[list[int]]:
@@ -126,7 +129,7 @@ def build_sync_dag(
         extracted = extract_registered_invoices()
         syncable = filter_syncable(extracted)
         groups = []
-        for tool in CONNECTORS:
+        for tool in TOOLS:
             with TaskGroup(group_id=tool, tooltip=f"Sync to {tool}") as group:
                 shards = integrations_of_tool(syncable, tool)
                 SyncIntegrationsOperator.partial(
@@ -140,21 +143,21 @@ def build_sync_dag(
                     max_active_tis_per_dagrun=8,
                 ).expand(integration_ids=shards)
             groups.append(group)
-        written = write_back_registration_numbers(extracted)
+        written = write_back_registration_numbers()
         groups >> written
-        summary = summarize(extracted)
+        summary = summarize()
         written >> summary
 
         if manual:
 
             @task(trigger_rule=TriggerRule.ALL_DONE)
-            def notify(extracted: list[dict[str, Any]] | None = None, **context: Any) -> int:
+            def notify(**context: Any) -> int:
                 return tasks.notify(
-                    extracted,
+                    tasks.extracted(context),
                     context,
                     dry_run=bool(context["params"].get("dry_run")),
                     webhook_conn_id=WEBHOOK_CONN_ID,
                 )
 
-            summary >> notify(extracted)
+            summary >> notify()
     return dag

@@ -9,10 +9,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
-from invoice_sync.airflow.runtime import holder_id, open_store, open_vault, sync_run_id
-from invoice_sync.connectors.registry import connector_for
 from invoice_sync.domain.errors import AuthError, ConfigError
-from invoice_sync.engine.sync import IntegrationSync, SyncOptions
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +53,11 @@ class SyncIntegrationsOperator(BaseOperator):
         self.retry_rejected = retry_rejected
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
+        # imported here, not at module level: the DAG files import this module at parse time
+        from invoice_sync.airflow.runtime import holder_id, open_store, open_vault, sync_run_id
+        from invoice_sync.connectors.registry import connector_for
+        from invoice_sync.engine.sync import IntegrationSync, SyncOptions
+
         store = open_store()
         vault = open_vault(store)
         options = SyncOptions(

@@ -10,9 +10,8 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowFailException
 
 from invoice_sync.airflow.runtime import holder_id, open_store, sync_run_id
-from invoice_sync.connectors.registry import CONNECTORS
+from invoice_sync.connectors.registry import CONNECTORS, TOOLS
 from invoice_sync.domain.models import Integration
-from invoice_sync.engine.summary import notification, summarize
 from invoice_sync.store.claims import ClaimHeldError, utcnow
 
 log = logging.getLogger(__name__)
@@ -60,13 +59,18 @@ def extract_registered_invoices(
     return extracted
 
 
+def extracted(context: Any) -> list[dict[str, Any]] | None:
+    """The extraction result, or ``None`` when that task failed (say, an unknown integration was chosen)."""
+    return context["ti"].xcom_pull(task_ids="extract_registered_invoices")
+
+
 def filter_syncable(extracted: list[dict[str, Any]]) -> dict[str, list[list[int]]]:
     """Group the integrations that have work by tool, in shards that keep every tool under max_map_length.
 
     With up to 1024 integrations of a tool, every shard is one integration (one mapped task instance per
     integration); beyond that, integrations share shards rather than raising Airflow's limit.
     """
-    by_tool: dict[str, list[int]] = {tool: [] for tool in CONNECTORS}
+    by_tool: dict[str, list[int]] = {tool: [] for tool in TOOLS}
     for item in extracted:
         if item["tool"] not in CONNECTORS:
             log.error(
@@ -87,7 +91,7 @@ def shard(ids: list[int], limit: int = MAX_MAP_LENGTH) -> list[list[int]]:
     return [ids[i : i + size] for i in range(0, len(ids), size)]
 
 
-def write_back_registration_numbers(extracted: list[dict[str, Any]], context: Any) -> dict[str, int]:
+def write_back_registration_numbers(extracted: list[dict[str, Any]] | None, context: Any) -> dict[str, int]:
     """Copy every booked registration number onto its invoice, for each selected integration.
 
     Also picks up bookings an earlier run recorded but could not write back. An integration another run
@@ -95,7 +99,7 @@ def write_back_registration_numbers(extracted: list[dict[str, Any]], context: An
     """
     store = open_store()
     written: dict[str, int] = {}
-    for item in extracted:
+    for item in extracted or []:
         integration_id = item["integration_id"]
         try:
             claim = store.acquire(integration_id, holder_id(context))
@@ -110,10 +114,12 @@ def write_back_registration_numbers(extracted: list[dict[str, Any]], context: An
     return written
 
 
-def summarize_run(extracted: list[dict[str, Any]], context: Any) -> dict[str, Any]:
+def summarize_run(extracted: list[dict[str, Any]] | None, context: Any) -> dict[str, Any]:
+    from invoice_sync.engine.summary import summarize  # pandas: only when the task runs
+
     store = open_store()
     run_key = sync_run_id(context)
-    summary = summarize(store, run_key, [item["integration_id"] for item in extracted])
+    summary = summarize(store, run_key, [item["integration_id"] for item in extracted or []])
     log.info("Sync summary for %s\n%s", run_key, summary.as_text())
     dag_run = context["dag_run"]
     started = getattr(dag_run, "start_date", None) or utcnow()
@@ -133,10 +139,24 @@ def notify(
     extracted: list[dict[str, Any]] | None, context: Any, *, dry_run: bool, webhook_conn_id: str
 ) -> int:
     """Write the bell notification for the person who started the run, and post it to a webhook if set."""
+    from invoice_sync.engine.summary import notification, summarize  # pandas: only when the task runs
+
     store = open_store()
     integration_ids = [item["integration_id"] for item in extracted or []]
     summary = summarize(store, sync_run_id(context), integration_ids)
     title, body = notification(summary, dry_run=dry_run)
+    if extracted is None:
+        title = "Sync could not start: no invoice was sent"
+        body["errors"] = [
+            {
+                "integration": None,
+                "invoice": None,
+                "error_class": "config",
+                "text": "The run stopped before syncing, for example because an integration that does not "
+                "exist was chosen. The run's log in Airflow (task extract_registered_invoices) names it.",
+                "hint": "Start the sync again with existing integrations.",
+            }
+        ]
     recipient = getattr(context["dag_run"], "triggering_user_name", None)
     body["run_id"] = sync_run_id(context)
     notification_id = store.notify(

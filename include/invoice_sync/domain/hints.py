@@ -11,6 +11,8 @@ from invoice_sync.domain.models import ErrorClass
 _HINTS: tuple[tuple[str, str], ...] = (
     ("not mapped", "Add the missing mapping in the integration's settings, then sync again."),
     ("vat code", "Check the VAT-code mapping: the code must exist, be a sales code and not be blocked."),
+    # before "journal": Exact's duplicate text always names the journal ("Already exists – ..., Journal: 70")
+    ("already exists", "The tool already has this number: check whether it was booked by hand."),
     ("journal", "Pick a sales journal in the integration's settings."),
     ("ledger account", "Map the line's GL account to an active revenue account in the accounting tool."),
     ("g/l account", "Map the line's GL account to an active revenue account in the accounting tool."),
@@ -21,7 +23,6 @@ _HINTS: tuple[tuple[str, str], ...] = (
     ("financial year", "The financial year does not exist in the accounting tool yet: ask the accountant."),
     ("payment condition", "Set a payment term on the customer or a default in the integration."),
     ("wisselkoers", "The journal does not accept foreign currency: use another journal or book in EUR."),
-    ("already exists", "The tool already has this number: check whether it was booked by hand."),
     ("e-mail", "Correct the customer's e-mail address in the app."),
     ("email", "Correct the customer's e-mail address in the app."),
     ("customer", "Check the customer in the app and in the accounting tool."),

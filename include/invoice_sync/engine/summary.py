@@ -115,7 +115,7 @@ def notification(summary: RunSummary, *, dry_run: bool = False) -> tuple[str, di
                 "integration": e["integration"],
                 "invoice": e["invoice"],
                 "error_class": e["error_class"],
-                "text": f"Invoice {e['invoice']}: {e['message']}",
+                "text": _error_text(e["invoice"], e["message"]),
                 "hint": e["hint"],
             }
             for e in summary.errors
@@ -124,3 +124,11 @@ def notification(summary: RunSummary, *, dry_run: bool = False) -> tuple[str, di
         "integrations": summary.table.to_dict(orient="records") if not summary.table.empty else [],
     }
     return title, body
+
+
+def _error_text(number: str | None, message: str | None) -> str:
+    """``Invoice <number>: <message>``, unless the message already names the invoice (our own checks do)."""
+    message = message or ""
+    if number and number in message:
+        return message
+    return f"Invoice {number}: {message}"

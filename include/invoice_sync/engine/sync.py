@@ -69,6 +69,8 @@ class IntegrationSync:
         self.holder = holder
         self.options = options
         self.report = IntegrationReport(integration.id, integration.tool)
+        self._settled: set[int] = set()
+        """Invoices this run skipped or recorded an outcome for; the others of a page are still open."""
         self._label = f"{integration.name} ({integration.tool}, integration {integration.id})"
 
     def run(self) -> IntegrationReport:
@@ -82,12 +84,15 @@ class IntegrationSync:
     # -- steps --------------------------------------------------------------------------------
 
     def _run(self, claim: Claim) -> None:
-        if not self.options.dry_run:
-            self._resolve_unknown(claim)
         total = self.store.count_candidates(self.integration.id, numbers=self.options.invoice_numbers)
         started, done, after = time.monotonic(), 0, 0
-        log.info("%s: %d unsynced registered invoices to consider", self._label, total)
+        in_progress: list[int] = []  # the wanted invoices of the page being synced
         try:
+            # Inside the try: a quota or authorisation failure while looking up earlier attempts must
+            # defer or mark the rest like any other.
+            if not self.options.dry_run:
+                self._resolve_unknown(claim)
+            log.info("%s: %d unsynced registered invoices to consider", self._label, total)
             while True:
                 page = self.store.candidates(
                     self.integration.id,
@@ -100,15 +105,21 @@ class IntegrationSync:
                 after = page[-1].invoice_id
                 wanted = [c.invoice_id for c in page if self._wanted(c)]
                 if wanted:
+                    in_progress = wanted
                     self._sync_page(claim, wanted)
+                    in_progress = []
                 done += len(page)
                 self._progress(done, total, started)
         except QuotaExceededError as exc:
-            self._stop_rest(claim, after, LedgerState.DEFERRED, exc)
+            self._stop_rest(claim, after, LedgerState.DEFERRED, exc, self._open(in_progress))
             log.warning("%s: %s; the rest waits for the next run", self._label, exc.message)
         except (AuthError, ConfigError) as exc:
-            self._stop_rest(claim, after, LedgerState.REJECTED, exc)
+            self._stop_rest(claim, after, LedgerState.REJECTED, exc, self._open(in_progress))
             raise
+
+    def _open(self, invoice_ids: Sequence[int]) -> list[int]:
+        """Those of ``invoice_ids`` this run has neither skipped nor recorded an outcome for."""
+        return [invoice_id for invoice_id in invoice_ids if invoice_id not in self._settled]
 
     def _resolve_unknown(self, claim: Claim) -> None:
         """Earlier attempts that may or may not have been booked: ask the tool, never resend blindly."""
@@ -153,6 +164,7 @@ class IntegrationSync:
             reason = rules.skip_reason(invoice, self.integration)
             if reason is not None:
                 self.report.skipped[reason] += 1
+                self._settled.add(invoice.id)
                 continue
             problems = rules.problems(invoice) + self.connector.validate(invoice)
             if problems:
@@ -212,6 +224,7 @@ class IntegrationSync:
                 self.store.record(
                     claim, Booked(invoice.id, booking.registration_number, booking.external_id), self.run_id
                 )
+                self._settled.add(invoice.id)
                 self.report.resolved_by_lookup += 1
         return kept
 
@@ -225,6 +238,7 @@ class IntegrationSync:
             for outcome in self.connector.push(invoices, links):
                 sent.add(outcome.invoice_id)
                 self.store.record(claim, outcome, self.run_id)
+                self._settled.add(outcome.invoice_id)
                 if isinstance(outcome, Booked):
                     self.report.booked += 1
                 elif isinstance(outcome, Rejected):
@@ -242,6 +256,7 @@ class IntegrationSync:
                 error_class="quota",
                 error_message=exc.message,
             )
+            self._settled.update(unsent)
             self.report.deferred += len(unsent)
             raise
         finally:
@@ -270,13 +285,24 @@ class IntegrationSync:
         self.report.rejected[str(error_class)] += 1
         if not self.options.dry_run:
             self.store.record(claim, Rejected(invoice_id, error_class, message), self.run_id)
+        self._settled.add(invoice_id)
 
-    def _stop_rest(self, claim: Claim, after_id: int, state: str, exc: Exception) -> None:
-        """Mark every remaining wanted invoice with why this run stopped, so nobody has to guess."""
+    def _stop_rest(
+        self, claim: Claim, after_id: int, state: str, exc: Exception, in_progress: Sequence[int] = ()
+    ) -> None:
+        """Mark every remaining wanted invoice with why this run stopped, so nobody has to guess.
+
+        ``in_progress``: the still-open invoices of the page the failure interrupted; then every wanted
+        candidate after ``after_id``.
+        """
         message = getattr(exc, "message", str(exc))
         error_class = str(getattr(exc, "error_class", ErrorClass.TRANSIENT))
+        if in_progress and not self.options.dry_run:
+            self.store.mark(
+                claim, in_progress, state, self.run_id, error_class=error_class, error_message=message
+            )
         cursor = after_id
-        stopped = 0
+        stopped = len(in_progress)
         while True:
             page = self.store.candidates(
                 self.integration.id, after_id=cursor, limit=500, numbers=self.options.invoice_numbers

@@ -10,9 +10,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from sqlalchemy import Engine, and_, case, func, insert, select, update
 from sqlalchemy.orm import Session, selectinload
 
@@ -43,6 +42,9 @@ from invoice_sync.store.models import (
     NotificationRow,
     RunRow,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SYNCABLE = tuple(str(status) for status in SYNCABLE_STATUSES)
 
@@ -198,7 +200,7 @@ class SyncStore:
             CustomerLinkRow.integration_id == integration_id, CustomerLinkRow.customer_id.in_(ids)
         )
         with Session(self.engine) as session:
-            return dict(session.execute(query).tuples().all())
+            return dict(session.execute(query).all())
 
     def save_customer_links(self, claim: Claim, links: dict[int, str], run_id: str) -> None:
         if not links:
@@ -364,6 +366,8 @@ class SyncStore:
 
     def ledger_frame(self, run_id: str, integration_ids: Sequence[int] | None = None) -> pd.DataFrame:
         """Ledger rows touched by ``run_id``, with the invoice number, as a DataFrame for summaries."""
+        import pandas as pd  # summaries only; keeps DAG parsing free of pandas
+
         query = (
             select(
                 LedgerRow.integration_id,
@@ -399,7 +403,7 @@ class SyncStore:
             .group_by(CustomerLinkRow.integration_id)
         )
         with Session(self.engine) as session:
-            return dict(session.execute(query).tuples().all())
+            return dict(session.execute(query).all())
 
     def save_run(
         self,

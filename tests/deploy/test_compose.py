@@ -1,0 +1,274 @@
+"""The production topology (docker-compose.yaml, Dockerfile, .env.example), checked without a Docker engine.
+
+The file is read with ``yaml.safe_load``, which resolves the ``x-airflow-common`` anchor and ``<<`` merges,
+so every check sees each service the way compose does (before ``${VAR}`` interpolation).
+
+Secrets: unlike Airflow's official file, which writes the metadata DB's ``airflow:airflow`` credentials
+in clear, this file is meant as the production topology, and a literal password there would be copied
+into production. So there is no exception: every password, key and secret is a ``${VAR}`` reference
+without a default, and ``.env.example`` lists it with a placeholder.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yaml"
+DOCKERFILE = ROOT / "Dockerfile"
+ENV_EXAMPLE = ROOT / ".env.example"
+
+AIRFLOW_COMMANDS = {
+    "airflow-apiserver": "api-server",
+    "airflow-scheduler": "scheduler",
+    "airflow-dag-processor": "dag-processor",
+    "airflow-worker": "celery worker",
+    "airflow-triggerer": "triggerer",
+}
+AIRFLOW_SERVICES = {*AIRFLOW_COMMANDS, "airflow-init", "airflow-cli"}
+OTHER_SERVICES = {"postgres", "redis", "invoicing-db", "sandbox"}
+ONE_SHOT_SERVICES = {"airflow-init", "airflow-cli"}
+"""Run to completion and are awaited with ``service_completed_successfully``: a healthcheck means nothing."""
+
+CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
+SECRET_KEY = re.compile(r"PASSWORD|SECRET|FERNET|TOKEN|_KEY$", re.IGNORECASE)
+REFERENCE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<op>:?[-?+])?(?P<arg>[^}]*)\}")
+ONLY_REQUIRED_REFERENCE = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*(:?\?[^}]*)?\}$")
+URL_CREDENTIALS = re.compile(r"://(?P<user>[^:/@\s]*):(?P<password>[^@\s]*)@")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return compose["services"]
+
+
+@pytest.fixture(scope="module")
+def common(compose: dict[str, Any]) -> dict[str, Any]:
+    return compose["x-airflow-common"]
+
+
+def references(text: str) -> list[re.Match[str]]:
+    """Every ``${...}`` compose interpolates in ``text``; ``$$`` is compose's escape for a literal ``$``."""
+    return list(REFERENCE.finditer(text.replace("$$", "")))
+
+
+def required_variables(text: str) -> set[str]:
+    """Variables referenced without a default (``${VAR}``, ``${VAR:?msg}``): .env must provide them."""
+    return {m["name"] for m in references(text) if m["op"] in (None, "?", ":?")}
+
+
+def command_text(service: dict[str, Any]) -> str:
+    command = service.get("command", "")
+    return " ".join(command) if isinstance(command, list) else str(command)
+
+
+def walk_environment(services: dict[str, dict[str, Any]]):  # type: ignore[no-untyped-def]
+    for name, service in services.items():
+        for key, value in (service.get("environment") or {}).items():
+            yield name, key, "" if value is None else str(value)
+
+
+def test_every_expected_service_is_defined(services: dict[str, dict[str, Any]]) -> None:
+    assert AIRFLOW_SERVICES | OTHER_SERVICES <= set(services)
+
+
+@pytest.mark.parametrize("name", sorted(AIRFLOW_SERVICES))
+def test_airflow_services_use_the_common_block(
+    name: str, services: dict[str, dict[str, Any]], common: dict[str, Any]
+) -> None:
+    service = services[name]
+    for key in ("build", "image", "env_file", "volumes"):
+        assert service[key] == common[key], f"{name}.{key} differs from x-airflow-common"
+    missing = {k: v for k, v in common["environment"].items() if service["environment"].get(k) != v}
+    assert not missing, f"{name} lacks common environment entries: {sorted(missing)}"
+    if name != "airflow-init":  # runs as root to chown the shared folders, as in the official file
+        assert service["user"] == common["user"] == "${AIRFLOW_UID:-50000}:0"
+    for dependency, spec in common["depends_on"].items():
+        assert service["depends_on"][dependency] == spec
+
+
+@pytest.mark.parametrize(("name", "command"), sorted(AIRFLOW_COMMANDS.items()))
+def test_airflow_services_run_their_command(name: str, command: str, services: dict[str, Any]) -> None:
+    assert command_text(services[name]) == command
+
+
+def test_airflow_init_migrates_both_databases(services: dict[str, dict[str, Any]]) -> None:
+    init = services["airflow-init"]
+    script = command_text(init)
+    assert init["environment"]["_AIRFLOW_DB_MIGRATE"] == "true"
+    assert "/entrypoint airflow version" in script  # the image's entrypoint runs `airflow db migrate`
+    assert "mkdir" in script and "/opt/airflow/{logs,dags,plugins,config}" in script
+    assert "invoice-sync db upgrade" in script
+    assert script.index("/entrypoint airflow") < script.index("invoice-sync db upgrade")
+
+
+def test_worker_handles_warm_shutdown(services: dict[str, dict[str, Any]]) -> None:
+    assert services["airflow-worker"]["environment"]["DUMB_INIT_SETSID"] == "0"
+
+
+def test_celery_executor_and_its_wiring(common: dict[str, Any]) -> None:
+    env = common["environment"]
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
+    assert "@postgres/" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://")
+    assert "@postgres/" in env["AIRFLOW__CELERY__RESULT_BACKEND"]
+    assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://:@redis:6379/0"
+    assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/"
+    assert ONLY_REQUIRED_REFERENCE.match(env["AIRFLOW__API_AUTH__JWT_SECRET"])
+    assert ONLY_REQUIRED_REFERENCE.match(env["AIRFLOW__CORE__FERNET_KEY"])
+    assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "false"
+    assert env["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] == "true"
+    assert env["AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK"] == "true"
+
+
+def test_common_block_mounts_and_env_file(common: dict[str, Any]) -> None:
+    targets = {volume.rsplit(":", 1)[1] for volume in common["volumes"]}
+    assert {f"/opt/airflow/{d}" for d in ("dags", "logs", "config", "plugins")} <= targets
+    assert {"path": ".env", "required": False} in common["env_file"]
+
+
+def test_tasks_use_the_invoicing_database_service(common: dict[str, Any]) -> None:
+    url = common["environment"]["INVOICE_SYNC_DB_URL"]
+    assert url.startswith("postgresql+psycopg2://")
+    assert "@invoicing-db:5432/" in url
+
+
+def test_sandbox_is_a_demo_profile_service(services: dict[str, dict[str, Any]]) -> None:
+    sandbox = services["sandbox"]
+    assert sandbox["profiles"] == ["demo"]
+    assert command_text(sandbox).startswith("invoice-sync sandbox serve --host 0.0.0.0 --port 8765")
+
+
+@pytest.mark.parametrize("name", ["postgres", "invoicing-db"])
+def test_databases_are_postgres_16_with_pg_isready(name: str, services: dict[str, dict[str, Any]]) -> None:
+    service = services[name]
+    assert service["image"] == "postgres:16"
+    assert "pg_isready" in service["healthcheck"]["test"]
+
+
+def test_redis_image(services: dict[str, dict[str, Any]]) -> None:
+    assert services["redis"]["image"] == "redis:7.2-bookworm"
+
+
+def test_no_secret_is_written_in_the_file(services: dict[str, dict[str, Any]]) -> None:
+    for name, key, value in walk_environment(services):
+        if SECRET_KEY.search(key):
+            assert ONLY_REQUIRED_REFERENCE.match(value), (
+                f"{name}: {key} must be a ${{VAR}} reference without a default, not {value!r}"
+            )
+        for match in URL_CREDENTIALS.finditer(value):
+            password = match["password"]
+            assert password == "" or ONLY_REQUIRED_REFERENCE.match(password), (
+                f"{name}: {key} has a literal password in its URL"
+            )
+
+
+def test_secret_references_have_no_default() -> None:
+    """A default (``${VAR:-value}``) would be a committed secret."""
+    for match in references(COMPOSE_FILE.read_text()):
+        if SECRET_KEY.search(match["name"]):
+            assert match["op"] in (None, "?", ":?"), f"${{{match['name']}}} has a default"
+
+
+def test_known_secret_shapes_do_not_appear_literally() -> None:
+    text = COMPOSE_FILE.read_text()
+    assert not re.search(r"[A-Za-z0-9_-]{43}=", text), "looks like a Fernet key"
+    assert not re.search(r"\b[0-9a-f]{32,}\b", text), "looks like a generated secret"
+
+
+@pytest.mark.parametrize("name", sorted((AIRFLOW_SERVICES | OTHER_SERVICES) - ONE_SHOT_SERVICES))
+def test_long_running_services_have_a_healthcheck(name: str, services: dict[str, dict[str, Any]]) -> None:
+    healthcheck = services[name].get("healthcheck")
+    assert healthcheck and healthcheck.get("test"), f"{name} has no healthcheck"
+
+
+@pytest.mark.parametrize(
+    ("name", "probe"),
+    [
+        ("airflow-apiserver", "http://localhost:8080/api/v2/monitor/health"),
+        ("airflow-scheduler", "http://localhost:8974/health"),
+        ("airflow-dag-processor", "DagProcessorJob"),
+        ("airflow-triggerer", "TriggererJob"),
+        ("airflow-worker", "inspect ping"),
+        ("redis", "ping"),
+        ("sandbox", "http://localhost:8765/"),
+    ],
+)
+def test_healthchecks_probe_the_right_thing(name: str, probe: str, services: dict[str, Any]) -> None:
+    assert probe in " ".join(services[name]["healthcheck"]["test"])
+
+
+def test_every_service_depended_on_with_a_condition_exists_and_can_meet_it(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    for name, service in services.items():
+        for dependency, spec in (service.get("depends_on") or {}).items():
+            assert dependency in services, f"{name} depends on unknown service {dependency}"
+            assert dependency != name
+            condition = spec["condition"]
+            assert condition in CONDITIONS, f"{name} -> {dependency}: unknown condition {condition}"
+            if condition == "service_healthy":
+                assert services[dependency].get("healthcheck"), f"{dependency} has no healthcheck"
+            if condition == "service_completed_successfully":
+                assert dependency in ONE_SHOT_SERVICES
+            assert not services[dependency].get("profiles"), f"{name} needs optional {dependency}"
+
+
+def test_long_running_airflow_services_wait_for_init(services: dict[str, dict[str, Any]]) -> None:
+    for name in AIRFLOW_COMMANDS:
+        assert services[name]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
+    assert services["airflow-worker"]["depends_on"]["airflow-apiserver"]["condition"] == "service_healthy"
+
+
+def test_project_images_build_from_the_dockerfile(services: dict[str, dict[str, Any]]) -> None:
+    built = {name for name, service in services.items() if "build" in service}
+    assert AIRFLOW_SERVICES | {"sandbox"} <= built
+    for name in built:
+        assert services[name]["build"] == ".", name
+        assert services[name]["image"] == services["airflow-apiserver"]["image"], name
+
+
+def test_dockerfile_installs_include_on_the_airflow_image() -> None:
+    lines = [
+        line.strip()
+        for line in DOCKERFILE.read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    assert lines[0] == "FROM apache/airflow:3.3.2-python3.11"
+    copies = " ".join(line for line in lines if line.startswith("COPY"))
+    for source in ("include/", "pyproject.toml", "requirements.lock"):
+        assert source in copies, f"Dockerfile does not copy {source}"
+    install = " ".join(lines)
+    assert re.search(r"pip install [^&]*--no-deps -e /opt/airflow/project", install)
+    assert '"apache-airflow==${AIRFLOW_VERSION}"' in install  # Airflow itself must not move
+
+
+def test_env_example_lists_every_required_variable() -> None:
+    required = required_variables(COMPOSE_FILE.read_text())
+    assert required, "expected required secrets in the compose file"
+    listed = {
+        line.split("=", 1)[0].strip()
+        for line in ENV_EXAMPLE.read_text().splitlines()
+        if "=" in line and not line.lstrip().startswith("#")
+    }
+    assert required <= listed, f".env.example lacks {sorted(required - listed)}"
+
+
+def test_env_example_holds_placeholders_only() -> None:
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        if "=" not in line or line.lstrip().startswith("#"):
+            continue
+        name, value = (part.strip() for part in line.split("=", 1))
+        if SECRET_KEY.search(name):
+            assert value.startswith("change-me"), f"{name} in .env.example must be a placeholder"

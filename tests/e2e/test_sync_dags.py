@@ -1,0 +1,151 @@
+"""Both DAGs end to end, on SQLite and PostgreSQL, checking the invoicing database and the sandbox's books.
+
+The demo data (``invoice_sync.sandbox.demo``) holds three integrations: 1 and 2 sync nightly, 3 only by
+hand; drafts, paid, already-synced invoices, credit notes, and invoices that must be rejected, each for a
+known reason.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from invoice_sync.store.models import InvoiceRow, LedgerRow, NotificationRow, RunRow
+
+pytestmark = pytest.mark.e2e
+
+NIGHTLY, MANUAL = "invoice_sync_nightly", "invoice_sync_manual"
+
+
+def invoices(demo: Any) -> list[InvoiceRow]:
+    with Session(demo.store.engine) as session:
+        return list(session.scalars(select(InvoiceRow).order_by(InvoiceRow.id)))
+
+
+def ledger(demo: Any) -> dict[int, LedgerRow]:
+    with Session(demo.store.engine) as session:
+        return {row.invoice_id: row for row in session.scalars(select(LedgerRow))}
+
+
+def books(demo: Any) -> dict[str, list[dict[str, Any]]]:
+    """The sandbox's sales entries by YourRef (our invoice number)."""
+    entries: dict[str, list[dict[str, Any]]] = {}
+    for entry in demo.sandbox.exact.entries():
+        entries.setdefault(entry["YourRef"], []).append(entry)
+    return entries
+
+
+def assert_synced_exactly_once(demo: Any, before: list[InvoiceRow], integration_ids: set[int]) -> set[str]:
+    """Every valid registered invoice of ``integration_ids`` is booked once and carries its entry number;
+    everything else is untouched. Returns the numbers that were synced."""
+    after = {row.id: row for row in invoices(demo)}
+    booked = books(demo)
+    rows = ledger(demo)
+    expected = demo.seeded.expected_rejections
+    synced: set[str] = set()
+    for old in before:
+        new = after[old.id]
+        if old.status == "draft":
+            assert new.registration_number is None and old.id not in rows
+            continue
+        if old.registration_number is not None:  # synced before this test: never pushed again
+            assert new.registration_number == old.registration_number
+            assert old.number not in booked and old.id not in rows
+            continue
+        if old.integration_id not in integration_ids or old.number in demo.seeded.before_cutover:
+            assert new.registration_number is None and old.id not in rows and old.number not in booked
+            continue
+        if old.number in expected:
+            error_class, fragment = expected[old.number]
+            row = rows[old.id]
+            assert (row.state, row.error_class) == ("rejected", error_class), (old.number, row.error_message)
+            assert fragment in (row.error_message or "")
+            assert new.registration_number is None and new.synced_at is None
+            continue
+        entries = booked.get(old.number, [])
+        assert len(entries) == 1, f"{old.number} booked {len(entries)} times"
+        assert new.registration_number == str(entries[0]["EntryNumber"])
+        assert new.synced_at is not None
+        assert rows[old.id].state == "written_back"
+        assert rows[old.id].external_id == entries[0]["EntryID"]
+        synced.add(old.number)
+    # nothing in the books that is not ours and synced now
+    assert set(booked) == synced
+    return synced
+
+
+def test_nightly_syncs_auto_integrations_once_and_a_second_run_sends_nothing(demo: Any) -> None:
+    before = invoices(demo)
+    demo.run(NIGHTLY)
+    synced = assert_synced_exactly_once(demo, before, {1, 2})
+    assert len(synced) >= 20
+
+    with Session(demo.store.engine) as session:
+        run = session.scalars(select(RunRow).where(RunRow.dag_id == NIGHTLY)).one()
+        assert session.scalar(select(NotificationRow.id)) is None  # nightly runs notify nobody
+    assert run.counts["invoices_synced"] == len(synced)
+    assert run.counts["errors"] == len(demo.seeded.expected_rejections)
+    by_integration = {row["integration"]: row for row in run.counts["integrations"]}
+    assert by_integration["Atelier Demo BV"]["skipped_before_cutover"] == 1
+    assert by_integration["Atelier Demo BV"]["customers_created"] > 0
+
+    entries_posted, accounts_posted = demo.posts("SalesEntries"), demo.posts("Accounts")
+    demo.run(NIGHTLY)
+    assert demo.posts("SalesEntries") == entries_posted, "the second run created a sales entry"
+    assert demo.posts("Accounts") == accounts_posted, "the second run created an account"
+    assert_synced_exactly_once(demo, before, {1, 2})
+    assert all(len(entries) == 1 for entries in books(demo).values())
+
+
+def test_manual_run_syncs_the_chosen_integrations_and_notifies(demo: Any) -> None:
+    before = invoices(demo)
+    demo.run(MANUAL, {"integrations": ["Demo Nederland Projecten", 1]})
+    synced = assert_synced_exactly_once(demo, before, {1, 3})
+
+    with Session(demo.store.engine) as session:
+        note = session.scalars(select(NotificationRow)).one()
+    assert note.body["invoices_synced"] == len(synced)
+    assert note.body["customers_synced"] > 0
+    assert f"{len(synced)} invoices" in note.title
+    errors = {e["invoice"]: e for e in note.body["errors"]}
+    expected = {n: v for n, v in demo.seeded.expected_rejections.items() if not n.startswith("NL")}
+    assert set(errors) == set(expected)
+    for number, (error_class, fragment) in expected.items():
+        assert errors[number]["error_class"] == error_class
+        assert fragment in errors[number]["text"] and number in errors[number]["text"]
+        assert errors[number]["hint"]
+
+    entries_posted = demo.posts("SalesEntries")
+    demo.run(MANUAL, {"integrations": [1, 3]})
+    # tool rejections are retried on a manual run; nothing valid is booked twice
+    assert all(len(entries) == 1 for entries in books(demo).values())
+    retried = demo.posts("SalesEntries") - entries_posted
+    tool_rejections = sum(
+        1
+        for n, (c, f) in expected.items()
+        if "not mapped" not in f and "Customer" not in f and "Email" not in f
+    )
+    assert retried == tool_rejections
+
+
+def test_manual_dry_run_sends_and_writes_nothing(demo: Any, db_url: str) -> None:
+    if not db_url.startswith("sqlite"):
+        pytest.skip("backend-independent; once is enough")
+    demo.run(MANUAL, {"dry_run": True})
+    assert demo.posts("SalesEntries") == 0 and demo.posts("Accounts") == 0
+    assert all(row.registration_number is None or row.synced_at is not None for row in invoices(demo))
+    assert ledger(demo) == {}
+    with Session(demo.store.engine) as session:
+        note = session.scalars(select(NotificationRow)).one()
+    assert note.title.startswith("Dry run")
+
+
+def test_manual_run_names_unknown_integrations_clearly(demo: Any, db_url: str) -> None:
+    if not db_url.startswith("sqlite"):
+        pytest.skip("backend-independent; once is enough")
+    log = demo.run(MANUAL, {"integrations": ["Nope BV"]}, expect_success=False)
+    assert "Unknown integration(s): Nope BV. Choose from: 1 (Atelier Demo BV)" in log
+    assert demo.posts("SalesEntries") == 0
