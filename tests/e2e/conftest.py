@@ -65,12 +65,23 @@ class Demo:
         )
 
 
-@pytest.fixture
-def demo(db_url: str, sandbox: Any, airflow_db: None) -> Iterator[Demo]:
-    engine = make_engine(db_url)
+def _demo(url: str, sandbox: Any) -> Iterator[Demo]:
+    engine = make_engine(url)
     prepare(engine)
     seeded = seed(engine)
     try:
-        yield Demo(db_url, SyncStore(engine), seeded, sandbox)
+        yield Demo(url, SyncStore(engine), seeded, sandbox)
     finally:
         engine.dispose()
+
+
+@pytest.fixture
+def demo(db_url: str, sandbox: Any, airflow_db: None) -> Iterator[Demo]:
+    """The demo data on SQLite and on PostgreSQL."""
+    yield from _demo(db_url, sandbox)
+
+
+@pytest.fixture
+def sqlite_demo(sqlite_url: str, sandbox: Any, airflow_db: None) -> Iterator[Demo]:
+    """The demo data on SQLite only, for behaviour that does not depend on the database."""
+    yield from _demo(sqlite_url, sandbox)

@@ -131,9 +131,8 @@ def test_manual_run_syncs_the_chosen_integrations_and_notifies(demo: Any) -> Non
     assert retried == tool_rejections
 
 
-def test_manual_dry_run_sends_and_writes_nothing(demo: Any, db_url: str) -> None:
-    if not db_url.startswith("sqlite"):
-        pytest.skip("backend-independent; once is enough")
+def test_manual_dry_run_sends_and_writes_nothing(sqlite_demo: Any) -> None:
+    demo = sqlite_demo
     demo.run(MANUAL, {"dry_run": True})
     assert demo.posts("SalesEntries") == 0 and demo.posts("Accounts") == 0
     assert all(row.registration_number is None or row.synced_at is not None for row in invoices(demo))
@@ -143,9 +142,11 @@ def test_manual_dry_run_sends_and_writes_nothing(demo: Any, db_url: str) -> None
     assert note.title.startswith("Dry run")
 
 
-def test_manual_run_names_unknown_integrations_clearly(demo: Any, db_url: str) -> None:
-    if not db_url.startswith("sqlite"):
-        pytest.skip("backend-independent; once is enough")
+def test_manual_run_names_unknown_integrations_clearly(sqlite_demo: Any) -> None:
+    demo = sqlite_demo
     log = demo.run(MANUAL, {"integrations": ["Nope BV"]}, expect_success=False)
     assert "Unknown integration(s): Nope BV. Choose from: 1 (Atelier Demo BV)" in log
     assert demo.posts("SalesEntries") == 0
+    with Session(demo.store.engine) as session:
+        note = session.scalars(select(NotificationRow)).one()
+    assert note.title == "Sync could not start: no invoice was sent"

@@ -64,21 +64,17 @@ def test_candidates_carry_their_ledger_row_and_honour_numbers(store, data, claim
     assert store.candidates(1, numbers=[]) == store.candidates(1)  # empty means "all"
 
 
-def test_candidate_query_uses_the_partial_index_on_sqlite(store, data, claim):
-    if store.engine.dialect.name != "sqlite":
-        pytest.skip("SQLite's planner; PostgreSQL has its own test")
-    data.synced(50)
-    data.invoices(5)
-    plan = _explain_candidates(store, "EXPLAIN QUERY PLAN ")
-    assert "ix_invoices_unsynced" in plan, plan
-    assert "SCAN invoices" not in plan.replace("SCAN invoices USING", ""), plan
-
-
-def test_candidate_query_uses_an_index_on_postgres(store, data, claim):
-    if store.engine.dialect.name != "postgresql":
-        pytest.skip("PostgreSQL's planner")
-    # With a handful of rows the planner rightly prefers a sequential scan, so give it a history:
-    # 5,000 synced invoices and 20 unsynced ones, with fresh statistics.
+def test_candidate_query_uses_the_partial_index(store, data, claim):
+    """Finding the unsynced invoices must cost in proportion to them, not to the history."""
+    if store.engine.dialect.name == "sqlite":
+        data.synced(50)
+        data.invoices(5)
+        plan = _explain_candidates(store, "EXPLAIN QUERY PLAN ")
+        assert "ix_invoices_unsynced" in plan, plan
+        assert "SCAN invoices" not in plan.replace("SCAN invoices USING", ""), plan
+        return
+    # With a handful of rows PostgreSQL's planner rightly prefers a sequential scan, so give it a
+    # history: 5,000 synced invoices and 20 unsynced ones, with fresh statistics.
     data.synced(5_000)
     data.invoices(20)
     with store.engine.begin() as conn:
