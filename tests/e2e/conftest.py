@@ -6,8 +6,10 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +37,14 @@ class Demo:
     store: SyncStore
     seeded: SeedResult
     sandbox: Any
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
         return {
             **os.environ,
             "INVOICE_SYNC_DB_URL": self.db_url,
             "AIRFLOW_CONN_EXACT_DEMO": json.dumps(exact_online_connection(self.sandbox.url)),
+            **self.extra_env,
         }
 
     def run(self, dag_id: str, conf: dict[str, Any] | None = None, *, expect_success: bool = True) -> str:
@@ -85,3 +89,34 @@ def demo(db_url: str, sandbox: Any, airflow_db: None) -> Iterator[Demo]:
 def sqlite_demo(sqlite_url: str, sandbox: Any, airflow_db: None) -> Iterator[Demo]:
     """The demo data on SQLite only, for behaviour that does not depend on the database."""
     yield from _demo(sqlite_url, sandbox)
+
+
+@dataclass
+class Webhook:
+    url: str
+    received: list[dict[str, Any]]
+
+
+@pytest.fixture
+def webhook() -> Iterator[Webhook]:
+    """A loopback HTTP endpoint that records the JSON bodies posted to it."""
+    received: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            length = int(self.headers.get("Content-Length", 0))
+            received.append(json.loads(self.rfile.read(length) or b"{}"))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Webhook(f"http://127.0.0.1:{server.server_address[1]}/hooks/invoice-sync", received)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -7,6 +7,7 @@ known reason.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -100,7 +101,10 @@ def test_nightly_syncs_auto_integrations_once_and_a_second_run_sends_nothing(dem
     assert all(len(entries) == 1 for entries in books(demo).values())
 
 
-def test_manual_run_syncs_the_chosen_integrations_and_notifies(demo: Any) -> None:
+def test_manual_run_syncs_the_chosen_integrations_and_notifies(demo: Any, webhook: Any) -> None:
+    demo.extra_env["AIRFLOW_CONN_INVOICE_SYNC_WEBHOOK"] = json.dumps(
+        {"conn_type": "http", "host": webhook.url}
+    )
     before = invoices(demo)
     demo.run(MANUAL, {"integrations": ["Demo Nederland Projecten", 1]})
     synced = assert_synced_exactly_once(demo, before, {1, 3})
@@ -117,6 +121,10 @@ def test_manual_run_syncs_the_chosen_integrations_and_notifies(demo: Any) -> Non
         assert errors[number]["error_class"] == error_class
         assert fragment in errors[number]["text"] and number in errors[number]["text"]
         assert errors[number]["hint"]
+    # the same notification went to the webhook through the http provider's notifier
+    assert len(webhook.received) == 1
+    assert webhook.received[0]["title"] == note.title
+    assert webhook.received[0]["invoices_synced"] == len(synced)
 
     entries_posted = demo.posts("SalesEntries")
     demo.run(MANUAL, {"integrations": [1, 3]})

@@ -1,7 +1,7 @@
 """Realistic demo data for the invoicing app, matching the sandbox's accounting administrations.
 
-Several integrations (auto sync on and off, two of them sharing one OAuth connection the way two
-administrations behind one consent do), companies and contacts with valid VAT numbers, drafts, registered,
+Several integrations (auto sync on and off, all on one OAuth connection the way several
+administrations behind one consent are), companies and contacts with valid VAT numbers, drafts, registered,
 paid and already-synced invoices, credit notes, multi-line invoices at 21/12/6/0 % (BE) and 21/9/0 % (NL),
 and a fixed set of invoices the sync must refuse or the tool must reject, each for a different reason.
 ``--invoices N`` scales the regular invoices; the broken ones are always there.
@@ -48,6 +48,18 @@ class DemoIntegration:
     gl_accounts: tuple[str, ...]
 
 
+def _nl_settings(*, default_gl: str, payment_condition: str) -> dict[str, Any]:
+    return {
+        "division": exact.DIVISION_NL,
+        "journal": "70",
+        "credit_note_journal": "71",
+        "vat_codes": {"21": "2", "9": "1", "0": "0"},
+        "gl_accounts": dict(exact.GL_ACCOUNTS_234567),
+        "default_gl_account": exact.GL_ACCOUNTS_234567[default_gl],
+        "payment_condition": payment_condition,
+    }
+
+
 INTEGRATIONS = (
     DemoIntegration(
         id=1,
@@ -76,19 +88,13 @@ INTEGRATIONS = (
         conn_id=DEMO_CONN_ID,
         auto_sync=True,
         sync_from=None,
-        settings={
-            "division": exact.DIVISION_NL,
-            "journal": "70",
-            "credit_note_journal": "71",
-            "vat_codes": {"21": "2", "9": "1", "0": "0"},
-            "gl_accounts": dict(exact.GL_ACCOUNTS_234567),
-            "default_gl_account": exact.GL_ACCOUNTS_234567["8000"],
-            "payment_condition": "30",
-        },
+        settings=_nl_settings(default_gl="8000", payment_condition="30"),
         number_format="NL2026-{:04d}",
         vat_rates=("21", "9", "0"),
         gl_accounts=("8000", "8010"),
     ),
+    # A second company entity booked in the same Exact division, the way Teamleader links entities with
+    # the same VAT number to one administration; it syncs only when someone asks.
     DemoIntegration(
         id=3,
         name="Demo Nederland Projecten",
@@ -96,15 +102,7 @@ INTEGRATIONS = (
         conn_id=DEMO_CONN_ID,
         auto_sync=False,
         sync_from=None,
-        settings={
-            "division": exact.DIVISION_NL,
-            "journal": "70",
-            "credit_note_journal": "71",
-            "vat_codes": {"21": "2", "9": "1", "0": "0"},
-            "gl_accounts": dict(exact.GL_ACCOUNTS_234567),
-            "default_gl_account": exact.GL_ACCOUNTS_234567["8010"],
-            "payment_condition": "15",
-        },
+        settings=_nl_settings(default_gl="8010", payment_condition="15"),
         number_format="P2026-{:04d}",
         vat_rates=("21", "9", "0"),
         gl_accounts=("8010",),
