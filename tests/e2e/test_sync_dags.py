@@ -8,10 +8,12 @@ known reason.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from invoice_sync.store.models import InvoiceRow, LedgerRow, NotificationRow, RunRow
@@ -93,6 +95,15 @@ def test_nightly_syncs_auto_integrations_once_and_a_second_run_sends_nothing(dem
     assert by_integration["Atelier Demo BV"]["skipped_before_cutover"] == 1
     assert by_integration["Atelier Demo BV"]["customers_created"] > 0
 
+    # credit notes are booked as Exact credit notes (negative, Type 21) in the credit-note journal
+    credit_notes = [row for row in before if row.kind == "credit_note" and row.number in synced]
+    assert credit_notes, "the demo data has synced credit notes"
+    for row in credit_notes:
+        (entry,) = books(demo)[row.number]
+        assert (entry["Journal"], entry["Type"]) == ("71", 21)
+        assert Decimal(str(entry["AmountFC"])) == -row.total_excl_vat
+        assert Decimal(str(entry["VATAmountFC"])) == -row.total_vat
+
     entries_posted, accounts_posted = demo.posts("SalesEntries"), demo.posts("Accounts")
     demo.run(NIGHTLY)
     assert demo.posts("SalesEntries") == entries_posted, "the second run created a sales entry"
@@ -158,3 +169,44 @@ def test_manual_run_names_unknown_integrations_clearly(sqlite_demo: Any) -> None
     with Session(demo.store.engine) as session:
         note = session.scalars(select(NotificationRow)).one()
     assert note.title == "Sync could not start: no invoice was sent"
+
+
+def test_edits_after_sync_are_reported_not_pushed(demo: Any) -> None:
+    demo.run(NIGHTLY)
+    with Session(demo.store.engine) as session, session.begin():
+        edited = session.scalars(
+            select(InvoiceRow)
+            .where(InvoiceRow.integration_id == 1, InvoiceRow.synced_at > datetime(2026, 11, 20, tzinfo=UTC))
+            .order_by(InvoiceRow.id)
+            .limit(1)
+        ).one()
+        edited_id, number, registration_number = edited.id, edited.number, edited.registration_number
+        session.execute(
+            update(InvoiceRow)
+            .where(InvoiceRow.id == edited_id)
+            .values(
+                total_vat=edited.total_vat + 1,
+                total_incl_vat=edited.total_incl_vat + 1,
+                updated_at=datetime.now(UTC),
+            )
+        )
+    posted = demo.posts("SalesEntries")
+
+    demo.run(MANUAL, {"integrations": [1]})
+    assert len(books(demo)[number]) == 1
+    assert demo.posts("SalesEntries") - posted == sum(
+        1
+        for n, (_, f) in demo.seeded.expected_rejections.items()
+        if not n.startswith("NL") and f in ("Periode is afgesloten: 2026-01", "Blocked: Ledger account")
+    ), "only the tool's earlier rejections were sent again"
+    with Session(demo.store.engine) as session:
+        note = session.scalars(select(NotificationRow)).one()
+        run = session.scalars(select(RunRow).where(RunRow.dag_id == MANUAL)).one()
+        invoice = session.get(InvoiceRow, edited_id)
+    assert invoice.registration_number == registration_number  # untouched
+    (changed,) = note.body["changed_after_sync"]
+    assert (changed["number"], changed["registration_number"]) == (number, registration_number)
+    assert "changed after it was synced" in changed["text"] and changed["hint"]
+    assert "1 changed after sync (not sent)" in note.title
+    (row,) = [r for r in run.counts["integrations"] if r["integration"] == "Atelier Demo BV"]
+    assert row["changed_after_sync"] == 1

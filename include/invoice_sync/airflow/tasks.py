@@ -121,6 +121,12 @@ def summarize_run(extracted: list[dict[str, Any]] | None, context: Any) -> dict[
     run_key = sync_run_id(context)
     summary = summarize(store, run_key, [item["integration_id"] for item in extracted or []])
     log.info("Sync summary for %s\n%s", run_key, summary.as_text())
+    for item in summary.changed_after_sync:
+        log.warning(
+            "%(integration)s: invoice %(number)s was changed after sync (registration number "
+            "%(registration_number)s); the change was not sent",
+            item,
+        )
     dag_run = context["dag_run"]
     started = getattr(dag_run, "start_date", None) or utcnow()
     store.save_run(

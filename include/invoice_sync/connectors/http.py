@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 import requests
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
+from invoice_sync.connectors.base import TokenSet
 from invoice_sync.domain.errors import QuotaExceededError, RateLimitedError
 
 __all__ = ["RateBudget", "Window", "epoch_to_datetime", "request_never_sent"]
@@ -161,3 +162,16 @@ def request_never_sent(exc: requests.RequestException) -> bool:
         reason = getattr(exc.args[0], "reason", None) if exc.args else None
         return isinstance(reason, NewConnectionError | ConnectTimeoutError)
     return False
+
+
+def mask_tokens(tokens: TokenSet) -> None:
+    """Register fresh OAuth tokens with Airflow's secrets masker.
+
+    Airflow masks what it knows to be secret (connection passwords and sensitive extras); tokens a
+    connector obtains at run time are new to it, so every connector hands them over before any log line
+    could carry one.
+    """
+    from airflow.sdk.log import mask_secret
+
+    mask_secret(tokens.access_token)
+    mask_secret(tokens.refresh_token)

@@ -106,6 +106,9 @@ def notification(summary: RunSummary, *, dry_run: bool = False) -> tuple[str, di
         title += f", {failed} error{'s' if failed != 1 else ''}"
     if deferred:
         title += f", {deferred} deferred to the next run"
+    changed = summary.changed_after_sync
+    if changed:
+        title += f", {len(changed)} changed after sync (not sent)"
     body = {
         "invoices_synced": invoices,
         "customers_synced": customers,
@@ -120,7 +123,17 @@ def notification(summary: RunSummary, *, dry_run: bool = False) -> tuple[str, di
             }
             for e in summary.errors
         ],
-        "changed_after_sync": summary.changed_after_sync,
+        "changed_after_sync": [
+            {
+                **item,
+                "text": (
+                    f"Invoice {item['number']} was changed after it was synced (registration number "
+                    f"{item['registration_number']}); the change was not sent."
+                ),
+                "hint": "Make the same correction in the accounting tool, or issue a credit note in the app.",
+            }
+            for item in changed
+        ],
         "integrations": summary.table.to_dict(orient="records") if not summary.table.empty else [],
     }
     return title, body

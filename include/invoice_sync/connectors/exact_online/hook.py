@@ -29,7 +29,7 @@ from airflow.providers.http.hooks.http import HttpHook
 
 from invoice_sync.connectors.base import TokenSet, TokenVault
 from invoice_sync.connectors.exact_online.errors import classify, error_text
-from invoice_sync.connectors.http import RateBudget, Window, request_never_sent
+from invoice_sync.connectors.http import RateBudget, Window, mask_tokens, request_never_sent
 from invoice_sync.domain.errors import (
     AuthError,
     OutcomeUnknownError,
@@ -281,6 +281,8 @@ class ExactOnlineHook(HttpHook):
         tokens = self._tokens or self.vault.load(self.exact_online_conn_id)
         if tokens is None or rejected is not None or not self._fresh(tokens):
             tokens = self.vault.refresh(self.exact_online_conn_id, self._refresher(rejected))
+        if tokens is not self._tokens:
+            mask_tokens(tokens)
         self._tokens = tokens
         return tokens.access_token
 
