@@ -618,3 +618,25 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
     finally:
         second.stop()
     assert not list(tmp_path.glob(".sandbox-state.json.*"))  # no temp files left behind
+
+
+def test_fields_longer_than_exact_accepts_are_refused_like_exact_does():
+    """The simulator enforces the widths the connector checks first (see mapping.ACCOUNT_FIELD_LIMITS)."""
+    from invoice_sync.connectors.exact_online import mapping
+    from invoice_sync.sandbox.exact_fixtures import DIVISION_BE
+    from invoice_sync.sandbox.exact_online import (
+        ACCOUNT_FIELD_LIMITS,
+        SALES_ENTRY_LINE_FIELD_LIMITS,
+        ExactApiError,
+        ExactOnlineSandbox,
+    )
+
+    assert ACCOUNT_FIELD_LIMITS == mapping.ACCOUNT_FIELD_LIMITS
+    assert SALES_ENTRY_LINE_FIELD_LIMITS["Description"] == mapping.LINE_DESCRIPTION_MAX
+    sandbox = ExactOnlineSandbox()
+    division = sandbox.fixtures.divisions[DIVISION_BE]
+    with pytest.raises(ExactApiError) as refused:
+        sandbox.create_account(division, {"Code": "1".rjust(18), "Name": "x" * 51, "Status": "C"})
+    assert (refused.value.status, refused.value.message) == (400, "Too long: Name (max. 50)")
+    name = 'Smith & <Sons> "Ltd" \\ 😀' + "y" * 26
+    assert len(name) == 50 and sandbox.create_account(division, {"Name": name, "Status": "C"})["Name"] == name

@@ -9,7 +9,22 @@ from __future__ import annotations
 from invoice_sync.domain.models import ErrorClass
 
 _HINTS: tuple[tuple[str, str], ...] = (
+    ("which no country charges", "Correct the line's VAT rate in the app."),
     ("not mapped", "Add the missing mapping in the integration's settings, then sync again."),
+    # data problems found before any call; their messages already say what to change
+    ("control character", "Remove the invisible control character from that field in the app."),
+    ("same number as another invoice", "Give one of the two invoices a new number in the app."),
+    ("already has account", "Merge the two relations in the accounting tool, or correct the VAT number."),
+    ("vat number", "Correct the customer's VAT number in the app (leave it empty for a private person)."),
+    ("country code", "Correct the customer's country in the app."),
+    ("currency code", "Correct the invoice's currency in the app."),
+    ("credits invoice", "Get the credited invoice booked first, then sync the credit note again."),
+    ("is longer than", "Shorten that field in the app: the accounting tool does not accept it this long."),
+    ("too long", "Shorten that field in the app: the accounting tool does not accept it this long."),
+    ("due date", "Correct the invoice's due date in the app."),
+    ("quantity", "Correct the line in the app so quantity times unit price gives its amount."),
+    ("no description", "Describe every line of the invoice in the app."),
+    ("nothing to book", "Add the missing amounts or cancel the invoice in the app."),
     ("vat code", "Check the VAT-code mapping: the code must exist, be a sales code and not be blocked."),
     # before "journal": Exact's duplicate text always names the journal ("Already exists – ..., Journal: 70")
     ("already exists", "The tool already has this number: check whether it was booked by hand."),

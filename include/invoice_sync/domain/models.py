@@ -156,6 +156,24 @@ class Problem:
 
 
 @dataclass(frozen=True, slots=True)
+class RelatedInvoice:
+    """Another invoice that decides whether one can be pushed: the one a credit note credits, or one
+    with the same number. Read from the store; ``ledger_state`` is that invoice's sync state (or None)."""
+
+    id: int
+    integration_id: int
+    kind: InvoiceKind
+    number: str | None
+    status: InvoiceStatus
+    invoice_date: date
+    total_incl_vat: Decimal
+    currency: str
+    registration_number: str | None = None
+    ledger_state: str | None = None
+    ledger_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Booking:
     """An entry that exists in the accounting tool for one of our invoices."""
 

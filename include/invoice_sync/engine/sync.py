@@ -33,6 +33,8 @@ from invoice_sync.store.repository import Candidate, SyncStore
 log = logging.getLogger(__name__)
 
 RETRYABLE_CLASSES = {ErrorClass.TRANSIENT, ErrorClass.AUTH, ErrorClass.QUOTA}
+DEFAULT_REQUEST_TIMEOUT_S = 60.0
+"""How long a takeover waits past an orphan's lease for a connector without ``request_timeout_s``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,10 +124,17 @@ class IntegrationSync:
         return [invoice_id for invoice_id in invoice_ids if invoice_id not in self._settled]
 
     def _resolve_unknown(self, claim: Claim) -> None:
-        """Earlier attempts that may or may not have been booked: ask the tool, never resend blindly."""
+        """Earlier attempts that may or may not have been booked: ask the tool, never resend blindly.
+
+        After taking the integration over from a holder whose lease ran out (an orphaned task process),
+        first wait until requests that holder may still have in flight have landed (see
+        :meth:`_await_in_flight`): looking up too early would miss a booking still being committed.
+        """
         pending = self.store.ledger_needing_lookup(self.integration.id)
         if not pending:
             return
+        if claim.predecessor_lease_end is not None:
+            self._await_in_flight(claim)
         by_number = {number: invoice_id for invoice_id, number in pending.items() if number}
         found = self.connector.find_booked(sorted(by_number))
         for number, booking in found.items():
@@ -141,6 +150,30 @@ class IntegrationSync:
             len(found),
         )
 
+    def _await_in_flight(self, claim: Claim) -> None:
+        """Wait until the orphaned holder's lease end plus the connector's request timeout, renewing ours.
+
+        The orphan checked its lease before each POST, so every POST it sent left before its lease ended;
+        the request timeout bounds how long such a POST can take (``request_timeout_s`` of the connector,
+        :data:`DEFAULT_REQUEST_TIMEOUT_S` for a connector that does not say).
+        """
+        assert claim.predecessor_lease_end is not None
+        timeout_s = float(getattr(self.connector, "request_timeout_s", DEFAULT_REQUEST_TIMEOUT_S))
+        until = claim.predecessor_lease_end.timestamp() + timeout_s
+        left = until - time.time()
+        if left <= 0:
+            return
+        log.info(
+            "%s: taken over from a holder whose lease ran out; waiting %.1f s for its requests in flight",
+            self._label,
+            left,
+        )
+        step = max(claim.lease.total_seconds() / 3, 0.05)
+        while (left := until - time.time()) > 0:
+            time.sleep(min(left, step))
+            with self.store.fenced(claim):
+                pass  # renews our lease; raises LeaseLostError if it was taken from us meanwhile
+
     def _wanted(self, candidate: Candidate) -> bool:
         ledger = candidate.ledger
         if ledger is None:
@@ -151,37 +184,97 @@ class IntegrationSync:
             return True  # unknown (looked up above), claimed, deferred
         if ledger.error_class in RETRYABLE_CLASSES or self.options.retry_rejected:
             return True
-        changed = candidate.updated_at > ledger.updated_at or (
-            self.integration.updated_at is not None and self.integration.updated_at > ledger.updated_at
+        # Retry when the cause may be gone: the invoice or the integration's settings changed, or (a
+        # credit note held back for its invoice) that invoice has been booked since.
+        changed = (
+            candidate.updated_at > ledger.updated_at
+            or (self.integration.updated_at is not None and self.integration.updated_at > ledger.updated_at)
+            or (candidate.credited_synced_at is not None and candidate.credited_synced_at > ledger.updated_at)
         )
         if not changed:
             self.report.still_rejected += 1
         return changed
 
     def _sync_page(self, claim: Claim, invoice_ids: Sequence[int]) -> None:
+        """Validate a page (our rules, the tool's, and those that need other invoices), then book it.
+
+        A credit note whose invoice is on the same page and valid waits for it: it is booked after
+        that invoice, and refused (naming it) if the tool did not book it.
+        """
         ready: list[Invoice] = []
-        for invoice in self.store.load_invoices(invoice_ids):
+        held: list[Invoice] = []  # credit notes of invoices in ``ready``
+        invoices = self.store.load_invoices(invoice_ids)
+        same_number = self.store.invoices_sharing_numbers(
+            self.integration.id, [inv.number for inv in invoices if inv.number]
+        )
+        credited = self.store.related_invoices(
+            self.integration.id, [inv.credited_invoice_id for inv in invoices if inv.credited_invoice_id]
+        )
+        refused: set[int] = set()
+        for invoice in invoices:
             reason = rules.skip_reason(invoice, self.integration)
             if reason is not None:
                 self.report.skipped[reason] += 1
                 self._settled.add(invoice.id)
                 continue
             problems = rules.problems(invoice) + self.connector.validate(invoice)
+            duplicate = rules.duplicate_number_problem(invoice, same_number.get(invoice.number or "", []))
+            waits = invoice.credited_invoice_id in {inv.id for inv in ready}
+            if duplicate is not None:
+                problems.append(duplicate)
+            if not waits and invoice.credited_invoice_id is not None:
+                if invoice.credited_invoice_id in refused:  # refused just now: read why
+                    credited |= self.store.related_invoices(
+                        self.integration.id, [invoice.credited_invoice_id]
+                    )
+                credit = rules.credited_invoice_problem(
+                    invoice, credited.get(invoice.credited_invoice_id), self.integration
+                )
+                if credit is not None:
+                    problems.append(credit)
             if problems:
+                refused.add(invoice.id)
                 self._reject(
                     claim, invoice.id, problems[0].error_class, "; ".join(p.message for p in problems)
                 )
+            elif waits:
+                held.append(invoice)
             else:
                 ready.append(invoice)
-        if not ready:
+        if not ready and not held:
             return
         if self.options.dry_run:
-            self.report.would_push += len(ready)
+            self.report.would_push += len(ready) + len(held)
             return
-        ready, links = self._link_customers(claim, ready)
+        if held:  # on their way like the rest of the page: a crash now leaves them to be looked up
+            self.store.mark(claim, [inv.id for inv in held], LedgerState.CLAIMED, self.run_id)
+        self._book_page(claim, ready)
+        if held:
+            self._book_page(claim, self._credited_now_booked(claim, held))
+
+    def _book_page(self, claim: Claim, invoices: list[Invoice]) -> None:
+        if not invoices:
+            return
+        ready, links = self._link_customers(claim, invoices)
         ready = self._skip_already_booked(claim, ready)
         if ready:
             self._push(claim, ready, links)
+
+    def _credited_now_booked(self, claim: Claim, credit_notes: list[Invoice]) -> list[Invoice]:
+        """Those of ``credit_notes`` whose invoice this page booked; the others are refused, naming it."""
+        credited = self.store.related_invoices(
+            self.integration.id, [inv.credited_invoice_id for inv in credit_notes if inv.credited_invoice_id]
+        )
+        kept = []
+        for credit_note in credit_notes:
+            problem = rules.credited_invoice_problem(
+                credit_note, credited.get(credit_note.credited_invoice_id or 0), self.integration
+            )
+            if problem is None:
+                kept.append(credit_note)
+            else:
+                self._reject(claim, credit_note.id, problem.error_class, problem.message)
+        return kept
 
     def _link_customers(self, claim: Claim, invoices: list[Invoice]) -> tuple[list[Invoice], dict[int, str]]:
         """Make sure every customer exists in the tool, once; reuse the links stored by earlier runs."""
@@ -229,6 +322,23 @@ class IntegrationSync:
         return kept
 
     def _push(self, claim: Claim, invoices: list[Invoice], links: dict[int, str]) -> None:
+        """Mark ``invoices`` claimed, then send them one by one, recording each outcome before the next.
+
+        Fencing: the lease is checked (and renewed) in the same transaction as the ``claimed`` mark right
+        before the first POST, and as each outcome's record right before the next POST (``push`` is a
+        generator: the next request leaves only when the loop asks for the next outcome). So a holder that
+        lost its lease stops before its next POST, and every POST leaves while its lease is valid or just
+        after. A successor waits for the lease's end plus the request timeout before looking anything up
+        (:meth:`_await_in_flight`).
+
+        What remains is a theoretical window: between a successful check and the POST leaving, the
+        connector may still wait (rate budget, token refresh) and the process may be paused (swapped
+        out, SIGSTOP, a VM freeze); if that pause outlasts the lease and the successor's wait, the POST
+        arrives after the successor looked the invoice up and found nothing, and the tool books it twice.
+        Closing it needs the tool to refuse a stale write (a conditional write or idempotency key),
+        which Exact does not offer. Creating a customer is not exposed to it: accounts are matched by
+        their code, and Exact refuses a second account with the same code.
+        """
         self.store.mark(
             claim, [inv.id for inv in invoices], LedgerState.CLAIMED, self.run_id, count_attempt=True
         )

@@ -289,7 +289,7 @@ class _Builder:
                 date(2026, 5, 7),
                 ok,
                 {"customer_id": self.bad_mail_customer_id},
-                ("data", "Invalid: Email"),
+                ("data", "Customer Bad Mail Comm.V (#14) has an invalid e-mail address"),
             ),
             (be, date(2025, 12, 15), ok, {}, None),  # before the integration's cut-over date: skipped
             (

@@ -19,7 +19,7 @@ import re
 import secrets
 import threading
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, date, datetime, timedelta
@@ -53,6 +53,18 @@ ENTRY_STATUS_OPEN = 20
 ACCOUNT_STATUSES = ("C", "A", "S", "P")
 DEFAULT_ACCOUNT_STATUS = "A"  # "None": an account is only a customer when created as one (unconfirmed)
 BUDGETED_ERROR_STATUSES = frozenset({400, 401, 403, 404})
+ACCOUNT_FIELD_LIMITS = {
+    "Name": 50,
+    "AddressLine1": 100,
+    "Postcode": 20,
+    "City": 50,
+    "Email": 100,
+    "VATNumber": 20,
+}
+SALES_ENTRY_FIELD_LIMITS = {"Description": 60, "YourRef": 30}
+SALES_ENTRY_LINE_FIELD_LIMITS = {"Description": 60}
+"""Column widths the simulated Exact enforces (Exact does not publish them; see the connector's mapping).
+A longer value is refused with ``Too long: <Field> (max. N)``, Exact's ``<Kind>: <Field>`` pattern."""
 _CENT = Decimal("0.01")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _DIVISION_PATH = re.compile(r"^/api/v1/(\d+)/")
@@ -255,6 +267,13 @@ def _reject_unknown(payload: Mapping[str, Any], writable: frozenset[str], entity
             )
 
 
+def _check_lengths(payload: Mapping[str, Any], limits: Mapping[str, int]) -> None:
+    for name, limit in limits.items():
+        value = payload.get(name)
+        if isinstance(value, str) and len(value) > limit:
+            raise ExactApiError(400, f"Too long: {name} (max. {limit})")
+
+
 def _round_cents(amount: Decimal) -> Decimal:
     return amount.quantize(_CENT, rounding=ROUND_HALF_UP)
 
@@ -325,6 +344,7 @@ class ExactOnlineSandbox:
         self._rate_limited = 0
         self._error_blocked = 0
         self._token_refreshes = 0
+        self._entry_posts: Counter[str] = Counter()
 
     @staticmethod
     def _resume_instant(saved_state: Mapping[str, Any] | None) -> datetime | None:
@@ -587,6 +607,7 @@ class ExactOnlineSandbox:
             name = str(payload.get("Name") or "").strip()
             if not name:
                 raise ExactApiError(400, "Mandatory: Name")
+            _check_lengths(payload, ACCOUNT_FIELD_LIMITS)
             if name in division.refused_customer_names:
                 raise ExactApiError(400, "Invalid: Customer (Type)")
             status = payload.get("Status") or DEFAULT_ACCOUNT_STATUS
@@ -619,8 +640,11 @@ class ExactOnlineSandbox:
 
     def create_sales_entry(self, division: DivisionFixture, payload: Mapping[str, Any]) -> dict[str, Any]:
         """``POST salesentry/SalesEntries``: validate in Exact's order; nothing is stored on failure."""
+        with self.lock:
+            self._entry_posts[str(payload.get("YourRef"))] += 1
         _reject_unknown(payload, SALES_ENTRY_WRITABLE, "SalesEntry")
         with self.lock:
+            _check_lengths(payload, SALES_ENTRY_FIELD_LIMITS)
             journal = self._sales_journal(division, payload.get("Journal"))
             customer = self._sales_customer(division, payload.get("Customer"))
             entry_date = (
@@ -724,6 +748,7 @@ class ExactOnlineSandbox:
         if not isinstance(line, dict):
             raise ExactApiError(400, "Mandatory: SalesEntryLines")
         _reject_unknown(line, SALES_ENTRY_LINE_WRITABLE, "SalesEntryLine")
+        _check_lengths(line, SALES_ENTRY_LINE_FIELD_LIMITS)
         gl = self._line_gl_account(division, line.get("GLAccount"))
         vat = self._line_vat_code(division, line.get("VATCode"))
         if line.get("AmountFC") is None:
@@ -835,6 +860,15 @@ class ExactOnlineSandbox:
     def entries(self, division: int | None = None) -> list[dict[str, Any]]:
         """Every booked sales entry (wire form), so tests can count duplicates by ``YourRef``."""
         return self._dump(self._books.entries, division)
+
+    def sales_entry_posts(self) -> dict[str, int]:
+        """How many sales-entry POSTs the simulated Exact processed, per ``YourRef``, booked or refused.
+
+        Requests an injected fault answered without processing are not counted. Tests use it to prove
+        that an unknown outcome was settled by a lookup, never by sending the invoice again.
+        """
+        with self.lock:
+            return dict(self._entry_posts)
 
     def accounts(self, division: int | None = None) -> list[dict[str, Any]]:
         """Every account (wire form)."""

@@ -7,6 +7,13 @@ write-back) first re-checks the lease in the same transaction: an orphan whose l
 longer write, and the engine checks before every push, so it can no longer push either.
 
 Both steps are single conditional UPDATEs, which are atomic on SQLite and PostgreSQL alike.
+
+A lease that ran out is not the end of its holder's requests: a POST sent just before may still be on its
+way to the tool, or being committed there. So a claim taken over from a holder that did not release it
+carries that lease's end (:attr:`Claim.predecessor_lease_end`); the engine waits until then plus the
+connector's request timeout before it looks anything up. :func:`release` sets the lease's end to
+:data:`RELEASED` (nothing in flight), or, for a claim that was itself a takeover, back to its predecessor's
+lease end, so a successor still waits for requests the orphan may have in flight.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from invoice_sync.domain.errors import LeaseLostError
 from invoice_sync.store.models import ClaimRow
 
 DEFAULT_LEASE = timedelta(minutes=3)
+RELEASED = datetime(1970, 1, 1, tzinfo=UTC)
+"""``lease_expires_at`` of a claim given back with :func:`release`: none of its holder's requests is left."""
 
 
 class ClaimHeldError(Exception):
@@ -41,6 +50,9 @@ class Claim:
     holder: str
     fencing_token: int
     lease: timedelta = DEFAULT_LEASE
+    predecessor_lease_end: datetime | None = None
+    """When this claim was taken over from another holder whose lease ran out (it did not release it): when
+    that lease ended. Requests that holder sent before may be in flight until then plus their timeout."""
 
 
 def utcnow() -> datetime:
@@ -48,14 +60,44 @@ def utcnow() -> datetime:
 
 
 def acquire(engine: Engine, integration_id: int, holder: str, lease: timedelta = DEFAULT_LEASE) -> Claim:
-    """Take the integration if it is free, its lease has run out, or ``holder`` already has it."""
-    for _ in range(3):
+    """Take the integration if it is free, its lease has run out, or ``holder`` already has it.
+
+    A compare-and-set on the fencing token: the row is read, then updated only if nobody took it meanwhile,
+    so the claim knows whose lease it replaced and when that lease ended.
+    """
+    for _ in range(5):
         now = utcnow()
+        with Session(engine) as session:
+            current = session.get(ClaimRow, integration_id)
+            if current is not None:
+                session.expunge(current)
+        if current is None:
+            try:
+                with Session(engine) as session, session.begin():
+                    session.execute(
+                        insert(ClaimRow).values(
+                            integration_id=integration_id,
+                            holder=holder,
+                            fencing_token=1,
+                            lease_expires_at=now + lease,
+                            acquired_at=now,
+                        )
+                    )
+                return Claim(integration_id, holder, 1, lease)
+            except IntegrityError:
+                continue  # someone inserted first; the next round sees their row
+        if current.holder != holder and current.lease_expires_at >= now:
+            raise ClaimHeldError(integration_id, current.holder)
+        predecessor_end = None
+        handed_on = current.lease_expires_at < current.acquired_at  # released by a takeover (see release)
+        if current.lease_expires_at > RELEASED and (current.holder != holder or handed_on):
+            predecessor_end = current.lease_expires_at  # ran out without a release: maybe requests in flight
         with Session(engine) as session, session.begin():
             taken = session.execute(
                 update(ClaimRow)
                 .where(
                     ClaimRow.integration_id == integration_id,
+                    ClaimRow.fencing_token == current.fencing_token,
                     (ClaimRow.lease_expires_at < now) | (ClaimRow.holder == holder),
                 )
                 .values(
@@ -66,25 +108,9 @@ def acquire(engine: Engine, integration_id: int, holder: str, lease: timedelta =
                 )
                 .returning(ClaimRow.fencing_token)
             ).scalar_one_or_none()
-            if taken is not None:
-                return Claim(integration_id, holder, taken, lease)
-            current = session.get(ClaimRow, integration_id)
-            if current is not None:
-                raise ClaimHeldError(integration_id, current.holder)
-        try:
-            with Session(engine) as session, session.begin():
-                session.execute(
-                    insert(ClaimRow).values(
-                        integration_id=integration_id,
-                        holder=holder,
-                        fencing_token=1,
-                        lease_expires_at=now + lease,
-                        acquired_at=now,
-                    )
-                )
-            return Claim(integration_id, holder, 1, lease)
-        except IntegrityError:
-            continue  # someone inserted first; the next round sees their row
+        if taken is not None:
+            return Claim(integration_id, holder, taken, lease, predecessor_end)
+        # someone took it (or renewed it) between the read and the update: look again
     raise ClaimHeldError(integration_id, None)
 
 
@@ -112,7 +138,11 @@ def check(session: Session, claim: Claim) -> None:
 
 
 def release(engine: Engine, claim: Claim) -> None:
-    """Give the integration back at once, so the next run need not wait for the lease to run out."""
+    """Give the integration back at once, so the next run need not wait for the lease to run out.
+
+    A claim that was a takeover hands its predecessor's lease end on: the next holder then still waits for
+    requests the orphan may have in flight (a no-op once that time is past).
+    """
     with Session(engine) as session, session.begin():
         session.execute(
             update(ClaimRow)
@@ -121,5 +151,5 @@ def release(engine: Engine, claim: Claim) -> None:
                 ClaimRow.holder == claim.holder,
                 ClaimRow.fencing_token == claim.fencing_token,
             )
-            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+            .values(lease_expires_at=claim.predecessor_lease_end or RELEASED)
         )

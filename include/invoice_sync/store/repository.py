@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, and_, case, func, insert, select, update
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, aliased, selectinload
 
 from invoice_sync.domain.models import (
     Booked,
@@ -27,6 +27,7 @@ from invoice_sync.domain.models import (
     InvoiceStatus,
     Outcome,
     Rejected,
+    RelatedInvoice,
     Unknown,
 )
 from invoice_sync.domain.rules import SYNCABLE_STATUSES
@@ -66,11 +67,16 @@ class Candidate:
     number: str | None
     updated_at: datetime
     ledger: LedgerEntry | None
+    credited_synced_at: datetime | None = None
+    """For a credit note: when the invoice it credits got its registration number (None if not yet)."""
 
 
 class SyncStore:
-    def __init__(self, engine: Engine) -> None:
+    """:param lease: how long a claim lasts without renewal (every fenced write renews it)."""
+
+    def __init__(self, engine: Engine, *, lease: timedelta = claims.DEFAULT_LEASE) -> None:
         self.engine = engine
+        self.lease = lease
 
     # -- integrations -------------------------------------------------------------------------
 
@@ -93,8 +99,8 @@ class SyncStore:
 
     # -- claims -------------------------------------------------------------------------------
 
-    def acquire(self, integration_id: int, holder: str) -> Claim:
-        return claims.acquire(self.engine, integration_id, holder)
+    def acquire(self, integration_id: int, holder: str, *, lease: timedelta | None = None) -> Claim:
+        return claims.acquire(self.engine, integration_id, holder, lease or self.lease)
 
     def release(self, claim: Claim) -> None:
         claims.release(self.engine, claim)
@@ -121,12 +127,14 @@ class SyncStore:
         Served by the partial index over unsynced rows, so its cost follows the unsynced invoices,
         not the history.
         """
+        credited = aliased(InvoiceRow)
         query = (
-            select(InvoiceRow.id, InvoiceRow.number, InvoiceRow.updated_at, LedgerRow)
+            select(InvoiceRow.id, InvoiceRow.number, InvoiceRow.updated_at, LedgerRow, credited.synced_at)
             .outerjoin(
                 LedgerRow,
                 and_(LedgerRow.invoice_id == InvoiceRow.id, LedgerRow.integration_id == integration_id),
             )
+            .outerjoin(credited, credited.id == InvoiceRow.credited_invoice_id)
             .where(
                 InvoiceRow.integration_id == integration_id,
                 InvoiceRow.registration_number.is_(None),
@@ -140,8 +148,8 @@ class SyncStore:
             query = query.where(InvoiceRow.number.in_(list(numbers)))
         with Session(self.engine) as session:
             return [
-                Candidate(invoice_id, number, updated_at, _ledger_entry(ledger))
-                for invoice_id, number, updated_at, ledger in session.execute(query)
+                Candidate(invoice_id, number, updated_at, _ledger_entry(ledger), credited_synced_at)
+                for invoice_id, number, updated_at, ledger, credited_synced_at in session.execute(query)
             ]
 
     def count_candidates(self, integration_id: int, *, numbers: Sequence[str] | None = None) -> int:
@@ -189,6 +197,44 @@ class SyncStore:
         )
         with Session(self.engine) as session:
             return [_invoice(row, customer) for row, customer in session.execute(query)]
+
+    def invoices_sharing_numbers(
+        self, integration_id: int, numbers: Iterable[str]
+    ) -> dict[str, list[RelatedInvoice]]:
+        """Of ``numbers``, those two or more registered invoices of the integration carry, with them all.
+
+        Synced ones count too: the tool is searched by our number, so an unsynced invoice with the number
+        of a booked one would be taken for it. Served by the (integration, number) index.
+        """
+        wanted = sorted({number for number in numbers if number})
+        if not wanted:
+            return {}
+        query = self._related_query(integration_id).where(
+            InvoiceRow.integration_id == integration_id,
+            InvoiceRow.status.in_(SYNCABLE),
+            InvoiceRow.number.in_(wanted),
+        )
+        found: dict[str, list[RelatedInvoice]] = {}
+        with Session(self.engine) as session:
+            for row, state, error in session.execute(query):
+                found.setdefault(row.number, []).append(_related(row, state, error))
+        return {number: rows for number, rows in found.items() if len(rows) > 1}
+
+    def related_invoices(self, integration_id: int, invoice_ids: Iterable[int]) -> dict[int, RelatedInvoice]:
+        """Invoices by id (say, those credit notes credit) with their sync state in this integration."""
+        ids = sorted(set(invoice_ids))
+        if not ids:
+            return {}
+        query = self._related_query(integration_id).where(InvoiceRow.id.in_(ids))
+        with Session(self.engine) as session:
+            return {row.id: _related(row, state, error) for row, state, error in session.execute(query)}
+
+    @staticmethod
+    def _related_query(integration_id: int) -> Any:
+        return select(InvoiceRow, LedgerRow.state, LedgerRow.error_message).outerjoin(
+            LedgerRow,
+            and_(LedgerRow.invoice_id == InvoiceRow.id, LedgerRow.integration_id == integration_id),
+        )
 
     # -- customers ----------------------------------------------------------------------------
 
@@ -458,6 +504,22 @@ def _outcome_values(outcome: Outcome) -> dict[str, Any]:
     if isinstance(outcome, Unknown):
         return {"state": LedgerState.UNKNOWN, "error_class": "transient", "error_message": outcome.message}
     raise TypeError(f"not an outcome: {outcome!r}")
+
+
+def _related(row: InvoiceRow, ledger_state: str | None, ledger_error: str | None) -> RelatedInvoice:
+    return RelatedInvoice(
+        id=row.id,
+        integration_id=row.integration_id,
+        kind=InvoiceKind(row.kind),
+        number=row.number,
+        status=InvoiceStatus(row.status),
+        invoice_date=row.invoice_date,
+        total_incl_vat=row.total_incl_vat,
+        currency=row.currency,
+        registration_number=row.registration_number,
+        ledger_state=ledger_state,
+        ledger_error=ledger_error,
+    )
 
 
 def _ledger_entry(row: LedgerRow | None) -> LedgerEntry | None:

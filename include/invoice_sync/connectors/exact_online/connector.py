@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
+from urllib.parse import quote
 
 from invoice_sync.connectors.base import CustomerLinkFailure, TokenVault
 from invoice_sync.connectors.exact_online import mapping
@@ -46,6 +47,16 @@ class ExactOnlineConnector:
         self.integration = integration
         self.settings = integration.settings
         self.hook = hook
+
+    @property
+    def request_timeout_s(self) -> float:
+        """The longest one HTTP request to Exact may take (the connection's ``timeout`` extra).
+
+        The engine waits this long past an orphaned holder's lease before it looks its invoices up, so a
+        POST that holder still had in flight has landed by then. Reads the connection; no network I/O.
+        """
+        self.hook.session  # noqa: B018 (configuring the session reads the connection's timeout)
+        return self.hook.timeout_s
 
     def validate(self, invoice: Invoice) -> list[Problem]:
         """Exact-specific problems found without a call (see :func:`.mapping.validate`)."""
@@ -85,14 +96,68 @@ class ExactOnlineConnector:
         """
         unique = {customer.id: customer for customer in customers}
         links: dict[int, str | CustomerLinkFailure] = {}
-        codes = {mapping.account_code(customer_id): customer_id for customer_id in unique}
-        existing = self._accounts_by_code(list(codes))
-        for code, customer_id in codes.items():
-            if code in existing:
-                links[customer_id] = existing[code]
+        by_code, by_vat_number = self._lookup_accounts(list(unique.values()))
+        for customer_id, customer in unique.items():
+            code = mapping.account_code(customer_id)
+            held = by_vat_number.get(mapping.compact_vat_number(customer.vat_number))
+            if code in by_code:
+                links[customer_id] = by_code[code]
+            elif held is not None and customer.vat_number:
+                links[customer_id] = self._duplicate_relation(customer, held)
             else:
-                links[customer_id] = self._create_account(unique[customer_id])
+                links[customer_id] = self._create_account(customer)
         return links
+
+    def _lookup_accounts(
+        self, customers: Sequence[Customer]
+    ) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
+        """Accounts Exact has for these customers' codes, and for their VAT numbers, in one filter.
+
+        Returns ``{padded code: account ID}`` and ``{compact VAT number: account row}``. A new customer
+        whose VAT number Exact already holds under another code is the same company keyed in by hand
+        (Exact does not refuse a second relation with one VAT number), so it must not be created again.
+        Numbers compare without spaces, dots and dashes: a hand-made relation may be spelled otherwise.
+        """
+        by_code: dict[str, str] = {}
+        by_vat_number: dict[str, dict[str, Any]] = {}
+        pending = [list(batch) for batch in mapping.batches(customers)]  # type: ignore[arg-type]
+        while pending:
+            batch = pending.pop(0)
+            codes = [mapping.account_code(customer.id) for customer in batch]
+            spellings = sorted(
+                {customer.vat_number.strip() for customer in batch if customer.vat_number}
+                | {
+                    mapping.compact_vat_number(customer.vat_number)
+                    for customer in batch
+                    if customer.vat_number
+                }
+                - {""}
+            )
+            query = mapping.any_of("Code", codes)
+            if spellings:
+                query += " or " + mapping.any_of("VATNumber", spellings)
+            if len(batch) > 1 and len(quote(query)) > mapping.FILTER_MAX_ENCODED:
+                pending[:0] = [batch[: len(batch) // 2], batch[len(batch) // 2 :]]
+                continue
+            rows = self.hook.get_all(ACCOUNTS, {"$filter": query, "$select": "ID,Code,Name,VATNumber"})
+            for row in rows:
+                code = str(row.get("Code", "")).rjust(mapping.CODE_WIDTH)
+                if code in codes:
+                    by_code[code] = str(row["ID"])
+                number = mapping.compact_vat_number(str(row.get("VATNumber") or ""))
+                if number and number in spellings:
+                    by_vat_number.setdefault(number, row)
+        return by_code, by_vat_number
+
+    def _duplicate_relation(self, customer: Customer, held: Mapping[str, Any]) -> CustomerLinkFailure:
+        code = str(held.get("Code", "")).strip()
+        return CustomerLinkFailure(
+            str(ErrorClass.DATA),
+            f"{self.hook.context}: Exact already has account {code} ({held.get('Name')}) with VAT number "
+            f"{held.get('VATNumber')}; customer {customer.name} (#{customer.id}) was not created, to avoid "
+            "a second relation for one company: if it is the same company, change that account's code "
+            f"in Exact to {customer.id} so the sync links it; otherwise correct the VAT number in the app",
+        )
 
     def push(self, invoices: Sequence[Invoice], customer_ids: Mapping[int, str]) -> Iterator[Outcome]:
         """Post one sales entry per invoice, yielding each outcome before the next request goes out.

@@ -29,6 +29,37 @@ YOUR_REF_MAX = 30
 """Longest ``YourRef`` we send. Exact's exact limit for sales entries is unconfirmed; 30 is its
 limit on sales invoices and longer references would be cut, which breaks the lookup by number."""
 
+ACCOUNT_FIELD_LIMITS = {
+    "Name": 50,
+    "AddressLine1": 100,
+    "Postcode": 20,
+    "City": 50,
+    "Email": 100,
+    "VATNumber": 20,
+}
+"""Longest value we send per ``crm/Accounts`` field. Exact does not publish its column widths; these
+are the narrowest we found in its UI and in third-party data models of the API, and the simulator
+refuses longer values the same way (``Too long: Name (max. 50)``). Checked in :func:`validate` first,
+so a too-long field never costs a failing call (Exact blocks an app after 10 an hour per endpoint)."""
+
+LINE_DESCRIPTION_MAX = 60
+"""Longest ``SalesEntryLines.Description`` we send (unconfirmed, as above; the simulator enforces it)."""
+
+ENTRY_DESCRIPTION_MAX = 60
+"""Longest sales-entry ``Description``; ours is "Credit note " + the invoice number, at most 42."""
+
+_ACCOUNT_FIELD_NAMES = {
+    "Name": "name",
+    "AddressLine1": "address",
+    "Postcode": "postcode",
+    "City": "city",
+    "Email": "e-mail address",
+    "VATNumber": "VAT number",
+}
+
+FILTER_MAX_ENCODED = 4500
+"""Longest URL-encoded ``$filter`` we send; a batch that would be longer is split (cap: 6,000 for the URL)."""
+
 FILTER_BATCH = 40
 """How many ``or`` terms one ``$filter`` holds (as ossobv does); far below the 6,000-char URL cap."""
 
@@ -44,6 +75,11 @@ def account_code(customer_id: int | str) -> str:
     if not text or len(text) > CODE_WIDTH:
         raise ValueError(f"customer id {customer_id!r} does not fit an Exact account code")
     return text.rjust(CODE_WIDTH)
+
+
+def compact_vat_number(number: str | None) -> str:
+    """A VAT number without spaces, dots, dashes and slashes, upper case: how two spellings compare."""
+    return "".join(ch for ch in (number or "") if ch not in " .-/,\t").upper()
 
 
 def quote(value: str) -> str:
@@ -207,8 +243,37 @@ def validate(invoice: Invoice, settings: IntegrationSettings) -> list[Problem]:
     # tool by invoice_sync.domain.rules; here only what is particular to Exact.
     if invoice.number and len(invoice.number) > YOUR_REF_MAX:
         data(f"Invoice number {invoice.number} is longer than {YOUR_REF_MAX} characters (Exact's YourRef)")
+    label = f"{'Credit note' if invoice.kind is InvoiceKind.CREDIT_NOTE else 'Invoice'} {invoice.number}"
+    if invoice.customer is not None:
+        for message in account_problems(invoice.customer):
+            data(f"{label}: {message}")
+    for line in invoice.lines:
+        if len(line.description or "") > LINE_DESCRIPTION_MAX:
+            data(
+                f"{label}: the description of line {line.position} is longer than the "
+                f"{LINE_DESCRIPTION_MAX} characters Exact accepts (it has {len(line.description)}); "
+                "shorten it in the app"
+            )
     _check_vat_rounding(invoice, data)
     return problems
+
+
+def account_problems(customer: Customer) -> list[str]:
+    """Fields of ``customer`` longer than Exact accepts for an account (see ``ACCOUNT_FIELD_LIMITS``)."""
+    found = []
+    for field_name, value in account_payload(customer).items():
+        limit = ACCOUNT_FIELD_LIMITS.get(field_name)
+        if limit is not None and isinstance(value, str) and len(value) > limit:
+            found.append(
+                f"the {_ACCOUNT_FIELD_NAMES[field_name]} of customer {customer.name[:limit]}… "
+                f"(#{customer.id}) is longer than the {limit} characters Exact accepts for an account "
+                f"(it has {len(value)}); shorten it in the app"
+                if field_name == "Name"
+                else f"the {_ACCOUNT_FIELD_NAMES[field_name]} of customer {customer.name} (#{customer.id}) "
+                f"is longer than the {limit} characters Exact accepts for an account (it has {len(value)}); "
+                "shorten it in the app"
+            )
+    return found
 
 
 def _check_vat_rounding(invoice: Invoice, report: Callable[[str], None]) -> None:

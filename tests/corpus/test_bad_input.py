@@ -1,0 +1,428 @@
+"""A corpus of broken invoices and customers, run through the real engine against the Exact simulator.
+
+Every kind of bad input is one row of ``CASES``: what is broken, and the error class and message
+fragment the ledger must show. All of them, with valid invoices among them, go through ONE sync run
+(one run id over four integrations, as one DAG run does), so the test also proves that no broken
+invoice crashes the run or blocks another, that nothing is half-written, and that what can be checked
+locally never costs a failing call (Exact blocks an app after 10 failing calls an hour per endpoint).
+
+SQLite runs the whole corpus; PostgreSQL a representative subset (``pg=True``), which covers every
+path that reads other invoices or writes customer links.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from invoice_sync.connectors.registry import connector_for
+from invoice_sync.engine.sync import IntegrationSync, SyncOptions
+from invoice_sync.sandbox import exact_fixtures as fx
+from invoice_sync.sandbox.connections import exact_online_connection
+from invoice_sync.sandbox.demo import be_vat_number
+from invoice_sync.store.models import (
+    CustomerLinkRow,
+    CustomerRow,
+    IntegrationRow,
+    InvoiceLineRow,
+    InvoiceRow,
+    LedgerRow,
+)
+from invoice_sync.store.repository import SyncStore
+from invoice_sync.store.tokens import SqlTokenVault
+
+NOW = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
+CENT = Decimal("0.01")
+GL = fx.GL_ACCOUNTS_123456
+RUN_ID = "corpus-run"
+
+# -- integrations: one for most kinds; three whose settings are the broken part -------------------------
+
+MAIN, NO_JOURNAL, GENERAL_JOURNAL, BAD_PAYMENT = 1, 2, 3, 4
+_BASE = {
+    "division": fx.DIVISION_BE,
+    "journal": "70",
+    "credit_note_journal": "71",
+    # 12 % goes to a blocked code, 6 % to a purchase code; 9 % is not mapped at all
+    "vat_codes": {"21": "4", "12": "5", "6": "9", "0": "0"},
+    "gl_accounts": {code: GL[code] for code in ("7000", "7010", "7020")},  # 7020 is blocked in Exact
+    "payment_condition": "30",
+}
+INTEGRATIONS = {
+    MAIN: ("Corpus BV", _BASE),
+    NO_JOURNAL: ("Corpus without journal", {**_BASE, "journal": None, "credit_note_journal": None}),
+    GENERAL_JOURNAL: ("Corpus general journal", {**_BASE, "journal": "90", "credit_note_journal": None}),
+    BAD_PAYMENT: ("Corpus payment term", {**_BASE, "payment_condition": "99"}),
+}
+
+# -- customers ----------------------------------------------------------------------------------------
+
+METACHARACTERS = "Smith & <Sons> \"Ltd\" 'O''Neill' \\ {json}: [x] 😀"
+HELD_VAT = be_vat_number(4_777_001)
+CUSTOMERS: dict[int, dict[str, Any]] = {
+    1: {"name": "Atelier Verhoeven BV", "vat_number": be_vat_number(4_100_001)},
+    2: {"name": "Sofie Maes", "kind": "contact", "vat_number": None},  # a person: no VAT number is fine
+    3: {"name": METACHARACTERS, "vat_number": None, "city": 'Gent <&> "Oost"'},
+    4: {"name": "Checksum BV", "vat_number": "BE0123456748"},  # last digit wrong (…749 is valid)
+    5: {"name": "Short VAT BV", "vat_number": "BE12345"},
+    6: {"name": "Nowhere Ltd", "country_code": "XX"},
+    7: {"name": "Bad Mail BV", "email": "boekhouding@@example"},
+    8: {"name": "   "},
+    9: {"name": "Bell\x07 BV"},
+    10: {"name": "Vennootschap met een naam die veel langer is dan vijftig tekens NV"},
+    11: {"name": "Refused Customer NV"},  # the simulator refuses it: Invalid: Customer (Type)
+    12: {"name": "Keyed In Twice BV", "vat_number": HELD_VAT},  # Exact has it under code 9999
+    13: {"name": "Null\x00 Byte BV"},  # PostgreSQL text cannot even store U+0000
+}
+
+
+@dataclass
+class Case:
+    kind: str
+    """What is broken, as the issue note says it."""
+    expect: tuple[str, str] | str
+    """(error class, message fragment) of the ledger row, or "booked" / "skipped"."""
+    number: str | None = "auto"
+    integration: int = MAIN
+    customer: int | None = 1
+    invoice_date: date = date(2026, 3, 2)
+    lines: list[tuple[str, str, str, str, str]] = field(
+        default_factory=lambda: [("Consultancy", "2", "95.00", "21", "7010")]
+    )
+    """(description, quantity, unit price, VAT rate, GL account); the amount is quantity × price."""
+    invoice: dict[str, Any] = field(default_factory=dict)
+    """Column overrides of the invoice row; ``credits`` names the kind of the credited case."""
+    line_amounts: list[str] | None = None
+    pg: bool = False
+
+
+CASES = [
+    # -- valid ones, between the broken ones --------------------------------------------------------
+    Case("a regular invoice", "booked", pg=True),
+    Case("a contact without VAT number, 0 %", "booked", customer=2,
+         lines=[("Workshop", "1", "250.00", "0", "7000")]),
+    Case("XML/JSON metacharacters and emoji in names round-trip", "booked", customer=3, pg=True,
+         lines=[(f"Design {METACHARACTERS}", "1", "100.00", "21", "7000")]),
+    Case("a credit note of an invoice booked earlier in the same run", "booked", pg=True,
+         invoice={"kind": "credit_note", "credits": "a regular invoice"}),
+    Case("a credit note that credits no particular invoice (a rebate)", "booked",
+         invoice={"kind": "credit_note"}),
+    Case("a credit note of an invoice synced long ago", "booked",
+         invoice={"kind": "credit_note", "credits": "an invoice synced long ago"}),
+    Case("an invoice synced long ago", "skipped",
+         invoice={"registration_number": "26700000", "synced_at": NOW}),
+    Case("dated before the cut-over date", "skipped", invoice_date=date(2025, 12, 15)),
+    # -- invoice ---------------------------------------------------------------------------------------
+    Case("registered without a number", ("data", "has no invoice number"), number=None),
+    Case("customer missing", ("data", "has no customer; link a customer in the app"), customer=None,
+         pg=True),
+    Case("no lines", ("data", "has no lines"), lines=[]),
+    Case("lines do not add up to the total", ("data", "the lines add up to 190.00 EUR but the total "
+         "excluding VAT is 200.00"), invoice={"total_excl_vat": Decimal("200.00")}, pg=True),
+    Case("totals inconsistent", ("data", "plus VAT 39.90 is not the total 230.00"),
+         invoice={"total_incl_vat": Decimal("230.00")}),
+    Case("negative amounts on an invoice", ("data", "has negative amounts; use a credit note"),
+         lines=[("Consultancy", "2", "95.00", "21", "7010"), ("Discount", "1", "-200.00", "21", "7010")]),
+    Case("only zero amounts", ("data", "amounts to 0.00 EUR: there is nothing to book"),
+         lines=[("Free sample", "3", "0.00", "21", "7000")]),
+    Case("quantity × price is not the line amount", ("data", "line 1 has amount 150.00, but quantity 2 "
+         "× unit price 95 is 190.00"), line_amounts=["150.00"]),
+    Case("a VAT rate no country charges", ("data", "line 1 has VAT rate 150%, which no country charges"),
+         lines=[("Consultancy", "1", "10.00", "150", "7010")]),
+    Case("total VAT inconsistent with the lines", ("data", "its VAT total 25.00 does not match its "
+         "lines' VAT 39.90"), invoice={"total_vat": Decimal("25.00"), "total_incl_vat": Decimal("215.00")}),
+    Case("due date before the invoice date", ("data", "the due date 2026-02-01 is before the invoice date "
+         "2026-03-02"), invoice={"due_date": date(2026, 2, 1)}),
+    Case("a currency code that does not exist", ("data", "currency 'ZZZ' is not an ISO 4217 currency code"),
+         invoice={"currency": "ZZZ"}),
+    Case("a currency the journal refuses", ("config", "Niet toegestaan: Wisselkoers"),
+         invoice={"currency": "USD"}, pg=True),
+    Case("a control character in a line description", ("data", "the description of line 1 contains a "
+         "control character (U+001B at position 6)"), lines=[("Audit\x1b[0m", "1", "10.00", "21", "7010")]),
+    Case("a whitespace-only line description", ("data", "line 1 has no description"),
+         lines=[("  \t ", "1", "10.00", "21", "7010")]),
+    Case("an invoice number with spaces around it", ("data", "starts or ends with spaces"),
+         number="2026/0777 "),
+    Case("an invoice number longer than Exact's YourRef", ("data", "is longer than 30 characters "
+         "(Exact's YourRef)"), number="2026/" + "0" * 30),
+    Case("a line description longer than Exact accepts", ("data", "the description of line 1 is longer "
+         "than the 60 characters Exact accepts (it has 70)"), lines=[("x" * 70, "1", "10.00", "21", "7010")]),
+    Case("a duplicate invoice number (first)", ("data", "has the same number as another invoice of this "
+         "integration (#{other}"), number="2026/0500", pg=True),
+    Case("a duplicate invoice number (second)", ("data", "has the same number as another invoice of this "
+         "integration (#{other}"), number="2026/0500", invoice_date=date(2026, 3, 9), pg=True),
+    # -- customer --------------------------------------------------------------------------------------
+    Case("VAT number fails its check digits", ("data", "the VAT number BE0123456748 of customer Checksum "
+         "BV (#4) is not a valid BE VAT number: it has wrong check digits"), customer=4, pg=True),
+    Case("VAT number of the wrong length", ("data", "is not a valid BE VAT number: it has the wrong number "
+         "of characters"), customer=5),
+    Case("unknown country code", ("data", "has country code 'XX', which is not an ISO 3166 country code"),
+         customer=6),
+    Case("invalid e-mail address", ("data", "Customer Bad Mail BV (#7) has an invalid e-mail address "
+         "'boekhouding@@example'"), customer=7, pg=True),
+    Case("an empty customer name", ("data", "customer #8 has no name"), customer=8),
+    Case("a control character in the customer's name", ("data", "the name of customer Bell\\x07 BV (#9) "
+         "contains a control character (U+0007 at position 5)"), customer=9, pg=True),
+    Case("a NUL character in the customer's name", ("data", "contains a control character (U+0000 at "
+         "position 5)"), customer=13),
+    Case("a customer name longer than Exact accepts", ("data", "is longer than the 50 characters Exact "
+         "accepts for an account (it has 66)"), customer=10),
+    Case("a customer Exact refuses", ("data", "Invalid: Customer (Type)"), customer=11, pg=True),
+    Case("a customer Exact already has under another code", ("data", "Exact already has account 9999 "
+         "(Keyed In By Hand BV) with VAT number " + HELD_VAT), customer=12, pg=True),
+    # -- what only Exact knows ----------------------------------------------------------------------------
+    Case("a date in a period Exact has closed", ("data", "Periode is afgesloten: 2026-01"),
+         invoice_date=date(2026, 1, 20), pg=True),
+    Case("a date in a year without financial year", ("data", "Unknown: Financial year (Period-date table)"),
+         invoice_date=date(2028, 3, 1)),
+    Case("a G/L account blocked in Exact", ("config", "Blocked: Ledger account"),
+         lines=[("Old stock", "3", "40.00", "21", "7020")]),
+    Case("a VAT code blocked in Exact", ("config", "Not allowed: VAT code"),
+         lines=[("Books", "1", "100.00", "12", "7000")]),
+    Case("a purchase VAT code mapped for sales", ("config", "Not allowed: VAT code"),
+         lines=[("Food", "1", "100.00", "6", "7000")]),
+    # -- credit notes of invoices that are not booked ----------------------------------------------------
+    Case("a credit note of an invoice Exact refuses in the same run", ("data", "credits invoice "
+         "{credited}, which was refused (Exact Online division 123456: Periode is afgesloten: 2026-01)"),
+         invoice={"kind": "credit_note", "credits": "a date in a period Exact has closed"}, pg=True),
+    Case("a credit note of an invoice refused before any call", ("data", "credits invoice {credited}, "
+         "which was refused"),
+         invoice={"kind": "credit_note", "credits": "lines do not add up to the total"}),
+    Case("a credit note of a draft", ("data", "credits invoice #{credited_id}, which is still a draft"),
+         invoice={"kind": "credit_note", "credits": "a draft"}),
+    Case("a draft", "skipped", number=None, invoice={"status": "draft"}),
+    Case("a credit note of another integration's invoice", ("data", "which belongs to another "
+         "integration"), invoice={"kind": "credit_note", "credits": "no journal set"}),
+    Case("a credit note of an invoice not booked yet (registered after it)", ("data",
+         "credits invoice {credited}, which is not booked in the accounting tool yet"),
+         invoice={"kind": "credit_note", "credits": "an invoice registered after its credit note"}),
+    Case("an invoice registered after its credit note", "booked", invoice_date=date(2026, 4, 1)),
+    # -- configuration -----------------------------------------------------------------------------------
+    Case("a VAT rate without a mapping", ("config", "VAT rate 9% is not mapped to an Exact VAT code for "
+         "division 123456"), lines=[("Import", "1", "300.00", "9", "7000")], pg=True),
+    Case("an unmapped G/L account and no default", ("config", "G/L account 4999 is not mapped to an Exact "
+         "G/L account for Exact division 123456, and no default is set"),
+         lines=[("Misc", "1", "10.00", "21", "4999")]),
+    Case("no journal set", ("config", "No sales journal is set for Exact division 123456"),
+         integration=NO_JOURNAL),
+    Case("a journal that is not a sales journal", ("config", "Invalid: Journal (type)"),
+         integration=GENERAL_JOURNAL),
+    Case("a payment condition Exact does not know", ("config", "Invalid reference: Payment condition"),
+         integration=BAD_PAYMENT),
+]  # fmt: skip
+BY_KIND = {case.kind: case for case in CASES}
+assert len(BY_KIND) == len(CASES), "kinds are unique"
+REJECTED = [case for case in CASES if isinstance(case.expect, tuple)]
+TOOL_REFUSES = {  # kinds only Exact can find: each costs exactly one failing call, nothing else does
+    "salesentry/SalesEntries": [
+        "a currency the journal refuses", "a date in a period Exact has closed",
+        "a date in a year without financial year", "a G/L account blocked in Exact",
+        "a VAT code blocked in Exact", "a purchase VAT code mapped for sales",
+        "a journal that is not a sales journal", "a payment condition Exact does not know",
+    ],
+    "crm/Accounts": ["a customer Exact refuses"],
+}  # fmt: skip
+
+
+def test_the_corpus_is_large_enough():
+    assert len(REJECTED) >= 30
+    assert sum(1 for c in REJECTED if c.pg) >= 10
+
+
+class Corpus:
+    """Writes the cases into the invoicing tables and remembers which invoice is which."""
+
+    def __init__(self, store: SyncStore, cases: list[Case]) -> None:
+        self.store = store
+        self.cases = cases
+        self.ids: dict[str, int] = {}
+        self.numbers: dict[str, str | None] = {}
+
+    def seed(self) -> None:
+        rows: dict[type, list[dict[str, Any]]] = {IntegrationRow: [], CustomerRow: [], InvoiceRow: []}
+        rows[InvoiceLineRow] = []
+        for integration_id, (name, settings) in INTEGRATIONS.items():
+            rows[IntegrationRow].append(
+                {"id": integration_id, "name": name, "tool": "exact_online", "conn_id": "exact_demo",
+                 "auto_sync": True, "sync_from": date(2026, 1, 1), "settings": settings, "updated_at": NOW}
+            )  # fmt: skip
+        postgres = self.store.engine.dialect.name == "postgresql"
+        for customer_id, values in CUSTOMERS.items():
+            if postgres and "\x00" in values["name"]:
+                continue
+            rows[CustomerRow].append(
+                {"id": customer_id, "kind": "company", "vat_number": None, "email": None,
+                 "address_line1": "Markt 1", "postcode": "9000", "city": "Gent", "country_code": "BE",
+                 "updated_at": NOW} | values
+            )  # fmt: skip
+        for invoice_id, case in enumerate(self.cases, start=1):
+            self.ids[case.kind] = invoice_id
+        for invoice_id, case in enumerate(self.cases, start=1):
+            rows[InvoiceRow].append(self._invoice(invoice_id, case))
+            rows[InvoiceLineRow] += self._lines(invoice_id, case)
+        credits = {row["id"]: row.pop("credited_invoice_id") for row in rows[InvoiceRow]}
+        with Session(self.store.engine) as session, session.begin():
+            for model in (IntegrationRow, CustomerRow, InvoiceRow, InvoiceLineRow):
+                if rows[model]:
+                    session.execute(insert(model), rows[model])
+            for invoice_id, credited in credits.items():  # after all rows: some credit later ids
+                if credited:
+                    session.execute(
+                        update(InvoiceRow)
+                        .where(InvoiceRow.id == invoice_id)
+                        .values(credited_invoice_id=credited)
+                    )
+
+    def _invoice(self, invoice_id: int, case: Case) -> dict[str, Any]:
+        amounts = self._amounts(case)
+        excl = sum(amounts, Decimal("0"))
+        vat = sum(
+            ((amount * Decimal(line[3]) / 100).quantize(CENT, ROUND_HALF_UP)
+             for amount, line in zip(amounts, case.lines, strict=True)),
+            Decimal("0"),
+        )  # fmt: skip
+        number = f"2026/{invoice_id:04d}" if case.number == "auto" else case.number
+        self.numbers[case.kind] = number
+        overrides = dict(case.invoice)
+        credits = overrides.pop("credits", None)
+        row = {
+            "id": invoice_id, "integration_id": case.integration, "kind": "invoice", "number": number,
+            "status": "registered", "customer_id": case.customer, "invoice_date": case.invoice_date,
+            "due_date": None, "currency": "EUR", "total_excl_vat": excl, "total_vat": vat,
+            "total_incl_vat": excl + vat, "credited_invoice_id": self.ids[credits] if credits else None,
+            "registered_at": NOW, "updated_at": NOW, "registration_number": None, "synced_at": None,
+        }  # fmt: skip
+        row |= overrides
+        if "total_excl_vat" in overrides and "total_incl_vat" not in overrides:
+            row["total_incl_vat"] = row["total_excl_vat"] + row["total_vat"]
+        if self.store.engine.dialect.name == "postgresql" and row["customer_id"] == 13:
+            row["customer_id"] = None
+        return row
+
+    @staticmethod
+    def _amounts(case: Case) -> list[Decimal]:
+        if case.line_amounts is not None:
+            return [Decimal(amount) for amount in case.line_amounts]
+        return [(Decimal(q) * Decimal(p)).quantize(CENT, ROUND_HALF_UP) for _, q, p, _, _ in case.lines]
+
+    def _lines(self, invoice_id: int, case: Case) -> list[dict[str, Any]]:
+        return [
+            {"invoice_id": invoice_id, "position": position, "description": description,
+             "quantity": Decimal(quantity), "unit_price": Decimal(price), "vat_rate": Decimal(rate),
+             "amount": amount, "gl_account": gl}
+            for position, ((description, quantity, price, rate, gl), amount) in enumerate(
+                zip(case.lines, self._amounts(case), strict=True), start=1
+            )
+        ]  # fmt: skip
+
+    def fragment(self, case: Case) -> str:
+        _, fragment = case.expect  # type: ignore[misc]
+        credited = case.invoice.get("credits")
+        other = next(
+            (c for c in self.cases if c is not case and c.number == case.number and c.number != "auto"), None
+        )
+        return fragment.format(
+            credited=self.numbers.get(credited) if credited else None,
+            credited_id=self.ids.get(credited) if credited else None,
+            other=self.ids[other.kind] if other else None,
+        )
+
+
+def run_corpus(store: SyncStore, sandbox: Any, monkeypatch: pytest.MonkeyPatch, cases: list[Case]) -> Any:
+    corpus = Corpus(store, cases)
+    corpus.seed()
+    connection = exact_online_connection(sandbox.url)
+    monkeypatch.setenv("AIRFLOW_CONN_EXACT_DEMO", json.dumps(connection))
+    # A relation keyed in by hand in Exact, with the VAT number of our customer 12, under code 9999.
+    division = sandbox.exact.fixtures.divisions[fx.DIVISION_BE]
+    sandbox.exact.create_account(
+        division, {"Code": "9999".rjust(18), "Name": "Keyed In By Hand BV", "Status": "C",
+                   "VATNumber": HELD_VAT}
+    )  # fmt: skip
+    reports = {}
+    for integration_id in INTEGRATIONS:
+        integration = store.integration(integration_id)
+        sync = IntegrationSync(
+            store,
+            connector_for(integration, SqlTokenVault(store.engine)),
+            integration,
+            run_id=RUN_ID,
+            holder=f"{RUN_ID}/{integration_id}",
+            options=SyncOptions(batch_size=200),
+        )
+        reports[integration_id] = sync.run()  # must not raise, whatever the corpus holds
+    return corpus, reports
+
+
+@pytest.mark.parametrize(
+    "db_url", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+def test_every_kind_of_bad_input_is_refused_clearly_and_nothing_else_suffers(
+    store: SyncStore, sandbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    postgres = store.engine.dialect.name == "postgresql"
+    cases = [case for case in CASES if case.pg] if postgres else CASES
+    corpus, reports = run_corpus(store, sandbox, monkeypatch, cases)
+    with Session(store.engine) as session:
+        ledger = {row.invoice_id: row for row in session.scalars(select(LedgerRow))}
+        links = {row.customer_id for row in session.scalars(select(CustomerLinkRow))}
+        invoices = {row.id: row for row in session.scalars(select(InvoiceRow))}
+    entries = Counter(entry["YourRef"] for entry in sandbox.exact.entries(fx.DIVISION_BE))
+
+    for case in cases:
+        invoice_id = corpus.ids[case.kind]
+        row = ledger.get(invoice_id)
+        number = corpus.numbers[case.kind]
+        assert invoices[invoice_id].registration_number in (None, "26700000"), case.kind  # never written
+        if case.expect == "booked":
+            assert row is not None and row.state == "booked", (case.kind, row and row.error_message)
+            assert row.attempts == 1 and entries[number] == 1, case.kind
+        elif case.expect == "skipped":
+            assert row is None, case.kind
+            assert number is None or entries[number] == 0, case.kind
+        else:
+            error_class, _ = case.expect
+            assert row is not None, case.kind
+            assert (row.state, row.error_class) == ("rejected", error_class), (case.kind, row.error_message)
+            assert corpus.fragment(case) in row.error_message, (case.kind, row.error_message)
+            if number:
+                assert entries[number] == 0, case.kind
+            if error_class == "data" and not row.error_message.startswith(("Exact Online", "Customer")):
+                assert (number or f"#{invoice_id}") in row.error_message, case.kind
+    assert set(entries) <= {corpus.numbers[c.kind] for c in cases if c.expect == "booked"}
+
+    # No customer link for a refused customer; every booked invoice's customer has one.
+    assert not links & set(range(4, 14))  # customers 4 to 13 are refused, by us or by Exact
+    assert {c.customer for c in cases if c.expect == "booked"} <= links
+
+    # The metacharacters reached Exact intact, in the account and in the line.
+    if "XML/JSON metacharacters and emoji in names round-trip" in corpus.ids:
+        (account,) = [a for a in sandbox.exact.accounts(fx.DIVISION_BE) if a["Code"].strip() == "3"]
+        assert account["Name"] == METACHARACTERS and account["City"] == 'Gent <&> "Oost"'
+        number = corpus.numbers["XML/JSON metacharacters and emoji in names round-trip"]
+        (entry,) = [e for e in sandbox.exact.entries(fx.DIVISION_BE) if e["YourRef"] == number]
+        assert entry["SalesEntryLines"][0]["Description"] == f"Design {METACHARACTERS}"
+
+    # Only what Exact alone can know cost a failing call: one each, and the error budget held.
+    stats = sandbox.exact.stats_snapshot()
+    for endpoint in ("salesentry/SalesEntries", "crm/Accounts"):
+        calls = stats["calls"].get(f"POST /api/v1/{{division}}/{endpoint}", {})
+        failing = sum(n for status, n in calls.items() if not status.startswith("2"))
+        assert failing == sum(1 for kind in TOOL_REFUSES[endpoint] if kind in corpus.ids), endpoint
+    for route, calls in stats["calls"].items():
+        if route.startswith("GET"):
+            assert set(calls) == {"200"}, route
+    assert stats["error_budget_blocked"] == 0 and stats["rate_limited"] == 0
+
+    booked = sum(r.booked for r in reports.values())
+    assert booked == sum(1 for c in cases if c.expect == "booked")
+    assert sum(sum(r.rejected.values()) for r in reports.values()) == sum(1 for c in cases if c in REJECTED)
+    assert reports[MAIN].skipped["before_cutover"] == int("dated before the cut-over date" in corpus.ids)
