@@ -13,10 +13,11 @@ export AIRFLOW__CORE__DAGS_FOLDER ?= $(CURDIR)/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER ?= $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 
-.PHONY: help venv run test lint format lock clean
+.PHONY: help venv run chaos test lint format lock clean
 
 help:
 	@echo "make run    fresh machine -> a finished nightly sync run against the sandbox, with a summary"
+	@echo "make chaos  nightly runs under random faults (CHAOS_INVOICES, CHAOS_RUNS, CHAOS_SEED), then a check of the books"
 	@echo "make test   fresh machine -> the full test suite (PostgreSQL tests run when a server is reachable)"
 	@echo "make lint   ruff check + format check;  make lock  re-resolve requirements.lock"
 
@@ -31,6 +32,14 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 
 run: venv
 	scripts/run-demo.sh
+
+# Its own throw-away invoicing DB and Airflow home under var/chaos/ (CHAOS_DB_URL, CHAOS_AIRFLOW_HOME move them).
+CHAOS_INVOICES ?= 2000
+CHAOS_RUNS ?= 6
+CHAOS_SEED ?= 1
+CHAOS_KILLS ?= 1
+chaos: venv
+	$(BIN)/invoice-sync chaos --invoices $(CHAOS_INVOICES) --runs $(CHAOS_RUNS) --seed $(CHAOS_SEED) --kills $(CHAOS_KILLS)
 
 test: venv
 	$(BIN)/pytest $(PYTEST_ARGS)

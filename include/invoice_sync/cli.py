@@ -4,6 +4,7 @@ invoice-sync db upgrade                 create/migrate the invoicing database's 
 invoice-sync demo seed [--invoices N]   fill it with demo data
 invoice-sync sandbox serve              run the accounting-tool simulators on loopback
 invoice-sync status                     what is synced, per integration, and the last run's summary
+invoice-sync chaos [--invoices N]       nightly runs under random faults, then a check of the books
 """
 
 from __future__ import annotations
@@ -40,6 +41,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     status = commands.add_parser("status", help="per integration: synced, unsynced, failed; last run summary")
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
+    chaos = commands.add_parser("chaos", help="nightly runs under random faults, then check the books")
+    chaos.add_argument("--invoices", type=int, default=2000, help="regular invoices to seed (default 2000)")
+    chaos.add_argument("--runs", type=int, default=6, help="runs under faults (default 6)")
+    chaos.add_argument("--seed", type=int, default=1, help="random seed of data and faults (default 1)")
+    chaos.add_argument("--kills", type=int, default=1, help="runs to SIGKILL mid-sync (default 1)")
+
     args = parser.parse_args(argv)
     if args.command == "db":
         return _db_upgrade()
@@ -52,6 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "status":
         return _status(as_json=args.json)
+    if args.command == "chaos":
+        from invoice_sync.chaos import main as run_chaos
+
+        return run_chaos(invoices=args.invoices, runs=args.runs, seed=args.seed, kills=args.kills)
     return 2
 
 
