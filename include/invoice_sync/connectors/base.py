@@ -52,6 +52,12 @@ class Connector(Protocol):
 
     tool: str
 
+    @property
+    def request_timeout_s(self) -> float:
+        """The longest one request to the tool can take; a run taking over an expired claim waits this
+        long past the old lease, so a request the old holder sent has finished before the lookup."""
+        ...
+
     def validate(self, invoice: Invoice) -> list[Problem]: ...
 
     def find_booked(self, references: Sequence[str]) -> dict[str, Booking]: ...

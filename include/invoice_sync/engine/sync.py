@@ -33,8 +33,6 @@ from invoice_sync.store.repository import Candidate, SyncStore
 log = logging.getLogger(__name__)
 
 RETRYABLE_CLASSES = {ErrorClass.TRANSIENT, ErrorClass.AUTH, ErrorClass.QUOTA}
-DEFAULT_REQUEST_TIMEOUT_S = 60.0
-"""How long a takeover waits past an orphan's lease for a connector without ``request_timeout_s``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,11 +152,10 @@ class IntegrationSync:
         """Wait until the orphaned holder's lease end plus the connector's request timeout, renewing ours.
 
         The orphan checked its lease before each POST, so every POST it sent left before its lease ended;
-        the request timeout bounds how long such a POST can take (``request_timeout_s`` of the connector,
-        :data:`DEFAULT_REQUEST_TIMEOUT_S` for a connector that does not say).
+        the request timeout bounds how long such a POST can take (the connector's ``request_timeout_s``).
         """
         assert claim.predecessor_lease_end is not None
-        timeout_s = float(getattr(self.connector, "request_timeout_s", DEFAULT_REQUEST_TIMEOUT_S))
+        timeout_s = float(self.connector.request_timeout_s)
         until = claim.predecessor_lease_end.timestamp() + timeout_s
         left = until - time.time()
         if left <= 0:
