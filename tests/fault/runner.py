@@ -155,14 +155,19 @@ def start_forked(argv: list[str]) -> multiprocessing.process.BaseProcess:
     return process
 
 
-def start_exec(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """Run this file in a fresh interpreter, as Airflow runs a task process."""
-    return subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), *argv],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+def start_exec(argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Run this file in a fresh interpreter, as Airflow runs a task process.
+
+    Its output goes to ``log_path``, not to a pipe: nobody reads a pipe while the runner works, and a
+    full pipe buffer would block it mid-sync.
+    """
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), *argv],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def read_result(path: Path) -> dict[str, Any] | None:

@@ -91,16 +91,21 @@ def test_worker_processes_refreshing_at_once_spend_the_refresh_token_once(world)
 # -- SIGKILL mid-batch ---------------------------------------------------------------------------------
 
 
-def test_a_worker_killed_mid_batch_loses_nothing_and_books_nothing_twice(world):
+def test_a_worker_killed_mid_batch_loses_nothing_and_books_nothing_twice(world, tmp_path):
     """A task process (a fresh interpreter, like Airflow's) is killed with SIGKILL while a POST is in
     flight: the tool still commits it. The next run waits for the dead run's lease, takes over, waits for
     the in-flight request, looks the unfinished attempts up and books only the rest."""
     world.connect(timeout_s=2.0)
     world.harness.set_faults([_create(world, "latency", delay_s=0.3)])
     args, result = world.runner_args(holder="nightly#try1", lease_s=LEASE_S)
-    process = runner.start_exec(args, world.env())
+    log_path = tmp_path / "runner.log"
+    process = runner.start_exec(args, world.env(), log_path)
     try:
-        _wait(lambda: _booked(world) >= 3, "three bookings", timeout_s=60)
+        # a fresh interpreter imports Airflow first: about 10 s here, more on a loaded machine
+        try:
+            _wait(lambda: _booked(world) >= 3, "three bookings", timeout_s=180)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; runner output:\n{log_path.read_text()[-4000:]}") from None
         _wait(lambda: world.harness.fault_hits().get("latency", 0) >= 4, "the fourth POST")
         os.kill(process.pid, signal.SIGKILL)  # the fourth POST is in flight
         process.wait(timeout=10)
