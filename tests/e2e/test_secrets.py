@@ -2,8 +2,8 @@
 
 Both DAGs run with recognisable secrets in every connection; afterwards every place a secret could end
 up is searched: the run's console output (where ``airflow dags test`` writes every task's log), any
-task log file, every XCom value in Airflow's metadata
-DB, every column of every table of the invoicing DB except the token store, the notification and what
+task log file, every XCom value in Airflow's metadata DB, every column of every table of the invoicing
+DB (the token store included: with a key set it holds tokens only encrypted), the notification and what
 the webhook received. (The Invoice sync page does not exist yet; its responses join this test with it.)
 """
 
@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from cryptography.fernet import Fernet
 from sqlalchemy import inspect, select, text
 from sqlalchemy.orm import Session
 
 from invoice_sync.sandbox import exact_fixtures
 from invoice_sync.store.models import TokenRow
+from invoice_sync.store.tokens import SqlTokenVault
 
 ROOT = Path(__file__).resolve().parents[2]
 WEBHOOK_PASSWORD = "whk-PASSWORD-7f3a9c2e"
@@ -40,11 +42,15 @@ def test_no_secret_in_logs_xcom_tables_or_notifications(sqlite_demo: Any, webhoo
         {"conn_type": "http", "host": webhook.url, "login": "bell", "password": WEBHOOK_PASSWORD}
     )
 
+    key = Fernet.generate_key().decode()
+    demo.extra_env["INVOICE_SYNC_FERNET_KEY"] = key  # tokens at rest are encrypted too
+
     output = demo.run("invoice_sync_nightly") + demo.run("invoice_sync_manual", {"integrations": [3]})
 
     with Session(demo.store.engine) as session:
-        tokens = session.scalars(select(TokenRow)).all()
-    assert tokens and all(t.access_token and t.refresh_token for t in tokens)
+        conn_ids = session.scalars(select(TokenRow.conn_id)).all()
+    tokens = [SqlTokenVault(demo.store.engine, key=key).load(conn_id) for conn_id in conn_ids]
+    assert tokens and all(t is not None for t in tokens)
     secrets = {exact_fixtures.CLIENT_SECRET, refresh_token, WEBHOOK_PASSWORD}
     secrets |= {t.access_token for t in tokens} | {t.refresh_token for t in tokens}
 
@@ -58,9 +64,7 @@ def test_no_secret_in_logs_xcom_tables_or_notifications(sqlite_demo: Any, webhoo
         places["dag_run conf"] = "\n".join(str(row) for row in airflow_db.execute("SELECT conf FROM dag_run"))
     engine = demo.store.engine
     with engine.connect() as conn:
-        for table in inspect(engine).get_table_names():
-            if table == "sync_tokens":
-                continue  # the one place tokens belong
+        for table in inspect(engine).get_table_names():  # the token store included: it holds them encrypted
             rows = conn.execute(text(f'SELECT * FROM "{table}"')).all()  # table names from the schema
             places[f"table {table}"] = "\n".join(str(tuple(row)) for row in rows)
     places["webhook"] = json.dumps(webhook.received)

@@ -9,9 +9,12 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from cryptography.fernet import Fernet
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from invoice_sync.connectors.base import TokenSet
+from invoice_sync.domain.errors import ConfigError
 from invoice_sync.store.db import make_engine
 from invoice_sync.store.models import TokenRow
 from invoice_sync.store.tokens import SqlTokenVault
@@ -175,3 +178,36 @@ def _store_tokens(engine, tokens: TokenSet) -> None:  # type: ignore[no-untyped-
         row.expires_at = tokens.expires_at
         row.updated_at = datetime.now(UTC)
         session.add(row)
+
+
+def test_tokens_are_encrypted_at_rest_when_a_key_is_set(store, monkeypatch):
+    """With a Fernet key, the table holds no usable token; tokens written before the key stay readable
+    and are sealed on their next rotation; a wrong or missing key is a clear configuration error."""
+    expires = datetime.now(UTC) + timedelta(minutes=10)
+    monkeypatch.delenv("INVOICE_SYNC_FERNET_KEY", raising=False)
+    monkeypatch.delenv("AIRFLOW__CORE__FERNET_KEY", raising=False)
+    SqlTokenVault(store.engine).refresh("plain", lambda _: TokenSet("access-plain", "refresh-plain", expires))
+
+    key = Fernet.generate_key().decode()
+    monkeypatch.setenv("INVOICE_SYNC_FERNET_KEY", key)
+    vault = SqlTokenVault(store.engine)
+    assert vault.load("plain") == TokenSet("access-plain", "refresh-plain", expires)  # written before the key
+    vault.refresh("sealed", lambda _: TokenSet("access-secret-1", "refresh-secret-1", expires))
+    vault.refresh("plain", lambda _: TokenSet("access-plain-2", "refresh-plain-2", expires))
+    with Session(store.engine) as session:
+        stored = {row.conn_id: row for row in session.scalars(select(TokenRow))}
+    for conn_id, secret in (("sealed", "secret-1"), ("plain", "plain-2")):
+        assert (
+            stored[conn_id].access_token.startswith("fernet:") and secret not in stored[conn_id].access_token
+        )
+        assert (
+            stored[conn_id].refresh_token.startswith("fernet:")
+            and secret not in stored[conn_id].refresh_token
+        )
+    assert vault.load("sealed") == TokenSet("access-secret-1", "refresh-secret-1", expires)
+
+    with pytest.raises(ConfigError, match="another key"):
+        SqlTokenVault(store.engine, key=Fernet.generate_key().decode()).load("sealed")
+    monkeypatch.delenv("INVOICE_SYNC_FERNET_KEY")
+    with pytest.raises(ConfigError, match="no key is set"):
+        SqlTokenVault(store.engine).load("sealed")
