@@ -164,7 +164,7 @@ def start_exec(argv: list[str], env: dict[str, str], log_path: Path) -> subproce
     with log_path.open("wb") as log:
         return subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), *argv],
-            env=env,
+            env={**env, "PYTHONUNBUFFERED": "1"},  # a killed runner's last lines must reach the log
             stdout=log,
             stderr=subprocess.STDOUT,
         )
