@@ -38,8 +38,9 @@ class Window:
     resets_at: float | None = None
     """UTC epoch seconds at which ``remaining`` is refilled."""
 
-    def spent(self, now: float) -> bool:
-        return self.remaining is not None and self.remaining <= 0 and self._open_until(now)
+    def spent(self, now: float, cost: int = 1) -> bool:
+        """Whether a call costing ``cost`` units must wait for (or give up on) this window."""
+        return self.remaining is not None and self.remaining < cost and self._open_until(now)
 
     def _open_until(self, now: float) -> bool:
         # Without a reset time a spent window stays spent: better to stop than to hammer the tool.
@@ -61,6 +62,9 @@ class RateBudget:
     :param max_wait_s: longest wait for the short window; a longer one (clock skew, a misreported
         reset) raises :class:`~invoice_sync.domain.errors.RateLimitedError` so Airflow retries later.
     :param margin_s: extra wait after the announced reset, for the difference between the clocks.
+    :param short_limit: for a tool that sends no rate-limit headers, the size of the short window
+        (units per ``short_period_s``), counted down locally; with headers, leave it None.
+    :param long_limit: the same for the long (daily) window of ``long_period_s``.
     """
 
     def __init__(
@@ -71,8 +75,13 @@ class RateBudget:
         clock: Callable[[], float] = time.time,
         max_wait_s: float = 90.0,
         margin_s: float = 0.05,
+        short_limit: int | None = None,
+        short_period_s: float = 60.0,
+        long_limit: int | None = None,
+        long_period_s: float = 86_400.0,
     ) -> None:
         self.label = label
+        self._limits = ((short_limit, short_period_s), (long_limit, long_period_s))
         self.short = Window()
         self.long = Window()
         self._sleep = sleep
@@ -91,20 +100,31 @@ class RateBudget:
             if long is not None and long.remaining is not None:
                 self.long = long
 
-    def acquire(self) -> None:
-        """Take one call from the budget, waiting for the short window if it is spent.
+    def acquire(self, cost: int = 1) -> None:
+        """Take ``cost`` units (one call, or a tool's credits) from the budget, waiting for the short
+        window if it has fewer left.
 
         :raises QuotaExceededError: the long (daily) window is spent.
         :raises RateLimitedError: the short window would take longer than ``max_wait_s`` to reopen.
         """
         with self._lock:
-            self._check_long()
+            self._refill(self._clock())
+            self._check_long(cost)
             now = self._clock()
-            if self.short.spent(now):
+            if self.short.spent(now, cost):
                 self._wait_for_short(now)
+                self._refill(self._clock())
             for window in (self.short, self.long):
                 if window.remaining is not None:
-                    window.remaining -= 1
+                    window.remaining -= cost
+
+    def _refill(self, now: float) -> None:
+        """Open a fresh window where the tool's limit is known locally and the last one has passed."""
+        (short_limit, short_period), (long_limit, long_period) = self._limits
+        if short_limit is not None and _passed(self.short, now):
+            self.short = Window(short_limit, now + short_period)
+        if long_limit is not None and _passed(self.long, now):
+            self.long = Window(long_limit, now + long_period)
 
     def throttled(self, *, short: Window | None = None, long: Window | None = None) -> None:
         """Handle a 429 the budget did not foresee: stop for a spent long window, else wait it out.
@@ -116,8 +136,8 @@ class RateBudget:
             self._check_long()
             self._wait_for_short(self._clock())
 
-    def _check_long(self) -> None:
-        if self.long.spent(self._clock()):
+    def _check_long(self, cost: int = 1) -> None:
+        if self.long.spent(self._clock(), cost):
             resets_at = epoch_to_datetime(self.long.resets_at)
             when = f" until {resets_at.isoformat()}" if resets_at else ""
             raise QuotaExceededError(
@@ -141,6 +161,10 @@ class RateBudget:
     def _pause(self, seconds: float) -> None:
         self.waited_s += seconds
         self._sleep(seconds)
+
+
+def _passed(window: Window, now: float) -> bool:
+    return window.remaining is None or (window.resets_at is not None and window.resets_at <= now)
 
 
 def epoch_to_datetime(epoch_s: float | None) -> datetime | None:

@@ -14,6 +14,10 @@ against the path inside the tool's mount) and one kind:
                         Content-Length and close the connection (the client sees an incomplete read)
 ``malformed``           process and commit, then answer 200 with truncated JSON
 
+SOAP services put many operations behind one path, so a simulator may give the injector a ``describe``
+function: the middleware then reads the request body first and matches rules against the path plus what
+``describe`` returns (``/ws/Sales.asmx#ProcessSalesInvoices``), before replaying the body to the app.
+
 A hang ends early when the client disconnects, so a client timeout never leaves the server busy.
 """
 
@@ -113,8 +117,11 @@ class FaultInjector:
         error_response: Callable[[int, str], CannedResponse] = _default_error_response,
         rate_limit_response: Callable[[Scope], CannedResponse] | None = None,
         exempt_prefixes: tuple[str, ...] = ("/_sandbox",),
+        describe: Callable[[Scope, bytes], str] | None = None,
     ) -> None:
         self._lock = threading.Lock()
+        self.describe = describe
+        """Suffix of the path that rules match, from the request and its body (SOAP operations)."""
         self._rules: list[FaultRule] = []
         self._hits: Counter[str] = Counter()
         self._seed = seed
@@ -237,6 +244,32 @@ async def _send_captured(send: Send, captured: _Captured, *, status: int | None 
     await send({"type": "http.response.body", "body": body})
 
 
+async def _read_body(receive: Receive) -> bytes:
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        body.extend(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return bytes(body)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands the already-read body over once, then listens to the client again."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
 class FaultMiddleware:
     """Pure ASGI middleware applying a :class:`FaultInjector` to one simulator app."""
 
@@ -248,7 +281,12 @@ class FaultMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rule = self.injector.pick(scope["method"], route_path(scope))
+        path = route_path(scope)
+        if self.injector.describe is not None and not path.startswith(self.injector.exempt_prefixes):
+            body = await _read_body(receive)
+            path += self.injector.describe(scope, body)
+            receive = _replay(body, receive)
+        rule = self.injector.pick(scope["method"], path)
         if rule is None:
             await self.app(scope, receive, send)
             return

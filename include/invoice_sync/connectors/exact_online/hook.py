@@ -20,36 +20,29 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from functools import cached_property
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import requests
-import tenacity
-from airflow.providers.http.hooks.http import HttpHook
 
 from invoice_sync.connectors.base import TokenSet, TokenVault
 from invoice_sync.connectors.exact_online.errors import classify, error_text
-from invoice_sync.connectors.http import RateBudget, Window, mask_tokens, request_never_sent
+from invoice_sync.connectors.hooks import AccountingHook, url_path
+from invoice_sync.connectors.http import RateBudget, Window, mask_tokens
 from invoice_sync.domain.errors import (
     AuthError,
-    OutcomeUnknownError,
     QuotaExceededError,
     RateLimitedError,
     SyncError,
     TransientError,
 )
 
-if TYPE_CHECKING:
-    pass
-
 TOKEN_PATH = "/api/oauth2/token"
 REFRESH_MARGIN_S = 30.0
 """Refresh this long before expiry: Exact refuses an earlier refresh ("Access Token not expired")."""
-_SECRET_EXTRA_KEYS = ("refresh_token", "client_secret", "access_token")
 _NOT_EXPIRED = "access token not expired"
 
 
-class ExactOnlineHook(HttpHook):
+class ExactOnlineHook(AccountingHook):
     """Calls Exact Online's REST API for one division on behalf of one Airflow connection.
 
     No I/O happens in the constructor; the connection is read on the first call.
@@ -72,8 +65,8 @@ class ExactOnlineHook(HttpHook):
     default_conn_name = "exact_online_default"
     conn_type = "http"
     hook_name = "Exact Online"
+    tool_name = "Exact"
     default_headers: ClassVar[dict[str, str]] = {"Accept": "application/json"}
-    default_timeout_s = 30.0
 
     def __init__(
         self,
@@ -89,21 +82,21 @@ class ExactOnlineHook(HttpHook):
         refresh_margin_s: float = REFRESH_MARGIN_S,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        super().__init__(method="GET", http_conn_id=exact_online_conn_id)
+        super().__init__(
+            conn_id=exact_online_conn_id,
+            context=f"Exact Online division {division}",
+            sleep=sleep,
+            get_attempts=get_attempts,
+            backoff_s=backoff_s,
+        )
         self.exact_online_conn_id = exact_online_conn_id
         self.vault = vault
         self.division = division
-        self.context = f"Exact Online division {division}"
         self.budget = budget or RateBudget(label=self.context, sleep=sleep)
-        self._sleep = sleep
-        self._get_attempts = get_attempts
-        self._backoff_s = backoff_s
         self._max_throttled = max_throttled
         self._refresh_margin = timedelta(seconds=refresh_margin_s)
         self._clock = clock
         self._tokens: TokenSet | None = None
-        self.timeout_s = self.default_timeout_s
-        """HTTP timeout of every call; the connection's ``timeout`` extra overrides it."""
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -117,31 +110,7 @@ class ExactOnlineHook(HttpHook):
             },
         }
 
-    # -- connection and session ---------------------------------------------------------------
-
-    @cached_property
-    def session(self) -> requests.Session:
-        """One keep-alive session for all calls; authorisation is added per request.
-
-        The connection itself is not kept on the hook (its repr shows the extra, refresh token
-        included); the token refresh reads it again when it needs the secrets.
-        """
-        return self.get_conn()
-
-    def _configure_session_from_auth(self, session: requests.Session, connection: Any) -> requests.Session:
-        # HttpHook would send login/password as Basic auth on every call; Exact gets the client
-        # secret only in the token request's body, and a Bearer token everywhere else.
-        session.auth = None
-        return session
-
-    def _configure_session_from_extra(
-        self, session: requests.Session, connection: Any, extra_options: dict[str, Any]
-    ) -> requests.Session:
-        session = super()._configure_session_from_extra(session, connection, extra_options)
-        self.timeout_s = float(self.merged_extra.get("timeout") or self.default_timeout_s)
-        for key in _SECRET_EXTRA_KEYS:  # HttpHook turns unknown extra keys into headers
-            session.headers.pop(key, None)
-        return session
+    # -- connection ------------------------------------------------------------------------------
 
     def test_connection(self) -> tuple[bool, str]:
         """Check the credentials with a call that does not count toward the division's daily limit."""
@@ -183,26 +152,10 @@ class ExactOnlineHook(HttpHook):
         response = self._send("POST", url, json=dict(payload), headers={"Prefer": "return=representation"})
         entity = self._json(response, url, safe=False).get("d")
         if not isinstance(entity, dict):
-            raise _unknown(f"{self.context}: POST {path} answered without the created record")
+            raise self._unknown(f"{self.context}: POST {path} answered without the created record")
         return entity
 
     # -- request machinery ----------------------------------------------------------------------
-
-    def _url(self, path: str) -> str:
-        # Reading the session first sets ``base_url`` from the connection.
-        self.session  # noqa: B018
-        return self.url_from_endpoint(path)
-
-    def _retrying(self, call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        """Run a call that is safe to repeat, retrying transient failures with exponential back-off."""
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self._get_attempts),
-            wait=tenacity.wait_exponential(multiplier=self._backoff_s, max=30),
-            retry=tenacity.retry_if_exception(_worth_repeating),
-            sleep=self._sleep,
-            reraise=True,
-        )
-        return retrying(call)
 
     def _send(
         self, method: str, url: str, *, headers: Mapping[str, str] | None = None, **kwargs: Any
@@ -240,35 +193,18 @@ class ExactOnlineHook(HttpHook):
                 raise RateLimitedError(f"{self.context}: {error_text(response)}")
             error = classify(response.status_code, error_text(response), context=self.context)
             if not safe and response.status_code >= 500:
-                raise _unknown(error.message)
+                raise self._unknown(error.message)
             raise error
-
-    def _transmit(self, method: str, url: str, *, safe: bool, **kwargs: Any) -> requests.Response:
-        """Send one request; a network failure becomes a typed error by whether it may have acted.
-
-        :param safe: whether repeating the request is harmless (reads, token refreshes), so a lost
-            answer is merely transient.
-        """
-        try:
-            response = self.session.request(method, url, timeout=self.timeout_s, **kwargs)
-            # Read the body now: a connection dropped mid-body must count as "no answer".
-            response.content  # noqa: B018
-        except requests.RequestException as exc:
-            detail = f"{self.context}: {method} {_path(url)} failed ({type(exc).__name__})"
-            if safe or request_never_sent(exc):
-                raise TransientError(detail) from exc
-            raise _unknown(detail) from exc
-        return response
 
     def _json(self, response: requests.Response, url: str, *, safe: bool) -> dict[str, Any]:
         """The JSON body of a 2xx answer; a truncated or garbled one counts as no answer at all."""
         try:
             body = response.json()
         except ValueError as exc:
-            detail = f"{self.context}: unreadable answer from {_path(url)}"
+            detail = f"{self.context}: unreadable answer from {url_path(url)}"
             if safe:
                 raise TransientError(detail) from exc
-            raise _unknown(detail) from exc
+            raise self._unknown(detail) from exc
         return body if isinstance(body, dict) else {}
 
     # -- OAuth2 -----------------------------------------------------------------------------------
@@ -360,20 +296,6 @@ class ExactOnlineHook(HttpHook):
 def _windows_open(short: Window | None, long: Window | None) -> bool:
     """Whether a 429's headers show calls left in both windows (so the refusal has another cause)."""
     return all(window is not None and (window.remaining or 0) > 0 for window in (short, long))
-
-
-def _worth_repeating(error: BaseException) -> bool:
-    """Transient failures are retried in the hook; a spent minute window is left to Airflow's retry."""
-    return isinstance(error, TransientError) and not isinstance(error, RateLimitedError | OutcomeUnknownError)
-
-
-def _unknown(detail: str) -> OutcomeUnknownError:
-    return OutcomeUnknownError(f"{detail}; Exact may have processed the request, look it up before resending")
-
-
-def _path(url: str) -> str:
-    """A URL without its query string, for messages (filters can hold customer data)."""
-    return url.split("?", 1)[0]
 
 
 def _rate_windows(headers: Mapping[str, str]) -> tuple[Window | None, Window | None]:

@@ -1,0 +1,142 @@
+"""What every accounting-tool client does the same way, on Airflow's :class:`HttpHook`.
+
+Each tool's hook subclasses :class:`AccountingHook` and adds only what its API differs in (the auth flow,
+the envelope, how errors and limits are announced). The shared part is the connection contract (base URL
+in ``host``, secrets never turned into headers, ``timeout`` from the extra), one keep-alive session, the
+retry of calls that are safe to repeat, and the one question every write raises when it fails: did the
+request reach the tool? Why not ``HttpHook.run``: it turns every HTTP error into a bare
+``AirflowException("400:Bad Request")``, and a connector needs the tool's text and that answer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from functools import cached_property
+from typing import Any, TypeVar
+
+import requests
+import tenacity
+from airflow.providers.http.hooks.http import HttpHook
+
+from invoice_sync.connectors.http import request_never_sent
+from invoice_sync.domain.errors import OutcomeUnknownError, RateLimitedError, TransientError
+
+T = TypeVar("T")
+
+SECRET_EXTRA_KEYS = ("refresh_token", "client_secret", "access_token", "access_key")
+"""Extra keys that hold secrets: ``HttpHook`` would send every extra key as a header."""
+
+
+class AccountingHook(HttpHook):
+    """The I/O machinery shared by the tools' hooks; no I/O happens in the constructor.
+
+    :param conn_id: Airflow connection with the tool's base URL and credentials.
+    :param context: where a call happens, for messages (``"Yuki administration Demo BV"``).
+    :param sleep: how to wait between retries (injectable for tests).
+    :param get_attempts: tries of a call that is safe to repeat and fails transiently (5xx, network).
+    :param backoff_s: first back-off between those tries; it doubles each time.
+    """
+
+    tool_name = "the tool"
+    """How messages name the tool ("Exact", "Yuki")."""
+    default_timeout_s = 30.0
+
+    def __init__(
+        self,
+        *,
+        conn_id: str,
+        context: str,
+        sleep: Callable[[float], None] = time.sleep,
+        get_attempts: int = 3,
+        backoff_s: float = 1.0,
+    ) -> None:
+        super().__init__(method="POST", http_conn_id=conn_id)
+        self.conn_id = conn_id
+        self.context = context
+        self._sleep = sleep
+        self._get_attempts = get_attempts
+        self._backoff_s = backoff_s
+        self.timeout_s = self.default_timeout_s
+        """HTTP timeout of every call; the connection's ``timeout`` extra overrides it."""
+
+    @cached_property
+    def session(self) -> requests.Session:
+        """One keep-alive session for all calls; authorisation is added per request.
+
+        The connection itself is not kept on the hook (its repr shows the extra, secrets included);
+        whatever needs the secrets reads the connection again.
+        """
+        return self.get_conn()
+
+    def _configure_session_from_auth(self, session: requests.Session, connection: Any) -> requests.Session:
+        # HttpHook would send login/password as Basic auth on every call; the tools want their own
+        # credentials in their own place (a token request's body, a SOAP parameter).
+        session.auth = None
+        return session
+
+    def _configure_session_from_extra(
+        self, session: requests.Session, connection: Any, extra_options: dict[str, Any]
+    ) -> requests.Session:
+        session = super()._configure_session_from_extra(session, connection, extra_options)
+        self.timeout_s = float(self.merged_extra.get("timeout") or self.default_timeout_s)
+        for key in (*SECRET_EXTRA_KEYS, "timeout"):  # HttpHook turns unknown extra keys into headers
+            session.headers.pop(key, None)
+        for key in list(session.headers):
+            if not isinstance(session.headers[key], str | bytes):
+                session.headers.pop(key)  # numbers and lists in the extra are settings, not headers
+        return session
+
+    @property
+    def request_timeout_s(self) -> float:
+        """The longest one request may take; reads the connection, no network I/O."""
+        self.session  # noqa: B018 (configuring the session reads the connection's timeout)
+        return self.timeout_s
+
+    def _url(self, path: str) -> str:
+        # Reading the session first sets ``base_url`` from the connection.
+        self.session  # noqa: B018
+        return self.url_from_endpoint(path)
+
+    def _retrying(self, call: Callable[[], T]) -> T:
+        """Run a call that is safe to repeat, retrying transient failures with exponential back-off."""
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self._get_attempts),
+            wait=tenacity.wait_exponential(multiplier=self._backoff_s, max=30),
+            retry=tenacity.retry_if_exception(worth_repeating),
+            sleep=self._sleep,
+            reraise=True,
+        )
+        return retrying(call)
+
+    def _transmit(self, method: str, url: str, *, safe: bool, **kwargs: Any) -> requests.Response:
+        """Send one request; a network failure becomes a typed error by whether it may have acted.
+
+        :param safe: whether repeating the request is harmless (reads, token refreshes), so a lost
+            answer is merely transient.
+        """
+        try:
+            response = self.session.request(method, url, timeout=self.timeout_s, **kwargs)
+            # Read the body now: a connection dropped mid-body must count as "no answer".
+            response.content  # noqa: B018
+        except requests.RequestException as exc:
+            detail = f"{self.context}: {method} {url_path(url)} failed ({type(exc).__name__})"
+            if safe or request_never_sent(exc):
+                raise TransientError(detail) from exc
+            raise self._unknown(detail) from exc
+        return response
+
+    def _unknown(self, detail: str) -> OutcomeUnknownError:
+        return OutcomeUnknownError(
+            f"{detail}; {self.tool_name} may have processed the request, look it up before resending"
+        )
+
+
+def worth_repeating(error: BaseException) -> bool:
+    """Transient failures are retried in the hook; a spent minute window is left to Airflow's retry."""
+    return isinstance(error, TransientError) and not isinstance(error, RateLimitedError | OutcomeUnknownError)
+
+
+def url_path(url: str) -> str:
+    """A URL without its query string, for messages (filters can hold customer data)."""
+    return url.split("?", 1)[0]
