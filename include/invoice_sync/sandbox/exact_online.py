@@ -38,6 +38,8 @@ from invoice_sync.sandbox.faults import CannedResponse, FaultInjector, FaultMidd
 from invoice_sync.sandbox.stats import CallStats, CallStatsMiddleware
 
 TOOL = "exact"
+SIMULATOR = "ExactOnlineSandbox"
+"""The simulator class the sandbox server builds (see :data:`invoice_sync.sandbox.server.SIMULATORS`)."""
 ACCESS_TOKEN_LIFETIME_S = 600
 EARLY_REFRESH_WINDOW_S = 570  # a refresh while the last access token is younger than this gets a 401
 AUTH_CODE_LIFETIME_S = 180

@@ -13,25 +13,38 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from importlib import import_module
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 from starlette.routing import Mount
 
-from invoice_sync.sandbox.exact_online import TOOL as EXACT
-from invoice_sync.sandbox.exact_online import ExactOnlineSandbox, create_app
+from invoice_sync.sandbox.exact_online import ExactOnlineSandbox
 from invoice_sync.sandbox.faults import FaultInjector
 from invoice_sync.sandbox.persistence import StateFile
 
 EXACT_MOUNT = "/exact"
+YUKI_MOUNT = "/yuki"
+TWINFIELD_MOUNT = "/twinfield"
+
+SIMULATORS: dict[str, tuple[str, str]] = {
+    "exact": (EXACT_MOUNT, "invoice_sync.sandbox.exact_online"),
+}
+"""State-file section (the module's ``TOOL``) -> (mount, module). Each module has a simulator class
+named in its ``SIMULATOR`` (constructed with ``time_scale``, ``saved_state`` and ``on_change``, with
+``state()`` and ``faults``) and ``create_app(simulator)`` returning its ASGI app."""
 
 
 @dataclass(frozen=True, slots=True)
 class Simulators:
     """The simulator objects behind one server, for tests and seeders to inspect directly."""
 
-    exact: ExactOnlineSandbox
+    by_tool: dict[str, Any]
+
+    @property
+    def exact(self) -> ExactOnlineSandbox:
+        return self.by_tool["exact"]  # type: ignore[no-any-return]
 
 
 def build_simulators(
@@ -39,14 +52,18 @@ def build_simulators(
 ) -> Simulators:
     """Create every simulator, restoring and persisting its state through ``state_path`` when given."""
     state_file = StateFile(state_path) if state_path else None
-    exact = ExactOnlineSandbox(
-        time_scale=time_scale,
-        saved_state=state_file.section(EXACT) if state_file else None,
-        on_change=(lambda state: state_file.save(EXACT, state)) if state_file else None,
-    )
-    if state_file is not None and state_file.section(EXACT) is None:
-        state_file.save(EXACT, exact.state())
-    return Simulators(exact=exact)
+    by_tool: dict[str, Any] = {}
+    for tool, (_mount, module_name) in SIMULATORS.items():
+        module = import_module(module_name)
+        simulator = getattr(module, module.SIMULATOR)(
+            time_scale=time_scale,
+            saved_state=state_file.section(tool) if state_file else None,
+            on_change=(lambda state, tool=tool: state_file.save(tool, state)) if state_file else None,
+        )
+        if state_file is not None and state_file.section(tool) is None:
+            state_file.save(tool, simulator.state())
+        by_tool[tool] = simulator
+    return Simulators(by_tool)
 
 
 def create_root_app(
@@ -57,18 +74,18 @@ def create_root_app(
 ) -> FastAPI:
     """The combined ASGI app: each tool's simulator mounted under its prefix."""
     simulators = simulators or build_simulators(time_scale=time_scale, state_path=state_path)
+    routes = [
+        Mount(mount, app=import_module(module_name).create_app(simulators.by_tool[tool]))
+        for tool, (mount, module_name) in SIMULATORS.items()
+    ]
     app = FastAPI(
-        title="invoice-sync sandbox",
-        routes=[Mount(EXACT_MOUNT, app=create_app(simulators.exact))],
-        openapi_url=None,
-        docs_url=None,
-        redoc_url=None,
+        title="invoice-sync sandbox", routes=routes, openapi_url=None, docs_url=None, redoc_url=None
     )
     app.state.simulators = simulators
 
     @app.get("/")
     def index() -> dict[str, Any]:
-        return {"tools": {EXACT: EXACT_MOUNT}}
+        return {"tools": {tool: mount for tool, (mount, _) in SIMULATORS.items()}}
 
     return app
 
@@ -128,6 +145,14 @@ class SandboxHandle:
     def faults(self) -> FaultInjector:
         """The fault rules of the Exact mount."""
         return self.simulators.exact.faults
+
+    def simulator(self, tool: str) -> Any:
+        """The simulator of one tool, by its state-file section name (``"yuki"``)."""
+        return self.simulators.by_tool[tool]
+
+    def url_of(self, tool: str) -> str:
+        """Base URL of one tool's mount."""
+        return self.url + SIMULATORS[tool][0]
 
     def stop(self) -> None:
         self._server.should_exit = True
