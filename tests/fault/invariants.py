@@ -50,7 +50,7 @@ def assert_exactly_once(
     duplicates = {ref: n for ref, n in bookings.items() if n > 1}
     assert not duplicates, f"booked more than once: {duplicates}"
     missing = sorted(ref for ref in expected if bookings[ref] != 1)
-    assert not missing, f"valid invoices not booked: {missing}"
+    assert not missing, f"valid invoices not booked: {missing}: {_ledger_of(store, missing)}"
     strays = sorted(set(bookings) - everything_valid)
     assert not strays, f"booked although invalid: {strays}"
 
@@ -81,3 +81,19 @@ def assert_exactly_once(
 
 
 _SETTLED = {LedgerState.WRITTEN_BACK, LedgerState.REJECTED}
+
+
+def _ledger_of(store: SyncStore, numbers: list[str]) -> dict[str, tuple[str, str | None, str | None]]:
+    """State, error class and message of the ledger rows of ``numbers``, to say why they were not booked."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from invoice_sync.store.models import InvoiceRow, LedgerRow
+
+    query = (
+        select(InvoiceRow.number, LedgerRow.state, LedgerRow.error_class, LedgerRow.error_message)
+        .join(LedgerRow, LedgerRow.invoice_id == InvoiceRow.id)
+        .where(InvoiceRow.number.in_(numbers))
+    )
+    with Session(store.engine) as session:
+        return {number: (state, cls, msg) for number, state, cls, msg in session.execute(query)}

@@ -74,7 +74,7 @@ def test_a_fault_storm_on_writes_and_lookups(world):
     stop (a lookup failing three times is transient); the next one converges."""
     create, lookup = world.harness.create_path, world.harness.lookup_path
     rules = [
-        {"kind": kind, "method": "POST", "path": create, "probability": 0.25, "delay_s": 1.5}
+        {"kind": kind, "method": "POST", "path": create, "probability": 0.3, "delay_s": 1.5}
         for kind in ("commit_then_drop", "malformed", "commit_then_timeout", "timeout")
     ]
     rules += [{"kind": "status", "status": 502, "method": "POST", "path": create, "probability": 0.2}]

@@ -5,8 +5,8 @@ The order of steps is what makes a double booking impossible:
 1. take the integration's claim (a lease; see :mod:`invoice_sync.store.claims`);
 2. resolve every earlier attempt whose outcome is unknown by looking it up in the tool, never by resending;
 3. page through the unsynced, registered invoices; per page: validate (no I/O), link customers, look the
-   invoices up by our own number, mark the rest ``claimed`` (durably, fenced), push, and record each
-   outcome before the next request leaves;
+   invoices that were attempted before up by our own number, mark the rest ``claimed`` (durably, fenced),
+   push, and record each outcome before the next request leaves;
 4. look up whatever came back ``unknown``.
 
 A daily quota running out defers the rest to the next run; an authorisation or configuration failure marks
@@ -71,6 +71,8 @@ class IntegrationSync:
         self.report = IntegrationReport(integration.id, integration.tool)
         self._settled: set[int] = set()
         """Invoices this run skipped or recorded an outcome for; the others of a page are still open."""
+        self._attempted: set[int] = set()
+        """Invoices of the current page with a ledger row: an earlier run tried them (re-pushes)."""
         self._label = f"{integration.name} ({integration.tool}, integration {integration.id})"
 
     def run(self) -> IntegrationReport:
@@ -103,7 +105,8 @@ class IntegrationSync:
                 if not page:
                     break
                 after = page[-1].invoice_id
-                wanted = [c.invoice_id for c in page if self._wanted(c)]
+                wanted = self._wanted_of(page)
+                self._attempted = {c.invoice_id for c in page if c.ledger is not None}
                 if wanted:
                     in_progress = wanted
                     self._sync_page(claim, wanted)
@@ -171,6 +174,25 @@ class IntegrationSync:
             with self.store.fenced(claim):
                 pass  # renews our lease; raises LeaseLostError if it was taken from us meanwhile
 
+    def _wanted_of(self, page: Sequence[Candidate]) -> list[int]:
+        """The invoices of ``page`` to sync now.
+
+        A credit note refused because its invoice was not booked yet is wanted again as soon as that
+        invoice is on its way in the same page: the page books the invoice first and the credit note
+        after it, instead of leaving the credit note for the run after next.
+        """
+        wanted = {c.invoice_id for c in page if self._wanted(c)}
+        for candidate in page:
+            if candidate.invoice_id in wanted or candidate.ledger is None:
+                continue
+            if candidate.ledger.state != LedgerState.REJECTED:
+                continue
+            if candidate.credited_invoice_id in wanted:
+                wanted.add(candidate.invoice_id)
+            else:
+                self.report.still_rejected += 1
+        return [c.invoice_id for c in page if c.invoice_id in wanted]
+
     def _wanted(self, candidate: Candidate) -> bool:
         ledger = candidate.ledger
         if ledger is None:
@@ -183,14 +205,12 @@ class IntegrationSync:
             return True
         # Retry when the cause may be gone: the invoice or the integration's settings changed, or (a
         # credit note held back for its invoice) that invoice has been booked since.
-        changed = (
+        return (
             candidate.updated_at > ledger.updated_at
             or (self.integration.updated_at is not None and self.integration.updated_at > ledger.updated_at)
             or (candidate.credited_synced_at is not None and candidate.credited_synced_at > ledger.updated_at)
+            or (candidate.credited_booked_at is not None and candidate.credited_booked_at > ledger.updated_at)
         )
-        if not changed:
-            self.report.still_rejected += 1
-        return changed
 
     def _sync_page(self, claim: Claim, invoice_ids: Sequence[int]) -> None:
         """Validate a page (our rules, the tool's, and those that need other invoices), then book it.
@@ -303,8 +323,14 @@ class IntegrationSync:
         return kept, links
 
     def _skip_already_booked(self, claim: Claim, invoices: list[Invoice]) -> list[Invoice]:
-        """Ask the tool for our own numbers first: an entry made by a lost attempt is ours, not a new one."""
-        found = self.connector.find_booked([inv.number for inv in invoices if inv.number])
+        """Before a re-push, ask the tool for our own numbers: an entry made by a lost attempt is ours.
+
+        Only invoices with a ledger row are asked for. One that was never attempted cannot have been
+        booked by us (the ``claimed`` mark is durable before any request leaves), and asking anyway costs
+        a lookup per invoice, which tools with a per-reference lookup (Yuki, Twinfield) pay in calls.
+        """
+        numbers = [inv.number for inv in invoices if inv.number and inv.id in self._attempted]
+        found = self.connector.find_booked(numbers) if numbers else {}
         kept = []
         for invoice in invoices:
             booking = found.get(invoice.number or "")

@@ -69,6 +69,9 @@ class Candidate:
     ledger: LedgerEntry | None
     credited_synced_at: datetime | None = None
     """For a credit note: when the invoice it credits got its registration number (None if not yet)."""
+    credited_invoice_id: int | None = None
+    credited_booked_at: datetime | None = None
+    """For a credit note: when the invoice it credits was recorded as booked in the tool (None if not)."""
 
 
 class SyncStore:
@@ -128,13 +131,31 @@ class SyncStore:
         not the history.
         """
         credited = aliased(InvoiceRow)
+        credited_ledger = aliased(LedgerRow)
+        booked = (LedgerState.BOOKED, LedgerState.WRITTEN_BACK)
         query = (
-            select(InvoiceRow.id, InvoiceRow.number, InvoiceRow.updated_at, LedgerRow, credited.synced_at)
+            select(
+                InvoiceRow.id,
+                InvoiceRow.number,
+                InvoiceRow.updated_at,
+                LedgerRow,
+                credited.synced_at,
+                InvoiceRow.credited_invoice_id,
+                credited_ledger.updated_at.label("credited_booked_at"),
+            )
             .outerjoin(
                 LedgerRow,
                 and_(LedgerRow.invoice_id == InvoiceRow.id, LedgerRow.integration_id == integration_id),
             )
             .outerjoin(credited, credited.id == InvoiceRow.credited_invoice_id)
+            .outerjoin(
+                credited_ledger,
+                and_(
+                    credited_ledger.invoice_id == InvoiceRow.credited_invoice_id,
+                    credited_ledger.integration_id == integration_id,
+                    credited_ledger.state.in_(booked),
+                ),
+            )
             .where(
                 InvoiceRow.integration_id == integration_id,
                 InvoiceRow.registration_number.is_(None),
@@ -148,8 +169,16 @@ class SyncStore:
             query = query.where(InvoiceRow.number.in_(list(numbers)))
         with Session(self.engine) as session:
             return [
-                Candidate(invoice_id, number, updated_at, _ledger_entry(ledger), credited_synced_at)
-                for invoice_id, number, updated_at, ledger, credited_synced_at in session.execute(query)
+                Candidate(
+                    row.id,
+                    row.number,
+                    row.updated_at,
+                    _ledger_entry(row.LedgerRow),
+                    row.synced_at,
+                    row.credited_invoice_id,
+                    row.credited_booked_at,
+                )
+                for row in session.execute(query)
             ]
 
     def count_candidates(self, integration_id: int, *, numbers: Sequence[str] | None = None) -> int:
