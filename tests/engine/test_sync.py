@@ -368,3 +368,41 @@ def test_a_credit_note_held_for_its_invoice_follows_once_that_invoice_is_booked(
     assert report.booked == 1
     assert run.entries()["2026/CN-1"] == 1
     assert run.ledger(1)["2026/CN-1"].state == "booked"
+
+
+def test_a_credit_note_refused_for_its_unknown_invoice_is_booked_with_it_in_the_next_run(run, demo, store):
+    """The invoice's answer was lost, so its credit note was refused ("not booked yet"). The next run
+    books the invoice and, in the same page, the credit note after it: no third run and no write-back
+    in between are needed."""
+    first_valid = next(
+        row.number
+        for row in run.invoices(3)
+        if row.kind == "invoice" and row.number in valid_numbers(run, demo, 3)
+    )
+    copied = ("position", "description", "quantity", "unit_price", "vat_rate", "amount", "gl_account")
+    with Session(store.engine) as session, session.begin():
+        invoice = session.scalars(select(InvoiceRow).where(InvoiceRow.number == first_valid)).one()
+        columns = [c for c in InvoiceRow.__table__.columns.keys() if c not in {"id", "number", "kind"}]
+        credit = InvoiceRow(
+            **{c: getattr(invoice, c) for c in columns}, number="P2026-CN-1", kind="credit_note"
+        )
+        credit.credited_invoice_id = invoice.id
+        session.add(credit)
+        session.flush()
+        for line in session.scalars(select(InvoiceLineRow).where(InvoiceLineRow.invoice_id == invoice.id)):
+            session.add(InvoiceLineRow(**{c: getattr(line, c) for c in copied}, invoice_id=credit.id))
+    run.handle.faults.set_rules(
+        [{"method": "POST", "path": "SalesEntries$", "kind": "status", "status": 503, "times": 1}]
+    )
+
+    run(3, run_id="manual-1", invoice_numbers=(first_valid, "P2026-CN-1"))
+    assert run.ledger(3)[first_valid].state == "unknown"
+    held = run.ledger(3)["P2026-CN-1"]
+    assert (held.state, held.error_class) == ("rejected", "data")
+    assert first_valid in held.error_message
+
+    report = run(3, run_id="nightly-2")
+    assert report.still_rejected == 0
+    assert run.entries(DIVISION_NL)[first_valid] == 1
+    assert run.entries(DIVISION_NL)["P2026-CN-1"] == 1
+    assert run.ledger(3)["P2026-CN-1"].state == "booked"
