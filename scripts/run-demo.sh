@@ -27,8 +27,11 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 
-# The demo integrations use one Exact Online connection; in production it comes from a secrets backend.
-export AIRFLOW_CONN_EXACT_DEMO="$($BIN/python -m invoice_sync.sandbox.connections exact_demo "http://127.0.0.1:$port")"
+# One connection per demo tool (Exact Online, Yuki, Twinfield), all pointing at the sandbox; in production
+# they come from a secrets backend.
+for conn_id in exact_demo yuki_demo twinfield_demo; do
+    export "AIRFLOW_CONN_${conn_id^^}=$($BIN/python -m invoice_sync.sandbox.connections "$conn_id" "http://127.0.0.1:$port")"
+done
 
 echo "==> airflow dags test invoice_sync_nightly (log: var/last-run.log)"
 start=$(date +%s)

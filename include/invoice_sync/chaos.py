@@ -484,7 +484,9 @@ def prepare_invoicing_db(settings: ChaosSettings) -> tuple[Engine, Expected]:
     every integration (the demo's third one is manual-only)."""
     engine = make_engine(settings.invoicing_db_url)
     prepare(engine)
-    seeded = seed(engine, invoices=settings.invoices, seed_value=settings.seed, reset=True)
+    seeded = seed(
+        engine, invoices=settings.invoices, seed_value=settings.seed, reset=True, tools=("exact_online",)
+    )
     with Session(engine) as session, session.begin():
         session.execute(update(IntegrationRow).values(auto_sync=True))
     expected = expected_bookings(engine, set(seeded.expected_rejections), set(seeded.before_cutover))

@@ -1,4 +1,4 @@
-"""A corpus of broken invoices and customers, run through the real engine against the Exact simulator.
+"""A corpus of broken invoices and customers, run through the real engine against the simulators.
 
 Every kind of bad input is one row of ``CASES``: what is broken, and the error class and message
 fragment the ledger must show. All of them, with valid invoices among them, go through ONE sync run
@@ -8,6 +8,10 @@ locally never costs a failing call (Exact blocks an app after 10 failing calls a
 
 SQLite runs the whole corpus; PostgreSQL a representative subset (``pg=True``), which covers every
 path that reads other invoices or writes customer links.
+
+The corpus was written against Exact Online; the cases that do not depend on Exact (``GENERIC``: our own
+checks of invoices, customers and credit notes, and the valid ones) run against Yuki and Twinfield too,
+next to cases only that tool can refuse, in one batch with the valid invoices.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from sqlalchemy.orm import Session
 from invoice_sync.connectors.registry import connector_for
 from invoice_sync.engine.sync import IntegrationSync, SyncOptions
 from invoice_sync.sandbox import exact_fixtures as fx
-from invoice_sync.sandbox.connections import exact_online_connection
+from invoice_sync.sandbox import twinfield_fixtures, yuki_fixtures
+from invoice_sync.sandbox.connections import exact_online_connection, twinfield_connection, yuki_connection
 from invoice_sync.sandbox.demo import be_vat_number
 from invoice_sync.store.models import (
     CustomerLinkRow,
@@ -61,6 +66,31 @@ INTEGRATIONS = {
     NO_JOURNAL: ("Corpus without journal", {**_BASE, "journal": None, "credit_note_journal": None}),
     GENERAL_JOURNAL: ("Corpus general journal", {**_BASE, "journal": "90", "credit_note_journal": None}),
     BAD_PAYMENT: ("Corpus payment term", {**_BASE, "payment_condition": "99"}),
+}
+SOAP_TOOLS: dict[str, tuple[str, dict[str, Any], Any]] = {
+    # tool -> (conn id, settings of the one corpus integration, connection builder). 12 % maps to a VAT
+    # type Yuki has no tax code for; 6 % to a Twinfield VAT code that is not active, 7020 to a GL
+    # dimension the office does not have.
+    "yuki": (
+        "yuki_demo",
+        {
+            "administration_id": yuki_fixtures.ADMINISTRATION_ID,
+            "vat_codes": {"21": "2", "12": "9", "6": "2", "0": "5"},
+            "gl_accounts": {"7000": "7000", "7010": "7010", "7020": "7020"},
+        },
+        yuki_connection,
+    ),
+    "twinfield": (
+        "twinfield_demo",
+        {
+            "office": twinfield_fixtures.OFFICE,
+            "journal": twinfield_fixtures.DAYBOOK,
+            "debtors_account": twinfield_fixtures.DEBTORS_ACCOUNT,
+            "vat_codes": {"21": "VH", "12": "VL", "6": twinfield_fixtures.INACTIVE_VAT_CODE, "0": "VN"},
+            "gl_accounts": {"7000": "8000", "7010": "8010", "7020": "8999"},
+        },
+        twinfield_connection,
+    ),
 }
 
 # -- customers ----------------------------------------------------------------------------------------
@@ -232,6 +262,43 @@ TOOL_REFUSES = {  # kinds only Exact can find: each costs exactly one failing ca
 }  # fmt: skip
 
 
+GENERIC = [
+    "a regular invoice", "a contact without VAT number, 0 %",
+    "XML/JSON metacharacters and emoji in names round-trip",
+    "a credit note of an invoice booked earlier in the same run",
+    "a credit note that credits no particular invoice (a rebate)",
+    "a credit note of an invoice synced long ago", "an invoice synced long ago",
+    "registered without a number", "customer missing", "no lines", "lines do not add up to the total",
+    "totals inconsistent", "negative amounts on an invoice", "only zero amounts",
+    "quantity × price is not the line amount", "a VAT rate no country charges",
+    "total VAT inconsistent with the lines", "due date before the invoice date",
+    "a currency code that does not exist", "a control character in a line description",
+    "a whitespace-only line description", "an invoice number with spaces around it",
+    "a duplicate invoice number (first)", "a duplicate invoice number (second)",
+    "VAT number fails its check digits", "VAT number of the wrong length", "unknown country code",
+    "invalid e-mail address", "an empty customer name", "a control character in the customer's name",
+    "a NUL character in the customer's name", "a credit note of an invoice refused before any call",
+    "a credit note of a draft", "a draft",
+    "a credit note of an invoice not booked yet (registered after it)",
+    "an invoice registered after its credit note",
+]  # fmt: skip
+"""Kinds whose outcome does not depend on the tool (our checks run before any call)."""
+SOAP_CASES = {
+    "yuki": [
+        Case("a VAT type Yuki has no tax code for",
+             ("config", "No tax code for VATPercentage 12 & VATType 9"),
+             lines=[("Books", "1", "100.00", "12", "7000")]),
+    ],
+    "twinfield": [
+        Case("a VAT code that is not active in Twinfield", ("config", "btw-code(VX)"),
+             lines=[("Food", "1", "100.00", "6", "7000")]),
+        Case("a GL account Twinfield does not have", ("config", "Dimension 8999"),
+             lines=[("Old stock", "3", "40.00", "21", "7020")]),
+    ],
+}  # fmt: skip
+"""Per SOAP tool: what only that tool can refuse; each costs one refused invoice in a batch, no more."""
+
+
 def test_the_corpus_is_large_enough():
     assert len(REJECTED) >= 30
     assert sum(1 for c in REJECTED if c.pg) >= 10
@@ -240,18 +307,29 @@ def test_the_corpus_is_large_enough():
 class Corpus:
     """Writes the cases into the invoicing tables and remembers which invoice is which."""
 
-    def __init__(self, store: SyncStore, cases: list[Case]) -> None:
+    def __init__(
+        self,
+        store: SyncStore,
+        cases: list[Case],
+        *,
+        tool: str = "exact_online",
+        conn_id: str = "exact_demo",
+        integrations: dict[int, tuple[str, dict[str, Any]]] = INTEGRATIONS,
+    ) -> None:
         self.store = store
         self.cases = cases
+        self.tool = tool
+        self.conn_id = conn_id
+        self.integrations = integrations
         self.ids: dict[str, int] = {}
         self.numbers: dict[str, str | None] = {}
 
     def seed(self) -> None:
         rows: dict[type, list[dict[str, Any]]] = {IntegrationRow: [], CustomerRow: [], InvoiceRow: []}
         rows[InvoiceLineRow] = []
-        for integration_id, (name, settings) in INTEGRATIONS.items():
+        for integration_id, (name, settings) in self.integrations.items():
             rows[IntegrationRow].append(
-                {"id": integration_id, "name": name, "tool": "exact_online", "conn_id": "exact_demo",
+                {"id": integration_id, "name": name, "tool": self.tool, "conn_id": self.conn_id,
                  "auto_sync": True, "sync_from": date(2026, 1, 1), "settings": settings, "updated_at": NOW}
             )  # fmt: skip
         postgres = self.store.engine.dialect.name == "postgresql"
@@ -426,3 +504,58 @@ def test_every_kind_of_bad_input_is_refused_clearly_and_nothing_else_suffers(
     assert booked == sum(1 for c in cases if c.expect == "booked")
     assert sum(sum(r.rejected.values()) for r in reports.values()) == sum(1 for c in cases if c in REJECTED)
     assert reports[MAIN].skipped["before_cutover"] == int("dated before the cut-over date" in corpus.ids)
+
+
+@pytest.mark.parametrize("tool", sorted(SOAP_TOOLS))
+def test_yuki_and_twinfield_refuse_the_same_bad_input_and_book_the_rest_of_the_batch(
+    store: SyncStore, sandbox: Any, monkeypatch: pytest.MonkeyPatch, tool: str
+) -> None:
+    """The tool-independent corpus and what only the tool refuses, in one run with one batch: every case
+    ends as it does for Exact, the valid invoices of the batch are booked once, the names with XML
+    metacharacters and an emoji arrive intact, and only the tool's own refusals reached the tool."""
+    conn_id, settings, connection = SOAP_TOOLS[tool]
+    postgres = store.engine.dialect.name == "postgresql"
+    cases = [BY_KIND[kind] for kind in GENERIC if BY_KIND[kind].pg or not postgres] + SOAP_CASES[tool]
+    corpus = Corpus(store, cases, tool=tool, conn_id=conn_id, integrations={MAIN: ("Corpus BV", settings)})
+    corpus.seed()
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection(sandbox.url)))
+    integration = store.integration(MAIN)
+    report = IntegrationSync(
+        store,
+        connector_for(integration, SqlTokenVault(store.engine)),
+        integration,
+        run_id=RUN_ID,
+        holder=f"{RUN_ID}/{tool}",
+        options=SyncOptions(batch_size=200),
+    ).run()
+    simulator = sandbox.simulator(tool)
+    with Session(store.engine) as session:
+        ledger = {row.invoice_id: row for row in session.scalars(select(LedgerRow))}
+    booked = Counter(str(item["reference"]) for item in simulator.booked())
+    sent = simulator.create_posts()
+
+    for case in cases:
+        invoice_id, number = corpus.ids[case.kind], corpus.numbers[case.kind]
+        row = ledger.get(invoice_id)
+        if case.expect == "booked":
+            assert row is not None and row.state == "booked", (case.kind, row and row.error_message)
+            assert booked[number] == 1 and sent[number] == 1, case.kind
+        elif case.expect == "skipped":
+            assert row is None and (number is None or sent.get(number, 0) == 0), case.kind
+        else:
+            error_class, _ = case.expect
+            assert row is not None, case.kind
+            assert (row.state, row.error_class) == ("rejected", error_class), (case.kind, row.error_message)
+            assert corpus.fragment(case) in row.error_message, (case.kind, row.error_message)
+            assert number is None or booked[number] == 0, case.kind
+            # what we can check ourselves never reaches the tool; the tool's own refusals once each
+            expected_sends = 1 if case in SOAP_CASES[tool] else 0
+            assert number is None or sent.get(number, 0) == expected_sends, case.kind
+    assert report.booked == sum(1 for c in cases if c.expect == "booked")
+
+    metachar = corpus.numbers["XML/JSON metacharacters and emoji in names round-trip"]
+    (item,) = [i for i in simulator.booked() if i["reference"] == metachar]
+    assert item["customer_name"] == METACHARACTERS
+    descriptions = {value for line in item["lines"] for value in line.values() if isinstance(value, str)}
+    assert f"Design {METACHARACTERS}" in descriptions, item["lines"]
+    assert METACHARACTERS in {c["name"] for c in simulator.customers()}

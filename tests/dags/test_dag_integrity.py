@@ -43,9 +43,11 @@ def test_nightly_and_manual_share_one_graph(dagbag) -> None:  # type: ignore[no-
     assert set(manual.task_ids) - set(nightly.task_ids) == {"notify"}
     for dag in (nightly, manual):
         assert dag.get_task("filter_syncable").upstream_task_ids == {"extract_registered_invoices"}
-        sync = dag.get_task("exact_online.sync")
-        assert sync.retry_policy is not None
-        assert dag.get_task("write_back_registration_numbers").upstream_task_ids >= {"exact_online.sync"}
+        for tool in ("exact_online", "yuki", "twinfield"):  # one group and operator per tool
+            sync = dag.get_task(f"{tool}.sync")
+            assert sync.retry_policy is not None
+            assert dag.get_task(f"{tool}.integrations_of_tool").downstream_task_ids == {f"{tool}.sync"}
+            assert dag.get_task("write_back_registration_numbers").upstream_task_ids >= {f"{tool}.sync"}
         assert dag.get_task("write_back_registration_numbers").trigger_rule == "all_done"
         assert dag.get_task("summarize").upstream_task_ids >= {"write_back_registration_numbers"}
     notify = manual.get_task("notify")

@@ -15,7 +15,11 @@ from typing import Any
 
 import pytest
 
-from invoice_sync.sandbox.connections import exact_online_connection
+from invoice_sync.sandbox.connections import (
+    exact_online_connection,
+    twinfield_connection,
+    yuki_connection,
+)
 from invoice_sync.sandbox.demo import SeedResult, seed
 from invoice_sync.store.db import make_engine
 from invoice_sync.store.migrate import prepare
@@ -44,6 +48,8 @@ class Demo:
             **os.environ,
             "INVOICE_SYNC_DB_URL": self.db_url,
             "AIRFLOW_CONN_EXACT_DEMO": json.dumps(exact_online_connection(self.sandbox.url)),
+            "AIRFLOW_CONN_YUKI_DEMO": json.dumps(yuki_connection(self.sandbox.url)),
+            "AIRFLOW_CONN_TWINFIELD_DEMO": json.dumps(twinfield_connection(self.sandbox.url)),
             **self.extra_env,
         }
 
@@ -60,6 +66,7 @@ class Demo:
         return log
 
     def posts(self, entity: str) -> int:
+        """Exact Online POSTs of one entity set that reached the simulator (any status)."""
         calls = self.sandbox.exact.stats_snapshot()["calls"]
         return sum(
             int(count)
@@ -67,6 +74,38 @@ class Demo:
             if route.startswith("POST ") and route.endswith(entity)
             for count in by_status.values()
         )
+
+    def soap_creates(self) -> dict[str, int]:
+        """Invoice creates Yuki and Twinfield processed, per tool (any outcome)."""
+        return {
+            tool: sum(self.sandbox.simulator(tool).create_posts().values()) for tool in ("yuki", "twinfield")
+        }
+
+    def books(self) -> dict[str, list[Booking]]:
+        """Every booking in every simulator, by our invoice number."""
+        found: dict[str, list[Booking]] = {}
+        for entry in self.sandbox.exact.entries():
+            booking = Booking("exact_online", str(entry["EntryNumber"]), str(entry["EntryID"]), entry)
+            found.setdefault(entry["YourRef"], []).append(booking)
+        for item in self.sandbox.simulator("yuki").booked():
+            booking = Booking("yuki", str(item["registration_number"]), None, item)
+            found.setdefault(item["reference"], []).append(booking)
+        for item in self.sandbox.simulator("twinfield").booked():
+            number = str(item["registration_number"])
+            external_id = f"{item['office']}/{item['code']}/{number}"
+            found.setdefault(item["reference"], []).append(Booking("twinfield", number, external_id, item))
+        return found
+
+
+@dataclass(frozen=True)
+class Booking:
+    """One booking in a simulator: the tool, its registration number and (where the tool gives one) the
+    external id the ledger must hold, and the simulator's own record."""
+
+    tool: str
+    registration_number: str
+    external_id: str | None
+    record: dict[str, Any]
 
 
 def _demo(url: str, sandbox: Any) -> Iterator[Demo]:

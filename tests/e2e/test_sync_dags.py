@@ -1,8 +1,9 @@
 """Both DAGs end to end, on SQLite and PostgreSQL, checking the invoicing database and the sandbox's books.
 
-The demo data (``invoice_sync.sandbox.demo``) holds three integrations: 1 and 2 sync nightly, 3 only by
-hand; drafts, paid, already-synced invoices, credit notes, and invoices that must be rejected, each for a
-known reason.
+The demo data (``invoice_sync.sandbox.demo``) holds five integrations: Exact Online 1 and 2, Yuki 4 and
+Twinfield 5 sync nightly, Exact 3 only by hand; drafts, paid, already-synced invoices, credit notes, and
+invoices that must be rejected (by our checks or by the tool, next to valid ones of the same batch), each
+for a known reason.
 """
 
 from __future__ import annotations
@@ -33,12 +34,13 @@ def ledger(demo: Any) -> dict[int, LedgerRow]:
         return {row.invoice_id: row for row in session.scalars(select(LedgerRow))}
 
 
-def books(demo: Any) -> dict[str, list[dict[str, Any]]]:
-    """The sandbox's sales entries by YourRef (our invoice number)."""
-    entries: dict[str, list[dict[str, Any]]] = {}
-    for entry in demo.sandbox.exact.entries():
-        entries.setdefault(entry["YourRef"], []).append(entry)
-    return entries
+def books(demo: Any) -> dict[str, list[Any]]:
+    """Every simulator's bookings by our invoice number."""
+    return demo.books()  # type: ignore[no-any-return]
+
+
+NIGHTLY_INTEGRATIONS = {1, 2, 4, 5}
+TOOL_OF = {1: "exact_online", 2: "exact_online", 3: "exact_online", 4: "yuki", 5: "twinfield"}
 
 
 def assert_synced_exactly_once(demo: Any, before: list[InvoiceRow], integration_ids: set[int]) -> set[str]:
@@ -70,10 +72,12 @@ def assert_synced_exactly_once(demo: Any, before: list[InvoiceRow], integration_
             continue
         entries = booked.get(old.number, [])
         assert len(entries) == 1, f"{old.number} booked {len(entries)} times"
-        assert new.registration_number == str(entries[0]["EntryNumber"])
+        assert entries[0].tool == TOOL_OF[old.integration_id]
+        assert new.registration_number == entries[0].registration_number
         assert new.synced_at is not None
         assert rows[old.id].state == "written_back"
-        assert rows[old.id].external_id == entries[0]["EntryID"]
+        if entries[0].external_id is not None:
+            assert rows[old.id].external_id == entries[0].external_id
         synced.add(old.number)
     # nothing in the books that is not ours and synced now
     assert set(booked) == synced
@@ -82,9 +86,14 @@ def assert_synced_exactly_once(demo: Any, before: list[InvoiceRow], integration_
 
 def test_nightly_syncs_auto_integrations_once_and_a_second_run_sends_nothing(demo: Any) -> None:
     before = invoices(demo)
-    demo.run(NIGHTLY)
-    synced = assert_synced_exactly_once(demo, before, {1, 2})
-    assert len(synced) >= 20
+    log = demo.run(NIGHTLY)
+    for tool in ("exact_online", "yuki", "twinfield"):  # each tool in its own group, own operator
+        assert f"{tool}.sync" in log, tool
+    synced = assert_synced_exactly_once(demo, before, NIGHTLY_INTEGRATIONS)
+    assert len(synced) >= 40
+    for integration_id in (4, 5):  # the SOAP tools booked part of a batch and refused the rest
+        numbers = {row.number for row in before if row.integration_id == integration_id}
+        assert numbers & synced and numbers & set(demo.seeded.expected_rejections)
 
     with Session(demo.store.engine) as session:
         run = session.scalars(select(RunRow).where(RunRow.dag_id == NIGHTLY)).one()
@@ -99,16 +108,30 @@ def test_nightly_syncs_auto_integrations_once_and_a_second_run_sends_nothing(dem
     credit_notes = [row for row in before if row.kind == "credit_note" and row.number in synced]
     assert credit_notes, "the demo data has synced credit notes"
     for row in credit_notes:
-        (entry,) = books(demo)[row.number]
+        (booking,) = books(demo)[row.number]
+        if booking.tool != "exact_online":
+            continue
+        entry = booking.record
         assert (entry["Journal"], entry["Type"]) == ("71", 21)
         assert Decimal(str(entry["AmountFC"])) == -row.total_excl_vat
         assert Decimal(str(entry["VATAmountFC"])) == -row.total_vat
+    # Yuki and Twinfield book exactly the app's totals, to the cent
+    by_number = {row.number: row for row in before}
+    for number in synced:
+        (booking,) = books(demo)[number]
+        if booking.tool in ("yuki", "twinfield"):
+            row = by_number[number]
+            sign = -1 if row.kind == "credit_note" else 1  # booked from the debtor's side
+            assert Decimal(str(booking.record["total_incl_vat"])) == sign * row.total_incl_vat, number
+            assert Decimal(str(booking.record["total_vat"])) == sign * row.total_vat, number
 
     entries_posted, accounts_posted = demo.posts("SalesEntries"), demo.posts("Accounts")
+    soap_creates = demo.soap_creates()
     demo.run(NIGHTLY)
     assert demo.posts("SalesEntries") == entries_posted, "the second run created a sales entry"
     assert demo.posts("Accounts") == accounts_posted, "the second run created an account"
-    assert_synced_exactly_once(demo, before, {1, 2})
+    assert demo.soap_creates() == soap_creates, "the second run sent an invoice to Yuki or Twinfield"
+    assert_synced_exactly_once(demo, before, NIGHTLY_INTEGRATIONS)
     assert all(len(entries) == 1 for entries in books(demo).values())
 
 
@@ -126,7 +149,7 @@ def test_manual_run_syncs_the_chosen_integrations_and_notifies(demo: Any, webhoo
     assert note.body["customers_synced"] > 0
     assert f"{len(synced)} invoices" in note.title
     errors = {e["invoice"]: e for e in note.body["errors"]}
-    expected = {n: v for n, v in demo.seeded.expected_rejections.items() if not n.startswith("NL")}
+    expected = {n: v for n, v in demo.seeded.expected_rejections.items() if n.startswith("2026/")}
     assert set(errors) == set(expected)
     for number, (error_class, fragment) in expected.items():
         assert errors[number]["error_class"] == error_class
@@ -197,7 +220,7 @@ def test_edits_after_sync_are_reported_not_pushed(demo: Any) -> None:
     assert demo.posts("SalesEntries") - posted == sum(
         1
         for n, (_, f) in demo.seeded.expected_rejections.items()
-        if not n.startswith("NL") and f in ("Periode is afgesloten: 2026-01", "Blocked: Ledger account")
+        if n.startswith("2026/") and f in ("Periode is afgesloten: 2026-01", "Blocked: Ledger account")
     ), "only the tool's earlier rejections were sent again"
     with Session(demo.store.engine) as session:
         note = session.scalars(select(NotificationRow)).one()

@@ -38,7 +38,7 @@ def set_connection(monkeypatch: pytest.MonkeyPatch, handle: Any, **overrides: An
 
 @pytest.fixture
 def demo(store: SyncStore) -> SeedResult:
-    return seed(store.engine)
+    return seed(store.engine, tools=("exact_online",))
 
 
 class Runner:

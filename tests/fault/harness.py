@@ -7,6 +7,7 @@ invoice, how to count bookings per reference, its Airflow connection) and append
 from __future__ import annotations
 
 import json
+import re
 from abc import ABC, abstractmethod
 from collections import Counter
 from dataclasses import dataclass
@@ -41,9 +42,11 @@ class ToolHarness(ABC):
     conn_id: str
     """The Airflow connection the seeded integrations use."""
     create_path: str
-    """Regex of the "create invoice" call inside the tool's mount, for fault rules (method POST)."""
+    """Regex of the "create invoice" call inside the tool's mount, for fault rules (method POST).
+    SOAP tools append the operation (``/ws/Sales\\.asmx#ProcessSalesInvoices$``), see ``FaultInjector``."""
     lookup_path: str
-    """Regex of the call that looks invoices up by reference (method GET)."""
+    """Regex of the call that looks invoices up by reference (method ``lookup_method``)."""
+    lookup_method: str = "GET"
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -103,6 +106,23 @@ class ToolHarness(ABC):
     def token_refreshes(self) -> int: ...
 
     @abstractmethod
+    def create_calls(self) -> int:
+        """Create calls the tool received (one per invoice for Exact, one per batch for SOAP tools)."""
+
+    @abstractmethod
+    def is_create_request(self, method: str, url: str, body: Any) -> bool:
+        """Whether a request the client sends is the create call (for client-side instrumentation)."""
+
+    def booking_order(self) -> list[str]:
+        """References in the order the tool booked them."""
+        return [ref for ref, _ in sorted(self.registration_numbers().items(), key=lambda item: item[1])]
+
+    def minute_limit(self, calls: int) -> dict[str, Any] | None:
+        """The switches that limit the tool to about ``calls`` create calls a minute, or None when the
+        tool documents no per-minute limit (its 429 behaviour is then unknown and not tested)."""
+        return None
+
+    @abstractmethod
     def rate_limited(self) -> int:
         """429 answers, the injected ones included."""
 
@@ -120,15 +140,18 @@ class ToolHarness(ABC):
         """Fill an empty, migrated invoicing database with demo data for this tool."""
 
 
-class ExactOnlineHarness(ToolHarness):
-    tool = "exact_online"
-    create_path = r"/salesentry/SalesEntries$"
-    lookup_path = r"/salesentry/SalesEntries$"
+class SandboxHarness(ToolHarness):
+    """A tool served by the project's own sandbox server (``invoice_sync.sandbox.server``).
+
+    Subclasses name the simulator (``sandbox_tool``) and say how to read its books; starting, stopping,
+    faults and switches work the same for every simulator.
+    """
+
+    sandbox_tool: str
+    """The simulator's key in the sandbox server (``"exact"``, ``"yuki"``, ``"twinfield"``)."""
+    primary_integration: int
 
     def __init__(self) -> None:
-        from invoice_sync.sandbox.demo import DEMO_CONN_ID
-
-        self.conn_id = DEMO_CONN_ID
         self._handle: Any = None
         self._earlier_posts: Counter[str] = Counter()
         self._options: dict[str, Any] = {}
@@ -141,7 +164,7 @@ class ExactOnlineHarness(ToolHarness):
 
     def stop(self) -> None:
         if self._handle is not None:
-            self._earlier_posts += Counter(self._handle.exact.sales_entry_posts())
+            self._earlier_posts += self._processed_creates()
             self._handle.stop()
 
     def restart(self) -> None:
@@ -154,53 +177,40 @@ class ExactOnlineHarness(ToolHarness):
         return str(self._handle.url)
 
     @property
-    def _exact(self) -> Any:
-        return self._handle.exact
+    def simulator(self) -> Any:
+        return self._handle.simulator(self.sandbox_tool)
 
     def set_faults(self, rules: list[dict[str, Any]]) -> None:
-        self._exact.faults.set_rules(rules)
+        self.simulator.faults.set_rules(rules)
 
     def fault_rules(self) -> list[dict[str, Any]]:
-        return list(self._exact.faults.rules())
+        return list(self.simulator.faults.rules())
 
     def fault_hits(self) -> dict[str, int]:
-        return dict(self._exact.faults.hits())
+        return dict(self.simulator.faults.hits())
 
     def expire_tokens(self) -> int:
-        return int(self._exact.expire_tokens())
+        return int(self.simulator.expire_tokens())
 
     def configure(self, **switches: Any) -> None:
-        self._exact.configure(**switches)
-
-    def bookings(self) -> Counter[str]:
-        return Counter(str(entry["YourRef"]) for entry in self._exact.entries())
-
-    def registration_numbers(self) -> dict[str, str]:
-        numbers: dict[str, str] = {}
-        for entry in sorted(self._exact.entries(), key=lambda e: int(e["EntryNumber"])):
-            numbers.setdefault(str(entry["YourRef"]), str(entry["EntryNumber"]))
-        return numbers
+        self.simulator.configure(**switches)
 
     def posts(self) -> Counter[str]:
-        return self._earlier_posts + Counter(self._exact.sales_entry_posts())
+        return self._earlier_posts + self._processed_creates()
 
     def token_refreshes(self) -> int:
-        return int(self._exact.stats_snapshot()["token_refreshes"])
+        return int(self.simulator.stats_snapshot()["token_refreshes"])
 
     def rate_limited(self) -> int:
-        return int(self._exact.stats_snapshot()["rate_limited"])
+        return int(self.simulator.stats_snapshot()["rate_limited"])
 
-    def connection(self, *, timeout_s: float) -> dict[str, Any]:
-        from invoice_sync.sandbox.connections import exact_online_connection
-
-        connection = exact_online_connection(self.url)
-        connection["extra"]["timeout"] = timeout_s  # type: ignore[index]
-        return connection
+    def _processed_creates(self) -> Counter[str]:
+        return Counter(self.simulator.create_posts())
 
     def seed(self, engine: Engine, *, invoices: int) -> Seeded:
         from invoice_sync.sandbox.demo import seed
 
-        result = seed(engine, invoices=invoices)
+        result = seed(engine, invoices=invoices, tools=(self.tool,))
         refused = frozenset(result.expected_rejections)
         valid: dict[int, tuple[str, ...]] = {}
         with Session(engine) as session:
@@ -222,7 +232,145 @@ class ExactOnlineHarness(ToolHarness):
                     and (integration.sync_from is None or row.invoice_date >= integration.sync_from)
                     and row.number not in refused
                 )
-        return Seeded(tuple(valid), primary=3, valid=valid, refused=refused)
+        return Seeded(tuple(valid), primary=self.primary_integration, valid=valid, refused=refused)
 
 
-HARNESSES: dict[str, type[ToolHarness]] = {"exact_online": ExactOnlineHarness}
+class ExactOnlineHarness(SandboxHarness):
+    tool = "exact_online"
+    sandbox_tool = "exact"
+    create_path = r"/salesentry/SalesEntries$"
+    lookup_path = r"/salesentry/SalesEntries$"
+    primary_integration = 3
+
+    def __init__(self) -> None:
+        from invoice_sync.sandbox.demo import DEMO_CONN_ID
+
+        super().__init__()
+        self.conn_id = DEMO_CONN_ID
+
+    def bookings(self) -> Counter[str]:
+        return Counter(str(entry["YourRef"]) for entry in self.simulator.entries())
+
+    def registration_numbers(self) -> dict[str, str]:
+        numbers: dict[str, str] = {}
+        for entry in sorted(self.simulator.entries(), key=lambda e: int(e["EntryNumber"])):
+            numbers.setdefault(str(entry["YourRef"]), str(entry["EntryNumber"]))
+        return numbers
+
+    def _processed_creates(self) -> Counter[str]:
+        return Counter(self.simulator.sales_entry_posts())
+
+    def create_calls(self) -> int:
+        calls = self.simulator.stats_snapshot()["calls"]
+        return sum(calls.get("POST /api/v1/{division}/salesentry/SalesEntries", {}).values())
+
+    def is_create_request(self, method: str, url: str, body: Any) -> bool:
+        return method.upper() == "POST" and re.search(self.create_path, url.split("?", 1)[0]) is not None
+
+    def booking_order(self) -> list[str]:
+        return [ref for ref, _ in sorted(self.registration_numbers().items(), key=lambda item: int(item[1]))]
+
+    def minute_limit(self, calls: int) -> dict[str, Any] | None:
+        return {"minutely_limit": calls}
+
+    def connection(self, *, timeout_s: float) -> dict[str, Any]:
+        from invoice_sync.sandbox.connections import exact_online_connection
+
+        connection = exact_online_connection(self.url)
+        connection["extra"]["timeout"] = timeout_s  # type: ignore[index]
+        return connection
+
+
+class SoapHarness(SandboxHarness):
+    """Yuki and Twinfield: bookings as the common simulator API lists them (``booked()``)."""
+
+    lookup_method = "POST"
+
+    def bookings(self) -> Counter[str]:
+        return Counter(str(item["reference"]) for item in self.simulator.booked())
+
+    def registration_numbers(self) -> dict[str, str]:
+        numbers: dict[str, str] = {}
+        for item in self.simulator.booked():  # in booking order: the first booking wins
+            numbers.setdefault(str(item["reference"]), str(item["registration_number"]))
+        return numbers
+
+    def booking_order(self) -> list[str]:
+        return list(dict.fromkeys(str(item["reference"]) for item in self.simulator.booked()))
+
+    def is_create_request(self, method: str, url: str, body: Any) -> bool:
+        if not isinstance(body, str | bytes):
+            return False  # a form or JSON body: a token call, not a SOAP envelope
+        data = body.encode() if isinstance(body, str) else body
+        return (
+            method.upper() == "POST"
+            and url.split("?", 1)[0].endswith(self.create_endpoint)
+            and (self.create_marker in data)
+        )
+
+    create_endpoint: str
+    create_marker: bytes
+    """A byte string only the create call's body holds (the operation, or the escaped XML root)."""
+
+
+class YukiHarness(SoapHarness):
+    tool = "yuki"
+    sandbox_tool = "yuki"
+    create_path = r"/ws/Sales\.asmx#ProcessSalesInvoices$"
+    lookup_path = r"/ws/Accounting\.asmx#CheckOutstandingItemAdmin$"
+    primary_integration = 4
+    create_endpoint = "/ws/Sales.asmx"
+    create_marker = b"ProcessSalesInvoices"
+
+    def __init__(self) -> None:
+        from invoice_sync.sandbox.demo import YUKI_CONN_ID
+
+        super().__init__()
+        self.conn_id = YUKI_CONN_ID
+
+    def connection(self, *, timeout_s: float) -> dict[str, Any]:
+        from invoice_sync.sandbox.connections import yuki_connection
+
+        connection = yuki_connection(self.url)
+        connection["extra"]["timeout"] = timeout_s  # type: ignore[index]
+        return connection
+
+    def create_calls(self) -> int:
+        return int(self.simulator.stats_snapshot()["calls"].get("ProcessSalesInvoices", 0))
+
+
+class TwinfieldHarness(SoapHarness):
+    tool = "twinfield"
+    sandbox_tool = "twinfield"
+    create_path = r"processxml\.asmx#ProcessXmlString/transactions$"
+    lookup_path = r"processxml\.asmx#ProcessXmlString/columns$"
+    primary_integration = 5
+    create_endpoint = "/webservices/processxml.asmx"
+    create_marker = b"&lt;transactions"
+
+    def __init__(self) -> None:
+        from invoice_sync.sandbox.demo import TWINFIELD_CONN_ID
+
+        super().__init__()
+        self.conn_id = TWINFIELD_CONN_ID
+
+    def connection(self, *, timeout_s: float) -> dict[str, Any]:
+        from invoice_sync.sandbox.connections import twinfield_connection
+
+        connection = twinfield_connection(self.url)
+        connection["extra"]["timeout"] = timeout_s  # type: ignore[index]
+        return connection
+
+    def create_calls(self) -> int:
+        route = "POST /cluster/webservices/processxml.asmx#ProcessXmlString/transactions"
+        return sum(self.simulator.stats_snapshot()["calls"].get(route, {}).values())
+
+    def minute_limit(self, calls: int) -> dict[str, Any] | None:
+        return {"credits_per_minute": 3 * calls}  # a transaction write costs three credits
+
+
+HARNESSES: dict[str, type[ToolHarness]] = {
+    "exact_online": ExactOnlineHarness,
+    "yuki": YukiHarness,
+    "twinfield": TwinfieldHarness,
+}

@@ -4,7 +4,6 @@ of a run, and the lease being checked right before every POST."""
 
 from __future__ import annotations
 
-import re
 import threading
 from typing import Any
 
@@ -142,10 +141,12 @@ def test_the_database_dropping_every_connection_mid_run(world, pg_admin_url):
     process.join(timeout=60)
     stop.set()
     killer.join(timeout=10)
-    assert sum(killed) >= 3, killed  # connections really were cut, several times
     outcome = runner.read_result(result)["integrations"][str(world.primary)]
     assert outcome["status"] in {"ok", "error"}
-    if outcome["status"] == "error":
+    if outcome["status"] == "ok":
+        assert sum(killed) >= 3, killed  # it survived: connections really were cut, several times
+    else:  # a cut it could not ride out ended it, cleanly
+        assert sum(killed) >= 1, killed
         assert outcome["error_type"] in {"OperationalError", "InterfaceError", "DBAPIError"}, outcome
     world.converge()
 
@@ -155,14 +156,14 @@ def test_the_lease_is_checked_right_before_every_post(world, monkeypatch):
     lease, so a holder that lost its lease cannot send another invoice."""
     events: list[str] = []
     check, request = claims.check, requests.Session.request
-    create = re.compile(world.harness.create_path)
+    is_create = world.harness.is_create_request
 
     def checked(session, claim):  # type: ignore[no-untyped-def]
         check(session, claim)
         events.append("check")
 
     def sent(self, method, url, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if method.upper() == "POST" and create.search(url.split("?", 1)[0]):
+        if is_create(method, url, kwargs.get("data") or kwargs.get("json")):
             events.append("post")
         return request(self, method, url, *args, **kwargs)
 
@@ -170,7 +171,7 @@ def test_the_lease_is_checked_right_before_every_post(world, monkeypatch):
     monkeypatch.setattr(requests.Session, "request", sent)
     world.harness.set_faults([_create(world, "commit_then_drop", times=1)])  # an unknown outcome too
     world.sync(batch_size=3)
-    assert events.count("post") == len(world.seeded.valid[world.primary])
+    assert events.count("post") == world.harness.create_calls() > 0
     previous = "check"
     for event in events:
         assert not (event == "post" and previous == "post"), events

@@ -15,11 +15,13 @@ def _create(world, kind: str, times: int | None = 2, **extra):  # type: ignore[n
     return {"kind": kind, "method": "POST", "path": world.harness.create_path, "times": times, **extra}
 
 
-def _wait_for_bookings(world, count: int, timeout_s: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+def _wait_for_bookings(world, count: int, timeout_s: float = 20.0) -> int:  # type: ignore[no-untyped-def]
+    """Wait until the tool has booked at least ``count`` invoices; return how many it has."""
     deadline = time.monotonic() + timeout_s
-    while sum(world.harness.bookings().values()) < count:
+    while (booked := sum(world.harness.bookings().values())) < count:
         assert time.monotonic() < deadline, "the run did not get that far"
         time.sleep(0.02)
+    return booked
 
 
 def test_tool_down_is_transient_and_the_next_run_books_all(make_world):
@@ -78,11 +80,12 @@ def test_a_fault_storm_on_writes_and_lookups(world):
         for kind in ("commit_then_drop", "malformed", "commit_then_timeout", "timeout")
     ]
     rules += [{"kind": "status", "status": 502, "method": "POST", "path": create, "probability": 0.2}]
-    rules += [{"kind": "status", "status": 503, "method": "GET", "path": lookup, "probability": 0.2}]
+    lookup_method = world.harness.lookup_method
+    rules += [{"kind": "status", "status": 503, "method": lookup_method, "path": lookup, "probability": 0.2}]
     world.harness.set_faults(rules)
     first = world.sync(batch_size=3)
     assert statuses(first) <= {"ok", "error"}
-    assert sum(world.harness.fault_hits().values()) >= 3
+    assert sum(world.harness.fault_hits().values()) >= 2
     world.converge()
 
 
@@ -91,7 +94,10 @@ def test_429_bursts_are_waited_out_and_lose_nothing(make_world):
     429 from the real limit, and the time waited adds up), and every invoice is booked once."""
     world = make_world(time_scale=30)  # a sandbox minute lasts two seconds
     minute_s = 60 / 30
-    world.harness.configure(minutely_limit=12)  # the budget must also pace itself to the real limit
+    limit = world.harness.minute_limit(12)  # the budget must also pace itself to the real limit
+    if limit is None:
+        pytest.skip(f"{world.harness.tool} documents no per-minute limit or 429")
+    world.harness.configure(**limit)
     world.harness.set_faults([_create(world, "rate_limit", times=3)])
     started = time.monotonic()
     # waiting for the window does not renew the claim, so the lease must outlast the waits
@@ -121,12 +127,15 @@ def test_access_tokens_expiring_mid_run(world):
     world.harness.set_faults([_create(world, "latency", times=None, delay_s=0.1)])
     expired: list[int] = []
 
-    def expire_at(counts: tuple[int, ...]) -> None:
-        for count in counts:
-            _wait_for_bookings(world, count)
-            expired.append(world.harness.expire_tokens())
+    def expire_twice() -> None:
+        # after the first bookings, and again once more were booked (with the token got meanwhile);
+        # for a batch API "more" comes a whole batch later
+        booked = _wait_for_bookings(world, 2)
+        expired.append(world.harness.expire_tokens())
+        _wait_for_bookings(world, booked + 1)
+        expired.append(world.harness.expire_tokens())
 
-    expiring = threading.Thread(target=expire_at, args=((2, 5),))
+    expiring = threading.Thread(target=expire_twice)
     expiring.start()
     first = world.sync()
     expiring.join(timeout=30)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any, TypeVar
 
@@ -19,7 +20,8 @@ import requests
 import tenacity
 from airflow.providers.http.hooks.http import HttpHook
 
-from invoice_sync.connectors.http import request_never_sent
+from invoice_sync.connectors.base import TokenSet, TokenVault
+from invoice_sync.connectors.http import mask_tokens, request_never_sent
 from invoice_sync.domain.errors import OutcomeUnknownError, RateLimitedError, TransientError
 
 T = TypeVar("T")
@@ -130,6 +132,59 @@ class AccountingHook(HttpHook):
         return OutcomeUnknownError(
             f"{detail}; {self.tool_name} may have processed the request, look it up before resending"
         )
+
+
+class StoredToken:
+    """The access token (or session id) of one connection, kept in the :class:`TokenVault`.
+
+    Every task of the connection shares it, so a worker asks the tool for a new one only when the stored
+    one is about to expire or the tool refused it, and then under the vault's lock: another worker may
+    have replaced it while this one waited, and its token serves both (spending a rotating refresh token
+    twice would kill the connection).
+
+    :param margin: replace a token this long before it expires.
+    :param clock: current time, timezone-aware UTC.
+    """
+
+    def __init__(
+        self,
+        vault: TokenVault,
+        conn_id: str,
+        *,
+        margin: timedelta = timedelta(0),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.vault = vault
+        self.conn_id = conn_id
+        self.margin = margin
+        self.clock = clock
+        self._tokens: TokenSet | None = None
+
+    def get(self, obtain: Callable[[TokenSet | None], TokenSet], *, rejected: str | None = None) -> str:
+        """A usable token; ``obtain(current)`` asks the tool for a new one when none will do.
+
+        :param rejected: a token the tool just refused: replace it even if it looks valid.
+        """
+        tokens = self._tokens or self.vault.load(self.conn_id)
+        if tokens is None or rejected is not None or not self.fresh(tokens):
+
+            def refresher(current: TokenSet | None) -> TokenSet:
+                # Under the vault's lock, with what is stored *now*.
+                if current is not None and current.access_token != rejected and self.fresh(current):
+                    return current
+                return obtain(current)
+
+            tokens = self.vault.refresh(self.conn_id, refresher)
+        if tokens is not self._tokens:
+            mask_tokens(tokens)
+        self._tokens = tokens
+        return tokens.access_token
+
+    def fresh(self, tokens: TokenSet) -> bool:
+        expires_at = tokens.expires_at
+        if expires_at.tzinfo is None:  # stores may hand back naive UTC
+            expires_at = expires_at.replace(tzinfo=UTC)
+        return expires_at - self.clock() > self.margin
 
 
 def worth_repeating(error: BaseException) -> bool:

@@ -15,6 +15,8 @@ from invoice_sync.domain.models import Integration
 
 CONNECTORS: dict[str, str] = {
     "exact_online": "invoice_sync.connectors.exact_online:build_connector",
+    "yuki": "invoice_sync.connectors.yuki:build_connector",
+    "twinfield": "invoice_sync.connectors.twinfield:build_connector",
 }
 TOOLS: tuple[str, ...] = tuple(CONNECTORS)
 

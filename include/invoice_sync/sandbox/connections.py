@@ -1,17 +1,19 @@
 """Airflow connections that point the demo integrations at a running sandbox.
 
 ``python -m invoice_sync.sandbox.connections exact_demo http://127.0.0.1:8765`` prints the JSON form that
-``AIRFLOW_CONN_EXACT_DEMO`` accepts. Production connections carry the real host and the credentials from
-the tool's developer portal instead (see the README).
+``AIRFLOW_CONN_EXACT_DEMO`` accepts (``yuki_demo`` and ``twinfield_demo`` likewise). Production connections
+carry the real host and the credentials from the tool's developer portal instead (see the README).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 
-from invoice_sync.sandbox import exact_fixtures
-from invoice_sync.sandbox.server import EXACT_MOUNT
+from invoice_sync.sandbox import exact_fixtures, twinfield_fixtures, yuki_fixtures
+from invoice_sync.sandbox.demo import DEMO_CONN_ID, TWINFIELD_CONN_ID, YUKI_CONN_ID
+from invoice_sync.sandbox.server import EXACT_MOUNT, TWINFIELD_MOUNT, YUKI_MOUNT
 
 
 def exact_online_connection(sandbox_url: str, *, refresh_token: str | None = None) -> dict[str, object]:
@@ -24,11 +26,46 @@ def exact_online_connection(sandbox_url: str, *, refresh_token: str | None = Non
     }
 
 
+def twinfield_connection(sandbox_url: str, *, refresh_token: str | None = None) -> dict[str, object]:
+    """Twinfield: ``host`` is the login host (the sandbox's mount plays both it and the cluster, whose
+    URL the token validation answers); login/password are the app's client id and secret."""
+    consent = refresh_token or twinfield_fixtures.BOOTSTRAP_REFRESH_TOKEN
+    return {
+        "conn_type": "http",
+        "host": sandbox_url.rstrip("/") + TWINFIELD_MOUNT,
+        "login": twinfield_fixtures.CLIENT_ID,
+        "password": twinfield_fixtures.CLIENT_SECRET,
+        "extra": {"refresh_token": consent, "timeout": 30},
+    }
+
+
+def yuki_connection(sandbox_url: str) -> dict[str, object]:
+    """Yuki: ``host`` is the base URL of the web services, ``password`` the demo domain's access key;
+    ``daily_limit`` is the domain's allowance of calls per day (1,000 without Yuki's extra features)."""
+    return {
+        "conn_type": "http",
+        "host": sandbox_url.rstrip("/") + YUKI_MOUNT,
+        "password": yuki_fixtures.ACCESS_KEY,
+        "extra": {"timeout": 30, "daily_limit": yuki_fixtures.DAILY_LIMIT},
+    }
+
+
+DEMO_CONNECTIONS: dict[str, Callable[[str], dict[str, object]]] = {
+    DEMO_CONN_ID: exact_online_connection,
+    YUKI_CONN_ID: yuki_connection,
+    TWINFIELD_CONN_ID: twinfield_connection,
+}
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print("usage: python -m invoice_sync.sandbox.connections CONN_ID SANDBOX_URL", file=sys.stderr)
+    if len(argv) != 2 or argv[0] not in DEMO_CONNECTIONS:
+        print(
+            "usage: python -m invoice_sync.sandbox.connections CONN_ID SANDBOX_URL "
+            f"(CONN_ID: {' | '.join(DEMO_CONNECTIONS)})",
+            file=sys.stderr,
+        )
         return 2
-    print(json.dumps(exact_online_connection(argv[1])))
+    print(json.dumps(DEMO_CONNECTIONS[argv[0]](argv[1])))
     return 0
 
 

@@ -1,10 +1,14 @@
 """Realistic demo data for the invoicing app, matching the sandbox's accounting administrations.
 
-Several integrations (auto sync on and off, all on one OAuth connection the way several
-administrations behind one consent are), companies and contacts with valid VAT numbers, drafts, registered,
-paid and already-synced invoices, credit notes, multi-line invoices at 21/12/6/0 % (BE) and 21/9/0 % (NL),
-and a fixed set of invoices the sync must refuse or the tool must reject, each for a different reason.
+Several integrations: three on Exact Online (auto sync on and off, all on one OAuth connection the way
+several administrations behind one consent are), one on Yuki and one on Twinfield. Companies and contacts
+with valid VAT numbers (two with names that test XML escaping and Unicode), drafts, registered, paid and
+already-synced invoices, credit notes, multi-line invoices at 21/12/6/0 % (BE) and 21/9/0 % (NL), and a
+fixed set of invoices the sync must refuse or the tool must reject, each for a different reason.
 ``--invoices N`` scales the regular invoices; the broken ones are always there.
+
+Each tool's invoices come from a random stream of their own, so adding a tool never changes the data of
+the others (tests that seed only ``tools=("exact_online",)`` see exactly the Exact books they always saw).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from sqlalchemy import Engine, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from invoice_sync.sandbox import exact_fixtures as exact
+from invoice_sync.sandbox import twinfield_fixtures as twinfield
+from invoice_sync.sandbox import yuki_fixtures as yuki
 from invoice_sync.store.models import (
     CustomerRow,
     IntegrationRow,
@@ -31,6 +37,9 @@ from invoice_sync.store.models import (
 
 CENT = Decimal("0.01")
 DEMO_CONN_ID = "exact_demo"
+YUKI_CONN_ID = "yuki_demo"
+TWINFIELD_CONN_ID = "twinfield_demo"
+TOOLS = ("exact_online", "yuki", "twinfield")
 SEEDED_AT = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
 
 
@@ -46,6 +55,7 @@ class DemoIntegration:
     number_format: str
     vat_rates: tuple[str, ...]
     gl_accounts: tuple[str, ...]
+    country: str = "NL"
 
 
 def _nl_settings(*, default_gl: str, payment_condition: str) -> dict[str, Any]:
@@ -80,6 +90,7 @@ INTEGRATIONS = (
         number_format="2026/{:04d}",
         vat_rates=("21", "12", "6", "0"),
         gl_accounts=("7000", "7010"),
+        country="BE",
     ),
     DemoIntegration(
         id=2,
@@ -107,6 +118,47 @@ INTEGRATIONS = (
         vat_rates=("21", "9", "0"),
         gl_accounts=("8010",),
     ),
+    # Yuki: the VAT type a rate maps to must be one of the administration's tax codes. 12 % is mapped to a
+    # type Yuki does not have, so Yuki itself refuses those invoices while the rest of the document books.
+    DemoIntegration(
+        id=4,
+        name="Demo Yuki BV",
+        tool="yuki",
+        conn_id=YUKI_CONN_ID,
+        auto_sync=True,
+        sync_from=None,
+        settings={
+            "administration_id": yuki.ADMINISTRATION_ID,
+            "vat_codes": {"21": "2", "6": "2", "0": "5", "12": "9"},
+            "gl_accounts": {"7000": "7000", "7010": "7010"},
+            "default_gl_account": "7000",
+        },
+        number_format="Y2026-{:04d}",
+        vat_rates=("21", "6", "0"),
+        gl_accounts=("7000", "7010"),
+        country="BE",
+    ),
+    # Twinfield: 6 % is mapped to a VAT code that exists but is not active, and GL 8020 to a dimension the
+    # office does not have, so Twinfield refuses those transactions and books the others of the call.
+    DemoIntegration(
+        id=5,
+        name="Demo Twinfield BV",
+        tool="twinfield",
+        conn_id=TWINFIELD_CONN_ID,
+        auto_sync=True,
+        sync_from=None,
+        settings={
+            "office": twinfield.OFFICE,
+            "journal": twinfield.DAYBOOK,
+            "debtors_account": twinfield.DEBTORS_ACCOUNT,
+            "vat_codes": {"21": "VH", "9": "VL", "0": "VN", "6": twinfield.INACTIVE_VAT_CODE},
+            "gl_accounts": {"8000": "8000", "8010": "8010", "8020": "8999"},
+            "default_gl_account": "8000",
+        },
+        number_format="T2026-{:04d}",
+        vat_rates=("21", "9", "0"),
+        gl_accounts=("8000", "8010"),
+    ),
 )
 
 COMPANIES = (
@@ -124,6 +176,11 @@ COMPANIES = (
 CONTACTS = (
     ("Sofie Maes", "BE", "Kerkstraat 5", "9300", "Aalst"),
     ("Lars de Boer", "NL", "Lindelaan 2", "9712 AA", "Groningen"),
+)
+UNUSUAL_NAMES = (
+    # Names that break XML built by string concatenation, and one outside the Basic Multilingual Plane.
+    ('Smith & <Sons> "Ltd"', "BE", "Rue d'Arlon 80", "1040", "Etterbeek"),
+    ("Bloemenhuis \U0001f337 Lisse", "NL", "Heereweg 160", "2161 BR", "Lisse"),
 )
 
 
@@ -153,18 +210,37 @@ class SeedResult:
     before_cutover: tuple[str, ...]
 
 
-def seed(engine: Engine, *, invoices: int = 60, seed_value: int = 2026, reset: bool = False) -> SeedResult:
-    """Fill the invoicing tables with demo data; refuses to touch a database that already has data."""
+def seed(
+    engine: Engine,
+    *,
+    invoices: int = 60,
+    seed_value: int = 2026,
+    reset: bool = False,
+    tools: tuple[str, ...] = TOOLS,
+) -> SeedResult:
+    """Fill the invoicing tables with demo data; refuses to touch a database that already has data.
+
+    :param invoices: regular invoices per three integrations (each integration gets about a third).
+    :param tools: the accounting tools whose integrations (and invoices) to create.
+    """
+    unknown = set(tools) - set(TOOLS)
+    if unknown:
+        raise ValueError(f"no demo data for tool(s) {sorted(unknown)}; known: {', '.join(TOOLS)}")
     with Session(engine) as session, session.begin():
         if session.scalar(select(func.count()).select_from(IntegrationRow)):
             if not reset:
                 raise RuntimeError("the invoicing database already has data; use --reset to start over")
             _wipe(session)
         builder = _Builder(random.Random(seed_value))
-        builder.integrations()
+        builder.integrations(tools)
         builder.customers()
-        builder.regular_invoices(invoices)
-        builder.broken_invoices()
+        if "exact_online" in tools:
+            builder.regular_invoices(invoices)
+            builder.broken_invoices()
+        for offset, tool in enumerate(("yuki", "twinfield"), start=1):
+            if tool in tools:
+                builder.rng = random.Random(seed_value + offset)
+                builder.other_tool_invoices(tool, invoices)
         counts = builder.flush(session)
     return SeedResult(counts, builder.expected_rejections, tuple(builder.before_cutover))
 
@@ -188,9 +264,12 @@ class _Builder:
         self.registered: dict[int, list[dict[str, Any]]] = defaultdict(list)
         self.expected_rejections: dict[str, tuple[str, str]] = {}
         self.before_cutover: list[str] = []
+        self.unusual_customer_ids: dict[str, int] = {}
 
-    def integrations(self) -> None:
+    def integrations(self, tools: tuple[str, ...]) -> None:
         for integration in INTEGRATIONS:
+            if integration.tool not in tools:
+                continue
             self.rows[IntegrationRow].append(
                 {
                     "id": integration.id,
@@ -211,6 +290,7 @@ class _Builder:
             ("Refused Customer NV", "company", "BE", "Rue Haute 1", "1000", "Brussel"),
             ("Bad Mail Comm.V", "company", "BE", "Nieuwstraat 8", "1000", "Brussel"),
         ]
+        people += [(name, "company", *rest) for name, *rest in UNUSUAL_NAMES]
         for customer_id, (name, kind, country, street, postcode, city) in enumerate(people, start=1):
             vat = None
             if kind == "company":
@@ -235,13 +315,17 @@ class _Builder:
                     "updated_at": SEEDED_AT,
                 }
             )
-            if not name.startswith(("Refused", "Bad Mail")):
+            if name.startswith("Refused"):
+                self.refused_customer_id = customer_id
+            elif name.startswith("Bad Mail"):
+                self.bad_mail_customer_id = customer_id
+            elif (name, country, street, postcode, city) in UNUSUAL_NAMES:
+                self.unusual_customer_ids[country] = customer_id
+            else:
                 self.customers_by_country[country].append(customer_id)
-        self.refused_customer_id = len(people) - 1
-        self.bad_mail_customer_id = len(people)
 
     def regular_invoices(self, count: int) -> None:
-        regular = [i for i in INTEGRATIONS]
+        regular = [i for i in INTEGRATIONS if i.tool == "exact_online"]
         for n in range(count):
             integration = regular[n % len(regular)]
             roll = self.rng.random()
@@ -314,6 +398,46 @@ class _Builder:
             else:
                 self.expected_rejections[number] = expected
 
+    def other_tool_invoices(self, tool: str, count: int) -> None:
+        """The invoices of the Yuki or Twinfield integration: regular ones (as many as one Exact
+        integration gets), two for the customers with unusual names, and two the tool must refuse."""
+        (integration,) = [i for i in INTEGRATIONS if i.tool == tool]
+        for _ in range(max(count // 3, 1)):
+            roll = self.rng.random()
+            status = "draft" if roll < 0.1 else "paid" if roll < 0.3 else "registered"
+            synced = status != "draft" and 0.3 <= roll < 0.45
+            credit = status != "draft" and not synced and roll > 0.92 and self.registered[integration.id]
+            self._invoice(
+                integration,
+                status=status,
+                invoice_date=date(2026, self.rng.randint(2, 11), self.rng.randint(1, 28)),
+                lines=self._lines(integration),
+                already_synced=synced,
+                credit_of=self.rng.choice(self.registered[integration.id]) if credit else None,
+            )
+        for customer_id in self.unusual_customer_ids.values():
+            self._invoice(
+                integration,
+                invoice_date=date(2026, 7, 1),
+                lines=self._lines(integration),
+                customer_id=customer_id,
+            )
+        gl = integration.gl_accounts[0]
+        if tool == "yuki":
+            refusals = [
+                ("12", gl, ("config", "No tax code for VATPercentage 12 & VATType 9")),
+                ("9", gl, ("config", "VAT rate 9% is not mapped")),
+            ]
+        else:
+            refusals = [
+                ("6", gl, ("config", f"btw-code({twinfield.INACTIVE_VAT_CODE})")),
+                ("21", "8020", ("config", "Dimension 8999")),
+            ]
+        for rate, gl_account, expected in refusals:
+            lines = [("Consultancy", Decimal("2"), Decimal("95.00"), rate, gl_account)]
+            number = self._invoice(integration, invoice_date=date(2026, 7, 2), lines=lines)
+            self.expected_rejections[number] = expected
+
     def _lines(self, integration: DemoIntegration) -> list[tuple[str, Decimal, Decimal, str, str]]:
         descriptions = (
             "Consultancy",
@@ -352,7 +476,7 @@ class _Builder:
     ) -> str:
         invoice_id = self.next_invoice_id
         self.next_invoice_id += 1
-        country = "BE" if integration.id == 1 else "NL"
+        country = integration.country
         if credit_of is not None:
             customer_id = credit_of["customer_id"]
             invoice_date = max(invoice_date, credit_of["invoice_date"])

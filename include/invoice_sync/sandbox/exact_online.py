@@ -17,11 +17,10 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import threading
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
@@ -32,10 +31,16 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from invoice_sync.sandbox import odata
-from invoice_sync.sandbox.clock import SandboxClock
 from invoice_sync.sandbox.exact_fixtures import DivisionFixture, ExactFixtures, default_fixtures, fixture_guid
-from invoice_sync.sandbox.faults import CannedResponse, FaultInjector, FaultMiddleware, Scope, route_path
-from invoice_sync.sandbox.stats import CallStats, CallStatsMiddleware
+from invoice_sync.sandbox.faults import CannedResponse, Scope, route_path
+from invoice_sync.sandbox.simulator import (
+    CONTROL_PREFIX,
+    Simulator,
+    SimulatorConfig,
+    add_consent_route,
+    create_simulator_app,
+)
+from invoice_sync.sandbox.simulator import OAuthError as OAuthError  # raised by the token endpoint
 
 TOOL = "exact"
 SIMULATOR = "ExactOnlineSandbox"
@@ -46,7 +51,6 @@ AUTH_CODE_LIFETIME_S = 180
 ERROR_BUDGET_WINDOW = timedelta(hours=1)
 MAX_URL_LENGTH = 6000
 PAGE_SIZE = 60
-CONTROL_PREFIX = "/_sandbox"
 
 JOURNAL_TYPE_SALES = 20
 ENTRY_TYPE_SALES = 20
@@ -117,22 +121,13 @@ class ExactApiError(Exception):
         self.headers = dict(headers or {})
 
 
-class OAuthError(Exception):
-    """A failing token call; the body follows OAuth 2.0 (``error``, ``error_description``)."""
-
-    def __init__(self, status: int, error: str, description: str | None = None) -> None:
-        super().__init__(description or error)
-        self.status = status
-        self.body = {"error": error} | ({"error_description": description} if description else {})
-
-
 def error_body(message: str) -> dict[str, Any]:
     """Exact's error envelope; clients read ``error.message.value``."""
     return {"error": {"code": "", "message": {"lang": "", "value": message}}}
 
 
 @dataclass(slots=True)
-class ExactConfig:
+class ExactConfig(SimulatorConfig):
     """The switches tests flip through ``POST /_sandbox/config``; defaults are Exact's real values."""
 
     minutely_limit: int = 60
@@ -141,16 +136,6 @@ class ExactConfig:
     error_budget: int = 10
     error_budget_enabled: bool = True
     early_refresh_rule: bool = True
-
-    def updated(self, changes: Mapping[str, Any]) -> ExactConfig:
-        """A copy with ``changes`` applied; unknown keys or wrong types are refused, not ignored."""
-        types = {f.name: type(getattr(self, f.name)) for f in fields(self)}
-        for key, value in changes.items():
-            if key not in types:
-                raise ValueError(f"unknown config key {key!r}; expected one of {sorted(types)}")
-            if type(value) is not types[key]:
-                raise ValueError(f"config {key!r} must be {types[key].__name__}")
-        return replace(self, **dict(changes))
 
 
 @dataclass(slots=True)
@@ -288,42 +273,15 @@ def _next_midnight(moment: datetime) -> datetime:
     return datetime.combine(moment.date() + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
 
 
-class ExactOnlineSandbox:
-    """The simulated Exact Online tenant: app clients, divisions, books, tokens and limits.
+class ExactOnlineSandbox(Simulator[ExactFixtures, ExactConfig]):
+    """The simulated Exact Online tenant: app clients, divisions, books, tokens and limits."""
 
-    Every public method is safe to call from any thread. ``on_change`` (given the persistable state) is
-    called after each mutation, still under the lock, so saves happen in mutation order.
-    """
-
-    def __init__(
-        self,
-        *,
-        time_scale: float = 1.0,
-        fixtures: ExactFixtures | None = None,
-        config: ExactConfig | None = None,
-        saved_state: Mapping[str, Any] | None = None,
-        on_change: Callable[[dict[str, Any]], None] | None = None,
-        seed: int = 0,
-    ) -> None:
-        self.lock = threading.RLock()
-        self.fixtures = fixtures or default_fixtures()
-        self._default_config = config or ExactConfig()
-        self.config = replace(self._default_config)
-        self._on_change = on_change
-        self.stats = CallStats()
-        self.faults = FaultInjector(
-            seed=seed,
-            error_response=lambda status, message: CannedResponse(
-                status, json.dumps(error_body(message)).encode()
-            ),
-            rate_limit_response=self._rate_limit_fault_response,
-            exempt_prefixes=(CONTROL_PREFIX,),
-        )
-        self._books = self._load(saved_state) if saved_state else self._fresh_books()
-        self.clock = SandboxClock(time_scale, start=self._resume_instant(saved_state))
-        self._reset_counters()
+    config_class = ExactConfig
 
     # ----------------------------------------------------------------- state
+
+    def _default_fixtures(self) -> ExactFixtures:
+        return default_fixtures()
 
     def _fresh_books(self) -> _Books:
         books = _Books()
@@ -349,20 +307,6 @@ class ExactOnlineSandbox:
         self._entry_posts: Counter[str] = Counter()
 
     @staticmethod
-    def _resume_instant(saved_state: Mapping[str, Any] | None) -> datetime | None:
-        """Continue sandbox time where a saved run stopped if that lies ahead of the wall clock."""
-        if not saved_state or "saved_at" not in saved_state:
-            return None
-        return max(datetime.now(UTC), saved_state["saved_at"])
-
-    def state(self) -> dict[str, Any]:
-        """The persistable state (books, tokens, booking-number counters) as plain data."""
-        with self.lock:
-            data = asdict(self._books)
-            data["saved_at"] = self.clock.now()
-            return data
-
-    @staticmethod
     def _load(saved: Mapping[str, Any]) -> _Books:
         def by_division(section: Mapping[str, Any]) -> dict[int, Any]:
             return {int(k): v for k, v in section.items()}
@@ -377,25 +321,12 @@ class ExactOnlineSandbox:
             auth_codes={k: _AuthCode(**v) for k, v in saved["auth_codes"].items()},
         )
 
-    def _changed(self) -> None:
-        if self._on_change is not None:
-            self._on_change(self.state())
+    def _restore(self, saved: Mapping[str, Any] | None) -> None:
+        self._books = self._load(saved) if saved else self._fresh_books()
 
-    def reset(self) -> None:
-        """Back to the fixtures: empty books, bootstrap tokens, default config, no faults, no counters."""
-        with self.lock:
-            self._books = self._fresh_books()
-            self.config = replace(self._default_config)
-            self.faults.reset()
-            self.stats.reset()
-            self._reset_counters()
-            self._changed()
-
-    def configure(self, **changes: Any) -> dict[str, Any]:
-        """Change limits and switches (see :class:`ExactConfig`); returns the new configuration."""
-        with self.lock:
-            self.config = self.config.updated(changes)
-            return asdict(self.config)
+    def _persistable(self) -> dict[str, Any]:
+        """Books, tokens and booking-number counters (``asdict`` copies them)."""
+        return asdict(self._books)
 
     # ------------------------------------------------------------------ auth
 
@@ -585,6 +516,10 @@ class ExactOnlineSandbox:
             self._errors[key] = recent
             if len(recent) > self.config.error_budget:
                 self._blocked_until[key] = now + ERROR_BUDGET_WINDOW
+
+    def _fault_error_response(self, status: int, message: str) -> CannedResponse:
+        """An injected error in Exact's error envelope."""
+        return CannedResponse(status, json.dumps(error_body(message)).encode())
 
     def _rate_limit_fault_response(self, scope: Scope) -> CannedResponse:
         """An injected 429 that looks like the real one, with the caller's actual daily counters."""
@@ -1113,6 +1048,7 @@ def _add_token_route(app: FastAPI, sandbox: ExactOnlineSandbox) -> None:
 
 
 def _add_control_routes(app: FastAPI, sandbox: ExactOnlineSandbox) -> None:
+    """Exact's own control routes, next to the common ones of :func:`~.simulator.add_control_routes`."""
     prefix = CONTROL_PREFIX
 
     @app.get(f"{prefix}/entries")
@@ -1123,67 +1059,17 @@ def _add_control_routes(app: FastAPI, sandbox: ExactOnlineSandbox) -> None:
     def accounts(division: int | None = None) -> list[dict[str, Any]]:
         return sandbox.accounts(division)
 
-    @app.get(f"{prefix}/stats")
-    def stats() -> dict[str, Any]:
-        return sandbox.stats_snapshot()
-
-    @app.get(f"{prefix}/faults")
-    def get_faults() -> list[dict[str, Any]]:
-        return sandbox.faults.rules()
-
-    @app.post(f"{prefix}/faults")
-    async def set_faults(request: Request) -> Response:
-        try:
-            sandbox.faults.set_rules(json.loads(await request.body()))
-        except (ValueError, TypeError) as exc:
-            return _json({"error": str(exc)}, 400)
-        return _json(sandbox.faults.rules())
-
-    @app.delete(f"{prefix}/faults")
-    def clear_faults() -> list[dict[str, Any]]:
-        sandbox.faults.clear()
-        return []
-
-    @app.post(f"{prefix}/consent")
-    async def consent(request: Request) -> Response:
-        body = json.loads(await request.body() or b"{}")
-        try:
-            return _json(sandbox.consent(body.get("client_id", ""), body.get("divisions")))
-        except ValueError as exc:
-            return _json({"error": str(exc)}, 400)
-
-    @app.post(f"{prefix}/expire-tokens")
-    def expire_tokens() -> dict[str, int]:
-        return {"expired": sandbox.expire_tokens()}
-
-    @app.get(f"{prefix}/config")
-    def get_config() -> dict[str, Any]:
-        return asdict(sandbox.config)
-
-    @app.post(f"{prefix}/config")
-    async def set_config(request: Request) -> Response:
-        try:
-            return _json(sandbox.configure(**json.loads(await request.body() or b"{}")))
-        except (ValueError, TypeError) as exc:
-            return _json({"error": str(exc)}, 400)
-
-    @app.post(f"{prefix}/reset")
-    def reset() -> dict[str, str]:
-        sandbox.reset()
-        return {"status": "reset"}
+    add_consent_route(app, sandbox.consent, "divisions")
 
 
 def create_app(sandbox: ExactOnlineSandbox) -> FastAPI:
     """The Exact Online API of ``sandbox`` as an ASGI app (mounted at ``/exact`` by the server)."""
-    app = FastAPI(title="Exact Online sandbox", openapi_url=None, docs_url=None, redoc_url=None)
+    app = create_simulator_app(
+        "Exact Online sandbox", sandbox, _add_token_route, _add_api_routes, _add_control_routes
+    )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         return _json(error_body(str(exc.detail)), exc.status_code)
 
-    _add_token_route(app, sandbox)
-    _add_api_routes(app, sandbox)
-    _add_control_routes(app, sandbox)
-    app.add_middleware(CallStatsMiddleware, stats=sandbox.stats, exempt_prefixes=(CONTROL_PREFIX,))
-    app.add_middleware(FaultMiddleware, injector=sandbox.faults)
     return app

@@ -30,6 +30,8 @@ TWINFIELD_MOUNT = "/twinfield"
 
 SIMULATORS: dict[str, tuple[str, str]] = {
     "exact": (EXACT_MOUNT, "invoice_sync.sandbox.exact_online"),
+    "twinfield": (TWINFIELD_MOUNT, "invoice_sync.sandbox.twinfield"),
+    "yuki": (YUKI_MOUNT, "invoice_sync.sandbox.yuki"),
 }
 """State-file section (the module's ``TOOL``) -> (mount, module). Each module has a simulator class
 named in its ``SIMULATOR`` (constructed with ``time_scale``, ``saved_state`` and ``on_change``, with

@@ -46,12 +46,24 @@ class CallStats:
 
 
 class CallStatsMiddleware:
-    """Records the final status of every HTTP request under the route template that served it."""
+    """Records the final status of every HTTP request under the route template that served it.
 
-    def __init__(self, app: ASGIApp, stats: CallStats, exempt_prefixes: tuple[str, ...] = ()) -> None:
+    One SOAP endpoint serves every operation of a tool, and tests count the operations apart. So a handler
+    may name the operation it served in the scope under ``operation_key``; that name is appended to the
+    template (``POST /cluster/webservices/processxml.asmx#ProcessXmlString/transactions``).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        stats: CallStats,
+        exempt_prefixes: tuple[str, ...] = (),
+        operation_key: str | None = None,
+    ) -> None:
         self.app = app
         self.stats = stats
         self.exempt_prefixes = exempt_prefixes
+        self.operation_key = operation_key
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -72,4 +84,5 @@ class CallStatsMiddleware:
             route = scope.get("route")
             template = UNMATCHED_ROUTE if route is outer_route else getattr(route, "path", UNMATCHED_ROUTE)
             if not template.startswith(self.exempt_prefixes):
-                self.stats.record(scope["method"], template, status)
+                operation = scope.get(self.operation_key, "") if self.operation_key else ""
+                self.stats.record(scope["method"], template + operation, status)

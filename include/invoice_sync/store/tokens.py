@@ -102,7 +102,8 @@ class SqlTokenVault:
             pass  # another process created it first
 
     def _token_set(self, row: TokenRow | None) -> TokenSet | None:
-        if row is None or not row.access_token or not row.refresh_token or row.expires_at is None:
+        # An empty refresh token is a session that cannot be refreshed (Yuki), not a missing one.
+        if row is None or not row.access_token or row.refresh_token is None or row.expires_at is None:
             return None
         access, refresh = self._cipher.open(row.access_token), self._cipher.open(row.refresh_token)
         assert access is not None and refresh is not None

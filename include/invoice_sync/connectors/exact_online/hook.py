@@ -26,8 +26,8 @@ import requests
 
 from invoice_sync.connectors.base import TokenSet, TokenVault
 from invoice_sync.connectors.exact_online.errors import classify, error_text
-from invoice_sync.connectors.hooks import AccountingHook, url_path
-from invoice_sync.connectors.http import RateBudget, Window, mask_tokens
+from invoice_sync.connectors.hooks import AccountingHook, StoredToken, url_path
+from invoice_sync.connectors.http import RateBudget, Window
 from invoice_sync.domain.errors import (
     AuthError,
     QuotaExceededError,
@@ -94,9 +94,10 @@ class ExactOnlineHook(AccountingHook):
         self.division = division
         self.budget = budget or RateBudget(label=self.context, sleep=sleep)
         self._max_throttled = max_throttled
-        self._refresh_margin = timedelta(seconds=refresh_margin_s)
         self._clock = clock
-        self._tokens: TokenSet | None = None
+        self._token = StoredToken(
+            vault, exact_online_conn_id, margin=timedelta(seconds=refresh_margin_s), clock=clock
+        )
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -210,33 +211,11 @@ class ExactOnlineHook(AccountingHook):
     # -- OAuth2 -----------------------------------------------------------------------------------
 
     def _access_token(self, *, rejected: str | None = None) -> str:
-        """A usable access token, refreshing through the vault when needed.
+        """A usable access token, refreshed through the vault when needed (see :class:`StoredToken`).
 
         :param rejected: an access token Exact just refused with 401: refresh even if it looks valid.
         """
-        tokens = self._tokens or self.vault.load(self.exact_online_conn_id)
-        if tokens is None or rejected is not None or not self._fresh(tokens):
-            tokens = self.vault.refresh(self.exact_online_conn_id, self._refresher(rejected))
-        if tokens is not self._tokens:
-            mask_tokens(tokens)
-        self._tokens = tokens
-        return tokens.access_token
-
-    def _fresh(self, tokens: TokenSet) -> bool:
-        expires_at = tokens.expires_at
-        if expires_at.tzinfo is None:  # stores may hand back naive UTC
-            expires_at = expires_at.replace(tzinfo=UTC)
-        return expires_at - self._clock() > self._refresh_margin
-
-    def _refresher(self, rejected: str | None) -> Callable[[TokenSet | None], TokenSet]:
-        def refresher(current: TokenSet | None) -> TokenSet:
-            # Runs under the vault's lock with the tokens stored *now*: another worker may have
-            # rotated them while we waited, and spending its refresh token again would kill it.
-            if current is not None and current.access_token != rejected and self._fresh(current):
-                return current
-            return self._request_tokens(current)
-
-        return refresher
+        return self._token.get(self._request_tokens, rejected=rejected)
 
     def _request_tokens(self, current: TokenSet | None) -> TokenSet:
         """Spend the stored refresh token (or the consent's) on a new token pair."""

@@ -7,17 +7,23 @@ invoice before it costs a call: every refused call counts toward Exact's 10-erro
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from decimal import ROUND_HALF_UP, Decimal
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
 from typing import Any
 
+from invoice_sync.connectors.amounts import (
+    gl_account_for,
+    line_vat_amounts,
+    money,
+    vat_code_for,
+    vat_rounding_problem,
+)
 from invoice_sync.domain.models import (
     Customer,
     ErrorClass,
     IntegrationSettings,
     Invoice,
     InvoiceKind,
-    InvoiceLine,
     Problem,
     rate_key,
 )
@@ -63,8 +69,6 @@ FILTER_MAX_ENCODED = 4500
 FILTER_BATCH = 40
 """How many ``or`` terms one ``$filter`` holds (as ossobv does); far below the 6,000-char URL cap."""
 
-CENT = Decimal("0.01")
-
 
 def account_code(customer_id: int | str) -> str:
     """Exact account ``Code`` for one of our customers: its id, right-aligned in 18 characters.
@@ -100,11 +104,6 @@ def batches(items: Sequence[str], size: int = FILTER_BATCH) -> list[Sequence[str
     return [items[start : start + size] for start in range(0, len(items), size)]
 
 
-def money(amount: Decimal) -> str:
-    """An amount as Exact gets it: a decimal string with exactly two places (never a float)."""
-    return format(amount.quantize(CENT, rounding=ROUND_HALF_UP), "f")
-
-
 def account_payload(customer: Customer) -> dict[str, Any]:
     """The ``crm/Accounts`` body that creates ``customer`` as an Exact customer (``Status`` C).
 
@@ -135,40 +134,6 @@ def journals(settings: IntegrationSettings) -> list[str]:
     """Every journal this integration books in: lookups ignore entries in any other journal."""
     found = [code for code in (settings.journal, settings.credit_note_journal) if code]
     return list(dict.fromkeys(found))
-
-
-def gl_account_for(line: InvoiceLine, settings: IntegrationSettings) -> str | None:
-    """G/L account GUID of a line: its own account's mapping, else the integration's default."""
-    if line.gl_account and line.gl_account in settings.gl_accounts:
-        return settings.gl_accounts[line.gl_account]
-    return settings.default_gl_account
-
-
-def vat_code_for(line: InvoiceLine, settings: IntegrationSettings) -> str | None:
-    """Exact VAT code mapped for the line's VAT rate, or ``None`` when the rate is not mapped."""
-    return settings.vat_codes.get(rate_key(line.vat_rate))
-
-
-def line_vat(line: InvoiceLine) -> Decimal:
-    """A line's VAT on its own, rounded half up to the cent."""
-    return (line.amount * line.vat_rate / 100).quantize(CENT, rounding=ROUND_HALF_UP)
-
-
-def line_vat_amounts(lines: Sequence[InvoiceLine], total_vat: Decimal) -> list[Decimal]:
-    """Per-line VAT that adds up to ``total_vat`` exactly.
-
-    Each line's VAT is rounded half up to the cent; what the rounding leaves over (the app rounds the
-    total, not each line) goes to the line with the largest amount, where it changes the effective rate
-    least. It is never dropped, because Exact must book what the invoice says, to the cent.
-    """
-    amounts = [line_vat(line) for line in lines]
-    if not amounts:
-        return amounts
-    remainder = total_vat.quantize(CENT, rounding=ROUND_HALF_UP) - sum(amounts, Decimal("0"))
-    if remainder:
-        largest = max(range(len(lines)), key=lambda index: abs(lines[index].amount))
-        amounts[largest] += remainder
-    return amounts
 
 
 def sales_entry_payload(
@@ -254,7 +219,8 @@ def validate(invoice: Invoice, settings: IntegrationSettings) -> list[Problem]:
                 f"{LINE_DESCRIPTION_MAX} characters Exact accepts (it has {len(line.description)}); "
                 "shorten it in the app"
             )
-    _check_vat_rounding(invoice, data)
+    if (rounding := vat_rounding_problem(invoice)) is not None:
+        data(rounding)
     return problems
 
 
@@ -274,19 +240,3 @@ def account_problems(customer: Customer) -> list[str]:
                 "shorten it in the app"
             )
     return found
-
-
-def _check_vat_rounding(invoice: Invoice, report: Callable[[str], None]) -> None:
-    """Report a VAT total that per-line VAT cannot reach: booking it would not match the app to the cent.
-
-    A VAT total may differ from the sum of the rounded line VAT by at most a cent a line (that is the
-    rounding :func:`line_vat_amounts` books); anything more is a broken invoice, not rounding.
-    """
-    if not invoice.lines:
-        return
-    rounded = sum((line_vat(line) for line in invoice.lines), Decimal("0"))
-    if abs(invoice.total_vat - rounded) > CENT * len(invoice.lines):
-        report(
-            f"Invoice {invoice.number}: its VAT total {money(invoice.total_vat)} does not match "
-            f"its lines' VAT {money(rounded)}"
-        )

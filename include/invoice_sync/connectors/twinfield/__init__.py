@@ -1,0 +1,19 @@
+"""Twinfield: sales transactions and debtor dimensions over OAuth2 and the ProcessXml SOAP service.
+
+``hook`` does the I/O (OAuth2 through the token vault, the cluster URL, credits, faults), ``mapping``
+holds the pure ProcessXml rules, ``errors`` sorts Twinfield's texts into error classes, and ``connector``
+puts them behind the engine's ``Connector`` contract.
+
+Integration settings: ``extra.office`` (office code), ``journal`` (sales daybook, e.g. ``VRK``),
+``credit_note_journal`` (optional, default the same), ``extra.debtors_account`` (debtors control account
+of the total line), ``vat_codes`` (app rate -> Twinfield VAT code), ``gl_accounts`` and
+``default_gl_account`` (app GL -> Twinfield revenue account) and ``extra.customer_code_offset`` (default
+1000: debtor code = offset + customer id).
+"""
+
+from __future__ import annotations
+
+from invoice_sync.connectors.twinfield.connector import TwinfieldConnector, build_connector
+from invoice_sync.connectors.twinfield.hook import TwinfieldHook
+
+__all__ = ["TwinfieldConnector", "TwinfieldHook", "build_connector"]

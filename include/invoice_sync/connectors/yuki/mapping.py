@@ -1,0 +1,247 @@
+"""Pure mapping between the invoicing app's value objects and Yuki's ``SalesInvoices`` document (no I/O).
+
+Kept apart from the client so the rules that decide what Yuki books (signs, VAT cents, VAT types, GL
+accounts) are tested without a network, and so :func:`validate` can refuse an invoice before it is sent:
+Yuki checks the whole document against its schema first, so one too-long name would refuse every invoice
+of the call, and each faulty invoice counts toward the six after which Yuki stops processing a call.
+
+Decisions (Yuki's behaviour behind them is unconfirmed where noted):
+
+- ``Reference`` is our invoice number: it is Yuki's registration number for us and how a lookup finds the
+  invoice again. ``Contact/ContactCode`` is our customer id, so Yuki matches the same contact every time.
+- Amounts: each line carries ``LineAmount`` and ``LineVATAmount`` so Yuki books exactly the app's totals;
+  the app rounds VAT on the total, so the cents that per-line rounding leaves over are spread one by one
+  over the largest lines (:func:`line_vat_amounts`). ``SalesPrice`` is the unit price when it has at most
+  two decimals and times the quantity gives the line amount; otherwise the line goes as quantity 1 at the
+  line amount (Yuki refuses prices with more than two decimals).
+- Credit notes are stored with positive amounts in the app; they go to Yuki with a negative quantity (and
+  negative ``LineAmount``/``LineVATAmount``) at a positive price, the way a credit line is keyed in Yuki.
+- Products: Yuki matches products on their description and overwrites their price, VAT and GL account
+  from each invoice. One product per Yuki GL account and VAT rate ("Sales 7000 21%") keeps Yuki's product
+  list small; the line's own text goes into ``InvoiceLine/Description``.
+- ``Process=true`` (book, not draft) and ``EmailToCustomer=false``: the app already sent the invoice, and
+  the Minimal bundle with the Sales web-service feature allows only this combination.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+
+from lxml import etree
+
+from invoice_sync.connectors.amounts import (
+    CENT,
+    gl_account_for,
+    line_vat_amounts,
+    money,
+    vat_code_for,
+    vat_rounding_problem,
+)
+from invoice_sync.connectors.soap import child, element
+from invoice_sync.domain.models import (
+    Customer,
+    CustomerKind,
+    ErrorClass,
+    IntegrationSettings,
+    Invoice,
+    InvoiceKind,
+    InvoiceLine,
+    Problem,
+    rate_key,
+)
+
+SALES_INVOICES_NS = "urn:xmlns:http://www.theyukicompany.com:salesinvoices"
+
+MAX_LENGTHS = {
+    "Reference": 50,
+    "Subject": 250,
+    "ContactCode": 50,
+    "FullName": 100,
+    "AddressLine_1": 100,
+    "City": 50,
+    "Zipcode": 20,
+    "VATNumber": 30,
+    "EmailAddress": 100,
+    "Description": 250,
+}
+"""Longest value we send per element. Yuki's schema facets are unconfirmed; these are what the sandbox
+enforces. A longer value would make Yuki refuse the whole call, so :func:`validate` reports it first."""
+
+_FIELD_NAMES = {
+    "FullName": "name",
+    "AddressLine_1": "address",
+    "City": "city",
+    "Zipcode": "postcode",
+    "VATNumber": "VAT number",
+    "EmailAddress": "e-mail address",
+}
+
+
+def administration_label(settings: IntegrationSettings) -> str:
+    """How messages name the administration: its name, else its GUID."""
+    extra = settings.extra
+    return str(extra.get("administration") or extra.get("administration_id") or "(not set)")
+
+
+def number(value: Decimal) -> str:
+    """A quantity or percentage without trailing zeros (``2.50`` -> ``2.5``, ``21.00`` -> ``21``)."""
+    text = format(value.normalize(), "f")
+    return "0" if text in ("-0", "") else text
+
+
+def contact_code(customer_id: int) -> str:
+    """Yuki ``ContactCode`` of one of our customers: its id, as text."""
+    return str(customer_id)
+
+
+def quantity_and_price(line: InvoiceLine) -> tuple[Decimal, Decimal]:
+    """``(ProductQuantity, SalesPrice)`` for a line: its own when they give its amount with a price of at
+    most two decimals, else ``(1, amount)``."""
+    if line.quantity and line.unit_price == line.unit_price.quantize(CENT):
+        if (line.quantity * line.unit_price).quantize(CENT) == line.amount:
+            return line.quantity, line.unit_price
+    return Decimal(1), line.amount
+
+
+def product_description(gl_account: str, vat_rate: Decimal) -> str:
+    return f"Sales {gl_account} {rate_key(vat_rate)}%"
+
+
+def sales_invoice(invoice: Invoice, settings: IntegrationSettings) -> etree._Element:
+    """The ``SalesInvoice`` element that books ``invoice``; its contact is matched by our customer id.
+
+    Call :func:`validate` first; this raises ``ValueError`` for what validation reports.
+    """
+    problems = validate(invoice, settings)
+    if problems:
+        raise ValueError("; ".join(problem.message for problem in problems))
+    assert invoice.customer is not None and invoice.number is not None
+    credit = invoice.kind is InvoiceKind.CREDIT_NOTE
+    sign = Decimal(-1) if credit else Decimal(1)
+    node = element(SALES_INVOICES_NS, "SalesInvoice")
+    child(node, "Reference", invoice.number)
+    child(node, "Subject", f"{'Credit note' if credit else 'Invoice'} {invoice.number}")
+    child(node, "Process", "true")
+    child(node, "EmailToCustomer", "false")
+    child(node, "Date", invoice.invoice_date.isoformat())
+    if invoice.due_date is not None:
+        child(node, "DueDate", invoice.due_date.isoformat())
+    child(node, "Currency", invoice.currency)
+    _contact(child(node, "Contact"), invoice.customer)
+    lines = child(node, "InvoiceLines")
+    vat_amounts = line_vat_amounts(invoice.lines, invoice.total_vat)
+    for line, vat_amount in zip(invoice.lines, vat_amounts, strict=True):
+        gl_account = gl_account_for(line, settings) or ""
+        quantity, price = quantity_and_price(line)
+        row = child(lines, "InvoiceLine")
+        child(row, "Description", line.description or product_description(gl_account, line.vat_rate))
+        child(row, "ProductQuantity", number(sign * quantity))
+        product = child(row, "Product")
+        child(product, "Description", product_description(gl_account, line.vat_rate))
+        child(product, "Reference", f"{gl_account}-{rate_key(line.vat_rate)}")
+        child(product, "SalesPrice", money(price))
+        child(product, "VATPercentage", rate_key(line.vat_rate))
+        child(product, "VATIncluded", "false")
+        child(product, "VATType", vat_code_for(line, settings))
+        child(product, "GLAccountCode", gl_account)
+        child(row, "LineAmount", money(sign * line.amount))
+        child(row, "LineVATAmount", money(sign * vat_amount))
+    return node
+
+
+def _contact(node: etree._Element, customer: Customer) -> None:
+    """Fill ``Contact`` in the schema's order; empty fields are left out so Yuki's defaults apply."""
+    fields = (
+        ("ContactCode", contact_code(customer.id)),
+        ("FullName", customer.name),
+        ("CountryCode", (customer.country_code or "").upper()),
+        ("City", customer.city),
+        ("Zipcode", customer.postcode),
+        ("AddressLine_1", customer.address_line1),
+        ("VATNumber", customer.vat_number),
+        ("ContactType", "Person" if customer.kind is CustomerKind.CONTACT else "Company"),
+        ("EmailAddress", customer.email),
+    )
+    for name, value in fields:
+        if value:
+            child(node, name, value)
+
+
+def sales_invoices(invoices: Sequence[etree._Element]) -> etree._Element:
+    """The ``xmlDoc`` root holding the ``SalesInvoice`` elements of one call."""
+    root = element(SALES_INVOICES_NS, "SalesInvoices")
+    for invoice in invoices:
+        root.append(invoice)
+    return root
+
+
+def validate(invoice: Invoice, settings: IntegrationSettings) -> list[Problem]:
+    """Everything Yuki would refuse that we can see without asking it.
+
+    Config problems name the setting to change; data problems name the invoice. Messages are for a
+    bookkeeper, e.g. "VAT rate 9% is not mapped to a Yuki VAT type for administration Demo Yuki BV".
+    """
+    where = f"administration {administration_label(settings)}"
+    problems: list[Problem] = []
+
+    def config(message: str) -> None:
+        problems.append(Problem(ErrorClass.CONFIG, message))
+
+    def data(message: str) -> None:
+        problems.append(Problem(ErrorClass.DATA, message))
+
+    if not settings.extra.get("administration_id") and not settings.extra.get("administration"):
+        config("No Yuki administration is set for this integration (administration_id or administration)")
+    for rate in dict.fromkeys(rate_key(line.vat_rate) for line in invoice.lines):
+        if rate not in settings.vat_codes:
+            config(f"VAT rate {rate}% is not mapped to a Yuki VAT type for {where}")
+    for account in dict.fromkeys(line.gl_account for line in invoice.lines):
+        if account not in settings.gl_accounts and not settings.default_gl_account:
+            what = f"GL account {account}" if account else "Lines without a GL account"
+            config(f"{what} is not mapped to a Yuki GL account code for {where}, and no default is set")
+
+    # A missing number or customer, no lines and totals the lines do not produce are refused for every
+    # tool by invoice_sync.domain.rules; here only what is particular to Yuki.
+    label = f"{'Credit note' if invoice.kind is InvoiceKind.CREDIT_NOTE else 'Invoice'} {invoice.number}"
+    if invoice.number and len(invoice.number) > MAX_LENGTHS["Reference"]:
+        data(
+            f"{label}: the number is longer than the {MAX_LENGTHS['Reference']} characters of Yuki's "
+            "Reference"
+        )
+    if invoice.customer is not None:
+        for message in contact_problems(invoice.customer):
+            data(f"{label}: {message}")
+    for line in invoice.lines:
+        if len(line.description or "") > MAX_LENGTHS["Description"]:
+            data(
+                f"{label}: the description of line {line.position} is longer than the "
+                f"{MAX_LENGTHS['Description']} characters Yuki accepts (it has {len(line.description)})"
+            )
+        if line.amount != line.amount.quantize(CENT):
+            data(f"{label}: line {line.position} has an amount with more than two decimals ({line.amount})")
+    if (rounding := vat_rounding_problem(invoice)) is not None:
+        data(rounding)
+    return problems
+
+
+def contact_problems(customer: Customer) -> list[str]:
+    """Fields of ``customer`` longer than Yuki's contact accepts (see ``MAX_LENGTHS``)."""
+    found = []
+    values = {
+        "FullName": customer.name,
+        "AddressLine_1": customer.address_line1,
+        "City": customer.city,
+        "Zipcode": customer.postcode,
+        "VATNumber": customer.vat_number,
+        "EmailAddress": customer.email,
+    }
+    for name, value in values.items():
+        limit = MAX_LENGTHS[name]
+        if value and len(value) > limit:
+            found.append(
+                f"the {_FIELD_NAMES[name]} of customer {customer.name[:60]} (#{customer.id}) is longer than "
+                f"the {limit} characters Yuki accepts for a contact (it has {len(value)}); "
+                "shorten it in the app"
+            )
+    return found

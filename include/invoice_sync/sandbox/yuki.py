@@ -1,0 +1,1124 @@
+"""A faithful simulator of Yuki's SOAP web services (sales invoices, outstanding items, contacts).
+
+Reference: ``shared/reference/yuki.md``. What the connector depends on is reproduced: SOAP 1.1 ASMX
+services at ``/ws/<Service>.asmx`` with the operation named twice (``SOAPAction`` header and body element),
+``Authenticate`` with a web-service access key giving a 24-hour session, the parameter spellings
+(``sessionId``/``administrationId`` on ``ProcessSalesInvoices``, ``sessionID``/``administrationID``
+elsewhere), the key's service rights, the per-domain daily call counter, and ``ProcessSalesInvoices``
+with its two stages: the whole ``xmlDoc`` is checked against the schema first, then invoices are
+handled one at a time (contacts matched by ``ContactCode`` or name + address, else created; a faulty
+invoice leaves nothing behind; processing stops after six faulty invoices).
+
+Choices where the reference says "unconfirmed" (each is what the connector is tested against):
+
+- Schema failure: answered with HTTP 200 and a ``SalesInvoicesImportResponse`` that holds no ``Invoice``
+  results, all totals 0 and one root-level ``Message`` with the validation text; nothing is processed.
+- Elements the reference lists only as "also sent by one client" (``LineAmount``, ``LineVATAmount``,
+  ``Contact/EmailAddress``, ``PurchaseOrderNumber``, ...) are accepted at the end of their sequence.
+  Required: ``Reference``, ``Process``, ``EmailToCustomer``, ``Date``, ``Contact/FullName``, at least one
+  ``InvoiceLine`` with ``ProductQuantity`` and ``Product{Description, SalesPrice, VATPercentage, VATType}``.
+  String lengths are limited as in :data:`MAX_LENGTHS`.
+- Skipped invoices (after the sixth faulty one) get no ``Invoice`` result; only ``TotalSkipped`` counts them.
+- A reference already used by an invoice of the administration (booked or draft) is refused with
+  "... already exists ... (duplicate invoice number)".
+- Booked invoices are visible to ``CheckOutstandingItemAdmin`` at once; paid items are never hidden.
+- A refused call (bad key, unknown session, quota) does not count toward the daily limit; a quota refusal
+  and an injected 429 count as ``rate_limited``. There is no per-minute limit.
+
+:class:`YukiSandbox` holds the state behind one re-entrant lock; :func:`create_app` exposes it over HTTP,
+with the common control API under ``/_sandbox``.
+"""
+
+from __future__ import annotations
+
+import copy
+import secrets
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from lxml import etree
+
+from invoice_sync.sandbox import yuki_fixtures as fx
+from invoice_sync.sandbox.faults import CannedResponse, Scope
+from invoice_sync.sandbox.simulator import (
+    CONTROL_PREFIX,
+    Simulator,
+    SimulatorConfig,
+    create_simulator_app,
+    json_ready,
+)
+from invoice_sync.sandbox.yuki_fixtures import AccessKeyFixture, AdministrationFixture, YukiFixtures
+
+TOOL = "yuki"
+SIMULATOR = "YukiSandbox"
+"""The simulator class the sandbox server builds (see :data:`invoice_sync.sandbox.server.SIMULATORS`)."""
+
+SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
+YUKI_NS = "http://www.theyukicompany.com/"
+SALES_INVOICES_NS = "urn:xmlns:http://www.theyukicompany.com:salesinvoices"
+SALES_RESPONSE_NS = "urn:xmlns:http://www.theyukicompany.com:salesinvoicesresponse"
+SESSION_LIFETIME = timedelta(hours=24)
+MAX_FAULTY_INVOICES = 6
+CONTACT_PAGE_SIZE = 100
+_CENT = Decimal("0.01")
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False, remove_comments=True)
+
+MAX_LENGTHS = {
+    "Reference": 50,
+    "Subject": 250,
+    "ContactCode": 50,
+    "FullName": 100,
+    "AddressLine_1": 100,
+    "AddressLine_2": 100,
+    "City": 50,
+    "Zipcode": 20,
+    "CountryCode": 2,
+    "VATNumber": 30,
+    "EmailAddress": 100,
+    "Description": 250,
+    "Currency": 3,
+    "GLAccountCode": 20,
+}
+"""Longest value the simulated schema accepts per element name (Yuki's XSD facets are unconfirmed; the
+connector's mapping checks the same limits before sending, because one too-long value rejects the call)."""
+
+
+# ------------------------------------------------------------------ schema
+
+
+@dataclass(frozen=True, slots=True)
+class _Node:
+    """One element of the simulated ``SalesInvoices.xsd``: name, type, occurrence and children."""
+
+    name: str
+    kind: str = "string"  # string, date, boolean, decimal, int, enum, complex
+    required: bool = False
+    repeat: bool = False
+    min_length: int = 0
+    values: tuple[str, ...] = ()
+    children: tuple[_Node, ...] = ()
+
+
+def _strings(*names: str) -> tuple[_Node, ...]:
+    return tuple(_Node(name) for name in names)
+
+
+_PRODUCT = (
+    _Node("Description", required=True, min_length=1),
+    _Node("Reference", min_length=1),
+    _Node("Category"),
+    _Node("SalesPrice", "decimal", required=True),
+    _Node("VATPercentage", "decimal", required=True),
+    _Node("VATIncluded", "boolean"),
+    _Node("VATType", "int", required=True),
+    _Node("GLAccountCode"),
+    _Node("Remarks"),
+)
+_INVOICE_LINE = (
+    _Node("Description"),
+    _Node("Remarks"),
+    _Node("ProductQuantity", "decimal", required=True),
+    _Node("Product", "complex", required=True, children=_PRODUCT),
+    _Node("AccrualDate", "date"),
+    _Node("AccrualPeriods", "int"),
+    _Node("LineAmount", "decimal"),
+    _Node("LineVATAmount", "decimal"),
+)
+_CONTACT = (
+    _Node("ContactCode"),
+    _Node("FullName", required=True, min_length=1),
+    *_strings("FirstName", "MiddleName", "LastName", "Gender", "CountryCode", "City", "Zipcode"),
+    *_strings("AddressLine_1", "AddressLine_2", "Website", "CoCNumber", "VATNumber"),
+    _Node("ContactType", "enum", values=("Company", "Person")),
+    *_strings("BankAccount", "PhoneHome", "MobileHome", "EmailAddress"),
+)
+_SALES_INVOICE = (
+    _Node("Reference", required=True, min_length=1),
+    _Node("Subject"),
+    _Node("PaymentMethod"),
+    _Node("PaymentID"),
+    _Node("Process", "boolean", required=True),
+    _Node("EmailToCustomer", "boolean", required=True),
+    _Node("Layout"),
+    _Node("Date", "date", required=True),
+    _Node("DueDate", "date"),
+    *_strings("PriceList", "Currency", "ProjectID", "ProjectCode", "Remarks"),
+    _Node("Contact", "complex", required=True, children=_CONTACT),
+    _Node("ContactPerson", "complex", children=_strings("FirstName", "LastName", "Gender", "EmailAddress")),
+    _Node(
+        "InvoiceLines",
+        "complex",
+        required=True,
+        children=(_Node("InvoiceLine", "complex", required=True, repeat=True, children=_INVOICE_LINE),),
+    ),
+    *_strings("PurchaseOrderNumber", "DocumentFileName", "DocumentBase64"),
+    _Node("SentToPeppol", "boolean"),
+)
+_SALES_INVOICES = _Node(
+    "SalesInvoices",
+    "complex",
+    children=(_Node("SalesInvoice", "complex", required=True, repeat=True, children=_SALES_INVOICE),),
+)
+
+
+class SchemaError(Exception):
+    """The ``xmlDoc`` does not satisfy the schema; the whole call is refused with this text."""
+
+
+def _local(node: Any) -> str:
+    return etree.QName(node).localname
+
+
+def _elements(node: Any) -> list[Any]:
+    return [c for c in node if isinstance(c.tag, str)]
+
+
+def _check_value(node: _Node, element: Any) -> None:
+    if _elements(element):
+        raise SchemaError(f"The element '{node.name}' cannot contain child element '{_local(element[0])}'")
+    value = (element.text or "").strip()
+    problem = None
+    if node.kind == "date":
+        problem = None if _iso_date(value) else "date"
+    elif node.kind == "boolean":
+        problem = None if value in ("true", "false", "1", "0") else "boolean"
+    elif node.kind == "decimal":
+        problem = None if _decimal(value) is not None else "decimal"
+    elif node.kind == "int":
+        problem = None if value.lstrip("-").isdigit() else "int"
+    elif node.kind == "enum" and value not in node.values:
+        raise SchemaError(
+            f"The '{node.name}' element is invalid - The value '{value}' is invalid according to its "
+            f"datatype - The Enumeration constraint failed (expected one of {', '.join(node.values)})"
+        )
+    if problem:
+        raise SchemaError(
+            f"The '{node.name}' element is invalid - The value '{value}' is invalid according to its "
+            f"datatype '{problem}'"
+        )
+    limit = MAX_LENGTHS.get(node.name)
+    raw = element.text or ""
+    if node.kind == "string" and limit is not None and len(raw) > limit:
+        raise SchemaError(
+            f"The '{node.name}' element is invalid - The value '{raw[:40]}' is invalid according to its "
+            f"datatype 'String' - The actual length is greater than the MaxLength value ({limit})"
+        )
+    if node.kind == "string" and len(raw) < node.min_length:
+        raise SchemaError(
+            f"The '{node.name}' element is invalid - The value '' is invalid according to its datatype "
+            f"'String' - The actual length is less than the MinLength value ({node.min_length})"
+        )
+
+
+def _check_element(node: _Node, element: Any) -> None:
+    """Check ``element`` against ``node`` like an XSD ``sequence``: order, occurrence, types."""
+    if node.kind != "complex":
+        _check_value(node, element)
+        return
+    if (element.text or "").strip():
+        raise SchemaError(f"The element '{node.name}' cannot contain text")
+    expected = node.children
+    position = 0
+    seen: set[str] = set()
+    for child in _elements(element):
+        name = _local(child)
+        if etree.QName(child).namespace != SALES_INVOICES_NS:
+            raise SchemaError(
+                f"The element '{node.name}' has invalid child element '{name}' in namespace "
+                f"'{etree.QName(child).namespace or ''}'"
+            )
+        match = next((i for i in range(position, len(expected)) if expected[i].name == name), None)
+        missing = [
+            n.name for n in expected[position : match if match is not None else position] if _needed(n, seen)
+        ]
+        if match is None or missing:
+            wanted = missing or [n.name for n in expected[position:]]
+            listed = ", ".join(f"'{w}'" for w in wanted[:6]) or "none"
+            raise SchemaError(
+                f"The element '{node.name}' has invalid child element '{name}'. "
+                f"List of possible elements expected: {listed}."
+            )
+        _check_element(expected[match], child)
+        seen.add(name)
+        position = match if expected[match].repeat else match + 1
+    missing = [n.name for n in expected[position:] if _needed(n, seen)]
+    if missing:
+        raise SchemaError(
+            f"The element '{node.name}' has incomplete content. List of possible elements expected: "
+            f"'{missing[0]}'."
+        )
+
+
+def _needed(node: _Node, seen: set[str]) -> bool:
+    return node.required and node.name not in seen
+
+
+def validate_sales_invoices(root: Any) -> None:
+    """Raise :class:`SchemaError` when ``root`` is not a valid ``SalesInvoices`` document."""
+    if root is None or _local(root) != "SalesInvoices" or etree.QName(root).namespace != SALES_INVOICES_NS:
+        found = f"'{_local(root)}'" if root is not None else "no element"
+        raise SchemaError(
+            f"The xmlDoc must hold a 'SalesInvoices' element in namespace '{SALES_INVOICES_NS}'; "
+            f"found {found}"
+        )
+    invoices = _elements(root)
+    if (root.text or "").strip() or not invoices:
+        raise SchemaError("The element 'SalesInvoices' has incomplete content. Expected: 'SalesInvoice'.")
+    spec = _SALES_INVOICES.children[0]
+    for index, invoice in enumerate(invoices, start=1):
+        if _local(invoice) != "SalesInvoice" or etree.QName(invoice).namespace != SALES_INVOICES_NS:
+            raise SchemaError(f"The element 'SalesInvoices' has invalid child element '{_local(invoice)}'.")
+        try:
+            _check_element(spec, invoice)
+        except SchemaError as exc:
+            reference = _text(invoice, "Reference")
+            raise SchemaError(f"SalesInvoice {index} (Reference '{reference}'): {exc}") from None
+
+
+# ------------------------------------------------------------------ values
+
+
+def _iso_date(value: str) -> date | None:
+    try:
+        return date.fromisoformat(value) if len(value) == 10 else None
+    except ValueError:
+        return None
+
+
+def _decimal(value: str | None) -> Decimal | None:
+    try:
+        number = Decimal((value or "").strip())
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() else None
+
+
+def _boolean(value: str) -> bool:
+    return value.strip() in ("true", "1")
+
+
+def _percentage_key(value: Decimal) -> str:
+    """``21.00`` -> ``"21"``: how a VAT percentage is compared with the tax codes."""
+    return format(value.normalize(), "f") if value else "0"
+
+
+def _cents(amount: Decimal) -> Decimal:
+    return amount.quantize(_CENT, rounding=ROUND_HALF_UP)
+
+
+def _text(node: Any, *path: str) -> str:
+    current = node
+    for name in path:
+        current = (
+            next((c for c in _elements(current) if _local(c) == name), None) if current is not None else None
+        )
+    return (current.text or "").strip() if current is not None else ""
+
+
+def _find(node: Any, name: str) -> Any:
+    return next((c for c in _elements(node) if _local(c) == name), None)
+
+
+to_wire = json_ready
+"""JSON form of internal values for the control API: amounts as strings, instants as ISO text."""
+
+
+# ------------------------------------------------------------------ SOAP
+
+
+class YukiFault(Exception):
+    """A SOAP Fault answer (HTTP 500): ``faultcode`` and the text Yuki puts in ``faultstring``."""
+
+    def __init__(self, text: str, code: str = "soap:Server", *, rate_limited: bool = False) -> None:
+        super().__init__(text)
+        self.text = text
+        self.code = code
+        self.rate_limited = rate_limited
+
+
+def fault_body(text: str, code: str = "soap:Server") -> bytes:
+    envelope = etree.Element(f"{{{SOAP_ENV}}}Envelope", nsmap={"soap": SOAP_ENV})
+    fault = etree.SubElement(etree.SubElement(envelope, f"{{{SOAP_ENV}}}Body"), f"{{{SOAP_ENV}}}Fault")
+    etree.SubElement(fault, "faultcode").text = code
+    etree.SubElement(fault, "faultstring").text = text
+    etree.SubElement(fault, "detail")
+    return etree.tostring(envelope, xml_declaration=True, encoding="utf-8")
+
+
+def _answer(operation: str, result: Any) -> bytes:
+    """``<OperationResponse><OperationResult>result</OperationResult></OperationResponse>`` in an envelope.
+
+    ``result`` is text, an element (appended), or None (an empty result).
+    """
+    envelope = etree.Element(f"{{{SOAP_ENV}}}Envelope", nsmap={"soap": SOAP_ENV})
+    body = etree.SubElement(envelope, f"{{{SOAP_ENV}}}Body")
+    response = etree.SubElement(body, f"{{{YUKI_NS}}}{operation}Response", nsmap={None: YUKI_NS})
+    holder = etree.SubElement(response, f"{{{YUKI_NS}}}{operation}Result")
+    if isinstance(result, str):
+        holder.text = result
+    elif result is not None:
+        holder.append(result)
+    return etree.tostring(envelope, xml_declaration=True, encoding="utf-8")
+
+
+def _yuki(parent: Any, name: str, text: Any = None, **attributes: str) -> Any:
+    """A child in the parent's namespace (results use Yuki's service namespace)."""
+    namespace = etree.QName(parent).namespace
+    node = etree.SubElement(parent, f"{{{namespace}}}{name}" if namespace else name, **attributes)
+    if text is not None:
+        node.text = str(text).lower() if isinstance(text, bool) else str(text)
+    return node
+
+
+def _root(namespace: str, name: str) -> Any:
+    return etree.Element(f"{{{namespace}}}{name}", nsmap={None: namespace})
+
+
+def soap_operation(headers: Mapping[str, str], body: bytes) -> str:
+    """The operation a request names: its ``SOAPAction`` header, else its body element (for fault rules)."""
+    action = headers.get("soapaction", "").strip().strip('"')
+    if action:
+        return action.rsplit("/", 1)[-1]
+    try:
+        envelope = etree.fromstring(body, parser=_PARSER)
+    except etree.XMLSyntaxError:
+        return ""
+    soap_body = _find(envelope, "Body")
+    content = _elements(soap_body)[0] if soap_body is not None and _elements(soap_body) else None
+    return _local(content) if content is not None else ""
+
+
+# ------------------------------------------------------------------ state
+
+
+@dataclass(slots=True)
+class YukiConfig(SimulatorConfig):
+    """The switches tests flip through ``POST /_sandbox/config``; defaults are Yuki's real values."""
+
+    daily_limit: int = fx.DAILY_LIMIT
+    limits_enabled: bool = True
+    response_as_text: bool = False
+    """Answer ``ProcessSalesInvoicesResult`` as escaped XML text instead of child elements."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Caller:
+    """Who makes an admitted call: the key (its rights) and its domain."""
+
+    key: AccessKeyFixture
+    domain_id: str
+
+
+class _InvoiceRefused(Exception):
+    """One invoice failed; its side effects are not committed."""
+
+
+_SERVICE_OPERATIONS: dict[str, frozenset[str]] = {
+    fx.SALES: frozenset({"ProcessSalesInvoices"}),
+    fx.ACCOUNTING: frozenset({"CheckOutstandingItem", "CheckOutstandingItemAdmin"}),
+    fx.ACCOUNTING_INFO: frozenset(),
+    fx.CONTACT: frozenset({"SearchContacts"}),
+}
+_COMMON_OPERATIONS = frozenset({"Authenticate", "Administrations", "AdministrationID"})
+
+
+class YukiSandbox(Simulator[YukiFixtures, YukiConfig]):
+    """The simulated Yuki domain: access keys, sessions, administrations, contacts, invoices, items."""
+
+    config_class = YukiConfig
+
+    # ----------------------------------------------------------------- state
+
+    def _default_fixtures(self) -> YukiFixtures:
+        return fx.default_fixtures()
+
+    def _restore(self, saved: Mapping[str, Any] | None) -> None:
+        saved = saved or {}
+        self._sessions: dict[str, dict[str, Any]] = dict(saved.get("sessions", {}))
+        self._contacts: dict[str, dict[str, dict[str, Any]]] = {
+            domain: dict(rows) for domain, rows in saved.get("contacts", {}).items()
+        }
+        self._invoices: dict[str, list[dict[str, Any]]] = {
+            admin: list(rows) for admin, rows in saved.get("invoices", {}).items()
+        }
+        self._items: dict[str, list[dict[str, Any]]] = {
+            admin: list(rows) for admin, rows in saved.get("items", {}).items()
+        }
+        self._products: dict[str, dict[str, dict[str, Any]]] = {
+            admin: dict(rows) for admin, rows in saved.get("products", {}).items()
+        }
+        self._day_counts: dict[str, dict[str, Any]] = dict(saved.get("day_counts", {}))
+
+    def _reset_counters(self) -> None:
+        self._calls: Counter[str] = Counter()
+        self._rate_limited = 0
+        self._sessions_issued = 0
+        self._create_posts: Counter[str] = Counter()
+
+    def _persistable(self) -> dict[str, Any]:
+        """Sessions, contacts, invoices, items, products and daily call counters (copied)."""
+        data = {
+            "sessions": self._sessions,
+            "contacts": self._contacts,
+            "invoices": self._invoices,
+            "items": self._items,
+            "products": self._products,
+            "day_counts": self._day_counts,
+        }
+        return copy.deepcopy(data)
+
+    # --------------------------------------------------------------- sessions
+
+    def authenticate(self, access_key: str) -> str:
+        """``Authenticate``: a new session id for a valid access key, valid 24 hours (sandbox time)."""
+        with self.lock:
+            key = self.fixtures.key(access_key.strip())
+            if key is None:
+                raise YukiFault("Authentication failed: invalid access key.", "soap:Client")
+            self._count_call(key.domain_id)
+            session = str(uuid.UUID(bytes=secrets.token_bytes(16)))
+            now = self.clock.now()
+            self._sessions[session] = {
+                "key": key.key,
+                "domain_id": key.domain_id,
+                "issued_at": now,
+                "expires_at": now + SESSION_LIFETIME,
+            }
+            self._sessions_issued += 1
+            self._prune_sessions(now)
+            self._changed()
+            return session
+
+    def _prune_sessions(self, now: datetime) -> None:
+        stale = [s for s, row in self._sessions.items() if row["expires_at"] < now - timedelta(days=1)]
+        for session in stale:
+            del self._sessions[session]
+
+    def expire_tokens(self) -> int:
+        """Every session expires now (the next call with one gets the session fault); returns how many."""
+        with self.lock:
+            now = self.clock.now()
+            live = [row for row in self._sessions.values() if row["expires_at"] > now]
+            for row in live:
+                row["expires_at"] = now
+            self._changed()
+            return len(live)
+
+    def admit(self, session_id: str, service: str | None = None) -> _Caller:
+        """Check a session (and the key's right to ``service``) and count the call for its domain."""
+        with self.lock:
+            row = self._sessions.get(session_id.strip())
+            if row is None or row["expires_at"] <= self.clock.now():
+                raise YukiFault(
+                    "Invalid sessionID: the session has expired or does not exist.", "soap:Client"
+                )
+            key = self.fixtures.key(row["key"])
+            if key is None:  # the key was deleted after the session was opened
+                raise YukiFault(
+                    "Invalid access key: the key of this session no longer exists.", "soap:Client"
+                )
+            self._count_call(row["domain_id"])
+            if service is not None and service not in key.services:
+                raise YukiFault(
+                    f"The web service '{service}' is not allowed for this access key "
+                    "(tick the service in the key's rights under Settings > Web services)."
+                )
+            return _Caller(key, row["domain_id"])
+
+    def _count_call(self, domain_id: str) -> None:
+        today = self.clock.now().date().isoformat()
+        counter = self._day_counts.setdefault(domain_id, {"day": today, "count": 0})
+        if counter["day"] != today:
+            counter["day"], counter["count"] = today, 0
+        if self.config.limits_enabled and counter["count"] >= self.config.daily_limit:
+            self._rate_limited += 1
+            raise YukiFault(
+                f"Daily call limit exceeded: this domain has used its {self.config.daily_limit} "
+                "web service calls for today.",
+                rate_limited=True,
+            )
+        counter["count"] += 1
+
+    def calls_today(self, domain_id: str = fx.DOMAIN_ID) -> int:
+        """How many calls the domain made this sandbox day (what its daily limit counts)."""
+        with self.lock:
+            counter = self._day_counts.get(domain_id)
+            today = self.clock.now().date().isoformat()
+            return int(counter["count"]) if counter and counter["day"] == today else 0
+
+    def _administration(self, caller: _Caller, administration_id: str) -> AdministrationFixture:
+        wanted = administration_id.strip().lower()
+        administration = self.fixtures.administrations.get(wanted)
+        if administration is None or wanted not in caller.key.administrations:
+            raise YukiFault(
+                f"Unknown administration ID '{administration_id}', or this access key has no access to it."
+            )
+        return administration
+
+    # ----------------------------------------------------------- operations
+
+    def administrations(self, caller: _Caller) -> list[AdministrationFixture]:
+        return [self.fixtures.administrations[a] for a in caller.key.administrations]
+
+    def administration_id(self, caller: _Caller, name: str) -> str:
+        for administration in self.administrations(caller):
+            if administration.name.strip().lower() == name.strip().lower():
+                return administration.id
+        raise YukiFault(f"Unknown administration name '{name}', or this access key has no access to it.")
+
+    def process_sales_invoices(self, caller: _Caller, administration_id: str, document: Any) -> Any:
+        """``ProcessSalesInvoices``: the ``SalesInvoicesImportResponse`` element for ``document``."""
+        with self.lock:
+            administration = self._administration(caller, administration_id)
+            if not administration.sales_bundle:
+                raise YukiFault(
+                    "This functionality is not available: the administration has no invoicing bundle "
+                    "or 'Yuki Sales Webservice' feature."
+                )
+            response = _root(SALES_RESPONSE_NS, "SalesInvoicesImportResponse")
+            _yuki(response, "TimeStamp", self.clock.now().replace(microsecond=0, tzinfo=None).isoformat())
+            _yuki(response, "AdministrationId", administration.id)
+            totals = [_yuki(response, name, 0) for name in ("TotalSucceeded", "TotalFailed", "TotalSkipped")]
+            try:
+                validate_sales_invoices(document)
+            except SchemaError as exc:
+                _yuki(
+                    response,
+                    "Message",
+                    f"The XML document is not valid according to SalesInvoices.xsd: {exc}",
+                )
+                return response
+            succeeded = failed = skipped = 0
+            for invoice in _elements(document):
+                if failed >= MAX_FAULTY_INVOICES:
+                    skipped += 1
+                    continue
+                reference = _text(invoice, "Reference")
+                self._create_posts[reference] += 1
+                result = _yuki(response, "Invoice")
+                process = _boolean(_text(invoice, "Process"))
+                contact_name = _text(invoice, "Contact", "FullName")
+                try:
+                    booked = self._process_invoice(caller, administration, invoice, process)
+                    message, ok, email_sent = "", True, booked["email_sent"]
+                    succeeded += 1
+                except _InvoiceRefused as exc:
+                    message, ok, process, email_sent = str(exc), False, False, False
+                    failed += 1
+                _yuki(result, "Succeeded", ok)
+                _yuki(result, "Processed", ok and process)
+                _yuki(result, "EmailSent", email_sent)
+                _yuki(result, "Reference", reference)
+                _yuki(result, "Subject", _text(invoice, "Subject"))
+                _yuki(result, "Contact", contact_name)
+                _yuki(result, "Message", message)
+            for node, value in zip(totals, (succeeded, failed, skipped), strict=True):
+                node.text = str(value)
+            if succeeded:
+                self._changed()
+            return response
+
+    def _process_invoice(
+        self, caller: _Caller, administration: AdministrationFixture, invoice: Any, process: bool
+    ) -> dict[str, Any]:
+        """Check and book one invoice; nothing is stored unless every check passes."""
+        reference = _text(invoice, "Reference")
+        invoices = self._invoices.setdefault(administration.id, [])
+        if any(row["reference"] == reference for row in invoices):
+            raise _InvoiceRefused(
+                f"A sales invoice with reference '{reference}' already exists in administration "
+                f"{administration.name} (duplicate invoice number)."
+            )
+        contact, new_contact = self._match_contact(caller.domain_id, _find(invoice, "Contact"))
+        lines = [self._line(administration, line) for line in _elements(_find(invoice, "InvoiceLines"))]
+        email = _boolean(_text(invoice, "EmailToCustomer"))
+        if (
+            email
+            and process
+            and not (contact.get("email") or _text(invoice, "ContactPerson", "EmailAddress"))
+        ):
+            raise _InvoiceRefused("The invoice cannot be e-mailed: the contact has no e-mail address.")
+        # Every check passed: commit the contact, the products, the invoice and its outstanding item.
+        if new_contact:
+            self._contacts.setdefault(caller.domain_id, {})[contact["id"]] = contact
+        products = self._products.setdefault(administration.id, {})
+        for line in lines:
+            products[line["product"]["description"]] = line["product"]
+        now = self.clock.now()
+        invoice_date = date.fromisoformat(_text(invoice, "Date"))
+        due = _text(invoice, "DueDate")
+        total_excl = sum((line["amount"] for line in lines), Decimal("0"))
+        total_vat = sum((line["vat_amount"] for line in lines), Decimal("0"))
+        row: dict[str, Any] = {
+            "reference": reference,
+            "subject": _text(invoice, "Subject"),
+            "administration_id": administration.id,
+            "document_id": str(uuid.uuid4()),
+            "item_id": str(uuid.uuid4()) if process else None,
+            "processed": process,
+            "email_sent": email and process,
+            "date": invoice_date.isoformat(),
+            "due_date": due or None,
+            "currency": _text(invoice, "Currency") or "EUR",
+            "contact_id": contact["id"],
+            "contact_code": contact["code"],
+            "contact_name": contact["name"],
+            "lines": lines,
+            "total_excl_vat": total_excl,
+            "total_vat": total_vat,
+            "total_incl_vat": total_excl + total_vat,
+            "created_at": now,
+        }
+        invoices.append(row)
+        if process:
+            self._items.setdefault(administration.id, []).append(
+                {
+                    "id": row["item_id"],
+                    "reference": reference,
+                    "description": row["subject"] or f"Sales invoice {reference}",
+                    "date": row["date"],
+                    "due_date": row["due_date"] or row["date"],
+                    "original_amount": row["total_incl_vat"],
+                    "open_amount": row["total_incl_vat"],
+                    "contact": contact["name"],
+                    "document_id": row["document_id"],
+                }
+            )
+        return row
+
+    def _match_contact(self, domain_id: str, element: Any) -> tuple[dict[str, Any], bool]:
+        """The domain's contact for an invoice's ``Contact`` block: by ``ContactCode``, else by name and
+        address, else a new one (returned uncommitted). An existing contact is not changed (unconfirmed)."""
+        contacts = self._contacts.setdefault(domain_id, {})
+        code = _text(element, "ContactCode")
+        name = (element.findtext(f"{{{SALES_INVOICES_NS}}}FullName") or "").strip()
+        address = (_text(element, "AddressLine_1"), _text(element, "Zipcode"))
+        for contact in contacts.values():
+            if code and contact["code"] == code:
+                return contact, False
+        if not code:
+            for contact in contacts.values():
+                if contact["name"] == name and (contact["address_line1"], contact["zipcode"]) == address:
+                    return contact, False
+        now = self.clock.now()
+        contact = {
+            "id": str(uuid.uuid4()),
+            "code": code or self._next_contact_code(contacts.values()),
+            "name": name,
+            "type": _text(element, "ContactType") or "Company",
+            "address_line1": address[0],
+            "address_line2": _text(element, "AddressLine_2"),
+            "zipcode": address[1],
+            "city": _text(element, "City"),
+            "country_code": _text(element, "CountryCode"),
+            "vat_number": _text(element, "VATNumber"),
+            "email": _text(element, "EmailAddress"),
+            "active": True,
+            "created_at": now,
+            "modified_at": now,
+        }
+        return contact, True
+
+    @staticmethod
+    def _next_contact_code(contacts: Any) -> str:
+        """Yuki's numbering of a contact created without a code (unconfirmed): highest number + 1."""
+        numbers = [int(c["code"]) for c in contacts if str(c["code"]).isdigit()]
+        return str(max(numbers, default=0) + 1)
+
+    def _line(self, administration: AdministrationFixture, element: Any) -> dict[str, Any]:
+        """One invoice line with its amounts; refuses what Yuki's per-invoice checks refuse."""
+        product = _find(element, "Product")
+        percentage = _decimal(_text(product, "VATPercentage")) or Decimal("0")
+        vat_type = str(int(_text(product, "VATType")))
+        percentage_key = _percentage_key(percentage)
+        if (percentage_key, vat_type) not in administration.tax_codes:
+            raise _InvoiceRefused(f"No tax code for VATPercentage {percentage_key} & VATType {vat_type}")
+        gl_account = _text(product, "GLAccountCode") or administration.default_gl_account
+        if gl_account not in administration.gl_accounts:
+            raise _InvoiceRefused(
+                f"GLAccountCode '{gl_account}' does not exist in administration {administration.name}."
+            )
+        price = _decimal(_text(product, "SalesPrice")) or Decimal("0")
+        if price != price.quantize(_CENT):
+            raise _InvoiceRefused(f"The sales price {price} has too many decimals (at most 2 are allowed).")
+        quantity = _decimal(_text(element, "ProductQuantity")) or Decimal("0")
+        vat_included = _boolean(_text(product, "VATIncluded"))
+        given_amount = _decimal(_text(element, "LineAmount"))
+        given_vat = _decimal(_text(element, "LineVATAmount"))
+        for label, given in (("line amount", given_amount), ("line VAT amount", given_vat)):
+            if given is not None and given != given.quantize(_CENT):
+                raise _InvoiceRefused(f"The {label} {given} has too many decimals (at most 2 are allowed).")
+        if given_amount is not None:
+            amount = given_amount
+        elif vat_included:
+            amount = _cents(quantity * price / (1 + percentage / 100))
+        else:
+            amount = _cents(quantity * price)
+        if given_vat is not None:
+            vat_amount = given_vat
+        elif vat_included and given_amount is None:
+            vat_amount = _cents(quantity * price) - amount
+        else:
+            vat_amount = _cents(amount * percentage / 100)
+        return {
+            "description": _text(element, "Description"),
+            "quantity": quantity,
+            "sales_price": price,
+            "vat_percentage": percentage_key,
+            "vat_type": vat_type,
+            "gl_account": gl_account,
+            "amount": amount,
+            "vat_amount": vat_amount,
+            "product": {
+                "description": _text(product, "Description"),
+                "reference": _text(product, "Reference"),
+                "sales_price": price,
+                "vat_percentage": percentage_key,
+                "vat_type": vat_type,
+                "gl_account": gl_account,
+            },
+        }
+
+    def outstanding_items(
+        self, caller: _Caller, reference: str, administration_id: str | None
+    ) -> list[dict[str, Any]]:
+        """``CheckOutstandingItem(Admin)``: the items whose reference is ``reference``, oldest first."""
+        with self.lock:
+            if administration_id is not None:
+                administrations = [self._administration(caller, administration_id).id]
+            else:
+                administrations = list(caller.key.administrations)
+            return [
+                item
+                for admin in administrations
+                for item in self._items.get(admin, [])
+                if item["reference"] == reference.strip() and item["open_amount"] != 0
+            ]
+
+    def search_contacts(
+        self, caller: _Caller, domain_id: str, option: str, value: str, active: str, page: int
+    ) -> list[dict[str, Any]]:
+        """``SearchContacts``: one page of 100 contacts of the domain, sorted by name."""
+        with self.lock:
+            if domain_id.strip().lower() != caller.domain_id:
+                raise YukiFault(f"Unknown domain ID '{domain_id}', or this access key has no access to it.")
+            wanted = value.strip().lower()
+            fields_by_option = {
+                "All": ("name", "code", "vat_number", "email"),
+                "Name": ("name",),
+                "Code": ("code",),
+                "VATNumber": ("vat_number",),
+                "Email": ("email",),
+                "ID": ("id",),
+            }
+            if option not in fields_by_option and option != "CoCNumber":
+                raise YukiFault(f"Unknown searchOption '{option}'.", "soap:Client")
+            searched = fields_by_option.get(option, ())
+            rows = [
+                c
+                for c in self._contacts.get(caller.domain_id, {}).values()
+                if (not wanted or any(wanted in str(c.get(f) or "").lower() for f in searched))
+                and (active in ("Both", "") or (active == "Active") == c["active"])
+            ]
+            rows.sort(key=lambda c: (c["name"].lower(), c["code"]))
+            start = (max(page, 1) - 1) * CONTACT_PAGE_SIZE
+            return rows[start : start + CONTACT_PAGE_SIZE]
+
+    # ------------------------------------------------------------ Python API
+
+    def add_outstanding_item(
+        self, reference: str, amount: Decimal, *, administration_id: str = fx.ADMINISTRATION_ID
+    ) -> str:
+        """An item booked by hand in Yuki (a memorial entry, say) that carries ``reference``; its id."""
+        with self.lock:
+            item_id = str(uuid.uuid4())
+            today = self.clock.now().date().isoformat()
+            self._items.setdefault(administration_id, []).append(
+                {"id": item_id, "reference": reference, "description": "Manual entry", "date": today,
+                 "due_date": today, "original_amount": amount, "open_amount": amount, "contact": "",
+                 "document_id": str(uuid.uuid4())}
+            )  # fmt: skip
+            self._changed()
+            return item_id
+
+    def mark_paid(self, reference: str, *, administration_id: str = fx.ADMINISTRATION_ID) -> int:
+        """The customer paid: the items of ``reference`` have nothing open any more (and, unconfirmed,
+        ``CheckOutstandingItem(Admin)`` no longer lists them). Returns how many items were settled."""
+        with self.lock:
+            settled = [i for i in self._items.get(administration_id, []) if i["reference"] == reference]
+            for item in settled:
+                item["open_amount"] = Decimal("0")
+            self._changed()
+            return len(settled)
+
+    def booked(self, administration_id: str | None = None) -> list[dict[str, Any]]:
+        """Every booked (``Process=true``) sales invoice, oldest first, with the common contract's keys."""
+        with self.lock:
+            return [
+                {**row, "registration_number": row["reference"], "customer_code": row["contact_code"],
+                 "customer_name": row["contact_name"]}
+                for admin, rows in self._invoices.items()
+                if administration_id is None or admin == administration_id
+                for row in rows
+                if row["processed"]
+            ]  # fmt: skip
+
+    def drafts(self) -> list[dict[str, Any]]:
+        """Sales invoices imported with ``Process=false``."""
+        with self.lock:
+            return [row for rows in self._invoices.values() for row in rows if not row["processed"]]
+
+    def create_posts(self) -> dict[str, int]:
+        """How many times an invoice with each reference was processed (booked or refused).
+
+        Invoices of a call refused as a whole (schema, faults) and skipped invoices are not counted.
+        """
+        with self.lock:
+            return dict(self._create_posts)
+
+    def customers(self, domain_id: str | None = None) -> list[dict[str, Any]]:
+        """Every contact (``code``, ``name``, address, ``vat_number``, ``type``, ``id``)."""
+        with self.lock:
+            return [
+                dict(contact)
+                for domain, contacts in self._contacts.items()
+                if domain_id is None or domain == domain_id
+                for contact in contacts.values()
+            ]
+
+    def stats_snapshot(self) -> dict[str, Any]:
+        """Calls per operation, sessions issued, quota refusals and 429s, faults hit, HTTP statistics."""
+        with self.lock:
+            return {
+                "calls": dict(self._calls),
+                "total": sum(self._calls.values()),
+                "token_refreshes": self._sessions_issued,
+                "rate_limited": self._rate_limited,
+                "faults": self.faults.hits(),
+                "http": self.stats.snapshot(),
+            }
+
+    def _fault_error_response(self, status: int, message: str) -> CannedResponse:
+        return error_response(status, message)
+
+    def _fault_describe(self) -> Callable[[Scope, bytes], str]:
+        """Fault rules match ``/ws/<Service>.asmx#<Operation>``: one path serves many operations."""
+        return lambda scope, body: "#" + soap_operation(_headers(scope), body)
+
+    def _rate_limit_fault_response(self, scope: Scope) -> CannedResponse:
+        """An injected 429 (Yuki's per-minute behaviour is unconfirmed): a plain-text gateway answer."""
+        with self.lock:
+            self._rate_limited += 1
+        return CannedResponse(429, b"Too many requests", (("Retry-After", "60"),), "text/plain")
+
+    # ------------------------------------------------------------ dispatch
+
+    def handle(self, service: str, soap_action: str | None, body: bytes) -> tuple[int, bytes]:
+        """Answer one SOAP request to ``/ws/<service>.asmx``: (HTTP status, envelope)."""
+        try:
+            return 200, self._dispatch(service, soap_action, body)
+        except YukiFault as fault:
+            return 500, fault_body(fault.text, fault.code)
+
+    def _dispatch(self, service: str, soap_action: str | None, body: bytes) -> bytes:
+        action = (soap_action or "").strip().strip('"')
+        known = _COMMON_OPERATIONS | _SERVICE_OPERATIONS[service]
+        operation = action[len(YUKI_NS) :] if action.startswith(YUKI_NS) else None
+        if operation not in known:
+            raise YukiFault(
+                f"Server did not recognize the value of HTTP Header SOAPAction: {action}.", "soap:Client"
+            )
+        try:
+            envelope = etree.fromstring(body, parser=_PARSER)
+        except etree.XMLSyntaxError as exc:
+            raise YukiFault(
+                f"Server was unable to read request. ---> There is an error in XML document ({exc}).",
+                "soap:Client",
+            ) from None
+        soap_body = _find(envelope, "Body") if _local(envelope) == "Envelope" else None
+        content = _elements(soap_body)[0] if soap_body is not None and _elements(soap_body) else None
+        if content is None or etree.QName(content).namespace != YUKI_NS or _local(content) != operation:
+            found = _local(content) if content is not None else "nothing"
+            raise YukiFault(
+                f"Unable to handle request. The action '{action}' does not match the body element '{found}'.",
+                "soap:Client",
+            )
+        with self.lock:
+            self._calls[operation] += 1
+        return _OPERATIONS[operation](self, service, content)
+
+
+def _param(content: Any, name: str) -> str:
+    """A parameter of the operation element (names are case-sensitive, as in ASMX)."""
+    node = content.find(f"{{{YUKI_NS}}}{name}")
+    return (node.text or "").strip() if node is not None else ""
+
+
+def _op_authenticate(sandbox: YukiSandbox, service: str, content: Any) -> bytes:
+    return _answer("Authenticate", sandbox.authenticate(_param(content, "accessKey")))
+
+
+def _op_administrations(sandbox: YukiSandbox, service: str, content: Any) -> bytes:
+    caller = sandbox.admit(_param(content, "sessionID"))
+    holder = _root(YUKI_NS, "Administrations")
+    for administration in sandbox.administrations(caller):
+        node = _yuki(holder, "Administration", ID=administration.id)
+        _yuki(node, "Name", administration.name)
+        _yuki(node, "Country", administration.country)
+        _yuki(node, "VATNumber", administration.vat_number)
+        _yuki(node, "DomainID", administration.domain_id)
+        _yuki(node, "Active", administration.active)
+    return _answer("Administrations", holder)
+
+
+def _op_administration_id(sandbox: YukiSandbox, service: str, content: Any) -> bytes:
+    caller = sandbox.admit(_param(content, "sessionID"))
+    return _answer(
+        "AdministrationID", sandbox.administration_id(caller, _param(content, "administrationName"))
+    )
+
+
+def _op_process_sales_invoices(sandbox: YukiSandbox, service: str, content: Any) -> bytes:
+    caller = sandbox.admit(_param(content, "sessionId"), fx.SALES)
+    holder = content.find(f"{{{YUKI_NS}}}xmlDoc")
+    document = _elements(holder)[0] if holder is not None and _elements(holder) else None
+    response = sandbox.process_sales_invoices(caller, _param(content, "administrationId"), document)
+    if sandbox.config.response_as_text:
+        return _answer("ProcessSalesInvoices", etree.tostring(response, encoding="unicode"))
+    return _answer("ProcessSalesInvoices", response)
+
+
+def _items_answer(operation: str, items: Sequence[Mapping[str, Any]]) -> bytes:
+    holder = _root(YUKI_NS, "OutstandingItems")
+    for item in items:
+        node = _yuki(holder, "Item", ID=item["id"])
+        _yuki(node, "Reference", item["reference"])
+        _yuki(node, "Description", item["description"])
+        _yuki(node, "Contact", item["contact"])
+        _yuki(node, "Date", item["date"])
+        _yuki(node, "DueDate", item["due_date"])
+        _yuki(node, "OriginalAmount", item["original_amount"])
+        _yuki(node, "OpenAmount", item["open_amount"])
+        _yuki(node, "DocumentID", item["document_id"])
+    return _answer(operation, holder)
+
+
+def _op_check_outstanding_item_admin(sandbox: YukiSandbox, service: str, content: Any) -> bytes:
+    caller = sandbox.admit(_param(content, "sessionID"), fx.ACCOUNTING)
+    items = sandbox.outstanding_items(
+        caller, _param(content, "Reference"), _param(content, "administrationID")
+    )
+    return _items_answer("CheckOutstandingItemAdmin", items)
+
+
+def _op_check_outstanding_item(sandbox: YukiSandbox, service: str, content: Any) -> bytes:
+    caller = sandbox.admit(_param(content, "sessionID"), fx.ACCOUNTING)
+    return _items_answer(
+        "CheckOutstandingItem", sandbox.outstanding_items(caller, _param(content, "Reference"), None)
+    )
+
+
+_CONTACT_FIELDS = (
+    ("Code", "code"),
+    ("FullName", "name"),
+    ("Type", "type"),
+    ("AddressLine_1", "address_line1"),
+    ("Zipcode", "zipcode"),
+    ("City", "city"),
+    ("Country", "country_code"),
+    ("VATNumber", "vat_number"),
+    ("EmailAddress", "email"),
+)
+
+
+def _op_search_contacts(sandbox: YukiSandbox, service: str, content: Any) -> bytes:
+    caller = sandbox.admit(_param(content, "sessionID"), fx.CONTACT)
+    page = _param(content, "pageNumber")
+    rows = sandbox.search_contacts(
+        caller,
+        _param(content, "domainID"),
+        _param(content, "searchOption") or "All",
+        _param(content, "searchValue"),
+        _param(content, "active") or "Both",
+        int(page) if page.isdigit() else 1,
+    )
+    holder = _root(YUKI_NS, "Contacts")
+    for row in rows:
+        node = _yuki(holder, "Contact", ID=row["id"])
+        for name, key in _CONTACT_FIELDS:
+            _yuki(node, name, row[key])
+        _yuki(node, "Active", row["active"])
+    return _answer("SearchContacts", holder)
+
+
+_OPERATIONS: dict[str, Callable[[YukiSandbox, str, Any], bytes]] = {
+    "Authenticate": _op_authenticate,
+    "Administrations": _op_administrations,
+    "AdministrationID": _op_administration_id,
+    "ProcessSalesInvoices": _op_process_sales_invoices,
+    "CheckOutstandingItemAdmin": _op_check_outstanding_item_admin,
+    "CheckOutstandingItem": _op_check_outstanding_item,
+    "SearchContacts": _op_search_contacts,
+}
+
+
+def error_response(status: int, message: str) -> CannedResponse:
+    """An injected error: a SOAP Fault for 500 (what ASMX answers), a plain page for anything else
+    (a 502 or 504 comes from a gateway in front of Yuki, not from the service)."""
+    if status == 500:
+        return CannedResponse(
+            500,
+            fault_body(f"Server was unable to process request. ---> {message}"),
+            (),
+            "text/xml; charset=utf-8",
+        )
+    page = (
+        f"<html><head><title>{status} {message}</title></head><body><h1>{status} {message}</h1></body></html>"
+    )
+    return CannedResponse(status, page.encode(), (), "text/html")
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode().lower(): v.decode() for k, v in scope.get("headers", [])}
+
+
+# ------------------------------------------------------------------ HTTP
+
+
+def _service_name(name: str) -> str | None:
+    return next((s for s in fx.SERVICES if s.lower() == name.lower()), None)
+
+
+def _add_soap_routes(app: FastAPI, sandbox: YukiSandbox) -> None:
+    @app.post("/ws/{service}.asmx")
+    async def soap(request: Request, service: str) -> Response:
+        known = _service_name(service)
+        if known is None:
+            return Response(b"<html><body><h1>404 Not Found</h1></body></html>", 404, media_type="text/html")
+        status, body = sandbox.handle(known, request.headers.get("soapaction"), await request.body())
+        return Response(body, status, media_type="text/xml; charset=utf-8")
+
+
+def _add_control_routes(app: FastAPI, sandbox: YukiSandbox) -> None:
+    """Yuki's own control routes, next to the common ones of :func:`~.simulator.add_control_routes`."""
+    prefix = CONTROL_PREFIX
+
+    @app.get(f"{prefix}/bookings")
+    def bookings() -> Response:
+        return JSONResponse(to_wire(sandbox.booked()))
+
+    @app.get(f"{prefix}/customers")
+    def customers() -> Response:
+        return JSONResponse(to_wire(sandbox.customers()))
+
+
+def create_app(sandbox: YukiSandbox) -> FastAPI:
+    """Yuki's web services of ``sandbox`` as an ASGI app (mounted at ``/yuki`` by the server)."""
+    return create_simulator_app("Yuki sandbox", sandbox, _add_soap_routes, _add_control_routes)
