@@ -122,6 +122,11 @@ class ToolHarness(ABC):
         tool documents no per-minute limit (its 429 behaviour is then unknown and not tested)."""
         return None
 
+    def day_limit(self, calls: int | None) -> dict[str, Any] | None:
+        """The switches that leave ``calls`` calls for today (None: the tool's normal allowance), or None
+        when the tool documents no daily quota."""
+        return None
+
     @abstractmethod
     def rate_limited(self) -> int:
         """429 answers, the injected ones included."""
@@ -273,6 +278,10 @@ class ExactOnlineHarness(SandboxHarness):
     def minute_limit(self, calls: int) -> dict[str, Any] | None:
         return {"minutely_limit": calls}
 
+    def day_limit(self, calls: int | None) -> dict[str, Any] | None:
+        used = self.simulator.stats_snapshot()["total"]  # every API call counts; token calls are apart
+        return {"daily_limit": 5000 if calls is None else used + calls}
+
     def connection(self, *, timeout_s: float) -> dict[str, Any]:
         from invoice_sync.sandbox.connections import exact_online_connection
 
@@ -337,6 +346,10 @@ class YukiHarness(SoapHarness):
 
     def create_calls(self) -> int:
         return int(self.simulator.stats_snapshot()["calls"].get("ProcessSalesInvoices", 0))
+
+    def day_limit(self, calls: int | None) -> dict[str, Any] | None:
+        used = int(self.simulator.stats_snapshot()["total"])  # the domain's calls so far, Authenticate too
+        return {"daily_limit": 1000 if calls is None else used + calls}
 
 
 class TwinfieldHarness(SoapHarness):

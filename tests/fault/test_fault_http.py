@@ -121,6 +121,23 @@ def test_a_429_burst_longer_than_the_client_waits_is_retried_by_the_next_run(mak
     world.converge()
 
 
+def test_a_day_quota_running_out_defers_the_rest_and_the_next_day_books_it(world):
+    """The tool's daily quota runs out in the middle of a run: what was sent is booked, the rest is
+    deferred (not failed), and the run after the quota is renewed books exactly the deferred ones."""
+    limit = world.harness.day_limit(3)
+    if limit is None:
+        pytest.skip(f"{world.harness.tool} documents no daily quota")
+    world.harness.configure(**limit)
+    first = world.sync(batch_size=2)
+    assert statuses(first) == {"ok"}, first  # a spent quota is not a failure of the run
+    (report,) = [r["report"] for r in first.values()]
+    assert report["deferred"] > 0 and report["booked"] > 0, report
+    booked_before = sum(world.harness.bookings().values())
+    assert booked_before == report["booked"]
+    world.harness.configure(**world.harness.day_limit(None))  # a new day
+    world.converge()
+
+
 def test_access_tokens_expiring_mid_run(world):
     """The tool expires every access token twice during the batch: the client refreshes (rotating the
     refresh token through the vault) and goes on; nothing fails, nothing is booked twice."""
