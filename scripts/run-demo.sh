@@ -6,8 +6,10 @@ cd "$(dirname "$0")/.."
 BIN=.venv/bin
 mkdir -p var "$AIRFLOW_HOME"
 
-echo "==> Airflow metadata database ($AIRFLOW_HOME)"
+echo "==> Airflow metadata database ($AIRFLOW_HOME) and a pool per accounting tool"
 $BIN/airflow db migrate >var/airflow-db-migrate.log 2>&1 || { tail -30 var/airflow-db-migrate.log; exit 1; }
+$BIN/python -m invoice_sync.airflow.pools var/pools.json
+$BIN/airflow pools import var/pools.json >var/airflow-pools.log 2>&1 || { cat var/airflow-pools.log; exit 1; }
 
 echo "==> Invoicing database and demo data"
 seeded=$($BIN/invoice-sync demo seed --if-empty)

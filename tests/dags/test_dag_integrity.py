@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from invoice_sync.airflow.pools import pool_name, pools
+
 ROOT = Path(__file__).resolve().parents[2]
 DAG_FILES = sorted((ROOT / "dags").glob("*.py"))
 EXPECTED = {"invoice_sync_nightly", "invoice_sync_manual"}
@@ -46,6 +48,7 @@ def test_nightly_and_manual_share_one_graph(dagbag) -> None:  # type: ignore[no-
         for tool in ("exact_online", "yuki", "twinfield"):  # one group and operator per tool
             sync = dag.get_task(f"{tool}.sync")
             assert sync.retry_policy is not None
+            assert sync.pool == pool_name(tool) and pool_name(tool) in pools()  # one pool per tool
             assert dag.get_task(f"{tool}.integrations_of_tool").downstream_task_ids == {f"{tool}.sync"}
             assert dag.get_task("write_back_registration_numbers").upstream_task_ids >= {f"{tool}.sync"}
         assert dag.get_task("write_back_registration_numbers").trigger_rule == "all_done"

@@ -112,6 +112,14 @@ def test_airflow_init_migrates_both_databases(services: dict[str, dict[str, Any]
     assert script.index("/entrypoint airflow") < script.index("invoice-sync db upgrade")
 
 
+def test_airflow_init_imports_a_pool_per_tool(services: dict[str, dict[str, Any]]) -> None:
+    """A sync task in a pool that does not exist is never scheduled: init writes and imports them all."""
+    script = command_text(services["airflow-init"])
+    written = script.index("python -m invoice_sync.airflow.pools /tmp/invoice-sync-pools.json")
+    imported = script.index("/entrypoint airflow pools import /tmp/invoice-sync-pools.json")
+    assert script.index("/entrypoint airflow version") < written < imported  # after the DB migration
+
+
 def test_worker_handles_warm_shutdown(services: dict[str, dict[str, Any]]) -> None:
     assert services["airflow-worker"]["environment"]["DUMB_INIT_SETSID"] == "0"
 

@@ -29,9 +29,14 @@ AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 
 
 @pytest.fixture(scope="session")
-def airflow_db() -> None:
-    """Migrate the test Airflow metadata DB once per session."""
+def airflow_db(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Migrate the test Airflow metadata DB and import the pools, once per session."""
     result = subprocess.run([AIRFLOW, "db", "migrate"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    # as every deployment does: a pool per tool (see invoice_sync.airflow.pools)
+    pools_file = tmp_path_factory.mktemp("pools") / "pools.json"
+    subprocess.run([sys.executable, "-m", "invoice_sync.airflow.pools", str(pools_file)], check=True)
+    result = subprocess.run([AIRFLOW, "pools", "import", str(pools_file)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 

@@ -4,8 +4,9 @@ Parsing imports no HTTP client and no pandas (the task modules import those when
 parsing fast and free of I/O.
 
 Task graph: ``extract_registered_invoices`` -> ``filter_syncable`` -> one TaskGroup per tool whose
-connector operator is mapped over that tool's integrations -> ``write_back_registration_numbers`` ->
-``summarize``; the manual DAG adds ``notify``, which runs whatever happened upstream.
+connector operator is mapped over that tool's integrations (one task instance per integration, in the
+tool's pool) -> ``write_back_registration_numbers`` -> ``summarize``; the manual DAG adds ``notify``, which
+runs whatever happened upstream.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from airflow.sdk import DAG, ExceptionRetryPolicy, Param, RetryAction, RetryRule
 
 from invoice_sync.airflow import tasks
 from invoice_sync.airflow.operators import SyncIntegrationsOperator
+from invoice_sync.airflow.pools import pool_name
 from invoice_sync.connectors.registry import TOOLS
 
 WEBHOOK_CONN_ID = "invoice_sync_webhook"
@@ -141,6 +143,7 @@ def build_sync_dag(
                     retry_rejected=manual,
                     retry_policy=SYNC_RETRY_POLICY,
                     max_active_tis_per_dagrun=8,
+                    pool=pool_name(tool),
                 ).expand(integration_ids=shards)
             groups.append(group)
         written = write_back_registration_numbers()
