@@ -406,3 +406,17 @@ def test_a_credit_note_refused_for_its_unknown_invoice_is_booked_with_it_in_the_
     assert run.entries(DIVISION_NL)[first_valid] == 1
     assert run.entries(DIVISION_NL)["P2026-CN-1"] == 1
     assert run.ledger(3)["P2026-CN-1"].state == "booked"
+
+
+def test_write_back_in_pages_writes_every_number_once(run, demo, store):
+    """The write-back pages through the booked rows; every page lands, and a second pass finds nothing."""
+    run(3)
+    booked = {n: row.registration_number for n, row in run.ledger(3).items() if row.state == "booked"}
+    assert len(booked) > 3
+    claim = claims.acquire(store.engine, 3, "write-back")
+    assert store.write_back(claim, page_size=2) == len(booked)
+    assert store.write_back(claim, page_size=2) == 0
+    claims.release(store.engine, claim)
+    numbers = {row.number: row.registration_number for row in run.invoices(3)}
+    assert {n: numbers[n] for n in booked} == booked
+    assert {row.state for n, row in run.ledger(3).items() if n in booked} == {"written_back"}

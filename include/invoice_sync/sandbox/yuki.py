@@ -448,6 +448,10 @@ class YukiSandbox(Simulator[YukiFixtures, YukiConfig]):
         self._invoices: dict[str, list[dict[str, Any]]] = {
             admin: list(rows) for admin, rows in saved.get("invoices", {}).items()
         }
+        # Used references per administration: the duplicate check must not scan every invoice booked.
+        self._references: dict[str, set[str]] = {
+            admin: {row["reference"] for row in rows} for admin, rows in self._invoices.items()
+        }
         self._items: dict[str, list[dict[str, Any]]] = {
             admin: list(rows) for admin, rows in saved.get("items", {}).items()
         }
@@ -631,7 +635,8 @@ class YukiSandbox(Simulator[YukiFixtures, YukiConfig]):
         """Check and book one invoice; nothing is stored unless every check passes."""
         reference = _text(invoice, "Reference")
         invoices = self._invoices.setdefault(administration.id, [])
-        if any(row["reference"] == reference for row in invoices):
+        references = self._references.setdefault(administration.id, set())
+        if reference in references:
             raise _InvoiceRefused(
                 f"A sales invoice with reference '{reference}' already exists in administration "
                 f"{administration.name} (duplicate invoice number)."
@@ -677,6 +682,7 @@ class YukiSandbox(Simulator[YukiFixtures, YukiConfig]):
             "created_at": now,
         }
         invoices.append(row)
+        references.add(reference)
         if process:
             self._items.setdefault(administration.id, []).append(
                 {

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, and_, case, func, insert, select, update
+from sqlalchemy import Engine, and_, bindparam, case, func, insert, select, update
 from sqlalchemy.orm import Session, aliased, selectinload
 
 from invoice_sync.domain.models import (
@@ -369,26 +369,48 @@ class SyncStore:
             if count_attempt:
                 row.attempts = (row.attempts or 0) + 1
 
-    def write_back(self, claim: Claim) -> int:
+    def write_back(self, claim: Claim, *, page_size: int = 1000) -> int:
         """Copy every booked registration number onto its invoice, in the same transaction that moves the
-        ledger row to ``written_back``. Returns how many invoices got their number."""
+        ledger rows to ``written_back``. Returns how many invoices got their number.
+
+        Works in pages of plain statements (one executemany UPDATE of the invoices and one UPDATE of the
+        ledger per page) rather than through ORM objects: with a large backlog, ORM rows in the session
+        made every flush scan all of them, and the write-back grew with the square of the invoices.
+        """
+        invoices, ledger = InvoiceRow.__table__, LedgerRow.__table__
+        set_number = (
+            update(invoices)
+            .where(invoices.c.id == bindparam("b_invoice"), invoices.c.registration_number.is_(None))
+            .values(registration_number=bindparam("b_number"), synced_at=bindparam("b_now"))
+        )
+        written, after = 0, 0
         with self.fenced(claim) as session:
-            booked = session.scalars(
-                select(LedgerRow).where(
-                    LedgerRow.integration_id == claim.integration_id,
-                    LedgerRow.state == LedgerState.BOOKED,
-                )
-            ).all()
             now = utcnow()
-            for row in booked:
+            while True:
+                page = session.execute(
+                    select(ledger.c.id, ledger.c.invoice_id, ledger.c.registration_number)
+                    .where(
+                        ledger.c.integration_id == claim.integration_id,
+                        ledger.c.state == LedgerState.BOOKED,
+                        ledger.c.id > after,
+                    )
+                    .order_by(ledger.c.id)
+                    .limit(page_size)
+                ).all()
+                if not page:
+                    return written
+                numbers = [
+                    {"b_invoice": row.invoice_id, "b_number": row.registration_number, "b_now": now}
+                    for row in page
+                ]
+                session.execute(set_number, numbers)
                 session.execute(
-                    update(InvoiceRow)
-                    .where(InvoiceRow.id == row.invoice_id, InvoiceRow.registration_number.is_(None))
-                    .values(registration_number=row.registration_number, synced_at=now)
+                    update(ledger)
+                    .where(ledger.c.id.in_([row.id for row in page]))
+                    .values(state=LedgerState.WRITTEN_BACK, updated_at=now)
                 )
-                row.state = LedgerState.WRITTEN_BACK
-                row.updated_at = now
-            return len(booked)
+                written += len(page)
+                after = page[-1].id
 
     # -- reporting ----------------------------------------------------------------------------
 
