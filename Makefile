@@ -13,11 +13,12 @@ export AIRFLOW__CORE__DAGS_FOLDER ?= $(CURDIR)/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER ?= $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 
-.PHONY: help venv run chaos test lint format lock clean
+.PHONY: help venv run chaos bench test lint format lock clean
 
 help:
 	@echo "make run    fresh machine -> a finished nightly sync run against the sandbox, with a summary"
 	@echo "make chaos  nightly runs under random faults (CHAOS_INVOICES, CHAOS_RUNS, CHAOS_SEED), then a check of the books"
+	@echo "make bench  throughput at the tools' limits, our overhead, memory, parse time: JSON lines, then a table"
 	@echo "make test   fresh machine -> the full test suite (PostgreSQL tests run when a server is reachable)"
 	@echo "make lint   ruff check + format check;  make lock  re-resolve requirements.lock"
 
@@ -40,6 +41,10 @@ CHAOS_SEED ?= 1
 CHAOS_KILLS ?= 1
 chaos: venv
 	$(BIN)/invoice-sync chaos --invoices $(CHAOS_INVOICES) --runs $(CHAOS_RUNS) --seed $(CHAOS_SEED) --kills $(CHAOS_KILLS)
+
+# Its own throw-away state under var/bench/ (wiped first); BENCH_ARGS="--scenario extract" picks scenarios.
+bench: venv
+	$(BIN)/invoice-sync bench $(BENCH_ARGS)
 
 test: venv
 	$(BIN)/pytest $(PYTEST_ARGS)

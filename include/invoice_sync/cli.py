@@ -5,6 +5,7 @@ invoice-sync demo seed [--invoices N]   fill it with demo data
 invoice-sync sandbox serve              run the accounting-tool simulators on loopback
 invoice-sync status                     what is synced, per integration, and the last run's summary
 invoice-sync chaos [--invoices N]       nightly runs under random faults, then a check of the books
+invoice-sync bench [--scenario NAME]    throughput and overhead figures against the sandbox
 """
 
 from __future__ import annotations
@@ -47,6 +48,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     chaos.add_argument("--seed", type=int, default=1, help="random seed of data and faults (default 1)")
     chaos.add_argument("--kills", type=int, default=1, help="runs to SIGKILL mid-sync (default 1)")
 
+    bench = commands.add_parser("bench", help="throughput at the tools' limits, overhead, memory, parse time")
+    bench.add_argument(
+        "--scenario",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="run only this scenario (repeatable; default: all). Names: overhead, limit_<tool>, naive, "
+        "tenants, extract, memory, parse",
+    )
+    bench.add_argument(
+        "--quick", action="store_true", help="small sizes, for a smoke test (figures mean little)"
+    )
+    bench.add_argument("--workdir", default=None, help="throw-away state (default var/bench/, wiped first)")
+
     args = parser.parse_args(argv)
     if args.command == "db":
         return _db_upgrade()
@@ -63,6 +78,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from invoice_sync.chaos import main as run_chaos
 
         return run_chaos(invoices=args.invoices, runs=args.runs, seed=args.seed, kills=args.kills)
+    if args.command == "bench":
+        from pathlib import Path
+
+        from invoice_sync.bench import main as run_bench
+
+        workdir = Path(args.workdir) if args.workdir else None
+        return run_bench(args.scenario, quick=args.quick, workdir=workdir)
     return 2
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 SANDBOX_NAMESPACE = uuid.UUID("5f0c6f0e-3b8a-4f43-9f57-6a1e2c9d7b10")
@@ -156,7 +156,30 @@ GL_ACCOUNTS_234567: dict[str, str] = {
 GL_ACCOUNTS: dict[int, dict[str, str]] = {DIVISION_BE: GL_ACCOUNTS_123456, DIVISION_NL: GL_ACCOUNTS_234567}
 
 
+BENCH_CLIENT_ID = "sandbox-bench-client"
+BENCH_CLIENT_SECRET = "sandbox-bench-secret"
+BENCH_REFRESH_TOKEN = "sandbox-bench-refresh-token"
+BENCH_DIVISIONS = tuple(range(300001, 300001 + 24))
+"""Divisions of a separate app client for ``invoice-sync bench``: each benchmark tenant needs a rate window
+of its own (Exact counts per app and division), and the demo client's divisions must stay as they are.
+Each is a copy of the Dutch demo division under its own number (its GL account GUIDs differ)."""
+
+_BENCH_DIVISIONS = {
+    number: replace(_DIVISION_NL, division=number, name=f"Bench tenant {index:02d} BV")
+    for index, number in enumerate(BENCH_DIVISIONS, start=1)
+}
+
+
+def bench_gl_accounts(division: int) -> dict[str, str]:
+    """GL account code -> GUID of a benchmark division (the codes of the Dutch demo division)."""
+    return {g.code: _BENCH_DIVISIONS[division].gl_account_id(g.code) for g in _DIVISION_NL.gl_accounts}
+
+
 def default_fixtures() -> ExactFixtures:
     """The demo configuration every fresh (or reset) Exact sandbox starts from."""
     client = AppClientFixture(CLIENT_ID, CLIENT_SECRET, BOOTSTRAP_REFRESH_TOKEN, DIVISIONS)
-    return ExactFixtures(clients=(client,), divisions={DIVISION_BE: _DIVISION_BE, DIVISION_NL: _DIVISION_NL})
+    bench = AppClientFixture(BENCH_CLIENT_ID, BENCH_CLIENT_SECRET, BENCH_REFRESH_TOKEN, BENCH_DIVISIONS)
+    return ExactFixtures(
+        clients=(client, bench),
+        divisions={DIVISION_BE: _DIVISION_BE, DIVISION_NL: _DIVISION_NL, **_BENCH_DIVISIONS},
+    )

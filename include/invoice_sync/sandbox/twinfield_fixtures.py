@@ -119,5 +119,25 @@ def default_fixtures() -> TwinfieldFixtures:
             FOREIGN_OFFICE, "Other Company BV", FOREIGN_ORGANISATION, daybooks=_DAYBOOKS, vat_codes=_VAT_CODES
         ),
     )
+    bench_offices = tuple(
+        OfficeFixture(
+            code, f"Bench tenant {code}", BENCH_ORGANISATION, daybooks=_DAYBOOKS, vat_codes=_VAT_CODES
+        )
+        for code in BENCH_OFFICES
+    )
     client = AppClientFixture(CLIENT_ID, CLIENT_SECRET, BOOTSTRAP_REFRESH_TOKEN, ORGANISATION)
-    return TwinfieldFixtures(clients=(client,), offices={office.code: office for office in offices})
+    bench = AppClientFixture(BENCH_CLIENT_ID, BENCH_CLIENT_SECRET, BENCH_REFRESH_TOKEN, BENCH_ORGANISATION)
+    return TwinfieldFixtures(
+        clients=(client, bench),
+        offices={office.code: office for office in (*offices, *bench_offices)},
+    )
+
+
+BENCH_CLIENT_ID = "twinfield-bench-client"
+BENCH_CLIENT_SECRET = "twinfield-bench-secret"
+BENCH_REFRESH_TOKEN = "twinfield-bench-refresh-token"
+BENCH_ORGANISATION = "BENCH-ORG"
+BENCH_OFFICES = tuple(f"BNC{index:03d}" for index in range(1, 25))
+"""An app client of its own with an organisation of many offices, for ``invoice-sync bench``: Twinfield
+counts credits per client id, so the benchmark's credits never mix with the demo client's; every office is
+a copy of the demo office (same daybook, accounts and VAT codes)."""

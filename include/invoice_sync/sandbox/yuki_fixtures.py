@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 SANDBOX_NAMESPACE = uuid.UUID("0b4f2a52-6f0e-4d1c-9a55-3c7e21d9e8a4")
 
@@ -109,15 +109,50 @@ _DEMO_NL = AdministrationFixture(
 )
 
 
+BENCH_TENANTS = 24
+"""Domains for ``invoice-sync bench``: Yuki's daily quota is per domain and shared by all its integrations,
+so each benchmark tenant gets a domain of its own, with one access key and one administration (a copy of
+the Belgian demo administration)."""
+
+
+def bench_access_key(index: int) -> str:
+    """The access key of benchmark domain ``index`` (1-based)."""
+    return f"yuki-bench-access-key-{index:02d}"
+
+
+def bench_administration_id(index: int) -> str:
+    """The administration GUID of benchmark domain ``index`` (1-based)."""
+    return fixture_guid("administration", f"bench-{index:02d}")
+
+
+def _bench_domains() -> tuple[tuple[AccessKeyFixture, ...], dict[str, AdministrationFixture]]:
+    keys: list[AccessKeyFixture] = []
+    administrations: dict[str, AdministrationFixture] = {}
+    for index in range(1, BENCH_TENANTS + 1):
+        domain_id = fixture_guid("domain", f"bench-{index:02d}")
+        administration = replace(
+            _DEMO_BE,
+            id=bench_administration_id(index),
+            name=f"Bench Yuki {index:02d} BV",
+            domain_id=domain_id,
+        )
+        administrations[administration.id] = administration
+        services = frozenset({SALES, ACCOUNTING, CONTACT})
+        keys.append(AccessKeyFixture(bench_access_key(index), domain_id, services, (administration.id,)))
+    return tuple(keys), administrations
+
+
 def default_fixtures() -> YukiFixtures:
     """The demo configuration every fresh (or reset) Yuki sandbox starts from."""
     administrations = (_DEMO_BE.id, _DEMO_NL.id)
+    bench_keys, bench_administrations = _bench_domains()
     return YukiFixtures(
         keys=(
             AccessKeyFixture(ACCESS_KEY, DOMAIN_ID, frozenset({SALES, ACCOUNTING, CONTACT}), administrations),
             AccessKeyFixture(
                 LIMITED_ACCESS_KEY, DOMAIN_ID, frozenset({ACCOUNTING, CONTACT}), administrations
             ),
+            *bench_keys,
         ),
-        administrations={_DEMO_BE.id: _DEMO_BE, _DEMO_NL.id: _DEMO_NL},
+        administrations={_DEMO_BE.id: _DEMO_BE, _DEMO_NL.id: _DEMO_NL, **bench_administrations},
     )

@@ -11,7 +11,11 @@ Connection (``conn_type`` http):
   cluster that serves ProcessXml is learnt from ``accesstokenvalidation`` (``twf.clusterUrl``)
 - ``login`` / ``password``: the app's OAuth client id and client secret (sent as HTTP Basic to the token
   endpoint only)
-- ``extra``: ``{"refresh_token": "<from the consent>", "timeout": 30}``
+- ``extra``: ``{"refresh_token": "<from the consent>", "timeout": 30}``; optionally
+  ``"credits_per_minute"`` (default 1,000) and ``"minute_s"`` (default 60): the client id's credit
+  allowance and the length of its window in real seconds. Twinfield sends no rate-limit headers, so the
+  hook can only pace itself to limits it is told; set them lower when several processes share one client
+  id (each its share), or for a sandbox running faster than real time (``minute_s`` = 60 / time scale).
 
 Credits (reference section 7): a read (ProcessXml ``list``/``read``/``columns``) costs 1, anything else 3,
 1,000 per minute per client id. The hook counts them down locally in a
@@ -75,8 +79,8 @@ class TwinfieldHook(SoapHook):
         refresh token.
     :param vault: durable, locked storage of the connection's tokens, shared by every task.
     :param office: the Twinfield office (company) code every call addresses (SOAP ``CompanyCode``).
-    :param budget: credit budget of this client id; by default a fresh one per hook of 1,000 credits a
-        minute (tests pass one whose minute matches a sandbox running faster than real time).
+    :param budget: credit budget of this client id; by default a fresh one per hook, sized from the
+        connection's ``credits_per_minute`` and ``minute_s`` extras (read on first use).
     :param sleep: how to wait for the budget and between retries (injectable for tests).
     :param get_attempts: tries of a call that is safe to repeat and fails transiently (5xx, network).
     :param backoff_s: first back-off between those tries; it doubles each time.
@@ -116,13 +120,7 @@ class TwinfieldHook(SoapHook):
         self.twinfield_conn_id = twinfield_conn_id
         self.vault = vault
         self.office = office
-        self.budget = budget or RateBudget(
-            label=self.context,
-            sleep=sleep,
-            short_limit=CREDITS_PER_MINUTE,
-            short_period_s=60.0,
-            margin_s=BUDGET_MARGIN_S,
-        )
+        self._budget = budget
         self._max_throttled = max_throttled
         self._clock = clock
         self._token = StoredToken(
@@ -130,6 +128,26 @@ class TwinfieldHook(SoapHook):
         )
         self._cluster: tuple[str, str] | None = None
         """(access token, cluster URL) the validation endpoint last answered."""
+
+    @property
+    def budget(self) -> RateBudget:
+        """The client id's credit budget, sized from the connection's extras (read on first use).
+
+        The margin after each window scales with the window: it covers the moment between our count and
+        Twinfield's, which a shortened (time-scaled) minute shortens alike.
+        """
+        if self._budget is None:
+            extra = self.get_connection(self.twinfield_conn_id).extra_dejson
+            credits = _positive(extra, "credits_per_minute", CREDITS_PER_MINUTE, self.twinfield_conn_id)
+            minute_s = _positive(extra, "minute_s", 60.0, self.twinfield_conn_id)
+            self._budget = RateBudget(
+                label=self.context,
+                sleep=self._sleep,
+                short_limit=int(credits),
+                short_period_s=minute_s,
+                margin_s=BUDGET_MARGIN_S * minute_s / 60.0,
+            )
+        return self._budget
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -366,6 +384,23 @@ class TwinfieldHook(SoapHook):
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise TransientError(f"{self.context}: Twinfield's token answer was incomplete") from exc
+
+
+def _positive(extra: dict[str, Any], key: str, default: float, conn_id: str) -> float:
+    """A positive number from the connection's extra, or ``default`` when it is not set.
+
+    :raises ConfigError: the value is not a positive number (a typo must not switch the pacing off).
+    """
+    value = extra.get(key)
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = 0.0
+    if number <= 0:
+        raise ConfigError(f"Twinfield connection {conn_id}: extra {key!r} must be a positive number")
+    return number
 
 
 def _list_offices() -> Element:

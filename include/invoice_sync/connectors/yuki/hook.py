@@ -296,9 +296,7 @@ class YukiHook(SoapHook):
         if is_quota_fault(fault.text):
             resets_at = _next_midnight(self._clock())
             self.budget.observe(long=Window(remaining=0, resets_at=resets_at.timestamp()))
-            return QuotaExceededError(
-                f"{self.context}: {fault.text} (the rest waits for the next run)", resets_at=resets_at
-            )
+            return QuotaExceededError(f"{self.context}: {fault.text}", resets_at=resets_at)
         error = classify_fault(fault.text, context=self.context)
         if error is not None:
             return error

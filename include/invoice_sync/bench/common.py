@@ -1,0 +1,539 @@
+"""What every benchmark scenario needs: the sandbox as a subprocess, a fast seeder, child-process
+measurements (wall time and peak RSS) and ``airflow dags test`` runs.
+
+The scenarios measure our own code, so everything around it is real and separate: the simulators run in
+their own process (``invoice-sync sandbox serve``) the way the accounting tools are another machine, and a
+DAG run is a real ``airflow dags test`` subprocess whose peak RSS the kernel reports when it is reaped.
+
+Seeding writes rows with SQLAlchemy Core in chunks instead of going through the demo seeder: a million
+invoices built as ORM objects would take longer than the benchmarks themselves. The rows follow the demo's
+integrations (same administrations, VAT codes and GL accounts as the sandbox knows), so every seeded
+invoice is one the tool accepts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy import Engine, insert
+
+from invoice_sync.sandbox.connections import DEMO_CONNECTIONS
+from invoice_sync.sandbox.demo import (
+    INTEGRATIONS,
+    TOOLS,
+    DemoIntegration,
+    _wipe,
+    be_vat_number,
+    nl_vat_number,
+)
+from invoice_sync.store.db import PROJECT_ROOT, make_engine
+from invoice_sync.store.migrate import prepare
+from invoice_sync.store.models import CustomerRow, IntegrationRow, InvoiceLineRow, InvoiceRow
+
+WORKDIR = PROJECT_ROOT / "var" / "bench"
+MOUNTS: dict[str, str] = {"exact_online": "/exact", "yuki": "/yuki", "twinfield": "/twinfield"}
+"""Tool -> the sandbox mount its simulator and control API (``<mount>/_sandbox/...``) live under."""
+TEMPLATES: dict[str, DemoIntegration] = {
+    "exact_online": INTEGRATIONS[1],  # Demo Nederland BV: division 234567, NL VAT codes
+    "yuki": INTEGRATIONS[3],
+    "twinfield": INTEGRATIONS[4],
+}
+"""The demo integration each seeded tenant of a tool copies its settings from."""
+ACCEPTED: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "exact_online": (("21", "9", "0"), ("8000", "8010")),
+    "yuki": (("21", "6", "0"), ("7000", "7010")),
+    "twinfield": (("21", "9", "0"), ("8000", "8010")),
+}
+"""Tool -> (VAT rates, GL accounts) the sandbox books without complaint (the demo's deliberate refusals,
+Yuki's 12 % and Twinfield's 6 % and GL 8020, are left out: a benchmark measures bookings, not errors)."""
+NO_LIMITS: dict[str, dict[str, Any]] = {
+    "exact_online": {"limits_enabled": False, "minutely_limit": 1_000_000, "daily_limit": 10_000_000},
+    "yuki": {"limits_enabled": False, "daily_limit": 10_000_000},
+    "twinfield": {"limits_enabled": False, "credits_per_minute": 1_000_000},
+}
+"""Sandbox configuration with the tools' rate limits switched off. Exact's headers still announce its
+limits, so they are raised too or the header-fed budget would pause at 60 calls a minute."""
+CHUNK = 10_000
+SEEDED_AT = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
+CENT = Decimal("0.01")
+
+
+def note(message: str) -> None:
+    """Progress for the person watching; stdout is reserved for the JSON lines."""
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def fresh_dir(path: Path) -> Path:
+    """``path``, emptied (files and subdirectories), so a scenario never reads an earlier run's state."""
+    import shutil
+
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+# -- the sandbox ------------------------------------------------------------------------------------
+
+
+class Sandbox:
+    """``invoice-sync sandbox serve`` as a subprocess, steered through each tool's control API.
+
+    Use as a context manager; ``stop`` terminates it. ``time_scale`` is sandbox seconds per real second
+    (the limit scenarios compress the tools' minute windows with it).
+    """
+
+    def __init__(self, workdir: Path, *, time_scale: float = 1.0, name: str = "sandbox") -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.time_scale = time_scale
+        self.log_path = workdir / f"{name}.log"
+        workdir.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("w")
+        command = [
+            sys.executable,
+            "-m",
+            "invoice_sync.cli",
+            "sandbox",
+            "serve",
+            "--port",
+            str(self.port),
+            "--time-scale",
+            str(time_scale),
+        ]
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while "sandbox listening" not in self.log_path.read_text(errors="replace"):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the sandbox did not start; see {self.log_path}")
+            time.sleep(0.1)
+
+    def control(self, tool: str, method: str, name: str, body: Any = None) -> Any:
+        """Call ``<mount>/_sandbox/<name>`` of ``tool`` (a key of :data:`MOUNTS`)."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            f"{self.url}{MOUNTS[tool]}/_sandbox/{name}",
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read() or b"null")
+
+    def configure(self, tool: str, **changes: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self.control(tool, "POST", "config", changes)
+        return result
+
+    def stats(self, tool: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.control(tool, "GET", "stats")
+        return result
+
+    def limits_off(self, tools: Sequence[str] = TOOLS) -> None:
+        """Switch the rate limits of ``tools`` off (see :data:`NO_LIMITS`)."""
+        for tool in tools:
+            self.configure(tool, **NO_LIMITS[tool])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def connections(sandbox_url: str, *, limits_off: bool = False) -> dict[str, dict[str, Any]]:
+    """The demo connections (conn id -> Airflow connection dict) pointing at the sandbox.
+
+    With ``limits_off`` the Yuki connection's ``daily_limit`` (counted by our client, since Yuki sends no
+    headers) is raised along with the simulator's, or the client would stop after 1,000 calls.
+    """
+    result: dict[str, dict[str, Any]] = {}
+    for conn_id, build in DEMO_CONNECTIONS.items():
+        connection: dict[str, Any] = dict(build(sandbox_url))
+        extra = dict(connection.get("extra") or {})
+        if limits_off and "daily_limit" in extra:
+            extra["daily_limit"] = NO_LIMITS["yuki"]["daily_limit"]
+        connection["extra"] = extra
+        result[conn_id] = connection
+    return result
+
+
+def connection_env(conns: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """``AIRFLOW_CONN_<ID>`` variables for ``conns``: how both Airflow and a bare hook find them."""
+    return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(conn) for conn_id, conn in conns.items()}
+
+
+# -- seeding ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    """One integration to seed.
+
+    :param integration_id: its id (also used in its invoice numbers, so numbers never collide).
+    :param tool: ``exact_online``, ``yuki`` or ``twinfield``.
+    :param invoices: registered invoices without a registration number (the backlog to sync).
+    :param synced: invoices that already have one (history the candidate query must not pay for).
+    :param settings: overrides of the demo integration's settings (say, another Exact division).
+    :param conn_id: the Airflow connection; default: the tool's demo connection.
+    """
+
+    integration_id: int
+    tool: str
+    invoices: int
+    synced: int = 0
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    conn_id: str | None = None
+    name: str | None = None
+
+
+def open_db(url: str, *, reset: bool = True) -> Engine:
+    """An engine on ``url`` with the app's and our tables, emptied first when ``reset``."""
+    engine = make_engine(url)
+    prepare(engine)
+    if reset:
+        from sqlalchemy.orm import Session
+
+        with Session(engine) as session, session.begin():
+            _wipe(session)
+    return engine
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def seed_tenants(
+    engine: Engine,
+    tenants: Sequence[Tenant],
+    *,
+    customers_per_tenant: int = 10,
+    lines_per_invoice: int = 2,
+    first_invoice_id: int = 1,
+) -> dict[str, int]:
+    """Insert integrations, customers, invoices and their lines for ``tenants``; returns row counts.
+
+    Each tenant's history (``synced``) gets lower ids than its backlog, as in a real app where the
+    unsynced invoices are the newest. History rows get no lines: nothing ever reads them. Every tenant has
+    its own customers, so tenants never share a customer link. Rows go in chunks of :data:`CHUNK`.
+    Invoice ids start at ``first_invoice_id`` (room for rows a caller inserts some faster way).
+    """
+    counts = {"integrations": 0, "customers": 0, "invoices": 0, "invoice_lines": 0}
+    with engine.begin() as connection:
+        for tenant in tenants:
+            template = TEMPLATES[tenant.tool]
+            connection.execute(
+                insert(IntegrationRow),
+                [
+                    {
+                        "id": tenant.integration_id,
+                        "name": tenant.name or f"Bench {tenant.tool} {tenant.integration_id}",
+                        "tool": tenant.tool,
+                        "conn_id": tenant.conn_id or template.conn_id,
+                        "auto_sync": True,
+                        "sync_from": None,
+                        "settings": {**template.settings, **tenant.settings},
+                        "updated_at": SEEDED_AT,
+                    }
+                ],
+            )
+            counts["integrations"] += 1
+        next_customer = 1
+        next_invoice = first_invoice_id
+        for tenant in tenants:
+            template = TEMPLATES[tenant.tool]
+            customer_ids = list(range(next_customer, next_customer + customers_per_tenant))
+            next_customer += customers_per_tenant
+            connection.execute(insert(CustomerRow), [_customer(i, template.country) for i in customer_ids])
+            counts["customers"] += len(customer_ids)
+            rates, gl_accounts = ACCEPTED[tenant.tool]
+            for synced, total in ((True, tenant.synced), (False, tenant.invoices)):
+                for start in range(0, total, CHUNK):
+                    size = min(CHUNK, total - start)
+                    invoices, lines = [], []
+                    for n in range(start, start + size):
+                        invoice_id = next_invoice
+                        next_invoice += 1
+                        row, invoice_lines = _invoice(
+                            invoice_id,
+                            tenant.integration_id,
+                            n if synced else tenant.synced + n,
+                            customer_ids[n % len(customer_ids)],
+                            rates,
+                            gl_accounts,
+                            synced=synced,
+                            lines=0 if synced else lines_per_invoice,
+                        )
+                        invoices.append(row)
+                        lines.extend(invoice_lines)
+                    connection.execute(insert(InvoiceRow), invoices)
+                    if lines:
+                        connection.execute(insert(InvoiceLineRow), lines)
+                    counts["invoices"] += len(invoices)
+                    counts["invoice_lines"] += len(lines)
+    return counts
+
+
+def _customer(customer_id: int, country: str) -> dict[str, Any]:
+    vat = (
+        be_vat_number(5_000_000 + customer_id * 7919)
+        if country == "BE"
+        else nl_vat_number(20_000_000 + customer_id * 7919)
+    )
+    return {
+        "id": customer_id,
+        "kind": "company",
+        "name": f"Bench Klant {customer_id:05d} BV",
+        "vat_number": vat,
+        "email": f"boekhouding@klant{customer_id}.example",
+        "address_line1": f"Stationsstraat {customer_id % 200 + 1}",
+        "postcode": "9000" if country == "BE" else "3511 ED",
+        "city": "Gent" if country == "BE" else "Utrecht",
+        "country_code": country,
+        "updated_at": SEEDED_AT,
+    }
+
+
+def _invoice(
+    invoice_id: int,
+    integration_id: int,
+    serial: int,
+    customer_id: int,
+    rates: Sequence[str],
+    gl_accounts: Sequence[str],
+    *,
+    synced: bool,
+    lines: int,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    invoice_date = date(2026, 3 + serial % 8, 1 + serial % 28)
+    registered_at = datetime.combine(invoice_date, datetime.min.time(), UTC) + timedelta(hours=9)
+    line_rows = []
+    total_excl = total_vat = Decimal("0")
+    for position in range(1, lines + 1):
+        rate = rates[(serial + position) % len(rates)]
+        amount = (Decimal(100 + (serial * 7 + position * 13) % 9000) / 4).quantize(CENT)
+        vat = (amount * Decimal(rate) / 100).quantize(CENT, ROUND_HALF_UP)
+        total_excl += amount
+        total_vat += vat
+        line_rows.append(
+            {
+                "invoice_id": invoice_id,
+                "position": position,
+                "description": "Consultancy" if position % 2 else "Materials",
+                "quantity": Decimal("1"),
+                "unit_price": amount,
+                "vat_rate": Decimal(rate),
+                "amount": amount,
+                "gl_account": gl_accounts[position % len(gl_accounts)],
+            }
+        )
+    if not lines:  # history: plausible totals, no lines
+        total_excl = Decimal("100.00")
+        total_vat = Decimal("21.00")
+    row = {
+        "id": invoice_id,
+        "integration_id": integration_id,
+        "kind": "invoice",
+        "number": f"B{integration_id}-{serial + 1:07d}",
+        "status": "registered",
+        "customer_id": customer_id,
+        "invoice_date": invoice_date,
+        "due_date": invoice_date + timedelta(days=30),
+        "currency": "EUR",
+        "total_excl_vat": total_excl,
+        "total_vat": total_vat,
+        "total_incl_vat": total_excl + total_vat,
+        "credited_invoice_id": None,
+        "registered_at": registered_at,
+        "updated_at": registered_at,
+        "registration_number": f"{70_000_000 + invoice_id}" if synced else None,
+        "synced_at": registered_at + timedelta(days=1) if synced else None,
+    }
+    return row, line_rows
+
+
+# -- measuring child processes ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Measured:
+    """One child process: its exit code, wall time and peak resident set (the largest of the process
+    and the descendants it waited for, as the kernel reports it at reaping)."""
+
+    returncode: int
+    wall_s: float
+    peak_rss_mb: float
+
+
+def run_measured(
+    command: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    log_path: Path,
+    timeout_s: float = 900.0,
+    cwd: Path | None = None,
+) -> Measured:
+    """Run ``command`` with output to ``log_path``; measure wall time and peak RSS via ``wait4``.
+
+    ``wait4`` gives this child's own resource usage (not the maximum over every child this process ever
+    reaped, which ``RUSAGE_CHILDREN`` would), so several measurements in one bench run stay independent.
+    A child still running after ``timeout_s`` is killed with its process group; the result then has
+    return code -9.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w") as log:
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            list(command),
+            env=dict(env) if env is not None else None,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout_s
+        while True:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                os.killpg(process.pid, 9)
+                pid, status, usage = os.wait4(process.pid, 0)
+                break
+            time.sleep(0.02)
+        wall = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+    return Measured(process.returncode, round(wall, 3), round(usage.ru_maxrss / 1024, 1))
+
+
+def python_measured(
+    code: str, *args: str, env: Mapping[str, str] | None = None, log_path: Path, timeout_s: float = 900.0
+) -> Measured:
+    """``run_measured`` of ``python -c code args...`` with this interpreter."""
+    return run_measured([sys.executable, "-c", code, *args], env=env, log_path=log_path, timeout_s=timeout_s)
+
+
+# -- Airflow ----------------------------------------------------------------------------------------
+
+
+def airflow_bin() -> str:
+    return str(Path(sys.executable).with_name("airflow"))
+
+
+def airflow_env(
+    airflow_home: Path,
+    db_url: str,
+    conns: Mapping[str, Mapping[str, Any]],
+    *,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment of an Airflow subprocess: its own home and metadata DB, the invoicing DB, the
+    connections as ``AIRFLOW_CONN_*``. ``AIRFLOW_HOME`` and ``INVOICE_SYNC_DB_URL`` of the caller are
+    overridden so a benchmark can never touch the data ``make run`` works on."""
+    return {
+        **os.environ,
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
+        "AIRFLOW__CORE__DAGS_FOLDER": os.environ.get("AIRFLOW__CORE__DAGS_FOLDER")
+        or str(PROJECT_ROOT / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "INVOICE_SYNC_DB_URL": db_url,
+        "PYTHONUNBUFFERED": "1",
+        **connection_env(conns),
+        **(extra or {}),
+    }
+
+
+def migrated_airflow_home(workdir: Path) -> Path:
+    """``workdir/airflow``, its metadata DB migrated once per bench run (later calls reuse it)."""
+    home = workdir / "airflow"
+    marker = home / ".migrated"
+    if marker.exists():
+        return home
+    home.mkdir(parents=True, exist_ok=True)
+    env = airflow_env(home, sqlite_url(workdir / "unused.db"), {})
+    log_path = workdir / "logs" / "airflow-db-migrate.log"
+    note(f"airflow db migrate (AIRFLOW_HOME={home})")
+    result = run_measured([airflow_bin(), "db", "migrate"], env=env, log_path=log_path, timeout_s=900)
+    if result.returncode != 0:
+        raise RuntimeError(f"airflow db migrate failed; see {log_path}")
+    marker.touch()
+    return home
+
+
+@dataclass(frozen=True, slots=True)
+class DagTest:
+    """One ``airflow dags test``: the run's final state and the process's measurements."""
+
+    state: str
+    measured: Measured
+    log_path: Path
+
+
+def dags_test(
+    env: Mapping[str, str],
+    dag_id: str,
+    *,
+    conf: Mapping[str, Any] | None = None,
+    log_path: Path,
+    timeout_s: float = 900.0,
+) -> DagTest:
+    """``airflow dags test <dag_id> [-c conf]`` in a subprocess; the state comes from its log."""
+    command = [airflow_bin(), "dags", "test", dag_id]
+    if conf is not None:
+        command += ["-c", json.dumps(conf)]
+    measured = run_measured(command, env=env, log_path=log_path, timeout_s=timeout_s)
+    return DagTest(dag_state(dag_id, log_path.read_text(errors="replace")), measured, log_path)
+
+
+def dag_state(dag_id: str, log: str) -> str:
+    """The run's final state as ``airflow dags test`` logs it (``unknown`` if it never said)."""
+    import re
+
+    match = re.search(rf"Marking run <DagRun {re.escape(dag_id)} .*?> (successful|failed)", log)
+    if match is None:
+        return "unknown"
+    return "success" if match.group(1) == "successful" else "failed"
+
+
+def timed(function: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
+    """``(function(*args, **kwargs), seconds it took)``."""
+    started = time.perf_counter()
+    result = function(*args, **kwargs)
+    return result, time.perf_counter() - started
+
+
+def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

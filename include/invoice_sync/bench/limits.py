@@ -1,0 +1,343 @@
+"""The ``limit_<tool>`` scenarios and the ``naive`` baseline: how close a sync gets to the APIs' limits.
+
+The physical limit of a sync is the fewest calls an API allows, spent at exactly the rate it allows. Each
+``limit_<tool>`` scenario syncs one tenant with a backlog that spans at least ten of the tool's rate
+windows, against the sandbox with every limit on and a time scale (a sandbox minute lasts
+``60 / time_scale`` real seconds), with the real connector, engine and token vault, and reports:
+
+- ``api_calls``: the calls the tool counted against the tenant's limit, from the simulator's statistics
+  (Exact: calls to the division, not the token endpoint or ``current/Me``; Twinfield: ProcessXml calls,
+  with ``credits`` beside them; Yuki: every web-service call, ``Authenticate`` included);
+- ``calls_per_invoice``: ``api_calls`` over the invoices booked;
+- ``utilisation``: units spent per window over the window's limit, over every window the run spanned but
+  the last (where the backlog ran out; counting it would measure the backlog, not the pacing). Exact's
+  windows are the ones its ``X-RateLimit-Minutely-Reset`` header names, so the tool's own count decides;
+  Twinfield sends no headers, so the windows are the ones our budget counted credits in (the simulator's
+  429 count shows whether they matched Twinfield's). Yuki documents no per-minute limit: its window is
+  the domain's day, and its utilisation is the calls spent that day over the day's allowance, in a run
+  whose backlog is larger than the day allows (the rest is deferred to the next run, as in production);
+- ``per_minute_overall`` (minute windows): calls (Twinfield: credits) per sandbox minute over the whole
+  run, start-up and the last window included, for comparison with ``limit``;
+- ``http_429``: 429s the simulator answered (its ``rate_limited`` counter): the target is none.
+
+Where a real limit would need an impractical backlog to span ten windows, the simulator's limit is lowered
+together with the connection extra that tells our connector about it (Twinfield: ``credits_per_minute``
+and ``minute_s``; Yuki: ``daily_limit``); the lines say which limit was used (``limit``) next to the real one.
+
+``naive`` books the same Exact backlog the way most sync tools do: for every invoice one lookup of the
+entry by ``YourRef``, one lookup of the customer's account by code (and a create when it is missing),
+then one create, with the real :class:`~invoice_sync.connectors.exact_online.hook.ExactOnlineHook`
+against the sandbox, so it is paced and counted exactly like ours. ``ratio`` = our ``api_calls`` over its.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from invoice_sync.bench.common import (
+    Sandbox,
+    connection_env,
+    fresh_dir,
+    note,
+    open_db,
+    seed_tenants,
+    sqlite_url,
+)
+from invoice_sync.bench.tenants import (
+    EXACT_CONN_ID,
+    CallLog,
+    Limits,
+    TenantRun,
+    _environment,
+    bench_connections,
+    bench_tenant,
+    engine_for,
+    hook_options,
+    sync_tenant,
+)
+from invoice_sync.sandbox import twinfield_fixtures, yuki_fixtures
+
+INTEGRATION_ID = 1
+SLOT = 1
+
+
+class Setup:
+    """One limit scenario's sizes and limits, full or quick."""
+
+    def __init__(
+        self,
+        tool: str,
+        *,
+        invoices: int,
+        time_scale: float,
+        limit: int,
+        real_limit: int,
+        window: str,
+    ) -> None:
+        self.tool = tool
+        self.invoices = invoices
+        self.time_scale = time_scale
+        self.limit = limit
+        self.real_limit = real_limit
+        self.window = window
+
+    def sandbox_config(self) -> dict[str, Any]:
+        """The simulator's limit for this run (only the limit scenarios lower one)."""
+        if self.tool == "exact_online":
+            return {"minutely_limit": self.limit}
+        if self.tool == "twinfield":
+            return {"credits_per_minute": self.limit}
+        return {"daily_limit": self.limit}
+
+    def limits(self) -> Limits:
+        """What the connections tell our connectors (Twinfield's minute, Yuki's day allowance)."""
+        return Limits(
+            minute_s=60.0 / self.time_scale,
+            twinfield_credits=self.limit if self.tool == "twinfield" else 1000,
+            yuki_daily_limit=self.limit if self.tool == "yuki" else yuki_fixtures.DAILY_LIMIT,
+        )
+
+
+def setup(tool: str, quick: bool) -> Setup:
+    """Sizes: ten windows and more at full size; a few in quick mode (the suite's smoke test)."""
+    if tool == "exact_online":
+        # 60 calls a minute, about one call per invoice: 660 invoices and their customers span 11 minutes.
+        if quick:
+            return Setup(tool, invoices=50, time_scale=60, limit=20, real_limit=60, window="minute")
+        return Setup(tool, invoices=660, time_scale=30, limit=60, real_limit=60, window="minute")
+    if tool == "twinfield":
+        # 25 invoices per 3-credit write: at 1,000 credits a minute ten minutes would need 80,000 invoices,
+        # so the simulator (and the connection) allow 15 credits a minute: five writes, 125 invoices.
+        if quick:
+            return Setup(tool, invoices=100, time_scale=60, limit=6, real_limit=1000, window="minute")
+        return Setup(tool, invoices=1400, time_scale=30, limit=15, real_limit=1000, window="minute")
+    if tool == "yuki":
+        # 25 invoices a call: a day of 1,000 calls would take 25,000 invoices; 100 calls take 2,500. The
+        # backlog exceeds the day, so the run spends the whole day and defers the rest.
+        if quick:
+            return Setup(tool, invoices=300, time_scale=1, limit=10, real_limit=1000, window="day")
+        return Setup(tool, invoices=3000, time_scale=1, limit=100, real_limit=1000, window="day")
+    raise ValueError(f"unknown tool {tool!r}")
+
+
+def api_calls(tool: str, stats: Mapping[str, Any]) -> int:
+    """Calls the tool counts against the tenant's limits, from the simulator's statistics."""
+    if tool == "yuki":
+        return int(stats.get("total", 0))
+    calls: Mapping[str, Mapping[str, int]] = stats.get("calls", {})
+    marker = "{division}" if tool == "exact_online" else "processxml"
+    return sum(
+        count
+        for route, statuses in calls.items()
+        if marker in route.lower() or marker in route
+        for status, count in statuses.items()
+        if status != "429"
+    )
+
+
+_OURS: dict[tuple[str, bool], dict[str, Any]] = {}
+"""limit_exact_online lines of this process, so ``naive`` compares with the run just made."""
+
+
+def _seeded(workdir: Path, tool: str, invoices: int) -> str:
+    db_url = sqlite_url(workdir / "invoicing.db")
+    engine = open_db(db_url)
+    try:
+        seed_tenants(engine, [bench_tenant(INTEGRATION_ID, tool, SLOT, invoices)])
+    finally:
+        engine.dispose()
+    return db_url
+
+
+def limit_line(workdir: Path, tool: str, *, quick: bool = False) -> dict[str, Any]:
+    """One ``limit_<tool>`` line (see the module's docstring)."""
+    plan = setup(tool, quick)
+    workdir = fresh_dir(workdir / f"limit_{tool}")
+    db_url = _seeded(workdir, tool, plan.invoices)
+    tenant = bench_tenant(INTEGRATION_ID, tool, SLOT, plan.invoices)
+    log = CallLog()
+    note(f"limit_{tool}: {plan.invoices} invoices, {plan.limit} a {plan.window}, scale {plan.time_scale:g}")
+    with Sandbox(workdir, time_scale=plan.time_scale) as sandbox:
+        sandbox.configure(tool, **plan.sandbox_config())
+        with _environment(connection_env(bench_connections(sandbox.url, [tenant], plan.limits()))):
+            started = time.perf_counter()
+            run = sync_tenant(db_url, INTEGRATION_ID, time_scale=plan.time_scale, run_id="limit", log=log)
+            wall = time.perf_counter() - started
+        stats = sandbox.stats(tool)
+    engine_for(db_url).dispose()
+    line = _line(f"limit_{tool}", plan, run, stats, wall)
+    if tool == "yuki":
+        line["utilisation"] = round(line["api_calls"] / plan.limit, 3)
+        line["windows"] = 1
+        line["note"] = "no per-minute limit is documented; the window is the domain's day"
+    else:
+        line["utilisation"] = log.utilisation(plan.limit)
+        line["windows"] = len(log.windows)
+        # The rate over the whole run, start-up and the last, partly filled window included.
+        minutes = wall * plan.time_scale / 60
+        line["per_minute_overall"] = round(sum(log.windows.values()) / minutes, 1) if minutes else None
+    if tool == "twinfield":
+        line["credits"] = int(stats.get("credits_used", {}).get(twinfield_fixtures.BENCH_CLIENT_ID, 0))
+    if tool == "exact_online":
+        _OURS[(str(workdir.parent), quick)] = line
+    return line
+
+
+def _line(
+    scenario: str, plan: Setup, run: TenantRun, stats: Mapping[str, Any], wall: float
+) -> dict[str, Any]:
+    booked = int(run.report.get("booked", 0))
+    calls = api_calls(plan.tool, stats)
+    line: dict[str, Any] = {
+        "scenario": scenario,
+        "tool": plan.tool,
+        "invoices": plan.invoices,
+        "booked": booked,
+        "deferred": int(run.report.get("deferred", 0)),
+        "api_calls": calls,
+        "calls_per_invoice": round(calls / booked, 4) if booked else None,
+        "utilisation": None,
+        "http_429": int(stats.get("rate_limited", 0)),
+        "window": plan.window,
+        "windows": None,
+        "limit": plan.limit,
+        "real_limit": plan.real_limit,
+        "time_scale": plan.time_scale,
+        "customers_created": int(run.report.get("customers_created", 0)),
+        "token_refreshes": int(stats.get("token_refreshes", 0)),
+        "wall_s": round(wall, 3),
+    }
+    if run.error:
+        line["error"] = run.error
+    return line
+
+
+# -- the naive baseline -----------------------------------------------------------------------------
+
+
+def naive_exact(db_url: str, integration_id: int, *, time_scale: float) -> tuple[int, int]:
+    """Book the integration's invoices the naive way; (invoices booked, 429s the hook ran into).
+
+    Per invoice: a lookup of the entry by ``YourRef`` (skipped when found), a lookup of the customer's
+    account by code, its creation when missing, and the entry's creation. No ledger is written: the
+    baseline is counted in calls, not in what a crash would leave behind.
+    """
+    from invoice_sync.connectors.exact_online import mapping
+    from invoice_sync.connectors.exact_online.connector import ACCOUNTS, ENTRIES
+    from invoice_sync.connectors.exact_online.hook import ExactOnlineHook
+    from invoice_sync.store.models import InvoiceRow
+    from invoice_sync.store.repository import SyncStore
+    from invoice_sync.store.tokens import SqlTokenVault
+
+    engine = engine_for(db_url)
+    store = SyncStore(engine)
+    integration = store.integration(integration_id)
+    settings = integration.settings
+    assert settings.division is not None
+    hook = ExactOnlineHook(
+        exact_online_conn_id=EXACT_CONN_ID,
+        vault=SqlTokenVault(engine),
+        division=settings.division,
+        **hook_options("exact_online", time_scale),
+    )
+    log = CallLog()
+    log.attach("exact_online", hook)
+    with engine.connect() as connection:
+        ids = list(
+            connection.scalars(
+                select(InvoiceRow.id)
+                .where(InvoiceRow.integration_id == integration_id)
+                .order_by(InvoiceRow.id)
+            )
+        )
+    booked = 0
+    for start in range(0, len(ids), 200):
+        for invoice in store.load_invoices(ids[start : start + 200]):
+            assert invoice.number is not None and invoice.customer is not None
+            found = hook.get(
+                ENTRIES, {"$filter": mapping.any_of("YourRef", [invoice.number]), "$select": "EntryID"}
+            )
+            if (found.get("d") or {}).get("results"):
+                continue
+            code = mapping.account_code(invoice.customer.id)
+            accounts = hook.get(ACCOUNTS, {"$filter": mapping.any_of("Code", [code]), "$select": "ID"})
+            rows = (accounts.get("d") or {}).get("results") or []
+            if rows:
+                account_id = str(rows[0]["ID"])
+            else:
+                account_id = str(hook.post(ACCOUNTS, mapping.account_payload(invoice.customer))["ID"])
+            hook.post(ENTRIES, mapping.sales_entry_payload(invoice, settings, account_id))
+            booked += 1
+    return booked, log.throttled
+
+
+def naive_line(workdir: Path, *, quick: bool = False) -> dict[str, Any]:
+    """The ``naive`` line: the Exact limit scenario done the naive way, and our calls over its calls."""
+    ours = _OURS.get((str(workdir), quick)) or limit_line(workdir, "exact_online", quick=quick)
+    plan = setup("exact_online", quick)
+    workdir = fresh_dir(workdir / "naive")
+    db_url = _seeded(workdir, "exact_online", plan.invoices)
+    tenant = bench_tenant(INTEGRATION_ID, "exact_online", SLOT, plan.invoices)
+    note(f"naive: {plan.invoices} Exact invoices, one lookup and one create each, customers per invoice")
+    with Sandbox(workdir, time_scale=plan.time_scale) as sandbox:
+        sandbox.configure("exact_online", **plan.sandbox_config())
+        with _environment(connection_env(bench_connections(sandbox.url, [tenant], plan.limits()))):
+            started = time.perf_counter()
+            booked, _ = naive_exact(db_url, INTEGRATION_ID, time_scale=plan.time_scale)
+            wall = time.perf_counter() - started
+        stats = sandbox.stats("exact_online")
+    engine_for(db_url).dispose()
+    calls = api_calls("exact_online", stats)
+    return {
+        "scenario": "naive",
+        "tool": "exact_online",
+        "ratio": round(ours["api_calls"] / calls, 3) if calls else None,
+        "api_calls": calls,
+        "ours_api_calls": ours["api_calls"],
+        "invoices": plan.invoices,
+        "booked": booked,
+        "calls_per_invoice": round(calls / booked, 4) if booked else None,
+        "ours_calls_per_invoice": ours["calls_per_invoice"],
+        "http_429": int(stats.get("rate_limited", 0)),
+        "wall_s": round(wall, 3),
+        "ours_wall_s": ours["wall_s"],
+        "time_scale": plan.time_scale,
+    }
+
+
+def limit_exact_online(workdir: Path, *, quick: bool = False) -> list[dict[str, Any]]:
+    return [limit_line(workdir, "exact_online", quick=quick)]
+
+
+def limit_yuki(workdir: Path, *, quick: bool = False) -> list[dict[str, Any]]:
+    return [limit_line(workdir, "yuki", quick=quick)]
+
+
+def limit_twinfield(workdir: Path, *, quick: bool = False) -> list[dict[str, Any]]:
+    return [limit_line(workdir, "twinfield", quick=quick)]
+
+
+def naive(workdir: Path, *, quick: bool = False) -> list[dict[str, Any]]:
+    return [naive_line(workdir, quick=quick)]
+
+
+SCENARIOS: dict[str, Callable[..., list[dict[str, Any]]]] = {
+    "limit_exact_online": limit_exact_online,
+    "limit_yuki": limit_yuki,
+    "limit_twinfield": limit_twinfield,
+    "naive": naive,
+}
+"""Scenario name -> its function (the runner may run any of them alone; ``naive`` then runs ours too)."""
+
+
+def run(workdir: Path, *, quick: bool = False) -> list[dict[str, Any]]:
+    """Every line of this module, in the runner's order."""
+    lines: list[dict[str, Any]] = []
+    for scenario in SCENARIOS.values():
+        lines += scenario(workdir, quick=quick)
+    return lines

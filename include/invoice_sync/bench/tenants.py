@@ -1,0 +1,507 @@
+"""The ``tenants`` scenario, and the tenant plumbing the limit scenarios share with it.
+
+A production night syncs many tenants (integrations) at once: Airflow maps one task instance per
+integration and its workers run them in parallel. Every tenant has rate windows of its own, so in theory
+twenty tenants take as long as the slowest of them alone. The scenario measures how close we get:
+``ratio`` = wall time of 20 tenants synced in parallel over the wall time of the slowest tenant alone
+(ideal 1.0, target at most 1.3).
+
+How it is run: the sandbox in its own process with a time scale (a sandbox minute lasts ``60 / scale``
+real seconds) and every limit on; each tenant is synced by a process of its own, forked from this
+(warmed-up) one the way a worker runs a mapped task instance, each with the real connector and engine on
+one invoicing database. First one tenant of each tool alone (on tenant slots of their own, so their books
+and windows are separate from the parallel ones), then the twenty together.
+
+Rate windows per tenant:
+
+- Exact Online counts per app and division, so each tenant is its own division (one consent over all of
+  them, as one connection serves several administrations in production; the rotating refresh token is
+  shared through the token vault).
+- Yuki counts calls per domain, shared by every integration of that domain: each tenant has a domain and
+  an access key (a connection) of its own. Tenants of one domain would share its day.
+- Twinfield counts credits per client id, and an integrator has one client id for all its customers. So
+  the tenants share one (the bench app's) and the credits of one minute: each tenant process counts its
+  own spend only, which is safe while their sum stays below the client id's allowance. With batches of
+  25 a tenant of a few hundred invoices spends a few dozen credits a minute of the 1,000, so the bench
+  uses the real allowance and reports the simulator's 429 count to prove no tenant ever overspent.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import os
+import resource
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from invoice_sync.bench.common import (
+    Sandbox,
+    Tenant,
+    connection_env,
+    fresh_dir,
+    note,
+    open_db,
+    seed_tenants,
+    sqlite_url,
+)
+from invoice_sync.sandbox import exact_fixtures, twinfield_fixtures, yuki_fixtures
+from invoice_sync.sandbox.server import EXACT_MOUNT, TWINFIELD_MOUNT, YUKI_MOUNT
+
+TOOLS = ("exact_online", "yuki", "twinfield")
+TIME_SCALE = 10.0
+"""Sandbox seconds per real second in the tenants scenario: an Exact minute lasts six real seconds.
+
+Compressing time compresses the rate windows but not the CPU a sync needs, so the faster the scale, the
+more twenty tenants on two cores become CPU-bound instead of limit-bound (at scale 30 the ratio is about
+2); at production speed the same CPU is spread over minutes. Scale 10 keeps the run short while every
+tenant still spends most of its time waiting for its own window, as it would at night."""
+EXACT_CONN_ID = "bench_exact"
+TWINFIELD_CONN_ID = "bench_twinfield"
+SLOTS = 24
+"""Bench divisions, Yuki domains and Twinfield offices the sandbox fixtures have per tool."""
+
+TENANTS = 20
+INVOICES_PER_TENANT = 120
+"""Equal backlogs: a few Exact minutes each, the size of a busy night for a small company."""
+QUICK_TENANTS = 6
+QUICK_INVOICES_PER_TENANT = 15
+WARM_UP_INVOICES = 3
+
+
+def yuki_conn_id(slot: int) -> str:
+    return f"bench_yuki_{slot:02d}"
+
+
+def bench_tenant(integration_id: int, tool: str, slot: int, invoices: int) -> Tenant:
+    """A tenant on bench slot ``slot`` (1-based) of ``tool``: its own division, domain or office."""
+    if not 1 <= slot <= SLOTS:
+        raise ValueError(f"bench slot {slot} out of range 1..{SLOTS}")
+    settings: dict[str, Any]
+    if tool == "exact_online":
+        division = exact_fixtures.BENCH_DIVISIONS[slot - 1]
+        gl_accounts = exact_fixtures.bench_gl_accounts(division)
+        settings = {
+            "division": division,
+            "gl_accounts": gl_accounts,
+            "default_gl_account": gl_accounts["8000"],
+        }
+        conn_id = EXACT_CONN_ID
+    elif tool == "yuki":
+        settings = {"administration_id": yuki_fixtures.bench_administration_id(slot)}
+        conn_id = yuki_conn_id(slot)
+    elif tool == "twinfield":
+        settings = {"office": twinfield_fixtures.BENCH_OFFICES[slot - 1]}
+        conn_id = TWINFIELD_CONN_ID
+    else:
+        raise ValueError(f"unknown tool {tool!r}")
+    return Tenant(
+        integration_id,
+        tool,
+        invoices,
+        settings=settings,
+        conn_id=conn_id,
+        name=f"Bench {tool} tenant {slot:02d}",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What the connections tell the connectors about limits they cannot learn from headers.
+
+    :param minute_s: real seconds of a sandbox minute (Twinfield's credit window).
+    :param twinfield_credits: Twinfield credits per minute (the simulator must be configured alike).
+    :param yuki_daily_limit: Yuki calls per domain and day (the simulator must be configured alike).
+    """
+
+    minute_s: float = 60.0
+    twinfield_credits: int = 1000
+    yuki_daily_limit: int = yuki_fixtures.DAILY_LIMIT
+
+
+def bench_connections(
+    sandbox_url: str, tenants: Sequence[Tenant], limits: Limits
+) -> dict[str, dict[str, Any]]:
+    """The Airflow connections of ``tenants`` (conn id -> connection) pointing at the sandbox."""
+    base = sandbox_url.rstrip("/")
+    conns: dict[str, dict[str, Any]] = {}
+    for tenant in tenants:
+        if tenant.tool == "exact_online":
+            conns[EXACT_CONN_ID] = {
+                "conn_type": "http",
+                "host": base + EXACT_MOUNT,
+                "login": exact_fixtures.BENCH_CLIENT_ID,
+                "password": exact_fixtures.BENCH_CLIENT_SECRET,
+                "extra": {"refresh_token": exact_fixtures.BENCH_REFRESH_TOKEN, "timeout": 30},
+            }
+        elif tenant.tool == "twinfield":
+            conns[TWINFIELD_CONN_ID] = {
+                "conn_type": "http",
+                "host": base + TWINFIELD_MOUNT,
+                "login": twinfield_fixtures.BENCH_CLIENT_ID,
+                "password": twinfield_fixtures.BENCH_CLIENT_SECRET,
+                "extra": {
+                    "refresh_token": twinfield_fixtures.BENCH_REFRESH_TOKEN,
+                    "timeout": 30,
+                    "credits_per_minute": limits.twinfield_credits,
+                    "minute_s": limits.minute_s,
+                },
+            }
+        else:
+            slot = int(str(tenant.conn_id).rsplit("_", 1)[1])
+            conns[str(tenant.conn_id)] = {
+                "conn_type": "http",
+                "host": base + YUKI_MOUNT,
+                "password": yuki_fixtures.bench_access_key(slot),
+                "extra": {"timeout": 30, "daily_limit": limits.yuki_daily_limit},
+            }
+    return conns
+
+
+def hook_options(tool: str, time_scale: float) -> dict[str, Any]:
+    """Hook arguments for a sandbox running ``time_scale`` times faster than real time.
+
+    Access tokens are issued for the scaled lifetime (Exact's 600 s last 20 real seconds at scale 30), so
+    the margin before expiry at which a hook refreshes must shrink alike, or every call would ask for a
+    new token.
+    """
+    from invoice_sync.connectors.exact_online.hook import REFRESH_MARGIN_S as EXACT_MARGIN
+    from invoice_sync.connectors.twinfield.hook import REFRESH_MARGIN_S as TWINFIELD_MARGIN
+
+    margins = {"exact_online": EXACT_MARGIN, "twinfield": TWINFIELD_MARGIN}
+    return {"refresh_margin_s": margins[tool] / time_scale} if tool in margins else {}
+
+
+# -- one tenant's sync ------------------------------------------------------------------------------
+
+
+@dataclass
+class CallLog:
+    """The rate-limited calls one connector made, grouped by the rate window they were counted in.
+
+    ``windows`` maps a window's end (real epoch seconds, as the tool or our budget knows it) to the units
+    (calls or credits) spent in it. Exact's windows come from its ``X-RateLimit-Minutely-Reset`` header
+    (the tool's own count); Twinfield sends none, so its windows are the ones our budget counted in.
+    """
+
+    windows: dict[float, int] = field(default_factory=dict)
+    throttled: int = 0
+
+    def add(self, window_end: float | None, units: int) -> None:
+        key = round(window_end or 0.0, 3)
+        self.windows[key] = self.windows.get(key, 0) + units
+
+    def attach(self, tool: str, hook: Any) -> None:
+        """Record the calls of ``hook`` (an Exact or Twinfield hook; Yuki's window is the day)."""
+        if tool == "exact_online":
+            transmit = hook._transmit
+
+            def recorded(method: str, url: str, **kwargs: Any) -> Any:
+                response = transmit(method, url, **kwargs)
+                reset = response.headers.get("X-RateLimit-Minutely-Reset")
+                if response.status_code == 429:
+                    self.throttled += 1
+                elif reset is not None:
+                    self.add(int(reset) / 1000, 1)
+                return response
+
+            hook._transmit = recorded
+        elif tool == "twinfield":
+            budget = hook.budget
+            acquire = budget.acquire
+
+            def counted(cost: int = 1) -> None:
+                acquire(cost)
+                self.add(budget.short.resets_at, cost)
+
+            budget.acquire = counted
+
+    def utilisation(self, limit: int) -> float | None:
+        """Units per window over ``limit``, over every window but the last.
+
+        The last window is where the backlog ran out, not where the limit stopped us, so counting it would
+        measure the backlog's size; with fewer than two windows there is nothing to measure.
+        """
+        spent = [self.windows[key] for key in sorted(self.windows)]
+        if len(spent) < 2:
+            return None
+        return round(sum(spent[:-1]) / (limit * (len(spent) - 1)), 3)
+
+
+@dataclass(frozen=True, slots=True)
+class TenantRun:
+    """One tenant's sync: the engine's report, its wall time and its calls per window."""
+
+    integration_id: int
+    tool: str
+    report: dict[str, Any]
+    wall_s: float
+    windows: dict[float, int]
+    throttled: int
+    error: str | None = None
+
+
+_ENGINES: dict[str, Engine] = {}
+
+
+def engine_for(db_url: str) -> Engine:
+    """One engine per database for this process and the tenants forked from it.
+
+    SQLAlchemy caches compiled statements per engine; a forked tenant that keeps the parent's engine
+    (with fresh connections, see :func:`_child`) starts with that cache warm, as a worker process that
+    has run tasks before does, instead of spending its first second compiling the engine's queries.
+    """
+    from invoice_sync.store.db import make_engine
+
+    engine = _ENGINES.get(db_url)
+    if engine is None:
+        engine = _ENGINES[db_url] = make_engine(db_url)
+    return engine
+
+
+def sync_tenant(
+    db_url: str, integration_id: int, *, time_scale: float, run_id: str, log: CallLog | None = None
+) -> TenantRun:
+    """Sync one integration the way the connector operator does (real connector, engine and vault)."""
+    from invoice_sync.connectors.registry import factory_for
+    from invoice_sync.engine.sync import IntegrationSync
+    from invoice_sync.store.repository import SyncStore
+    from invoice_sync.store.tokens import SqlTokenVault
+
+    log = log or CallLog()
+    engine = engine_for(db_url)
+    started = time.perf_counter()
+    store = SyncStore(engine, lease=timedelta(minutes=10))
+    integration = store.integration(integration_id)
+    connector: Any = factory_for(integration.tool)(
+        integration, SqlTokenVault(engine), **hook_options(integration.tool, time_scale)
+    )
+    log.attach(integration.tool, connector.hook)
+    error = None
+    try:
+        report = IntegrationSync(
+            store, connector, integration, run_id=run_id, holder=f"{run_id}:{integration_id}#try1"
+        ).run()
+        result = report.to_dict()
+    except Exception as exc:  # one tenant's failure is reported, the others go on
+        result, error = {}, f"{type(exc).__name__}: {exc}"
+    return TenantRun(
+        integration_id,
+        integration.tool,
+        result,
+        round(time.perf_counter() - started, 3),
+        dict(log.windows),
+        log.throttled,
+        error,
+    )
+
+
+def warm_up(db_url: str, integration_ids: Sequence[int], *, time_scale: float) -> float | None:
+    """Sync small warm-up tenants in this process before forking the measured ones.
+
+    A worker imports Airflow and the connectors and reads its settings once at start-up, long before it
+    runs a task; the forked tenants inherit all that (and the engine's compiled statements), so their
+    wall time is the sync's, not the interpreter's start-up. Returns the end of an Exact minute window
+    (real epoch seconds) if an Exact tenant was among them, see :func:`wait_for_window`.
+    """
+    window_end = None
+    for integration_id in integration_ids:
+        log = CallLog()
+        run = sync_tenant(db_url, integration_id, time_scale=time_scale, run_id="warm-up", log=log)
+        if run.error:
+            raise RuntimeError(f"warm-up tenant {integration_id} failed: {run.error}")
+        if run.tool == "exact_online":  # Twinfield's windows in the log are our budget's own
+            window_end = max(log.windows, default=window_end)
+    engine_for(db_url).dispose()  # no connection crosses the fork
+    return window_end
+
+
+def wait_for_window(window_end: float | None, period_s: float) -> None:
+    """Sleep until an Exact minute window begins (Exact's windows are clock minutes, not per caller).
+
+    A phase that starts late in a minute gets that minute's 60 calls in a fraction of it, one that starts
+    early waits almost a whole minute after them: up to a window's length of difference in the wall time
+    of a tenant that spans a few minutes. Starting the tenants alone and the tenants together at the same
+    point of the minute compares the tenants, not where the clock happened to be.
+    """
+    if window_end is None:
+        return
+    now = time.time()
+    passed = max(0.0, now - window_end)
+    start = window_end + math.ceil(passed / period_s) * period_s
+    if start - now < 0.1:
+        start += period_s
+    time.sleep(max(0.0, start - now))
+
+
+def _child(db_url: str, integration_id: int, time_scale: float, run_id: str, result: str) -> None:
+    engine_for(db_url).dispose(close=False)  # the parent's connections stay the parent's
+    try:
+        run = sync_tenant(db_url, integration_id, time_scale=time_scale, run_id=run_id)
+        payload = {
+            "integration_id": run.integration_id,
+            "tool": run.tool,
+            "report": run.report,
+            "wall_s": run.wall_s,
+            "throttled": run.throttled,
+            "error": run.error,
+        }
+    except Exception as exc:  # a crash is a result too, or the parent would wait for nothing
+        payload = {"integration_id": integration_id, "error": f"{type(exc).__name__}: {exc}"}
+    Path(result).write_text(json.dumps(payload))
+    sys.stdout.flush()
+    os._exit(0)  # skip the parent's atexit handlers (inherited through fork)
+
+
+def sync_in_parallel(
+    db_url: str, integration_ids: Sequence[int], *, time_scale: float, run_id: str, results_dir: Path
+) -> tuple[float, list[dict[str, Any]]]:
+    """Sync each integration in a forked process of its own, all at once; (wall seconds, results)."""
+    context = multiprocessing.get_context("fork")
+    results_dir.mkdir(parents=True, exist_ok=True)
+    paths = {i: results_dir / f"{run_id}-{i}.json" for i in integration_ids}
+    started = time.perf_counter()
+    cpu_before = _children_cpu_s()
+    processes = [
+        context.Process(target=_child, args=(db_url, i, time_scale, run_id, str(paths[i])))
+        for i in integration_ids
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    wall = time.perf_counter() - started
+    cpu = _children_cpu_s() - cpu_before
+    results = []
+    for integration_id, path in paths.items():
+        if path.exists():
+            results.append(json.loads(path.read_text()))
+        else:
+            results.append({"integration_id": integration_id, "error": "the tenant process left no result"})
+    for result in results:
+        result["cpu_s_all"] = round(cpu, 3)  # of every process of this call together
+    return round(wall, 3), results
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+# -- the scenario -----------------------------------------------------------------------------------
+
+
+def plan(tenants: int, invoices: int, *, first_id: int = 1, first_slot: int = 1) -> list[Tenant]:
+    """``tenants`` tenants over the tools in turn, each on a slot (division, domain, office) of its own."""
+    planned = []
+    for n in range(tenants):
+        tool = TOOLS[n % len(TOOLS)]
+        slot = first_slot + n // len(TOOLS)
+        planned.append(bench_tenant(first_id + n, tool, slot, invoices))
+    return planned
+
+
+def run(workdir: Path, *, quick: bool = False) -> list[dict[str, Any]]:
+    """The ``tenants`` line: 20 tenants in parallel against the slowest of them alone."""
+    count = QUICK_TENANTS if quick else TENANTS
+    invoices = QUICK_INVOICES_PER_TENANT if quick else INVOICES_PER_TENANT
+    workdir = fresh_dir(workdir / "tenants")
+    parallel = plan(count, invoices)
+    # The tenants synced alone: one per tool, on slots no parallel tenant uses.
+    alone = [bench_tenant(count + 1 + n, tool, SLOTS - n, invoices) for n, tool in enumerate(TOOLS)]
+    warm = [bench_tenant(count + 4 + n, tool, SLOTS - 3, WARM_UP_INVOICES) for n, tool in enumerate(TOOLS)]
+    limits = Limits(minute_s=60.0 / TIME_SCALE)
+    db_url = sqlite_url(workdir / "invoicing.db")
+    engine = open_db(db_url)
+    try:
+        seed_tenants(engine, [*parallel, *alone, *warm])
+    finally:
+        engine.dispose()
+    with Sandbox(workdir, time_scale=TIME_SCALE) as sandbox:
+        env = connection_env(bench_connections(sandbox.url, [*parallel, *alone, *warm], limits))
+        with _environment(env):
+            window_end = warm_up(db_url, [t.integration_id for t in warm], time_scale=TIME_SCALE)
+            minute_s = 60.0 / TIME_SCALE
+            solo: dict[str, float] = {}
+            solo_results = []
+            for tenant in alone:
+                note(f"tenants: {tenant.tool} tenant alone ({invoices} invoices)")
+                wait_for_window(window_end, minute_s)
+                wall, results = sync_in_parallel(
+                    db_url,
+                    [tenant.integration_id],
+                    time_scale=TIME_SCALE,
+                    run_id="alone",
+                    results_dir=workdir / "results",
+                )
+                solo[tenant.tool] = wall
+                solo_results += results
+            note(f"tenants: {count} tenants in parallel ({invoices} invoices each)")
+            wait_for_window(window_end, minute_s)
+            wall, results = sync_in_parallel(
+                db_url,
+                [t.integration_id for t in parallel],
+                time_scale=TIME_SCALE,
+                run_id="parallel",
+                results_dir=workdir / "results",
+            )
+        http_429 = sum(int(sandbox.stats(tool).get("rate_limited", 0)) for tool in TOOLS)
+    slowest_tool = max(solo, key=lambda tool: solo[tool])
+    booked = sum(int(r.get("report", {}).get("booked", 0)) for r in results)
+    errors = [f"{r['integration_id']}: {r['error']}" for r in [*results, *solo_results] if r.get("error")]
+    isolated = not errors and all(
+        r.get("report", {}).get("booked") == invoices for r in [*results, *solo_results]
+    )
+    by_tool = {tool: sum(1 for t in parallel if t.tool == tool) for tool in TOOLS}
+    line: dict[str, Any] = {
+        "scenario": "tenants",
+        "ratio": round(wall / solo[slowest_tool], 3),
+        "wall_s": wall,
+        "slowest_alone_s": solo[slowest_tool],
+        "slowest_alone_tool": slowest_tool,
+        "alone_s": solo,
+        "tenants": count,
+        "by_tool": by_tool,
+        "invoices_per_tenant": invoices,
+        "booked": booked,
+        "slowest_tenant_in_parallel_s": max((float(r.get("wall_s", 0.0)) for r in results), default=0.0),
+        "cpu_s": results[0].get("cpu_s_all") if results else None,
+        "http_429": http_429,
+        "isolated": isolated,
+        "time_scale": TIME_SCALE,
+        "cores": os.cpu_count(),
+    }
+    if errors:
+        line["errors"] = errors[:5]
+    return [line]
+
+
+class _environment:
+    """Set environment variables for the duration of a ``with`` block (forked children inherit them)."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self.values = dict(values)
+        self.saved: dict[str, str | None] = {}
+
+    def __enter__(self) -> None:
+        for name, value in self.values.items():
+            self.saved[name] = os.environ.get(name)
+            os.environ[name] = value
+
+    def __exit__(self, *_: object) -> None:
+        for name, value in self.saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+SCENARIOS: dict[str, Callable[..., list[dict[str, Any]]]] = {"tenants": run}

@@ -1,0 +1,100 @@
+"""The limit, naive and tenants benchmark scenarios in quick mode: their logic, not their timings.
+
+Each scenario starts its own sandbox process; the whole module takes about half a minute.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from invoice_sync.bench import limits, tenants
+from invoice_sync.bench.tenants import CallLog
+
+CALLS_PER_INVOICE_BOUND = {
+    # one entry per invoice plus, in the quick backlog of 50, ten customers created once and one lookup
+    "exact_online": 1.3,
+    # batches of 25 plus a session (Yuki) or one customer upsert (Twinfield) for the whole backlog
+    "yuki": 0.05,
+    "twinfield": 0.06,
+}
+
+
+@pytest.fixture(scope="module")
+def limit_lines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    workdir = tmp_path_factory.mktemp("bench")
+    return {line["scenario"]: line for line in limits.run(workdir, quick=True)}
+
+
+@pytest.mark.parametrize("tool", ["exact_online", "yuki", "twinfield"])
+def test_a_limit_run_never_provokes_a_429_and_spends_the_fewest_calls(
+    limit_lines: dict[str, dict[str, Any]], tool: str
+) -> None:
+    line = limit_lines[f"limit_{tool}"]
+    assert list(line)[0] == "scenario"
+    assert "error" not in line, line
+    assert line["tool"] == tool
+    assert line["http_429"] == 0, line
+    assert line["calls_per_invoice"] <= CALLS_PER_INVOICE_BOUND[tool], line
+    assert line["api_calls"] > 0 and 0 < line["utilisation"] <= 1.0, line
+
+
+@pytest.mark.parametrize("tool", ["exact_online", "twinfield"])
+def test_a_limit_run_spans_several_windows_and_books_everything(
+    limit_lines: dict[str, dict[str, Any]], tool: str
+) -> None:
+    line = limit_lines[f"limit_{tool}"]
+    assert line["window"] == "minute"
+    assert line["windows"] >= 3, line
+    assert line["booked"] == line["invoices"] and line["deferred"] == 0, line
+
+
+def test_yuki_spends_its_whole_day_and_defers_the_rest(limit_lines: dict[str, dict[str, Any]]) -> None:
+    line = limit_lines["limit_yuki"]
+    assert line["window"] == "day"
+    assert line["api_calls"] == line["limit"]  # every call of the day, not one more (no quota fault)
+    assert line["booked"] + line["deferred"] == line["invoices"] and line["deferred"] > 0, line
+
+
+def test_the_naive_baseline_makes_more_calls_than_ours(limit_lines: dict[str, dict[str, Any]]) -> None:
+    line = limit_lines["naive"]
+    ours = limit_lines["limit_exact_online"]
+    assert line["booked"] == line["invoices"] == ours["invoices"]
+    assert line["ours_api_calls"] == ours["api_calls"]
+    # a lookup and a create per invoice, the customer looked up each time: about three calls each
+    assert line["calls_per_invoice"] >= 2.5, line
+    assert line["ratio"] == pytest.approx(ours["api_calls"] / line["api_calls"], abs=0.001)
+    assert line["ratio"] < 0.5 and line["http_429"] == 0, line
+
+
+def test_the_tenants_run_isolates_tenants(tmp_path: Path) -> None:
+    (line,) = tenants.run(tmp_path, quick=True)
+    assert list(line)[0] == "scenario" and line["scenario"] == "tenants"
+    assert "errors" not in line, line
+    assert line["isolated"] is True  # every tenant booked exactly its own backlog
+    assert line["booked"] == line["tenants"] * line["invoices_per_tenant"]
+    assert set(line["by_tool"]) == {"exact_online", "yuki", "twinfield"}
+    assert line["http_429"] == 0
+    assert line["ratio"] > 0
+
+
+def test_tenants_get_rate_windows_of_their_own() -> None:
+    planned = tenants.plan(tenants.TENANTS, 10)
+    assert len(planned) == 20
+    exact = [t.settings["division"] for t in planned if t.tool == "exact_online"]
+    yuki = [t.conn_id for t in planned if t.tool == "yuki"]  # a domain (access key) per tenant
+    offices = [t.settings["office"] for t in planned if t.tool == "twinfield"]
+    for slots in (exact, yuki, offices):
+        assert len(slots) == len(set(slots)) > 0
+
+
+def test_utilisation_counts_every_window_but_the_last() -> None:
+    log = CallLog()
+    for window, calls in ((1.0, 60), (2.0, 54), (3.0, 7)):
+        log.add(window, calls)
+    assert log.utilisation(60) == pytest.approx(114 / 120, abs=0.001)
+    single = CallLog()
+    single.add(1.0, 30)
+    assert single.utilisation(60) is None  # one window says nothing about the pacing
