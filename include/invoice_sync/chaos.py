@@ -22,12 +22,10 @@ import os
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -41,6 +39,7 @@ from sqlalchemy.orm import Session
 from invoice_sync.sandbox.connections import exact_online_connection
 from invoice_sync.sandbox.demo import DEMO_CONN_ID, seed
 from invoice_sync.sandbox.faults import FAULT_KINDS
+from invoice_sync.sandbox.process import SandboxProcess
 from invoice_sync.store.claims import DEFAULT_LEASE
 from invoice_sync.store.db import PROJECT_ROOT, make_engine
 from invoice_sync.store.migrate import prepare
@@ -234,52 +233,14 @@ def draw_plan(rng: random.Random, settings: ChaosSettings, *, kill: bool = False
 # -- the sandbox ------------------------------------------------------------------------------------
 
 
-class Sandbox:
-    """``invoice-sync sandbox serve`` as a subprocess, steered through its control API."""
+class Sandbox(SandboxProcess):
+    """The sandbox subprocess; chaos steers only its Exact Online mount."""
 
-    def __init__(self, workdir: Path) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = workdir / "sandbox.log"
-        self._log = self.log_path.open("w")
-        command = [sys.executable, "-m", "invoice_sync.cli", "sandbox", "serve", "--port", str(self.port)]
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while "sandbox listening" not in self.log_path.read_text():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"the sandbox did not start; see {self.log_path}")
-            time.sleep(0.1)
-
-    def control(self, method: str, name: str, body: Any = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            f"{self.url}/exact/_sandbox/{name}",
-            data=data,
-            method=method,
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read() or b"null")
+    def exact(self, method: str, name: str, body: Any = None) -> Any:
+        return self.control("exact_online", method, name, body)
 
     def fault_hits(self) -> Counter[str]:
-        return Counter(self.control("GET", "stats")["faults"])
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+        return Counter(self.exact("GET", "stats")["faults"])
 
 
 # -- one DAG run ------------------------------------------------------------------------------------
@@ -343,7 +304,7 @@ def run_dag(
                 killed.set()
 
         def expire() -> None:
-            sandbox.control("POST", "expire-tokens")
+            sandbox.exact("POST", "expire-tokens")
             expired.set()
 
         helpers = []
@@ -428,7 +389,7 @@ def expected_bookings(engine: Engine, rejected: set[str], before_cutover: set[st
 def check_books(engine: Engine, sandbox: Sandbox, expected: Expected) -> dict[str, Any]:
     """Compare the simulator's books with the invoicing DB and the ledger."""
     entries: dict[tuple[int, str], list[str]] = defaultdict(list)
-    for entry in sandbox.control("GET", "entries"):
+    for entry in sandbox.exact("GET", "entries"):
         entries[(int(entry["Division"]), str(entry["YourRef"]))].append(str(entry["EntryNumber"]))
     with Session(engine) as session:
         numbers = {
@@ -455,7 +416,7 @@ def check_books(engine: Engine, sandbox: Sandbox, expected: Expected) -> dict[st
 
 def _progress(engine: Engine, sandbox: Sandbox) -> tuple[int, int]:
     """(entries in the simulator, invoices with a registration number written back by a sync)."""
-    booked = len(sandbox.control("GET", "entries"))
+    booked = len(sandbox.exact("GET", "entries"))
     with Session(engine) as session:
         written = session.scalar(select(func.count()).where(LedgerRow.state == LedgerState.WRITTEN_BACK))
     return booked, int(written or 0)
@@ -572,7 +533,7 @@ def run_chaos(settings: ChaosSettings, *, out: TextIO = sys.stdout, err: TextIO 
         # Exact's real limits (60 calls a minute) would make 2000 invoices take over half an hour; they
         # are switched off, and 429s are injected as faults instead. The per-day counters are raised
         # too, or the headers would still announce a spent day after 5000 calls.
-        sandbox.control(
+        sandbox.exact(
             "POST",
             "config",
             {"limits_enabled": False, "minutely_limit": 1_000_000, "daily_limit": 10_000_000},
@@ -596,14 +557,14 @@ def run_chaos(settings: ChaosSettings, *, out: TextIO = sys.stdout, err: TextIO 
         def one_run(plan: RunPlan, *, clean: bool) -> RunResult:
             nonlocal run_number
             run_number += 1
-            sandbox.control("POST", "faults", plan.rules)
+            sandbox.exact("POST", "faults", plan.rules)
             hits_before = sandbox.fault_hits()
             run_started = time.monotonic()
             state, killed, expired = run_dag(
                 env, logs / f"run-{run_number:02d}.log", plan, sandbox, settings.run_timeout_s
             )
             wall = round(time.monotonic() - run_started, 1)
-            sandbox.control("DELETE", "faults")
+            sandbox.exact("DELETE", "faults")
             hits = sandbox.fault_hits() - hits_before
             booked, written = _progress(engine, sandbox)
             result = RunResult(

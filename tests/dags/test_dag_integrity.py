@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from invoice_sync.airflow.pools import pool_name, pools
+from invoice_sync.bench.parse import PROBE
 
 ROOT = Path(__file__).resolve().parents[2]
 DAG_FILES = sorted((ROOT / "dags").glob("*.py"))
@@ -59,18 +60,7 @@ def test_nightly_and_manual_share_one_graph(dagbag) -> None:  # type: ignore[no-
     assert set(manual.params.keys()) == {"integrations", "invoice_numbers", "dry_run", "retry_failed_only"}
 
 
-PARSE_PROBE = """
-import socket, sys, time
-import airflow.sdk  # Airflow's own import is not the DAG's cost
-def refuse(*args, **kwargs):
-    raise RuntimeError("network access while parsing a DAG")
-socket.socket.connect = refuse
-socket.create_connection = refuse
-start = time.perf_counter()
-import runpy
-runpy.run_path(sys.argv[1])
-print(time.perf_counter() - start)
-"""
+PARSE_PROBE = PROBE  # the probe `make bench` times parsing with: Airflow imported first, no network
 
 
 @pytest.mark.parametrize("dag_file", DAG_FILES, ids=[p.name for p in DAG_FILES])

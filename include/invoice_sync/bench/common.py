@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from sqlalchemy import Engine, insert
@@ -39,12 +36,12 @@ from invoice_sync.sandbox.demo import (
     be_vat_number,
     nl_vat_number,
 )
+from invoice_sync.sandbox.process import SandboxProcess
 from invoice_sync.store.db import PROJECT_ROOT, make_engine
 from invoice_sync.store.migrate import prepare
 from invoice_sync.store.models import CustomerRow, IntegrationRow, InvoiceLineRow, InvoiceRow
 
 WORKDIR = PROJECT_ROOT / "var" / "bench"
-MOUNTS: dict[str, str] = {"exact_online": "/exact", "yuki": "/yuki", "twinfield": "/twinfield"}
 """Tool -> the sandbox mount its simulator and control API (``<mount>/_sandbox/...``) live under."""
 TEMPLATES: dict[str, DemoIntegration] = {
     "exact_online": INTEGRATIONS[1],  # Demo Nederland BV: division 234567, NL VAT codes
@@ -76,12 +73,6 @@ def note(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def fresh_dir(path: Path) -> Path:
     """``path``, emptied (files and subdirectories), so a scenario never reads an earlier run's state."""
     import shutil
@@ -95,81 +86,13 @@ def fresh_dir(path: Path) -> Path:
 # -- the sandbox ------------------------------------------------------------------------------------
 
 
-class Sandbox:
-    """``invoice-sync sandbox serve`` as a subprocess, steered through each tool's control API.
-
-    Use as a context manager; ``stop`` terminates it. ``time_scale`` is sandbox seconds per real second
-    (the limit scenarios compress the tools' minute windows with it).
-    """
-
-    def __init__(self, workdir: Path, *, time_scale: float = 1.0, name: str = "sandbox") -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.time_scale = time_scale
-        self.log_path = workdir / f"{name}.log"
-        workdir.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("w")
-        command = [
-            sys.executable,
-            "-m",
-            "invoice_sync.cli",
-            "sandbox",
-            "serve",
-            "--port",
-            str(self.port),
-            "--time-scale",
-            str(time_scale),
-        ]
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while "sandbox listening" not in self.log_path.read_text(errors="replace"):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"the sandbox did not start; see {self.log_path}")
-            time.sleep(0.1)
-
-    def control(self, tool: str, method: str, name: str, body: Any = None) -> Any:
-        """Call ``<mount>/_sandbox/<name>`` of ``tool`` (a key of :data:`MOUNTS`)."""
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            f"{self.url}{MOUNTS[tool]}/_sandbox/{name}",
-            data=data,
-            method=method,
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return json.loads(response.read() or b"null")
-
-    def configure(self, tool: str, **changes: Any) -> dict[str, Any]:
-        result: dict[str, Any] = self.control(tool, "POST", "config", changes)
-        return result
-
-    def stats(self, tool: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.control(tool, "GET", "stats")
-        return result
+class Sandbox(SandboxProcess):
+    """The sandbox subprocess, with the bench's switch to take every rate limit away."""
 
     def limits_off(self, tools: Sequence[str] = TOOLS) -> None:
         """Switch the rate limits of ``tools`` off (see :data:`NO_LIMITS`)."""
         for tool in tools:
             self.configure(tool, **NO_LIMITS[tool])
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-
-    def __enter__(self) -> Sandbox:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 def connections(sandbox_url: str, *, limits_off: bool = False) -> dict[str, dict[str, Any]]:

@@ -1,0 +1,99 @@
+"""The sandbox as a subprocess (``invoice-sync sandbox serve``), for tools that drive whole DAG runs.
+
+``make chaos`` and ``make bench`` run Airflow in subprocesses against a sandbox that must outlive each
+run and be steered between runs (faults, limits, books), so it runs as a process of its own, reached
+through each tool's control API (``<mount>/_sandbox/...``).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+MOUNTS: dict[str, str] = {"exact_online": "/exact", "yuki": "/yuki", "twinfield": "/twinfield"}
+"""Where each tool's simulator is mounted, by the integrations' ``tool`` value."""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class SandboxProcess:
+    """``invoice-sync sandbox serve`` as a subprocess, steered through each tool's control API.
+
+    Use as a context manager; ``stop`` terminates it. ``time_scale`` is sandbox seconds per real second
+    (the limit scenarios compress the tools' minute windows with it).
+    """
+
+    def __init__(self, workdir: Path, *, time_scale: float = 1.0, name: str = "sandbox") -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.time_scale = time_scale
+        self.log_path = workdir / f"{name}.log"
+        workdir.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("w")
+        command = [
+            sys.executable,
+            "-m",
+            "invoice_sync.cli",
+            "sandbox",
+            "serve",
+            "--port",
+            str(self.port),
+            "--time-scale",
+            str(time_scale),
+        ]
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while "sandbox listening" not in self.log_path.read_text(errors="replace"):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the sandbox did not start; see {self.log_path}")
+            time.sleep(0.1)
+
+    def control(self, tool: str, method: str, name: str, body: Any = None) -> Any:
+        """Call ``<mount>/_sandbox/<name>`` of ``tool`` (a key of :data:`MOUNTS`)."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            f"{self.url}{MOUNTS[tool]}/_sandbox/{name}",
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read() or b"null")
+
+    def configure(self, tool: str, **changes: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self.control(tool, "POST", "config", changes)
+        return result
+
+    def stats(self, tool: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.control(tool, "GET", "stats")
+        return result
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+    def __enter__(self) -> SandboxProcess:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.stop()
