@@ -5,9 +5,22 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
-from invoice_sync.domain.models import Booking, Customer, Integration, Invoice, Outcome, Problem
+from invoice_sync.domain.models import (
+    Booking,
+    Customer,
+    Integration,
+    IntegrationSettings,
+    Invoice,
+    Outcome,
+    Problem,
+)
+
+if TYPE_CHECKING:
+    from invoice_sync.connectors.hooks import AccountingHook
+
+HookT = TypeVar("HookT", bound="AccountingHook")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +86,42 @@ class Connector(Protocol):
         sent (quota spent, authorisation withdrawn) is raised, and the invoices not yet yielded were not sent.
         """
         ...
+
+
+class HookConnector(Generic[HookT]):
+    """What every connector does the same way: it books one integration through one hook.
+
+    Subclasses name the ``tool`` and the pure ``validate`` of their mapping module, and implement the
+    calls the API differs in (lookups, customers, push).
+
+    :param integration: the integration whose invoices it books.
+    :param hook: the client for that integration's connection and administration.
+    """
+
+    tool: str
+
+    def __init__(self, integration: Integration, hook: HookT) -> None:
+        self.integration = integration
+        self.settings = integration.settings
+        self.hook = hook
+
+    @property
+    def request_timeout_s(self) -> float:
+        """The longest one request to the tool may take (the connection's ``timeout`` extra).
+
+        The engine waits this long past an orphaned holder's lease before it looks its invoices up, so a
+        request that holder still had in flight has landed by then. Reads the connection; no network I/O.
+        """
+        return self.hook.request_timeout_s
+
+    def validate(self, invoice: Invoice) -> list[Problem]:
+        """The tool's own problems with ``invoice``, found without a call."""
+        return self.check(invoice, self.settings)
+
+    @staticmethod
+    def check(invoice: Invoice, settings: IntegrationSettings) -> list[Problem]:
+        """The mapping module's ``validate``; each connector names its own."""
+        raise NotImplementedError
 
 
 class ConnectorFactory(Protocol):

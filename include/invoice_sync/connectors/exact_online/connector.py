@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
-from invoice_sync.connectors.base import CustomerLinkFailure, TokenVault
+from invoice_sync.connectors.base import CustomerLinkFailure, HookConnector, TokenVault
 from invoice_sync.connectors.exact_online import mapping
 from invoice_sync.connectors.exact_online.errors import ALREADY_EXISTS
 from invoice_sync.connectors.exact_online.hook import ExactOnlineHook
@@ -24,7 +24,6 @@ from invoice_sync.domain.models import (
     Integration,
     Invoice,
     Outcome,
-    Problem,
     Rejected,
     Unknown,
 )
@@ -34,7 +33,7 @@ ENTRIES = "salesentry/SalesEntries"
 ACCOUNTS = "crm/Accounts"
 
 
-class ExactOnlineConnector:
+class ExactOnlineConnector(HookConnector[ExactOnlineHook]):
     """Books one integration's invoices as Exact Online sales entries in its division.
 
     :param integration: the integration; ``settings.division`` says which Exact division.
@@ -43,24 +42,8 @@ class ExactOnlineConnector:
 
     tool = TOOL
 
-    def __init__(self, integration: Integration, hook: ExactOnlineHook) -> None:
-        self.integration = integration
-        self.settings = integration.settings
-        self.hook = hook
-
-    @property
-    def request_timeout_s(self) -> float:
-        """The longest one HTTP request to Exact may take (the connection's ``timeout`` extra).
-
-        The engine waits this long past an orphaned holder's lease before it looks its invoices up, so a
-        POST that holder still had in flight has landed by then. Reads the connection; no network I/O.
-        """
-        self.hook.session  # noqa: B018 (configuring the session reads the connection's timeout)
-        return self.hook.timeout_s
-
-    def validate(self, invoice: Invoice) -> list[Problem]:
-        """Exact-specific problems found without a call (see :func:`.mapping.validate`)."""
-        return mapping.validate(invoice, self.settings)
+    check = staticmethod(mapping.validate)
+    """Exact-specific problems found without a call (see :func:`.mapping.validate`)."""
 
     def find_booked(self, references: Sequence[str]) -> dict[str, Booking]:
         """Entries of this integration's journals whose ``YourRef`` is one of ``references``.

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from invoice_sync.connectors.base import CustomerLinkFailure, TokenVault
+from invoice_sync.connectors.base import CustomerLinkFailure, HookConnector, TokenVault
 from invoice_sync.connectors.soap import Element, find_all, local, text
 from invoice_sync.connectors.twinfield import mapping
 from invoice_sync.connectors.twinfield.errors import message_class
@@ -24,7 +24,6 @@ from invoice_sync.domain.models import (
     Integration,
     Invoice,
     Outcome,
-    Problem,
     Rejected,
     Unknown,
 )
@@ -42,7 +41,7 @@ CUSTOMER_BATCH_SIZE = 100
 """Dimensions per ProcessXml upsert: a page's new customers normally go in one call."""
 
 
-class TwinfieldConnector:
+class TwinfieldConnector(HookConnector[TwinfieldHook]):
     """Books one integration's invoices as Twinfield sales transactions in its office.
 
     :param integration: the integration; ``settings.extra["office"]`` names the Twinfield office.
@@ -51,19 +50,8 @@ class TwinfieldConnector:
 
     tool = TOOL
 
-    def __init__(self, integration: Integration, hook: TwinfieldHook) -> None:
-        self.integration = integration
-        self.settings = integration.settings
-        self.hook = hook
-
-    @property
-    def request_timeout_s(self) -> float:
-        """The longest one request to Twinfield may take (the connection's ``timeout`` extra); no I/O."""
-        return self.hook.request_timeout_s
-
-    def validate(self, invoice: Invoice) -> list[Problem]:
-        """Twinfield-specific problems found without a call (see :func:`.mapping.validate`)."""
-        return mapping.validate(invoice, self.settings)
+    check = staticmethod(mapping.validate)
+    """Twinfield-specific problems found without a call (see :func:`.mapping.validate`)."""
 
     # -- lookups ----------------------------------------------------------------------------------------
 

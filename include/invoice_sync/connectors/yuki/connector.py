@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from invoice_sync.connectors.base import CustomerLinkFailure, TokenVault
+from invoice_sync.connectors.base import CustomerLinkFailure, HookConnector, TokenVault
 from invoice_sync.connectors.soap import Element, find, find_all, text
 from invoice_sync.connectors.yuki import mapping
 from invoice_sync.connectors.yuki.errors import DUPLICATE, invoice_error_class
@@ -35,7 +35,6 @@ from invoice_sync.domain.models import (
     Integration,
     Invoice,
     Outcome,
-    Problem,
     Rejected,
     Unknown,
 )
@@ -48,7 +47,7 @@ MAX_ROUNDS = BATCH_SIZE // MAX_FAULTY_PER_CALL + 2
 """Calls one batch may take: each call processes at least six invoices, so skipped ones always progress."""
 
 
-class YukiConnector:
+class YukiConnector(HookConnector[YukiHook]):
     """Books one integration's invoices as Yuki sales invoices in its administration.
 
     :param integration: the integration; ``settings.extra`` names the administration.
@@ -57,19 +56,8 @@ class YukiConnector:
 
     tool = TOOL
 
-    def __init__(self, integration: Integration, hook: YukiHook) -> None:
-        self.integration = integration
-        self.settings = integration.settings
-        self.hook = hook
-
-    @property
-    def request_timeout_s(self) -> float:
-        """The longest one request to Yuki may take (the connection's ``timeout`` extra); no network I/O."""
-        return self.hook.request_timeout_s
-
-    def validate(self, invoice: Invoice) -> list[Problem]:
-        """Yuki-specific problems found without a call (see :func:`.mapping.validate`)."""
-        return mapping.validate(invoice, self.settings)
+    check = staticmethod(mapping.validate)
+    """Yuki-specific problems found without a call (see :func:`.mapping.validate`)."""
 
     def find_booked(self, references: Sequence[str]) -> dict[str, Booking]:
         """Yuki's items for our references, one ``CheckOutstandingItemAdmin`` per reference.
