@@ -39,7 +39,8 @@ from sqlalchemy.orm import Session
 from invoice_sync.sandbox.connections import exact_online_connection
 from invoice_sync.sandbox.demo import DEMO_CONN_ID, seed
 from invoice_sync.sandbox.faults import FAULT_KINDS
-from invoice_sync.sandbox.process import SandboxProcess
+from invoice_sync.sandbox.process import SandboxProcess, airflow_bin
+from invoice_sync.sandbox.process import airflow_env as isolated_airflow_env
 from invoice_sync.store.claims import DEFAULT_LEASE
 from invoice_sync.store.db import PROJECT_ROOT, make_engine
 from invoice_sync.store.migrate import prepare
@@ -248,25 +249,14 @@ class Sandbox(SandboxProcess):
 
 def airflow_env(settings: ChaosSettings, sandbox_url: str) -> dict[str, str]:
     """The environment of every Airflow subprocess: chaos's own homes, the sandbox, a short timeout."""
-    home = settings.airflow_home_dir
     connection = exact_online_connection(sandbox_url)
     connection["extra"] = {**connection["extra"], "timeout": settings.http_timeout_s}  # type: ignore[dict-item]
-    return {
-        **os.environ,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        "AIRFLOW__CORE__DAGS_FOLDER": os.environ.get("AIRFLOW__CORE__DAGS_FOLDER")
-        or str(PROJECT_ROOT / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "INVOICE_SYNC_DB_URL": settings.invoicing_db_url,
-        f"AIRFLOW_CONN_{DEMO_CONN_ID.upper()}": json.dumps(connection),
-        LEASE_ENV: str(settings.lease_s),
-        "PYTHONUNBUFFERED": "1",  # the log is watched for the moment a sync starts
-    }
-
-
-def _airflow() -> str:
-    return str(Path(sys.executable).with_name("airflow"))
+    return isolated_airflow_env(
+        settings.airflow_home_dir,
+        settings.invoicing_db_url,
+        {DEMO_CONN_ID: connection},
+        extra={LEASE_ENV: str(settings.lease_s)},
+    )
 
 
 def run_dag(
@@ -279,7 +269,7 @@ def run_dag(
     """
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [_airflow(), "dags", "test", DAG_ID],
+            [airflow_bin(), "dags", "test", DAG_ID],
             env=dict(env),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -507,7 +497,7 @@ class Backlog:
 def migrate_airflow(env: Mapping[str, str], log_path: Path) -> None:
     with log_path.open("w") as log:
         result = subprocess.run(
-            [_airflow(), "db", "migrate"], env=dict(env), stdout=log, stderr=subprocess.STDOUT, timeout=900
+            [airflow_bin(), "db", "migrate"], env=dict(env), stdout=log, stderr=subprocess.STDOUT, timeout=900
         )
     if result.returncode != 0:
         raise RuntimeError(f"airflow db migrate failed; see {log_path}")

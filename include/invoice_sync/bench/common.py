@@ -36,13 +36,16 @@ from invoice_sync.sandbox.demo import (
     be_vat_number,
     nl_vat_number,
 )
-from invoice_sync.sandbox.process import SandboxProcess
+from invoice_sync.sandbox.process import (
+    SandboxProcess,
+    airflow_bin,
+    airflow_env,
+)
 from invoice_sync.store.db import PROJECT_ROOT, make_engine
 from invoice_sync.store.migrate import prepare
 from invoice_sync.store.models import CustomerRow, IntegrationRow, InvoiceLineRow, InvoiceRow
 
 WORKDIR = PROJECT_ROOT / "var" / "bench"
-"""Tool -> the sandbox mount its simulator and control API (``<mount>/_sandbox/...``) live under."""
 TEMPLATES: dict[str, DemoIntegration] = {
     "exact_online": INTEGRATIONS[1],  # Demo Nederland BV: division 234567, NL VAT codes
     "yuki": INTEGRATIONS[3],
@@ -110,11 +113,6 @@ def connections(sandbox_url: str, *, limits_off: bool = False) -> dict[str, dict
         connection["extra"] = extra
         result[conn_id] = connection
     return result
-
-
-def connection_env(conns: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
-    """``AIRFLOW_CONN_<ID>`` variables for ``conns``: how both Airflow and a bare hook find them."""
-    return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(conn) for conn_id, conn in conns.items()}
 
 
 # -- seeding ----------------------------------------------------------------------------------------
@@ -360,42 +358,7 @@ def run_measured(
     return Measured(process.returncode, round(wall, 3), round(usage.ru_maxrss / 1024, 1))
 
 
-def python_measured(
-    code: str, *args: str, env: Mapping[str, str] | None = None, log_path: Path, timeout_s: float = 900.0
-) -> Measured:
-    """``run_measured`` of ``python -c code args...`` with this interpreter."""
-    return run_measured([sys.executable, "-c", code, *args], env=env, log_path=log_path, timeout_s=timeout_s)
-
-
 # -- Airflow ----------------------------------------------------------------------------------------
-
-
-def airflow_bin() -> str:
-    return str(Path(sys.executable).with_name("airflow"))
-
-
-def airflow_env(
-    airflow_home: Path,
-    db_url: str,
-    conns: Mapping[str, Mapping[str, Any]],
-    *,
-    extra: Mapping[str, str] | None = None,
-) -> dict[str, str]:
-    """The environment of an Airflow subprocess: its own home and metadata DB, the invoicing DB, the
-    connections as ``AIRFLOW_CONN_*``. ``AIRFLOW_HOME`` and ``INVOICE_SYNC_DB_URL`` of the caller are
-    overridden so a benchmark can never touch the data ``make run`` works on."""
-    return {
-        **os.environ,
-        "AIRFLOW_HOME": str(airflow_home),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
-        "AIRFLOW__CORE__DAGS_FOLDER": os.environ.get("AIRFLOW__CORE__DAGS_FOLDER")
-        or str(PROJECT_ROOT / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "INVOICE_SYNC_DB_URL": db_url,
-        "PYTHONUNBUFFERED": "1",
-        **connection_env(conns),
-        **(extra or {}),
-    }
 
 
 def migrated_airflow_home(workdir: Path) -> Path:

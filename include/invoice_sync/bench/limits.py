@@ -41,7 +41,6 @@ from sqlalchemy import select
 
 from invoice_sync.bench.common import (
     Sandbox,
-    connection_env,
     fresh_dir,
     note,
     open_db,
@@ -61,6 +60,7 @@ from invoice_sync.bench.tenants import (
     sync_tenant,
 )
 from invoice_sync.sandbox import twinfield_fixtures, yuki_fixtures
+from invoice_sync.sandbox.process import connection_env
 
 INTEGRATION_ID = 1
 SLOT = 1

@@ -46,7 +46,6 @@ from sqlalchemy import Engine
 from invoice_sync.bench.common import (
     Sandbox,
     Tenant,
-    connection_env,
     fresh_dir,
     note,
     open_db,
@@ -54,6 +53,7 @@ from invoice_sync.bench.common import (
     sqlite_url,
 )
 from invoice_sync.sandbox import exact_fixtures, twinfield_fixtures, yuki_fixtures
+from invoice_sync.sandbox.process import connection_env
 from invoice_sync.sandbox.server import EXACT_MOUNT, TWINFIELD_MOUNT, YUKI_MOUNT
 
 TOOLS = ("exact_online", "yuki", "twinfield")

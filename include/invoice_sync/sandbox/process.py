@@ -1,21 +1,25 @@
-"""The sandbox as a subprocess (``invoice-sync sandbox serve``), for tools that drive whole DAG runs.
+"""The sandbox and Airflow as subprocesses, for the tools that drive whole DAG runs.
 
-``make chaos`` and ``make bench`` run Airflow in subprocesses against a sandbox that must outlive each
-run and be steered between runs (faults, limits, books), so it runs as a process of its own, reached
-through each tool's control API (``<mount>/_sandbox/...``).
+``make chaos`` and ``make bench`` run Airflow in subprocesses, each with a home and metadata DB of its own,
+against a sandbox that must outlive each run and be steered between runs (faults, limits, books), so the
+sandbox runs as a process of its own, reached through each tool's control API (``<mount>/_sandbox/...``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from invoice_sync.store.db import PROJECT_ROOT
 
 MOUNTS: dict[str, str] = {"exact_online": "/exact", "yuki": "/yuki", "twinfield": "/twinfield"}
 """Where each tool's simulator is mounted, by the integrations' ``tool`` value."""
@@ -97,3 +101,36 @@ class SandboxProcess:
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def connection_env(conns: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """``AIRFLOW_CONN_<ID>`` variables for ``conns``: how both Airflow and a bare hook find them."""
+    return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(conn) for conn_id, conn in conns.items()}
+
+
+def airflow_bin() -> str:
+    return str(Path(sys.executable).with_name("airflow"))
+
+
+def airflow_env(
+    airflow_home: Path,
+    db_url: str,
+    conns: Mapping[str, Mapping[str, Any]],
+    *,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment of an Airflow subprocess: its own home and metadata DB, the invoicing DB, the
+    connections as ``AIRFLOW_CONN_*``. ``AIRFLOW_HOME`` and ``INVOICE_SYNC_DB_URL`` of the caller are
+    overridden so a benchmark or a chaos run can never touch the data ``make run`` works on."""
+    return {
+        **os.environ,
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
+        "AIRFLOW__CORE__DAGS_FOLDER": os.environ.get("AIRFLOW__CORE__DAGS_FOLDER")
+        or str(PROJECT_ROOT / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "INVOICE_SYNC_DB_URL": db_url,
+        "PYTHONUNBUFFERED": "1",
+        **connection_env(conns),
+        **(extra or {}),
+    }
