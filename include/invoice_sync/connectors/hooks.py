@@ -11,7 +11,7 @@ request reach the tool? Why not ``HttpHook.run``: it turns every HTTP error into
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any, TypeVar
@@ -22,12 +22,19 @@ from airflow.providers.http.hooks.http import HttpHook
 
 from invoice_sync.connectors.base import TokenSet, TokenVault
 from invoice_sync.connectors.http import mask_tokens, request_never_sent
-from invoice_sync.domain.errors import OutcomeUnknownError, RateLimitedError, TransientError
+from invoice_sync.domain.errors import (
+    ConfigError,
+    OutcomeUnknownError,
+    RateLimitedError,
+    TransientError,
+)
 
 T = TypeVar("T")
 
 SECRET_EXTRA_KEYS = ("refresh_token", "client_secret", "access_token", "access_key")
 """Extra keys that hold secrets: ``HttpHook`` would send every extra key as a header."""
+SETTING_EXTRA_KEYS = ("timeout", "token_url")
+"""Extra keys that configure the client (numbers are never taken for headers anyway)."""
 
 
 class AccountingHook(HttpHook):
@@ -82,7 +89,7 @@ class AccountingHook(HttpHook):
     ) -> requests.Session:
         session = super()._configure_session_from_extra(session, connection, extra_options)
         self.timeout_s = float(self.merged_extra.get("timeout") or self.default_timeout_s)
-        for key in (*SECRET_EXTRA_KEYS, "timeout"):  # HttpHook turns unknown extra keys into headers
+        for key in (*SECRET_EXTRA_KEYS, *SETTING_EXTRA_KEYS):  # HttpHook makes extra keys into headers
             session.headers.pop(key, None)
         for key in list(session.headers):
             if not isinstance(session.headers[key], str | bytes):
@@ -185,6 +192,24 @@ class StoredToken:
         if expires_at.tzinfo is None:  # stores may hand back naive UTC
             expires_at = expires_at.replace(tzinfo=UTC)
         return expires_at - self.clock() > self.margin
+
+
+def positive_extra(extra: Mapping[str, Any], key: str, default: float, *, where: str) -> float:
+    """A positive number from a connection's extra, or ``default`` when it is not set.
+
+    :param where: the connection, for the message (``"Twinfield connection twinfield_demo"``).
+    :raises ConfigError: the value is not a positive number (a typo must not switch pacing off).
+    """
+    value = extra.get(key)
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = 0.0
+    if number <= 0:
+        raise ConfigError(f"{where}: extra {key!r} must be a positive number")
+    return number
 
 
 def worth_repeating(error: BaseException) -> bool:

@@ -35,7 +35,7 @@ import requests
 from lxml import etree
 
 from invoice_sync.connectors.base import TokenSet, TokenVault
-from invoice_sync.connectors.hooks import StoredToken
+from invoice_sync.connectors.hooks import StoredToken, positive_extra
 from invoice_sync.connectors.http import RateBudget, Window
 from invoice_sync.connectors.soap import Element, SoapFault, SoapHook, child, element, parse, text
 from invoice_sync.connectors.twinfield.errors import (
@@ -138,8 +138,9 @@ class TwinfieldHook(SoapHook):
         """
         if self._budget is None:
             extra = self.get_connection(self.twinfield_conn_id).extra_dejson
-            credits = _positive(extra, "credits_per_minute", CREDITS_PER_MINUTE, self.twinfield_conn_id)
-            minute_s = _positive(extra, "minute_s", 60.0, self.twinfield_conn_id)
+            where = f"Twinfield connection {self.twinfield_conn_id}"
+            credits = positive_extra(extra, "credits_per_minute", CREDITS_PER_MINUTE, where=where)
+            minute_s = positive_extra(extra, "minute_s", 60.0, where=where)
             self._budget = RateBudget(
                 label=self.context,
                 sleep=self._sleep,
@@ -384,23 +385,6 @@ class TwinfieldHook(SoapHook):
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise TransientError(f"{self.context}: Twinfield's token answer was incomplete") from exc
-
-
-def _positive(extra: dict[str, Any], key: str, default: float, conn_id: str) -> float:
-    """A positive number from the connection's extra, or ``default`` when it is not set.
-
-    :raises ConfigError: the value is not a positive number (a typo must not switch the pacing off).
-    """
-    value = extra.get(key)
-    if value is None or value == "":
-        return default
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = 0.0
-    if number <= 0:
-        raise ConfigError(f"Twinfield connection {conn_id}: extra {key!r} must be a positive number")
-    return number
 
 
 def _list_offices() -> Element:

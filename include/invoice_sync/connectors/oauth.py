@@ -1,0 +1,257 @@
+"""JSON REST behind OAuth 2.0 refresh tokens: the client shape Xero and QuickBooks Online share.
+
+Both tools issue short-lived access tokens for a refresh token from the user's consent, take the app's
+client id and secret as HTTP Basic credentials at a token endpoint on another host than the API, and
+answer JSON. What this module does once for both: keeping the tokens in the vault (refreshed under its
+lock, see :class:`~invoice_sync.connectors.hooks.StoredToken`), one new token and one repeat when the tool
+refuses a token, waiting out a 429 and repeating the call (a 429 means nothing was done), a rate budget
+asked before every call, and the typed error of a write whose answer was lost. What differs per tool (where
+the tenant goes, how limits are announced, how errors read) is left to three methods a subclass overrides:
+:meth:`OAuthRestHook._observe`, :meth:`OAuthRestHook._throttled` and :meth:`OAuthRestHook._error`.
+
+Connection (``conn_type`` http):
+
+- ``host``: the API's base URL (``https://api.xero.com``, ``https://quickbooks.api.intuit.com``, or the
+  sandbox's mount); paths are relative to it
+- ``login`` / ``password``: the app's OAuth client id and client secret
+- ``extra``: ``{"refresh_token": "<from the consent>", "timeout": 30}``; ``token_url`` replaces the tool's
+  token endpoint (the sandbox serves its own). ``refresh_token`` is used only while the vault holds none.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+import requests
+
+from invoice_sync.connectors.base import TokenSet, TokenVault
+from invoice_sync.connectors.hooks import AccountingHook, StoredToken, url_path
+from invoice_sync.connectors.http import RateBudget
+from invoice_sync.domain.errors import AuthError, RateLimitedError, SyncError, TransientError
+
+
+class OAuthRestHook(AccountingHook):
+    """Calls one tenant of a JSON API with OAuth 2.0 bearer tokens kept in the token vault.
+
+    No I/O happens in the constructor; the connection is read on the first call.
+
+    :param conn_id: Airflow connection with the base URL, client id/secret and the consent's refresh token.
+    :param context: where calls happen, for messages (``"Xero organisation Demo Ltd"``).
+    :param vault: durable, locked storage of the connection's rotating tokens, shared by every task.
+    :param budget: rate budget of this tenant; by default the one :meth:`_new_budget` makes on first use.
+    :param sleep: how to wait for the budget, after a 429 and between retries (injectable for tests).
+    :param get_attempts: tries of a call that is safe to repeat and fails transiently (5xx, network).
+    :param backoff_s: first back-off between those tries; it doubles each time.
+    :param max_throttled: how often one call is repeated after a 429 before giving up on it.
+    :param refresh_margin_s: refresh the access token this long before it expires.
+    :param clock: current time, timezone-aware UTC, for token expiry.
+    """
+
+    token_url: ClassVar[str]
+    """The tool's token endpoint; a connection's ``token_url`` extra replaces it."""
+    default_headers: ClassVar[dict[str, str]] = {"Accept": "application/json"}
+
+    def __init__(
+        self,
+        *,
+        conn_id: str,
+        context: str,
+        vault: TokenVault,
+        budget: RateBudget | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        get_attempts: int = 3,
+        backoff_s: float = 1.0,
+        max_throttled: int = 3,
+        refresh_margin_s: float = 60.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        super().__init__(
+            conn_id=conn_id, context=context, sleep=sleep, get_attempts=get_attempts, backoff_s=backoff_s
+        )
+        self.vault = vault
+        self._budget = budget
+        self._max_throttled = max_throttled
+        self._clock = clock
+        self._token = StoredToken(vault, conn_id, margin=timedelta(seconds=refresh_margin_s), clock=clock)
+
+    @property
+    def budget(self) -> RateBudget:
+        """The tenant's rate budget, made by :meth:`_new_budget` from the connection on first use."""
+        if self._budget is None:
+            self._budget = self._new_budget(self.get_connection(self.conn_id).extra_dejson)
+        return self._budget
+
+    # -- what a tool's hook overrides -----------------------------------------------------------------
+
+    def _new_budget(self, extra: Mapping[str, Any]) -> RateBudget:
+        """The budget when none was given; ``extra`` is the connection's (limits set there)."""
+        return RateBudget(label=self.context, sleep=self._sleep)
+
+    def _headers(self) -> dict[str, str]:
+        """Headers every API call carries besides the token (a tenant id, say)."""
+        return {}
+
+    def _observe(self, response: requests.Response) -> None:
+        """Learn the tool's rate windows from an answer (headers, or the local count alone)."""
+
+    def _throttled(self, response: requests.Response, attempt: int) -> None:
+        """Wait until a refused (429) call may go again, or raise when that is not today.
+
+        :param attempt: how many 429s this call has had, 1 for the first.
+        """
+        self.budget.throttled()
+
+    def _error(self, response: requests.Response) -> SyncError:
+        """The typed error of a non-2xx answer (other than a first 401 or a 429), with the tool's words."""
+        return TransientError(f"{self.context}: HTTP {response.status_code}", status=response.status_code)
+
+    # -- calls ---------------------------------------------------------------------------------------
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        safe: bool | None = None,
+    ) -> Any:
+        """Send one API call and return its JSON body.
+
+        :param path: relative to the connection's base URL.
+        :param safe: whether repeating the call is harmless; defaults to "it is a GET". Safe calls are
+            retried on transient failures; an unsafe call whose answer was lost, unreadable or a 5xx
+            raises :class:`~invoice_sync.domain.errors.OutcomeUnknownError` and is never repeated here.
+        :raises TransientError: nothing was done (never sent, or a safe call kept failing).
+        """
+        safe = method.upper() == "GET" if safe is None else safe
+        url = self._url(path)
+
+        def once() -> Any:
+            response = self.send(method, url, params=params, json=json, headers=headers, safe=safe)
+            return self._json(response, url, safe=safe)
+
+        return self._retrying(once) if safe else once()
+
+    def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        safe: bool,
+        headers: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
+        """One call within the budget, one new token after a refused one, 429s waited out.
+
+        Returns a 2xx answer; everything else becomes the subclass's typed error, or
+        :class:`~invoice_sync.domain.errors.OutcomeUnknownError` for a write answered with a 5xx.
+        """
+        refreshed = False
+        throttled = 0
+        while True:
+            self.budget.acquire()
+            token = self._access_token()
+            sent = {**self._headers(), **(headers or {}), "Authorization": f"Bearer {token}"}
+            response = self._transmit(method, url, safe=safe, headers=sent, **kwargs)
+            self._observe(response)
+            if response.status_code == 401 and not refreshed:
+                refreshed = True  # refused before doing anything: a new token and the same call again
+                self._access_token(rejected=token)
+                continue
+            if response.status_code == 429:
+                throttled += 1
+                if throttled > self._max_throttled:
+                    raise RateLimitedError(f"{self.context}: still refused with 429 after {throttled} waits")
+                self._throttled(response, throttled)
+                continue
+            if response.ok:
+                return response
+            error = self._error(response)
+            if not safe and response.status_code >= 500:
+                raise self._unknown(error.message)
+            raise error
+
+    def _json(self, response: requests.Response, url: str, *, safe: bool) -> Any:
+        """The JSON body of a 2xx answer; a truncated or garbled one counts as no answer at all."""
+        try:
+            return response.json()
+        except ValueError as exc:
+            detail = f"{self.context}: unreadable answer from {url_path(url)}"
+            if safe:
+                raise TransientError(detail) from exc
+            raise self._unknown(detail) from exc
+
+    # -- OAuth 2.0 -----------------------------------------------------------------------------------
+
+    def _access_token(self, *, rejected: str | None = None) -> str:
+        """A usable access token, refreshed through the vault when needed.
+
+        :param rejected: a token the tool just refused with 401: replace it even if it looks valid.
+        """
+        return self._token.get(self._request_tokens, rejected=rejected)
+
+    def _request_tokens(self, current: TokenSet | None) -> TokenSet:
+        """Spend the stored refresh token (or the consent's) on a new pair; both tools rotate them."""
+        connection = self.get_connection(self.conn_id)
+        extra = connection.extra_dejson
+        refresh_token = current.refresh_token if current else extra.get("refresh_token")
+        where = f"{self.hook_name} connection {self.conn_id}"
+        if not refresh_token:
+            raise AuthError(
+                f"{where}: no refresh token is stored; connect the integration to {self.tool_name} first"
+            )
+        url = str(extra.get("token_url") or self.token_url)
+        form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+        credentials = (connection.login or "", connection.password or "")
+
+        def call() -> Any:
+            # Token calls do not count toward the tenant's limits, so the budget is not asked. A repeat
+            # after a lost answer spends a refresh token that may already be replaced; the tool's answer
+            # (invalid_grant) then tells the user to reconnect, which is then the truth.
+            response = self._transmit(
+                "POST", url, safe=True, data=form, auth=credentials, headers={"Accept": "application/json"}
+            )
+            if response.status_code >= 500:
+                raise TransientError(f"{where}: token refresh failed with HTTP {response.status_code}")
+            if not response.ok:
+                raise AuthError(
+                    f"{where}: {oauth_error_text(response)}. The refresh token is no longer accepted; "
+                    f"reconnect the integration to {self.tool_name} (give consent again)",
+                    status=response.status_code,
+                )
+            return self._json(response, url, safe=True)
+
+        body = self._retrying(call)
+        try:
+            return TokenSet(
+                access_token=str(body["access_token"]),
+                refresh_token=str(body.get("refresh_token") or refresh_token),
+                expires_at=self._clock() + timedelta(seconds=int(body["expires_in"])),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TransientError(f"{self.context}: the token answer was incomplete") from exc
+
+
+def oauth_error_text(response: requests.Response) -> str:
+    """An OAuth 2.0 error answer (``error``, ``error_description``) in words, or its status."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and body.get("error"):
+        description = body.get("error_description")
+        return f"{body['error']}: {description}" if description else str(body["error"])
+    return f"HTTP {response.status_code} from the token endpoint"
+
+
+def retry_after_s(response: requests.Response, default: float) -> float:
+    """The ``Retry-After`` of an answer in seconds (``default`` when absent or a date)."""
+    try:
+        return max(0.0, float(response.headers.get("Retry-After", "")))
+    except ValueError:
+        return default
