@@ -18,9 +18,11 @@ from pathlib import Path
 
 from invoice_sync.connectors.registry import TOOLS
 
-POOL_SLOTS: dict[str, int] = {"exact_online": 8, "yuki": 4, "twinfield": 2}
+POOL_SLOTS: dict[str, int] = {"exact_online": 8, "yuki": 4, "twinfield": 2, "xero": 8, "quickbooks": 8}
 """Concurrent sync tasks per tool. Twinfield's per-IP credit budget is shared by every tenant behind one
-address, so it gets the fewest; a tool missing here gets :data:`DEFAULT_SLOTS`."""
+address, so it gets the fewest. Xero and QuickBooks Online ration per tenant (Xero also 10,000 calls a
+minute per app, which eight tenants at 60 a minute stay far below); a tool missing here gets
+:data:`DEFAULT_SLOTS`."""
 DEFAULT_SLOTS = 4
 
 

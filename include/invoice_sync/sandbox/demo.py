@@ -161,6 +161,19 @@ INTEGRATIONS = (
     ),
 )
 
+TOOL_REFUSALS: dict[str, tuple[tuple[str, str, tuple[str, str]], ...]] = {
+    # tool -> (VAT rate, GL account, (error class, a fragment of the message)) per invoice to refuse: the
+    # tool refuses the first kind inside a batch whose other invoices book; our checks the rest.
+    "yuki": (
+        ("12", "7000", ("config", "No tax code for VATPercentage 12 & VATType 9")),
+        ("9", "7000", ("config", "VAT rate 9% is not mapped")),
+    ),
+    "twinfield": (
+        ("6", "8000", ("config", f"btw-code({twinfield.INACTIVE_VAT_CODE})")),
+        ("21", "8020", ("config", "Dimension 8999")),
+    ),
+}
+
 COMPANIES = (
     ("Atelier Verhoeven BV", "BE", "Kortrijksesteenweg 12", "9000", "Gent"),
     ("Bakkerij De Smet", "BE", "Markt 3", "8000", "Brugge"),
@@ -399,8 +412,9 @@ class _Builder:
                 self.expected_rejections[number] = expected
 
     def other_tool_invoices(self, tool: str, count: int) -> None:
-        """The invoices of the Yuki or Twinfield integration: regular ones (as many as one Exact
-        integration gets), two for the customers with unusual names, and two the tool must refuse."""
+        """The invoices of a non-Exact tool's integration: regular ones (as many as one Exact integration
+        gets), two for the customers with unusual names, and the ones the tool must refuse
+        (:data:`TOOL_REFUSALS`)."""
         (integration,) = [i for i in INTEGRATIONS if i.tool == tool]
         for _ in range(max(count // 3, 1)):
             roll = self.rng.random()
@@ -422,18 +436,7 @@ class _Builder:
                 lines=self._lines(integration),
                 customer_id=customer_id,
             )
-        gl = integration.gl_accounts[0]
-        if tool == "yuki":
-            refusals = [
-                ("12", gl, ("config", "No tax code for VATPercentage 12 & VATType 9")),
-                ("9", gl, ("config", "VAT rate 9% is not mapped")),
-            ]
-        else:
-            refusals = [
-                ("6", gl, ("config", f"btw-code({twinfield.INACTIVE_VAT_CODE})")),
-                ("21", "8020", ("config", "Dimension 8999")),
-            ]
-        for rate, gl_account, expected in refusals:
+        for rate, gl_account, expected in TOOL_REFUSALS[tool]:
             lines = [("Consultancy", Decimal("2"), Decimal("95.00"), rate, gl_account)]
             number = self._invoice(integration, invoice_date=date(2026, 7, 2), lines=lines)
             self.expected_rejections[number] = expected
