@@ -29,9 +29,9 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 
-# One connection per demo tool (Exact Online, Yuki, Twinfield), all pointing at the sandbox; in production
-# they come from a secrets backend.
-for conn_id in exact_demo yuki_demo twinfield_demo; do
+# One connection per demo tool (Exact Online, Yuki, Twinfield, Xero, QuickBooks Online), all pointing at
+# the sandbox; in production they come from a secrets backend.
+for conn_id in exact_demo yuki_demo twinfield_demo xero_demo quickbooks_demo; do
     export "AIRFLOW_CONN_${conn_id^^}=$($BIN/python -m invoice_sync.sandbox.connections "$conn_id" "http://127.0.0.1:$port")"
 done
 

@@ -54,7 +54,8 @@ def test_runner_refuses_unknown_scenarios_and_foreign_directories(tmp_path: Path
 def test_scenario_order_covers_every_tool() -> None:
     names = scenario_names()
     assert names[0] == "overhead" and names[-3:] == ["extract", "memory", "parse"]
-    assert {"limit_exact_online", "limit_yuki", "limit_twinfield", "naive", "tenants"} <= set(names)
+    limits = {f"limit_{tool}" for tool in ("exact_online", "yuki", "twinfield", "xero", "quickbooks")}
+    assert limits | {"naive", "tenants"} <= set(names)
 
 
 def test_table_puts_figures_beside_targets() -> None:

@@ -1,6 +1,6 @@
 """The limit, naive and tenants benchmark scenarios in quick mode: their logic, not their timings.
 
-Each scenario starts its own sandbox process; the whole module takes about half a minute.
+Each scenario starts its own sandbox process; the whole module takes about a minute.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from invoice_sync.bench import limits, tenants
 from invoice_sync.bench.tenants import CallLog
@@ -19,6 +20,10 @@ CALLS_PER_INVOICE_BOUND = {
     # batches of 25 plus a session (Yuki) or one customer upsert (Twinfield) for the whole backlog
     "yuki": 0.05,
     "twinfield": 0.06,
+    # batches of 50 plus one contact lookup and one contact create for the whole backlog
+    "xero": 0.04,
+    # the engine's pages of 50 take two batches (30 + 20), plus one customer query and one customer batch
+    "quickbooks": 0.06,
 }
 
 
@@ -28,7 +33,7 @@ def limit_lines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str,
     return {line["scenario"]: line for line in limits.run(workdir, quick=True)}
 
 
-@pytest.mark.parametrize("tool", ["exact_online", "yuki", "twinfield"])
+@pytest.mark.parametrize("tool", ["exact_online", "yuki", "twinfield", "xero", "quickbooks"])
 def test_a_limit_run_never_provokes_a_429_and_spends_the_fewest_calls(
     limit_lines: dict[str, dict[str, Any]], tool: str
 ) -> None:
@@ -41,7 +46,7 @@ def test_a_limit_run_never_provokes_a_429_and_spends_the_fewest_calls(
     assert line["api_calls"] > 0 and 0 < line["utilisation"] <= 1.0, line
 
 
-@pytest.mark.parametrize("tool", ["exact_online", "twinfield"])
+@pytest.mark.parametrize("tool", ["exact_online", "twinfield", "xero", "quickbooks"])
 def test_a_limit_run_spans_several_windows_and_books_everything(
     limit_lines: dict[str, dict[str, Any]], tool: str
 ) -> None:
@@ -88,6 +93,28 @@ def test_tenants_get_rate_windows_of_their_own() -> None:
     offices = [t.settings["office"] for t in planned if t.tool == "twinfield"]
     for slots in (exact, yuki, offices):
         assert len(slots) == len(set(slots)) > 0
+
+
+@pytest.mark.parametrize("tool", ["xero", "quickbooks"])
+def test_xero_and_quickbooks_have_one_bench_slot_the_demo_one(tool: str) -> None:
+    tenant = tenants.bench_tenant(1, tool, 1, 10)
+    assert dict(tenant.settings) == dict(tenants.DEMO_SLOTS[tool].settings)
+    with pytest.raises(ValueError, match="one bench slot, 1"):
+        tenants.bench_tenant(2, tool, 2, 10)
+
+
+def test_xero_minutes_follow_the_remaining_count() -> None:
+    minutes = tenants.XeroMinutes(minute_s=3600.0)
+    ends = [minutes.window_end(_answer({"X-MinLimit-Remaining": left})) for left in ("2", "1", "0", "2", "1")]
+    assert ends[0] == ends[1] == ends[2] != ends[3] == ends[4]  # the count went up: a new minute
+    assert minutes.window_end(_answer({})) is None  # the token endpoint and /connections do not count
+
+
+def _answer(headers: dict[str, str]) -> requests.Response:
+    response = requests.Response()
+    response.status_code = 200
+    response.headers.update(headers)
+    return response
 
 
 def test_utilisation_counts_every_window_but_the_last() -> None:

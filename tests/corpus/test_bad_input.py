@@ -30,8 +30,14 @@ from sqlalchemy.orm import Session
 from invoice_sync.connectors.registry import connector_for
 from invoice_sync.engine.sync import IntegrationSync, SyncOptions
 from invoice_sync.sandbox import exact_fixtures as fx
-from invoice_sync.sandbox import twinfield_fixtures, yuki_fixtures
-from invoice_sync.sandbox.connections import exact_online_connection, twinfield_connection, yuki_connection
+from invoice_sync.sandbox import quickbooks_fixtures, twinfield_fixtures, xero_fixtures, yuki_fixtures
+from invoice_sync.sandbox.connections import (
+    exact_online_connection,
+    quickbooks_connection,
+    twinfield_connection,
+    xero_connection,
+    yuki_connection,
+)
 from invoice_sync.sandbox.demo import be_vat_number
 from invoice_sync.store.models import (
     CustomerLinkRow,
@@ -67,10 +73,11 @@ INTEGRATIONS = {
     GENERAL_JOURNAL: ("Corpus general journal", {**_BASE, "journal": "90", "credit_note_journal": None}),
     BAD_PAYMENT: ("Corpus payment term", {**_BASE, "payment_condition": "99"}),
 }
-SOAP_TOOLS: dict[str, tuple[str, dict[str, Any], Any]] = {
+BATCH_TOOLS: dict[str, tuple[str, dict[str, Any], Any]] = {
     # tool -> (conn id, settings of the one corpus integration, connection builder). 12 % maps to a VAT
     # type Yuki has no tax code for; 6 % to a Twinfield VAT code that is not active, 7020 to a GL
-    # dimension the office does not have.
+    # dimension the office does not have; 6 % to a tax type Xero has deleted, 7020 to an archived Xero
+    # account; 7020 to an item QuickBooks does not have.
     "yuki": (
         "yuki_demo",
         {
@@ -90,6 +97,34 @@ SOAP_TOOLS: dict[str, tuple[str, dict[str, Any], Any]] = {
             "gl_accounts": {"7000": "8000", "7010": "8010", "7020": "8999"},
         },
         twinfield_connection,
+    ),
+    "xero": (
+        "xero_demo",
+        {
+            "tenant_id": xero_fixtures.DEMO_TENANT_ID,
+            "vat_codes": {
+                "21": xero_fixtures.TAX_STANDARD,
+                "12": xero_fixtures.TAX_REDUCED,
+                "6": xero_fixtures.TAX_DELETED,
+                "0": xero_fixtures.TAX_ZERO,
+            },
+            "gl_accounts": {"7000": "200", "7010": "260", "7020": "210"},
+        },
+        xero_connection,
+    ),
+    "quickbooks": (
+        "quickbooks_demo",
+        {
+            "realm_id": quickbooks_fixtures.REALM_DEMO,
+            "vat_codes": {
+                "21": quickbooks_fixtures.TAX_CODE_21,
+                "12": quickbooks_fixtures.TAX_CODE_9,
+                "6": quickbooks_fixtures.TAX_CODE_9,
+                "0": quickbooks_fixtures.TAX_CODE_0,
+            },
+            "gl_accounts": {"7000": "1", "7010": "2", "7020": "999"},
+        },
+        quickbooks_connection,
     ),
 }
 
@@ -283,7 +318,9 @@ GENERIC = [
     "an invoice registered after its credit note",
 ]  # fmt: skip
 """Kinds whose outcome does not depend on the tool (our checks run before any call)."""
-SOAP_CASES = {
+QUICKBOOKS_CLOSED_UNTIL = date(2026, 2, 27)
+"""The corpus's QuickBooks company has closed its books up to here (after the integration's cut-over)."""
+TOOL_CASES = {
     "yuki": [
         Case("a VAT type Yuki has no tax code for",
              ("config", "No tax code for VATPercentage 12 & VATType 9"),
@@ -295,8 +332,20 @@ SOAP_CASES = {
         Case("a GL account Twinfield does not have", ("config", "Dimension 8999"),
              lines=[("Old stock", "3", "40.00", "21", "7020")]),
     ],
+    "xero": [
+        Case("a tax type Xero has deleted", ("config", f"The TaxType code {xero_fixtures.TAX_DELETED}"),
+             lines=[("Food", "1", "100.00", "6", "7000")]),
+        Case("an account Xero has archived", ("config", "Account code '210' has been archived"),
+             lines=[("Old stock", "3", "40.00", "21", "7020")]),
+    ],
+    "quickbooks": [
+        Case("an item QuickBooks does not have", ("config", "Item element id 999 not found"),
+             lines=[("Old stock", "3", "40.00", "21", "7020")]),
+        Case("a date in a period QuickBooks has closed", ("config", "Account Period Closed"),
+             invoice_date=QUICKBOOKS_CLOSED_UNTIL),
+    ],
 }  # fmt: skip
-"""Per SOAP tool: what only that tool can refuse; each costs one refused invoice in a batch, no more."""
+"""Per batching tool: what only that tool can refuse; each costs one refused invoice in a batch, no more."""
 
 
 def test_the_corpus_is_large_enough():
@@ -506,19 +555,21 @@ def test_every_kind_of_bad_input_is_refused_clearly_and_nothing_else_suffers(
     assert reports[MAIN].skipped["before_cutover"] == int("dated before the cut-over date" in corpus.ids)
 
 
-@pytest.mark.parametrize("tool", sorted(SOAP_TOOLS))
-def test_yuki_and_twinfield_refuse_the_same_bad_input_and_book_the_rest_of_the_batch(
+@pytest.mark.parametrize("tool", sorted(BATCH_TOOLS))
+def test_batching_tools_refuse_the_same_bad_input_and_book_the_rest_of_the_batch(
     store: SyncStore, sandbox: Any, monkeypatch: pytest.MonkeyPatch, tool: str
 ) -> None:
     """The tool-independent corpus and what only the tool refuses, in one run with one batch: every case
     ends as it does for Exact, the valid invoices of the batch are booked once, the names with XML
     metacharacters and an emoji arrive intact, and only the tool's own refusals reached the tool."""
-    conn_id, settings, connection = SOAP_TOOLS[tool]
+    conn_id, settings, connection = BATCH_TOOLS[tool]
     postgres = store.engine.dialect.name == "postgresql"
-    cases = [BY_KIND[kind] for kind in GENERIC if BY_KIND[kind].pg or not postgres] + SOAP_CASES[tool]
+    cases = [BY_KIND[kind] for kind in GENERIC if BY_KIND[kind].pg or not postgres] + TOOL_CASES[tool]
     corpus = Corpus(store, cases, tool=tool, conn_id=conn_id, integrations={MAIN: ("Corpus BV", settings)})
     corpus.seed()
     monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection(sandbox.url)))
+    if tool == "quickbooks":
+        sandbox.simulator(tool).configure(closing_date=QUICKBOOKS_CLOSED_UNTIL.isoformat())
     integration = store.integration(MAIN)
     report = IntegrationSync(
         store,
@@ -549,13 +600,14 @@ def test_yuki_and_twinfield_refuse_the_same_bad_input_and_book_the_rest_of_the_b
             assert corpus.fragment(case) in row.error_message, (case.kind, row.error_message)
             assert number is None or booked[number] == 0, case.kind
             # what we can check ourselves never reaches the tool; the tool's own refusals once each
-            expected_sends = 1 if case in SOAP_CASES[tool] else 0
+            expected_sends = 1 if case in TOOL_CASES[tool] else 0
             assert number is None or sent.get(number, 0) == expected_sends, case.kind
     assert report.booked == sum(1 for c in cases if c.expect == "booked")
 
     metachar = corpus.numbers["XML/JSON metacharacters and emoji in names round-trip"]
     (item,) = [i for i in simulator.booked() if i["reference"] == metachar]
-    assert item["customer_name"] == METACHARACTERS
+    # QuickBooks' DisplayName carries our customer id after the name, to be unique: "<name> (3)"
+    assert item["customer_name"] in (METACHARACTERS, f"{METACHARACTERS} (3)")
     descriptions = {value for line in item["lines"] for value in line.values() if isinstance(value, str)}
     assert f"Design {METACHARACTERS}" in descriptions, item["lines"]
-    assert METACHARACTERS in {c["name"] for c in simulator.customers()}
+    assert item["customer_name"] in {c["name"] for c in simulator.customers()}

@@ -46,7 +46,7 @@ def test_nightly_and_manual_share_one_graph(dagbag) -> None:  # type: ignore[no-
     assert set(manual.task_ids) - set(nightly.task_ids) == {"notify"}
     for dag in (nightly, manual):
         assert dag.get_task("filter_syncable").upstream_task_ids == {"extract_registered_invoices"}
-        for tool in ("exact_online", "yuki", "twinfield"):  # one group and operator per tool
+        for tool in ("exact_online", "yuki", "twinfield", "xero", "quickbooks"):  # a group and operator each
             sync = dag.get_task(f"{tool}.sync")
             assert sync.retry_policy is not None
             assert sync.pool == pool_name(tool) and pool_name(tool) in pools()  # one pool per tool

@@ -15,17 +15,15 @@ from typing import Any
 
 import pytest
 
-from invoice_sync.sandbox.connections import (
-    exact_online_connection,
-    twinfield_connection,
-    yuki_connection,
-)
+from invoice_sync.sandbox.connections import DEMO_CONNECTIONS
 from invoice_sync.sandbox.demo import SeedResult, seed
 from invoice_sync.store.db import make_engine
 from invoice_sync.store.migrate import prepare
 from invoice_sync.store.repository import SyncStore
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+BATCH_TOOLS = ("yuki", "twinfield", "xero", "quickbooks")
+"""The tools that book many invoices per call and judge each invoice of it on its own."""
 
 
 @pytest.fixture(scope="session")
@@ -52,9 +50,10 @@ class Demo:
         return {
             **os.environ,
             "INVOICE_SYNC_DB_URL": self.db_url,
-            "AIRFLOW_CONN_EXACT_DEMO": json.dumps(exact_online_connection(self.sandbox.url)),
-            "AIRFLOW_CONN_YUKI_DEMO": json.dumps(yuki_connection(self.sandbox.url)),
-            "AIRFLOW_CONN_TWINFIELD_DEMO": json.dumps(twinfield_connection(self.sandbox.url)),
+            **{
+                f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(build(self.sandbox.url))
+                for conn_id, build in DEMO_CONNECTIONS.items()
+            },
             **self.extra_env,
         }
 
@@ -80,11 +79,9 @@ class Demo:
             for count in by_status.values()
         )
 
-    def soap_creates(self) -> dict[str, int]:
-        """Invoice creates Yuki and Twinfield processed, per tool (any outcome)."""
-        return {
-            tool: sum(self.sandbox.simulator(tool).create_posts().values()) for tool in ("yuki", "twinfield")
-        }
+    def batch_creates(self) -> dict[str, int]:
+        """Invoice creates the batching tools processed, per tool (any outcome)."""
+        return {tool: sum(self.sandbox.simulator(tool).create_posts().values()) for tool in BATCH_TOOLS}
 
     def books(self) -> dict[str, list[Booking]]:
         """Every booking in every simulator, by our invoice number."""
@@ -99,6 +96,10 @@ class Demo:
             number = str(item["registration_number"])
             external_id = f"{item['office']}/{item['code']}/{number}"
             found.setdefault(item["reference"], []).append(Booking("twinfield", number, external_id, item))
+        for tool in ("xero", "quickbooks"):
+            for item in self.sandbox.simulator(tool).booked():
+                booking = Booking(tool, str(item["registration_number"]), str(item["external_id"]), item)
+                found.setdefault(item["reference"], []).append(booking)
         return found
 
 

@@ -21,7 +21,13 @@ from cryptography.fernet import Fernet
 from sqlalchemy import inspect, select, text
 from sqlalchemy.orm import Session
 
-from invoice_sync.sandbox import exact_fixtures, twinfield_fixtures, yuki_fixtures
+from invoice_sync.sandbox import (
+    exact_fixtures,
+    quickbooks_fixtures,
+    twinfield_fixtures,
+    xero_fixtures,
+    yuki_fixtures,
+)
 from invoice_sync.store.models import TokenRow
 from invoice_sync.store.tokens import SqlTokenVault
 
@@ -54,6 +60,8 @@ def test_no_secret_in_logs_xcom_tables_or_notifications(sqlite_demo: Any, webhoo
     secrets = {exact_fixtures.CLIENT_SECRET, refresh_token, WEBHOOK_PASSWORD}
     secrets |= {yuki_fixtures.ACCESS_KEY, twinfield_fixtures.CLIENT_SECRET}
     secrets |= {twinfield_fixtures.BOOTSTRAP_REFRESH_TOKEN}
+    secrets |= {xero_fixtures.CLIENT_SECRET, xero_fixtures.BOOTSTRAP_REFRESH_TOKEN}
+    secrets |= {quickbooks_fixtures.CLIENT_SECRET, quickbooks_fixtures.BOOTSTRAP_REFRESH_TOKEN}
     # Yuki's session id is stored as an access token without a refresh token ("")
     secrets |= {t.access_token for t in tokens} | {t.refresh_token for t in tokens if t.refresh_token}
     assert {t.refresh_token for t in tokens} >= {""}, "the Yuki session is in the token store too"

@@ -1,9 +1,9 @@
 """Both DAGs end to end, on SQLite and PostgreSQL, checking the invoicing database and the sandbox's books.
 
-The demo data (``invoice_sync.sandbox.demo``) holds five integrations: Exact Online 1 and 2, Yuki 4 and
-Twinfield 5 sync nightly, Exact 3 only by hand; drafts, paid, already-synced invoices, credit notes, and
-invoices that must be rejected (by our checks or by the tool, next to valid ones of the same batch), each
-for a known reason.
+The demo data (``invoice_sync.sandbox.demo``) holds seven integrations: Exact Online 1 and 2, Yuki 4,
+Twinfield 5, Xero 6 and QuickBooks Online 7 sync nightly, Exact 3 only by hand; drafts, paid,
+already-synced invoices, credit notes, and invoices that must be rejected (by our checks or by the tool, next
+to valid ones of the same batch), each for a known reason.
 """
 
 from __future__ import annotations
@@ -39,8 +39,17 @@ def books(demo: Any) -> dict[str, list[Any]]:
     return demo.books()  # type: ignore[no-any-return]
 
 
-NIGHTLY_INTEGRATIONS = {1, 2, 4, 5}
-TOOL_OF = {1: "exact_online", 2: "exact_online", 3: "exact_online", 4: "yuki", 5: "twinfield"}
+NIGHTLY_INTEGRATIONS = {1, 2, 4, 5, 6, 7}
+TOOL_OF = {
+    1: "exact_online",
+    2: "exact_online",
+    3: "exact_online",
+    4: "yuki",
+    5: "twinfield",
+    6: "xero",
+    7: "quickbooks",
+}
+BATCH_TOOLS = ("yuki", "twinfield", "xero", "quickbooks")
 
 
 def assert_synced_exactly_once(demo: Any, before: list[InvoiceRow], integration_ids: set[int]) -> set[str]:
@@ -87,11 +96,11 @@ def assert_synced_exactly_once(demo: Any, before: list[InvoiceRow], integration_
 def test_nightly_syncs_auto_integrations_once_and_a_second_run_sends_nothing(demo: Any) -> None:
     before = invoices(demo)
     log = demo.run(NIGHTLY)
-    for tool in ("exact_online", "yuki", "twinfield"):  # each tool in its own group, own operator
+    for tool in ("exact_online", *BATCH_TOOLS):  # each tool in its own group, own operator
         assert f"{tool}.sync" in log, tool
     synced = assert_synced_exactly_once(demo, before, NIGHTLY_INTEGRATIONS)
-    assert len(synced) >= 40
-    for integration_id in (4, 5):  # the SOAP tools booked part of a batch and refused the rest
+    assert len(synced) >= 60
+    for integration_id in (4, 5, 6, 7):  # the batching tools booked part of a batch, refused the rest
         numbers = {row.number for row in before if row.integration_id == integration_id}
         assert numbers & synced and numbers & set(demo.seeded.expected_rejections)
 
@@ -115,22 +124,22 @@ def test_nightly_syncs_auto_integrations_once_and_a_second_run_sends_nothing(dem
         assert (entry["Journal"], entry["Type"]) == ("71", 21)
         assert Decimal(str(entry["AmountFC"])) == -row.total_excl_vat
         assert Decimal(str(entry["VATAmountFC"])) == -row.total_vat
-    # Yuki and Twinfield book exactly the app's totals, to the cent
+    # the batching tools book exactly the app's totals, to the cent
     by_number = {row.number: row for row in before}
     for number in synced:
         (booking,) = books(demo)[number]
-        if booking.tool in ("yuki", "twinfield"):
+        if booking.tool in BATCH_TOOLS:
             row = by_number[number]
             sign = -1 if row.kind == "credit_note" else 1  # booked from the debtor's side
             assert Decimal(str(booking.record["total_incl_vat"])) == sign * row.total_incl_vat, number
             assert Decimal(str(booking.record["total_vat"])) == sign * row.total_vat, number
 
     entries_posted, accounts_posted = demo.posts("SalesEntries"), demo.posts("Accounts")
-    soap_creates = demo.soap_creates()
+    batch_creates = demo.batch_creates()
     demo.run(NIGHTLY)
     assert demo.posts("SalesEntries") == entries_posted, "the second run created a sales entry"
     assert demo.posts("Accounts") == accounts_posted, "the second run created an account"
-    assert demo.soap_creates() == soap_creates, "the second run sent an invoice to Yuki or Twinfield"
+    assert demo.batch_creates() == batch_creates, "the second run sent an invoice to a batching tool"
     assert_synced_exactly_once(demo, before, NIGHTLY_INTEGRATIONS)
     assert all(len(entries) == 1 for entries in books(demo).values())
 

@@ -42,8 +42,10 @@ class ToolHarness(ABC):
     conn_id: str
     """The Airflow connection the seeded integrations use."""
     create_path: str
-    """Regex of the "create invoice" call inside the tool's mount, for fault rules (method POST).
+    """Regex of the "create invoice" call inside the tool's mount, for fault rules (``create_method``).
     SOAP tools append the operation (``/ws/Sales\\.asmx#ProcessSalesInvoices$``), see ``FaultInjector``."""
+    create_method: str = "POST"
+    """The HTTP method of the create call (Xero creates with PUT)."""
     lookup_path: str
     """Regex of the call that looks invoices up by reference (method ``lookup_method``)."""
     lookup_method: str = "GET"
@@ -68,6 +70,10 @@ class ToolHarness(ABC):
         """Base URL of the sandbox server (the connection's host is derived from it)."""
 
     # -- faults and switches --------------------------------------------------------------------------
+
+    def create_rule(self, kind: str, *, times: int | None, **extra: Any) -> dict[str, Any]:
+        """A fault rule on the create call (see :class:`~invoice_sync.sandbox.faults.FaultInjector`)."""
+        return {"kind": kind, "method": self.create_method, "path": self.create_path, "times": times, **extra}
 
     @abstractmethod
     def set_faults(self, rules: list[dict[str, Any]]) -> None: ...
@@ -290,10 +296,9 @@ class ExactOnlineHarness(SandboxHarness):
         return connection
 
 
-class SoapHarness(SandboxHarness):
-    """Yuki and Twinfield: bookings as the common simulator API lists them (``booked()``)."""
-
-    lookup_method = "POST"
+class BookedHarness(SandboxHarness):
+    """A simulator that lists its bookings the common way (``booked()``, ``reference`` and
+    ``registration_number`` in booking order)."""
 
     def bookings(self) -> Counter[str]:
         return Counter(str(item["reference"]) for item in self.simulator.booked())
@@ -306,6 +311,12 @@ class SoapHarness(SandboxHarness):
 
     def booking_order(self) -> list[str]:
         return list(dict.fromkeys(str(item["reference"]) for item in self.simulator.booked()))
+
+
+class SoapHarness(BookedHarness):
+    """Yuki and Twinfield: one SOAP endpoint serves many operations; the create is told by its body."""
+
+    lookup_method = "POST"
 
     def is_create_request(self, method: str, url: str, body: Any) -> bool:
         if not isinstance(body, str | bytes):
@@ -382,8 +393,107 @@ class TwinfieldHarness(SoapHarness):
         return {"credits_per_minute": 3 * calls}  # a transaction write costs three credits
 
 
+class XeroHarness(BookedHarness):
+    tool = "xero"
+    sandbox_tool = "xero"
+    create_path = r"/api\.xro/2\.0/(Invoices|CreditNotes)$"
+    create_method = "PUT"
+    lookup_path = r"/api\.xro/2\.0/(Invoices|CreditNotes)$"
+    primary_integration = 6
+    create_operations = ("PUT Invoices", "PUT CreditNotes")
+
+    def __init__(self) -> None:
+        from invoice_sync.sandbox.demo import XERO_CONN_ID
+
+        super().__init__()
+        self.conn_id = XERO_CONN_ID
+
+    def connection(self, *, timeout_s: float) -> dict[str, Any]:
+        from invoice_sync.sandbox.connections import xero_connection
+
+        connection = xero_connection(self.url)
+        connection["extra"]["timeout"] = timeout_s  # type: ignore[index]
+        return connection
+
+    def create_calls(self) -> int:
+        calls = self.simulator.stats_snapshot()["calls"]
+        return sum(int(calls.get(operation, 0)) for operation in self.create_operations)
+
+    def is_create_request(self, method: str, url: str, body: Any) -> bool:
+        path = url.split("?", 1)[0]
+        return method.upper() == self.create_method and re.search(self.create_path, path) is not None
+
+    def minute_limit(self, calls: int) -> dict[str, Any] | None:
+        return {"minute_limit": calls}
+
+    def day_limit(self, calls: int | None) -> dict[str, Any] | None:
+        from invoice_sync.sandbox.xero_fixtures import DEMO_TENANT_ID
+
+        used = self.simulator.calls_today(DEMO_TENANT_ID)
+        return {"day_limit": 5000 if calls is None else used + calls}
+
+
+class QuickBooksHarness(BookedHarness):
+    tool = "quickbooks"
+    sandbox_tool = "quickbooks"
+    booking_batch = r"batch#create/\S*(Invoice|CreditMemo)"
+    """A batch call that creates invoices or credit memos, as the simulator names it (see ``batch_kind``)."""
+    create_path = r"/v3/company/[^/]+/" + booking_batch
+    lookup_path = r"/v3/company/[^/]+/batch#query$"
+    lookup_method = "POST"
+    primary_integration = 7
+
+    def __init__(self) -> None:
+        from invoice_sync.sandbox.demo import QUICKBOOKS_CONN_ID
+
+        super().__init__()
+        self.conn_id = QUICKBOOKS_CONN_ID
+
+    def start(self, *, time_scale: float = 1.0, state_path: Path | None = None, port: int = 0) -> None:
+        super().start(time_scale=time_scale, state_path=state_path, port=port)
+        # Each run of the suite is a new process with a fresh local budget (QuickBooks sends no headers to
+        # learn from), and the suite starts runs back to back: two of them within one second can together
+        # pass 10 calls a second, which a nightly run never does. The per-second window is the one
+        # QuickBooks answers with a minute's wait, longer than the suite's leases; the connector tests
+        # cover pacing to it.
+        self.configure(second_limit=100)
+
+    def connection(self, *, timeout_s: float) -> dict[str, Any]:
+        from invoice_sync.sandbox.connections import quickbooks_connection
+
+        connection = quickbooks_connection(self.url)
+        # No Retry-After either: after a 429 the connector waits a minute, a sandbox minute here.
+        scale = float(self._options.get("time_scale", 1.0))
+        connection["extra"] |= {"timeout": timeout_s, "minute_s": 60 / scale}  # type: ignore[operator]
+        return connection
+
+    def create_calls(self) -> int:
+        calls = self.simulator.stats_snapshot()["calls"]
+        return sum(int(n) for operation, n in calls.items() if re.match(self.booking_batch, operation))
+
+    def is_create_request(self, method: str, url: str, body: Any) -> bool:
+        from invoice_sync.sandbox.quickbooks import batch_kind
+
+        if method.upper() != "POST" or not url.split("?", 1)[0].endswith("/batch"):
+            return False
+        if isinstance(body, str | bytes):
+            try:
+                body = json.loads(body)
+            except ValueError:
+                return False
+        return re.match(self.booking_batch, "batch" + batch_kind(body)) is not None
+
+    def minute_limit(self, calls: int) -> dict[str, Any] | None:
+        return {"batch_minute_limit": calls}
+
+    def day_limit(self, calls: int | None) -> dict[str, Any] | None:
+        return None  # QuickBooks Online documents no daily limit
+
+
 HARNESSES: dict[str, type[ToolHarness]] = {
     "exact_online": ExactOnlineHarness,
     "yuki": YukiHarness,
     "twinfield": TwinfieldHarness,
+    "xero": XeroHarness,
+    "quickbooks": QuickBooksHarness,
 }

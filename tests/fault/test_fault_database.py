@@ -28,7 +28,7 @@ POSTGRES = pytest.mark.parametrize(
 
 
 def _create(world, kind: str, times: int | None = None, **extra: Any) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    return {"kind": kind, "method": "POST", "path": world.harness.create_path, "times": times, **extra}
+    return world.harness.create_rule(kind, times=times, **extra)
 
 
 def _fail_updates_of(engine, invoice_id: int) -> None:  # type: ignore[no-untyped-def]

@@ -12,7 +12,7 @@ from world import LEASE_S, statuses
 
 
 def _create(world, kind: str, times: int | None = 2, **extra):  # type: ignore[no-untyped-def]
-    return {"kind": kind, "method": "POST", "path": world.harness.create_path, "times": times, **extra}
+    return world.harness.create_rule(kind, times=times, **extra)
 
 
 def _wait_for_bookings(world, count: int, timeout_s: float = 20.0) -> int:  # type: ignore[no-untyped-def]
@@ -75,11 +75,12 @@ def test_a_fault_storm_on_writes_and_lookups(world):
     """Every kind at once, at random (seeded), on the create call and on the lookups: the first run may
     stop (a lookup failing three times is transient); the next one converges."""
     create, lookup = world.harness.create_path, world.harness.lookup_path
+    method = world.harness.create_method
     rules = [
-        {"kind": kind, "method": "POST", "path": create, "probability": 0.3, "delay_s": 1.5}
+        {"kind": kind, "method": method, "path": create, "probability": 0.3, "delay_s": 1.5}
         for kind in ("commit_then_drop", "malformed", "commit_then_timeout", "timeout")
     ]
-    rules += [{"kind": "status", "status": 502, "method": "POST", "path": create, "probability": 0.2}]
+    rules += [{"kind": "status", "status": 502, "method": method, "path": create, "probability": 0.2}]
     lookup_method = world.harness.lookup_method
     rules += [{"kind": "status", "status": 503, "method": lookup_method, "path": lookup, "probability": 0.2}]
     world.harness.set_faults(rules)

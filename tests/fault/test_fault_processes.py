@@ -26,7 +26,7 @@ POSTGRES = pytest.mark.parametrize(
 
 
 def _create(world, kind: str, times: int | None = None, **extra: Any) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    return {"kind": kind, "method": "POST", "path": world.harness.create_path, "times": times, **extra}
+    return world.harness.create_rule(kind, times=times, **extra)
 
 
 def _wait(condition, what: str, timeout_s: float = 30.0) -> None:  # type: ignore[no-untyped-def]

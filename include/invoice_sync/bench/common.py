@@ -50,22 +50,36 @@ TEMPLATES: dict[str, DemoIntegration] = {
     "exact_online": INTEGRATIONS[1],  # Demo Nederland BV: division 234567, NL VAT codes
     "yuki": INTEGRATIONS[3],
     "twinfield": INTEGRATIONS[4],
+    "xero": INTEGRATIONS[5],
+    "quickbooks": INTEGRATIONS[6],
 }
 """The demo integration each seeded tenant of a tool copies its settings from."""
 ACCEPTED: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "exact_online": (("21", "9", "0"), ("8000", "8010")),
     "yuki": (("21", "6", "0"), ("7000", "7010")),
     "twinfield": (("21", "9", "0"), ("8000", "8010")),
+    "xero": (("21", "9", "0"), ("8000", "8010")),
+    "quickbooks": (("21", "9", "0"), ("8000", "8010")),
 }
 """Tool -> (VAT rates, GL accounts) the sandbox books without complaint (the demo's deliberate refusals,
-Yuki's 12 % and Twinfield's 6 % and GL 8020, are left out: a benchmark measures bookings, not errors)."""
+Yuki's 12 %, 6 % and GL 8020 elsewhere, are left out: a benchmark measures bookings, not errors)."""
 NO_LIMITS: dict[str, dict[str, Any]] = {
     "exact_online": {"limits_enabled": False, "minutely_limit": 1_000_000, "daily_limit": 10_000_000},
     "yuki": {"limits_enabled": False, "daily_limit": 10_000_000},
     "twinfield": {"limits_enabled": False, "credits_per_minute": 1_000_000},
+    "xero": {"limits_enabled": False, "minute_limit": 1_000_000, "day_limit": 10_000_000},
+    "quickbooks": {"limits_enabled": False},
 }
-"""Sandbox configuration with the tools' rate limits switched off. Exact's headers still announce its
-limits, so they are raised too or the header-fed budget would pause at 60 calls a minute."""
+"""Sandbox configuration with the tools' rate limits switched off. Exact's and Xero's headers still
+announce their limits, so they are raised too or the header-fed budget would pause at 60 calls a minute."""
+UNPACED: dict[str, int] = {
+    "daily_limit": 10_000_000,
+    "requests_per_minute": 1_000_000,
+    "requests_per_second": 1_000_000,
+    "batches_per_minute": 1_000_000,
+}
+"""Connection extras that tell a connector the limits it counts itself (Yuki's day, QuickBooks' minute,
+second and batch windows), raised with the simulator's when the limits are off."""
 CHUNK = 10_000
 SEEDED_AT = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
 CENT = Decimal("0.01")
@@ -101,15 +115,18 @@ class Sandbox(SandboxProcess):
 def connections(sandbox_url: str, *, limits_off: bool = False) -> dict[str, dict[str, Any]]:
     """The demo connections (conn id -> Airflow connection dict) pointing at the sandbox.
 
-    With ``limits_off`` the Yuki connection's ``daily_limit`` (counted by our client, since Yuki sends no
-    headers) is raised along with the simulator's, or the client would stop after 1,000 calls.
+    With ``limits_off`` the limits our clients count themselves (:data:`UNPACED`: Yuki's ``daily_limit``,
+    QuickBooks' windows; those tools send no headers) are raised along with the simulator's, or the client
+    would stop after Yuki's 1,000 calls or pace itself to QuickBooks' 40 batches a minute.
     """
     result: dict[str, dict[str, Any]] = {}
     for conn_id, build in DEMO_CONNECTIONS.items():
         connection: dict[str, Any] = dict(build(sandbox_url))
         extra = dict(connection.get("extra") or {})
         if limits_off and "daily_limit" in extra:
-            extra["daily_limit"] = NO_LIMITS["yuki"]["daily_limit"]
+            extra["daily_limit"] = UNPACED["daily_limit"]
+        if limits_off and conn_id == TEMPLATES["quickbooks"].conn_id:
+            extra |= {key: value for key, value in UNPACED.items() if key != "daily_limit"}
         connection["extra"] = extra
         result[conn_id] = connection
     return result
@@ -123,7 +140,7 @@ class Tenant:
     """One integration to seed.
 
     :param integration_id: its id (also used in its invoice numbers, so numbers never collide).
-    :param tool: ``exact_online``, ``yuki`` or ``twinfield``.
+    :param tool: a key of :data:`TEMPLATES` (any tool the sandbox simulates).
     :param invoices: registered invoices without a registration number (the backlog to sync).
     :param synced: invoices that already have one (history the candidate query must not pay for).
     :param settings: overrides of the demo integration's settings (say, another Exact division).

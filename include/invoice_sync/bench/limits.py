@@ -7,22 +7,30 @@ windows, against the sandbox with every limit on and a time scale (a sandbox min
 
 - ``api_calls``: the calls the tool counted against the tenant's limit, from the simulator's statistics
   (Exact: calls to the division, not the token endpoint or ``current/Me``; Twinfield: ProcessXml calls,
-  with ``credits`` beside them; Yuki: every web-service call, ``Authenticate`` included);
+  with ``credits`` beside them; Yuki: every web-service call, ``Authenticate`` included; Xero: every
+  Accounting API call, not the token endpoint or ``/connections``; QuickBooks: every company call, with
+  ``batch_calls`` beside them);
 - ``calls_per_invoice``: ``api_calls`` over the invoices booked;
 - ``utilisation``: units spent per window over the window's limit, over every window the run spanned but
   the last (where the backlog ran out; counting it would measure the backlog, not the pacing). Exact's
   windows are the ones its ``X-RateLimit-Minutely-Reset`` header names, so the tool's own count decides;
-  Twinfield sends no headers, so the windows are the ones our budget counted credits in (the simulator's
-  429 count shows whether they matched Twinfield's). Yuki documents no per-minute limit: its window is
+  Xero names no end, but its ``X-MinLimit-Remaining`` goes up when a minute begins, so its count decides
+  too. Twinfield sends no headers, so the windows are the ones our budget counted credits in (the
+  simulator's 429 count shows whether they matched Twinfield's). QuickBooks sends none either and its
+  minute slides: the bench counts batch calls in minutes that open with a call (a sliding limit holds for
+  each of them). Yuki documents no per-minute limit: its window is
   the domain's day, and its utilisation is the calls spent that day over the day's allowance, in a run
   whose backlog is larger than the day allows (the rest is deferred to the next run, as in production);
-- ``per_minute_overall`` (minute windows): calls (Twinfield: credits) per sandbox minute over the whole
-  run, start-up and the last window included, for comparison with ``limit``;
+- ``per_minute_overall`` (minute windows): calls (Twinfield: credits; QuickBooks: batch calls) per sandbox
+  minute over the whole run, start-up and the last window included, for comparison with ``limit``;
 - ``http_429``: 429s the simulator answered (its ``rate_limited`` counter): the target is none.
 
 Where a real limit would need an impractical backlog to span ten windows, the simulator's limit is lowered
 together with the connection extra that tells our connector about it (Twinfield: ``credits_per_minute``
-and ``minute_s``; Yuki: ``daily_limit``); the lines say which limit was used (``limit``) next to the real one.
+and ``minute_s``; Yuki: ``daily_limit``; QuickBooks: ``batches_per_minute`` and ``minute_s``). Xero's hook
+learns the lowered limit from ``X-MinLimit-Remaining``, so its connection is told only the windows'
+lengths of the time-scaled sandbox (``minute_s``, ``day_s``). The lines say which limit was used
+(``limit``) next to the real one.
 
 ``naive`` books the same Exact backlog the way most sync tools do: for every invoice one lookup of the
 entry by ``YourRef``, one lookup of the customer's account by code (and a create when it is missing),
@@ -59,11 +67,27 @@ from invoice_sync.bench.tenants import (
     hook_options,
     sync_tenant,
 )
-from invoice_sync.sandbox import twinfield_fixtures, yuki_fixtures
+from invoice_sync.connectors.registry import TOOLS
+from invoice_sync.sandbox import twinfield_fixtures
 from invoice_sync.sandbox.process import connection_env
 
 INTEGRATION_ID = 1
 SLOT = 1
+SANDBOX_SWITCH: dict[str, str] = {
+    "exact_online": "minutely_limit",
+    "twinfield": "credits_per_minute",
+    "yuki": "daily_limit",
+    "xero": "minute_limit",
+    "quickbooks": "batch_minute_limit",
+}
+"""The simulator's configuration switch of the limit a scenario sets (and may lower)."""
+TOLD: dict[str, str] = {
+    "twinfield": "twinfield_credits",
+    "yuki": "yuki_daily_limit",
+    "quickbooks": "quickbooks_batches",
+}
+"""The :class:`Limits` field that tells the connector the limit, for tools that announce none in headers
+(Exact and Xero do: their hooks learn a lowered limit from the answers)."""
 
 
 class Setup:
@@ -88,19 +112,13 @@ class Setup:
 
     def sandbox_config(self) -> dict[str, Any]:
         """The simulator's limit for this run (only the limit scenarios lower one)."""
-        if self.tool == "exact_online":
-            return {"minutely_limit": self.limit}
-        if self.tool == "twinfield":
-            return {"credits_per_minute": self.limit}
-        return {"daily_limit": self.limit}
+        return {SANDBOX_SWITCH[self.tool]: self.limit}
 
     def limits(self) -> Limits:
-        """What the connections tell our connectors (Twinfield's minute, Yuki's day allowance)."""
-        return Limits(
-            minute_s=60.0 / self.time_scale,
-            twinfield_credits=self.limit if self.tool == "twinfield" else 1000,
-            yuki_daily_limit=self.limit if self.tool == "yuki" else yuki_fixtures.DAILY_LIMIT,
-        )
+        """What the connections tell our connectors: the sandbox minute's length, and the limit where the
+        tool does not announce it (Twinfield's credits, Yuki's day, QuickBooks' batch calls)."""
+        told = {TOLD[self.tool]: self.limit} if self.tool in TOLD else {}
+        return Limits(minute_s=60.0 / self.time_scale, **told)
 
 
 def setup(tool: str, quick: bool) -> Setup:
@@ -122,12 +140,27 @@ def setup(tool: str, quick: bool) -> Setup:
         if quick:
             return Setup(tool, invoices=300, time_scale=1, limit=10, real_limit=1000, window="day")
         return Setup(tool, invoices=3000, time_scale=1, limit=100, real_limit=1000, window="day")
+    if tool == "xero":
+        # 50 invoices a call: at 60 calls a minute ten minutes would need 30,000 invoices, so the simulator
+        # allows 3 (the hook reads that from X-MinLimit-Remaining): 30 creates of 1,500 invoices, with the
+        # contacts' lookup and create, span 11 minutes.
+        if quick:
+            return Setup(tool, invoices=200, time_scale=60, limit=2, real_limit=60, window="minute")
+        return Setup(tool, invoices=1500, time_scale=30, limit=3, real_limit=60, window="minute")
+    if tool == "quickbooks":
+        # 30 invoices a batch call: at 40 batch calls a minute ten minutes would need 12,000 invoices, so the
+        # simulator and the connection allow 5. The engine hands over pages of 50, two batch calls each (30
+        # and 20): 1,250 invoices and the customers' batch are 51 batch calls, 11 minutes. The request
+        # limits (500 a minute, 10 a second) stay real; a run of batch calls never nears them.
+        if quick:
+            return Setup(tool, invoices=150, time_scale=60, limit=2, real_limit=40, window="minute")
+        return Setup(tool, invoices=1250, time_scale=30, limit=5, real_limit=40, window="minute")
     raise ValueError(f"unknown tool {tool!r}")
 
 
 def api_calls(tool: str, stats: Mapping[str, Any]) -> int:
     """Calls the tool counts against the tenant's limits, from the simulator's statistics."""
-    if tool == "yuki":
+    if tool in ("yuki", "xero", "quickbooks"):  # these simulators count only calls their limits count
         return int(stats.get("total", 0))
     calls: Mapping[str, Mapping[str, int]] = stats.get("calls", {})
     marker = "{division}" if tool == "exact_online" else "processxml"
@@ -160,11 +193,12 @@ def limit_line(workdir: Path, tool: str, *, quick: bool = False) -> dict[str, An
     workdir = fresh_dir(workdir / f"limit_{tool}")
     db_url = _seeded(workdir, tool, plan.invoices)
     tenant = bench_tenant(INTEGRATION_ID, tool, SLOT, plan.invoices)
-    log = CallLog()
+    limits = plan.limits()
+    log = CallLog(minute_s=limits.minute_s)
     note(f"limit_{tool}: {plan.invoices} invoices, {plan.limit} a {plan.window}, scale {plan.time_scale:g}")
     with Sandbox(workdir, time_scale=plan.time_scale) as sandbox:
         sandbox.configure(tool, **plan.sandbox_config())
-        with _environment(connection_env(bench_connections(sandbox.url, [tenant], plan.limits()))):
+        with _environment(connection_env(bench_connections(sandbox.url, [tenant], limits))):
             started = time.perf_counter()
             run = sync_tenant(db_url, INTEGRATION_ID, time_scale=plan.time_scale, run_id="limit", log=log)
             wall = time.perf_counter() - started
@@ -183,6 +217,12 @@ def limit_line(workdir: Path, tool: str, *, quick: bool = False) -> dict[str, An
         line["per_minute_overall"] = round(sum(log.windows.values()) / minutes, 1) if minutes else None
     if tool == "twinfield":
         line["credits"] = int(stats.get("credits_used", {}).get(twinfield_fixtures.BENCH_CLIENT_ID, 0))
+    if tool == "quickbooks":
+        # Operations are named "batch#create/Invoice", "batch#query", ...: every one a batch call.
+        calls: Mapping[str, int] = stats.get("calls", {})
+        line["batch_calls"] = sum(
+            count for operation, count in calls.items() if operation.startswith("batch")
+        )
     if tool == "exact_online":
         _OURS[(str(workdir.parent), quick)] = line
     return line
@@ -310,16 +350,14 @@ def naive_line(workdir: Path, *, quick: bool = False) -> dict[str, Any]:
     }
 
 
-def limit_exact_online(workdir: Path, *, quick: bool = False) -> list[dict[str, Any]]:
-    return [limit_line(workdir, "exact_online", quick=quick)]
+def limit_scenario(tool: str) -> Callable[..., list[dict[str, Any]]]:
+    """The ``limit_<tool>`` scenario: :func:`limit_line` of ``tool`` in the runner's shape."""
 
+    def scenario(workdir: Path, *, quick: bool = False) -> list[dict[str, Any]]:
+        return [limit_line(workdir, tool, quick=quick)]
 
-def limit_yuki(workdir: Path, *, quick: bool = False) -> list[dict[str, Any]]:
-    return [limit_line(workdir, "yuki", quick=quick)]
-
-
-def limit_twinfield(workdir: Path, *, quick: bool = False) -> list[dict[str, Any]]:
-    return [limit_line(workdir, "twinfield", quick=quick)]
+    scenario.__name__ = scenario.__qualname__ = f"limit_{tool}"
+    return scenario
 
 
 def naive(workdir: Path, *, quick: bool = False) -> list[dict[str, Any]]:
@@ -327,12 +365,11 @@ def naive(workdir: Path, *, quick: bool = False) -> list[dict[str, Any]]:
 
 
 SCENARIOS: dict[str, Callable[..., list[dict[str, Any]]]] = {
-    "limit_exact_online": limit_exact_online,
-    "limit_yuki": limit_yuki,
-    "limit_twinfield": limit_twinfield,
+    **{f"limit_{tool}": limit_scenario(tool) for tool in TOOLS},
     "naive": naive,
 }
-"""Scenario name -> its function (the runner may run any of them alone; ``naive`` then runs ours too)."""
+"""Scenario name -> its function, a limit scenario for every tool the registry knows (the runner may run
+any of them alone; ``naive`` then runs ours too)."""
 
 
 def run(workdir: Path, *, quick: bool = False) -> list[dict[str, Any]]:

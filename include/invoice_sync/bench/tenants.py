@@ -24,10 +24,15 @@ Rate windows per tenant:
   own spend only, which is safe while their sum stays below the client id's allowance. With batches of
   25 a tenant of a few hundred invoices spends a few dozen credits a minute of the 1,000, so the bench
   uses the real allowance and reports the simulator's 429 count to prove no tenant ever overspent.
+
+The scenario runs over Exact Online, Yuki and Twinfield. The Xero and QuickBooks sandboxes hold one bench
+tenant each (the demo organisation and the demo company, see :data:`DEMO_SLOTS`), so they have no tenants
+of their own to put beside the others; their pacing is measured alone, by the ``limit_<tool>`` scenarios.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import multiprocessing
@@ -41,6 +46,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import requests
 from sqlalchemy import Engine
 
 from invoice_sync.bench.common import (
@@ -52,11 +58,19 @@ from invoice_sync.bench.common import (
     seed_tenants,
     sqlite_url,
 )
-from invoice_sync.sandbox import exact_fixtures, twinfield_fixtures, yuki_fixtures
+from invoice_sync.sandbox import (
+    exact_fixtures,
+    quickbooks_fixtures,
+    twinfield_fixtures,
+    xero_fixtures,
+    yuki_fixtures,
+)
+from invoice_sync.sandbox.connections import quickbooks_connection, xero_connection
 from invoice_sync.sandbox.process import connection_env
 from invoice_sync.sandbox.server import EXACT_MOUNT, TWINFIELD_MOUNT, YUKI_MOUNT
 
 TOOLS = ("exact_online", "yuki", "twinfield")
+"""The tools of the ``tenants`` scenario: those whose sandbox has :data:`SLOTS` bench tenants."""
 TIME_SCALE = 10.0
 """Sandbox seconds per real second in the tenants scenario: an Exact minute lasts six real seconds.
 
@@ -68,6 +82,28 @@ EXACT_CONN_ID = "bench_exact"
 TWINFIELD_CONN_ID = "bench_twinfield"
 SLOTS = 24
 """Bench divisions, Yuki domains and Twinfield offices the sandbox fixtures have per tool."""
+
+
+@dataclass(frozen=True, slots=True)
+class DemoSlot:
+    """The one bench tenant of a tool whose sandbox has no bench slots: its demo organisation or company.
+
+    :param what: what the tool calls a tenant, for messages.
+    :param settings: the integration settings that point at it.
+    :param conn_id: the bench's Airflow connection (the demo connection's content, see
+        :func:`bench_connections`).
+    """
+
+    what: str
+    settings: Mapping[str, str]
+    conn_id: str
+
+
+DEMO_SLOTS: dict[str, DemoSlot] = {
+    "xero": DemoSlot("organisation", {"tenant_id": xero_fixtures.DEMO_TENANT_ID}, "bench_xero"),
+    "quickbooks": DemoSlot("company", {"realm_id": quickbooks_fixtures.REALM_DEMO}, "bench_quickbooks"),
+}
+"""Tools with slot 1 only: their simulators know the demo's organisations or companies, no bench ones."""
 
 TENANTS = 20
 INVOICES_PER_TENANT = 120
@@ -82,11 +118,23 @@ def yuki_conn_id(slot: int) -> str:
 
 
 def bench_tenant(integration_id: int, tool: str, slot: int, invoices: int) -> Tenant:
-    """A tenant on bench slot ``slot`` (1-based) of ``tool``: its own division, domain or office."""
+    """A tenant on bench slot ``slot`` (1-based) of ``tool``: its own division, domain or office.
+
+    Xero and QuickBooks have slot 1 only, their demo organisation or company (:data:`DEMO_SLOTS`).
+    """
+    demo = DEMO_SLOTS.get(tool)
+    if demo is not None and slot != 1:
+        raise ValueError(
+            f"{tool} has one bench slot, 1 (the sandbox's demo {demo.what}), not {slot}: its simulator "
+            f"has no bench {demo.what}s of its own"
+        )
     if not 1 <= slot <= SLOTS:
         raise ValueError(f"bench slot {slot} out of range 1..{SLOTS}")
     settings: dict[str, Any]
-    if tool == "exact_online":
+    if demo is not None:
+        settings = dict(demo.settings)
+        conn_id = demo.conn_id
+    elif tool == "exact_online":
         division = exact_fixtures.BENCH_DIVISIONS[slot - 1]
         gl_accounts = exact_fixtures.bench_gl_accounts(division)
         settings = {
@@ -117,14 +165,18 @@ def bench_tenant(integration_id: int, tool: str, slot: int, invoices: int) -> Te
 class Limits:
     """What the connections tell the connectors about limits they cannot learn from headers.
 
-    :param minute_s: real seconds of a sandbox minute (Twinfield's credit window).
+    :param minute_s: real seconds of a sandbox minute (Twinfield's credit window, Xero's and QuickBooks'
+        minute: Xero announces what is left of its windows but not when they end).
     :param twinfield_credits: Twinfield credits per minute (the simulator must be configured alike).
     :param yuki_daily_limit: Yuki calls per domain and day (the simulator must be configured alike).
+    :param quickbooks_batches: QuickBooks batch calls per minute (the simulator must be configured
+        alike); None leaves the connector's default, Intuit's 40.
     """
 
     minute_s: float = 60.0
     twinfield_credits: int = 1000
     yuki_daily_limit: int = yuki_fixtures.DAILY_LIMIT
+    quickbooks_batches: int | None = None
 
 
 def bench_connections(
@@ -155,7 +207,7 @@ def bench_connections(
                     "minute_s": limits.minute_s,
                 },
             }
-        else:
+        elif tenant.tool == "yuki":
             slot = int(str(tenant.conn_id).rsplit("_", 1)[1])
             conns[str(tenant.conn_id)] = {
                 "conn_type": "http",
@@ -163,7 +215,26 @@ def bench_connections(
                 "password": yuki_fixtures.bench_access_key(slot),
                 "extra": {"timeout": 30, "daily_limit": limits.yuki_daily_limit},
             }
+        elif tenant.tool == "xero":
+            # The hook reads the minute's calls from the answers; it needs only the window lengths.
+            conns[DEMO_SLOTS["xero"].conn_id] = _with_extra(
+                xero_connection(sandbox_url), minute_s=limits.minute_s, day_s=limits.minute_s * 24 * 60
+            )
+        elif tenant.tool == "quickbooks":
+            batches = (
+                {} if limits.quickbooks_batches is None else {"batches_per_minute": limits.quickbooks_batches}
+            )
+            conns[DEMO_SLOTS["quickbooks"].conn_id] = _with_extra(
+                quickbooks_connection(sandbox_url), minute_s=limits.minute_s, **batches
+            )
+        else:
+            raise ValueError(f"no bench connection for tool {tenant.tool!r}")
     return conns
+
+
+def _with_extra(connection: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
+    """``connection`` (a demo connection) with ``extra`` added to its extras."""
+    return {**connection, "extra": {**dict(connection.get("extra") or {}), **extra}}
 
 
 def hook_options(tool: str, time_scale: float) -> dict[str, Any]:
@@ -171,12 +242,20 @@ def hook_options(tool: str, time_scale: float) -> dict[str, Any]:
 
     Access tokens are issued for the scaled lifetime (Exact's 600 s last 20 real seconds at scale 30), so
     the margin before expiry at which a hook refreshes must shrink alike, or every call would ask for a
-    new token.
+    new token (Xero's 30 minutes last one real minute at scale 30, its hook's default margin).
     """
     from invoice_sync.connectors.exact_online.hook import REFRESH_MARGIN_S as EXACT_MARGIN
+    from invoice_sync.connectors.oauth import OAuthRestHook
     from invoice_sync.connectors.twinfield.hook import REFRESH_MARGIN_S as TWINFIELD_MARGIN
 
-    margins = {"exact_online": EXACT_MARGIN, "twinfield": TWINFIELD_MARGIN}
+    # Xero's and QuickBooks' hooks keep the margin of the OAuth base they share.
+    oauth_margin = inspect.signature(OAuthRestHook.__init__).parameters["refresh_margin_s"].default
+    margins = {
+        "exact_online": EXACT_MARGIN,
+        "twinfield": TWINFIELD_MARGIN,
+        "xero": oauth_margin,
+        "quickbooks": oauth_margin,
+    }
     return {"refresh_margin_s": margins[tool] / time_scale} if tool in margins else {}
 
 
@@ -189,40 +268,58 @@ class CallLog:
 
     ``windows`` maps a window's end (real epoch seconds, as the tool or our budget knows it) to the units
     (calls or credits) spent in it. Exact's windows come from its ``X-RateLimit-Minutely-Reset`` header
-    (the tool's own count); Twinfield sends none, so its windows are the ones our budget counted in.
+    and Xero's from its ``X-MinLimit-Remaining`` count (the tools' own counts); Twinfield and QuickBooks
+    announce nothing, so theirs are the ones our budgets count in (QuickBooks: batch calls only, the
+    window the bench lowers).
+
+    :param minute_s: real seconds of a sandbox minute: how long a window lasts where the tool does not
+        say when it ends (Xero, QuickBooks).
     """
 
     windows: dict[float, int] = field(default_factory=dict)
     throttled: int = 0
+    minute_s: float = 60.0
 
     def add(self, window_end: float | None, units: int) -> None:
         key = round(window_end or 0.0, 3)
         self.windows[key] = self.windows.get(key, 0) + units
 
     def attach(self, tool: str, hook: Any) -> None:
-        """Record the calls of ``hook`` (an Exact or Twinfield hook; Yuki's window is the day)."""
+        """Record the calls of ``hook`` (Yuki's window is the day, counted by the simulator: nothing here)."""
         if tool == "exact_online":
-            transmit = hook._transmit
-
-            def recorded(method: str, url: str, **kwargs: Any) -> Any:
-                response = transmit(method, url, **kwargs)
-                reset = response.headers.get("X-RateLimit-Minutely-Reset")
-                if response.status_code == 429:
-                    self.throttled += 1
-                elif reset is not None:
-                    self.add(int(reset) / 1000, 1)
-                return response
-
-            hook._transmit = recorded
+            self._record_answers(hook, _exact_window_end)
+        elif tool == "xero":
+            self._record_answers(hook, XeroMinutes(self.minute_s).window_end)
         elif tool == "twinfield":
             budget = hook.budget
-            acquire = budget.acquire
+            self._record_takes(budget, lambda: budget.short.resets_at)
+        elif tool == "quickbooks":
+            minutes = OpenedWindows(self.minute_s)
+            self._record_takes(hook.batch_budget, lambda: minutes.end_at(time.time()))
 
-            def counted(cost: int = 1) -> None:
-                acquire(cost)
-                self.add(budget.short.resets_at, cost)
+    def _record_answers(self, hook: Any, window_end: Callable[[requests.Response], float | None]) -> None:
+        """Count each answer of ``hook`` in the window it names (an answer naming none did not count)."""
+        transmit = hook._transmit
 
-            budget.acquire = counted
+        def recorded(method: str, url: str, **kwargs: Any) -> Any:
+            response = transmit(method, url, **kwargs)
+            if response.status_code == 429:
+                self.throttled += 1
+            elif (end := window_end(response)) is not None:
+                self.add(end, 1)
+            return response
+
+        hook._transmit = recorded
+
+    def _record_takes(self, budget: Any, window_end: Callable[[], float | None]) -> None:
+        """Count what ``budget`` hands out in the window ``window_end`` names right after."""
+        acquire = budget.acquire
+
+        def counted(cost: int = 1) -> None:
+            acquire(cost)
+            self.add(window_end(), cost)
+
+        budget.acquire = counted
 
     def utilisation(self, limit: int) -> float | None:
         """Units per window over ``limit``, over every window but the last.
@@ -234,6 +331,54 @@ class CallLog:
         if len(spent) < 2:
             return None
         return round(sum(spent[:-1]) / (limit * (len(spent) - 1)), 3)
+
+
+def _exact_window_end(response: requests.Response) -> float | None:
+    reset = response.headers.get("X-RateLimit-Minutely-Reset")
+    return int(reset) / 1000 if reset is not None else None
+
+
+@dataclass
+class OpenedWindows:
+    """Windows that open with the first call after the previous one ended and last ``length_s``.
+
+    Xero's simulator counts its minute so. QuickBooks' minute slides (at most so many calls in *any*
+    minute), which holds in particular for every minute that opens with a call: grouping the calls into
+    such minutes measures the pacing against the limit without knowing where Intuit's minute starts.
+    """
+
+    length_s: float
+    end: float | None = None
+
+    def end_at(self, now: float, *, reopened: bool = False) -> float:
+        """The end of the window a call at ``now`` falls in (a new one if ``reopened``)."""
+        if reopened or self.end is None or now >= self.end:
+            self.end = now + self.length_s
+        return self.end
+
+
+@dataclass
+class XeroMinutes:
+    """Xero's minute windows as its answers show them: ``X-MinLimit-Remaining`` goes up when a new minute
+    has begun. Our own estimate of the minute's end (Xero does not send it) opens one too, for consecutive
+    minutes of a single call each, whose counts look alike."""
+
+    minute_s: float
+    remaining: int | None = None
+    opened: OpenedWindows = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.opened = OpenedWindows(self.minute_s)
+
+    def window_end(self, response: requests.Response) -> float | None:
+        """The end of the minute ``response`` was counted in; None for answers outside the limits."""
+        try:
+            remaining = int(response.headers["X-MinLimit-Remaining"])
+        except (KeyError, ValueError):
+            return None  # the token endpoint and /connections do not count
+        went_up = self.remaining is not None and remaining > self.remaining
+        self.remaining = remaining
+        return self.opened.end_at(time.time(), reopened=went_up)
 
 
 @dataclass(frozen=True, slots=True)

@@ -119,10 +119,13 @@ class OAuthRestHook(AccountingHook):
         json: Any = None,
         headers: Mapping[str, str] | None = None,
         safe: bool | None = None,
+        data: str | bytes | None = None,
     ) -> Any:
         """Send one API call and return its JSON body.
 
         :param path: relative to the connection's base URL.
+        :param data: a body that is not JSON (QuickBooks takes its query text as ``application/text``);
+            the caller sets its ``Content-Type``. Give ``json`` or ``data``, not both.
         :param safe: whether repeating the call is harmless; defaults to "it is a GET". Safe calls are
             retried on transient failures; an unsafe call whose answer was lost, unreadable or a 5xx
             raises :class:`~invoice_sync.domain.errors.OutcomeUnknownError` and is never repeated here.
@@ -132,7 +135,8 @@ class OAuthRestHook(AccountingHook):
         url = self._url(path)
 
         def once() -> Any:
-            response = self.send(method, url, params=params, json=json, headers=headers, safe=safe)
+            body: dict[str, Any] = {"json": json} if data is None else {"data": data}
+            response = self.send(method, url, params=params, headers=headers, safe=safe, **body)
             return self._json(response, url, safe=safe)
 
         return self._retrying(once) if safe else once()

@@ -17,6 +17,8 @@ CONNECTORS: dict[str, str] = {
     "exact_online": "invoice_sync.connectors.exact_online:build_connector",
     "yuki": "invoice_sync.connectors.yuki:build_connector",
     "twinfield": "invoice_sync.connectors.twinfield:build_connector",
+    "xero": "invoice_sync.connectors.xero:build_connector",
+    "quickbooks": "invoice_sync.connectors.quickbooks:build_connector",
 }
 TOOLS: tuple[str, ...] = tuple(CONNECTORS)
 

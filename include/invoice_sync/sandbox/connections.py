@@ -1,7 +1,8 @@
 """Airflow connections that point the demo integrations at a running sandbox.
 
 ``python -m invoice_sync.sandbox.connections exact_demo http://127.0.0.1:8765`` prints the JSON form that
-``AIRFLOW_CONN_EXACT_DEMO`` accepts (``yuki_demo`` and ``twinfield_demo`` likewise). Production connections
+``AIRFLOW_CONN_EXACT_DEMO`` accepts (``yuki_demo``, ``twinfield_demo``, ``xero_demo`` and ``quickbooks_demo``
+likewise). Production connections
 carry the real host and the credentials from the tool's developer portal instead (see the README).
 """
 
@@ -11,9 +12,27 @@ import json
 import sys
 from collections.abc import Callable
 
-from invoice_sync.sandbox import exact_fixtures, twinfield_fixtures, yuki_fixtures
-from invoice_sync.sandbox.demo import DEMO_CONN_ID, TWINFIELD_CONN_ID, YUKI_CONN_ID
-from invoice_sync.sandbox.server import EXACT_MOUNT, TWINFIELD_MOUNT, YUKI_MOUNT
+from invoice_sync.sandbox import (
+    exact_fixtures,
+    quickbooks_fixtures,
+    twinfield_fixtures,
+    xero_fixtures,
+    yuki_fixtures,
+)
+from invoice_sync.sandbox.demo import (
+    DEMO_CONN_ID,
+    QUICKBOOKS_CONN_ID,
+    TWINFIELD_CONN_ID,
+    XERO_CONN_ID,
+    YUKI_CONN_ID,
+)
+from invoice_sync.sandbox.server import (
+    EXACT_MOUNT,
+    QUICKBOOKS_MOUNT,
+    TWINFIELD_MOUNT,
+    XERO_MOUNT,
+    YUKI_MOUNT,
+)
 
 
 def exact_online_connection(sandbox_url: str, *, refresh_token: str | None = None) -> dict[str, object]:
@@ -50,10 +69,47 @@ def yuki_connection(sandbox_url: str) -> dict[str, object]:
     }
 
 
+def xero_connection(sandbox_url: str) -> dict[str, object]:
+    """Xero: ``host`` is the API host (the sandbox's mount serves ``/api.xro/2.0`` and ``/connections``);
+    login/password are the app's client id and secret; ``token_url`` points at the sandbox's identity
+    endpoint instead of Xero's."""
+    base = sandbox_url.rstrip("/") + XERO_MOUNT
+    return {
+        "conn_type": "http",
+        "host": base,
+        "login": xero_fixtures.CLIENT_ID,
+        "password": xero_fixtures.CLIENT_SECRET,
+        "extra": {
+            "refresh_token": xero_fixtures.BOOTSTRAP_REFRESH_TOKEN,
+            "token_url": base + "/identity/connect/token",
+            "timeout": 30,
+        },
+    }
+
+
+def quickbooks_connection(sandbox_url: str) -> dict[str, object]:
+    """QuickBooks Online: ``host`` is the API's base URL (the sandbox's mount), login/password the app's
+    client id and secret; the token endpoint is on another host at Intuit, so the sandbox's is named."""
+    base = sandbox_url.rstrip("/") + QUICKBOOKS_MOUNT
+    return {
+        "conn_type": "http",
+        "host": base,
+        "login": quickbooks_fixtures.CLIENT_ID,
+        "password": quickbooks_fixtures.CLIENT_SECRET,
+        "extra": {
+            "refresh_token": quickbooks_fixtures.BOOTSTRAP_REFRESH_TOKEN,
+            "token_url": base + "/oauth2/v1/tokens/bearer",
+            "timeout": 30,
+        },
+    }
+
+
 DEMO_CONNECTIONS: dict[str, Callable[[str], dict[str, object]]] = {
     DEMO_CONN_ID: exact_online_connection,
     YUKI_CONN_ID: yuki_connection,
     TWINFIELD_CONN_ID: twinfield_connection,
+    XERO_CONN_ID: xero_connection,
+    QUICKBOOKS_CONN_ID: quickbooks_connection,
 }
 
 

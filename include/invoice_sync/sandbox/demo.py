@@ -24,7 +24,9 @@ from sqlalchemy import Engine, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from invoice_sync.sandbox import exact_fixtures as exact
+from invoice_sync.sandbox import quickbooks_fixtures as quickbooks
 from invoice_sync.sandbox import twinfield_fixtures as twinfield
+from invoice_sync.sandbox import xero_fixtures as xero
 from invoice_sync.sandbox import yuki_fixtures as yuki
 from invoice_sync.store.models import (
     CustomerRow,
@@ -39,7 +41,11 @@ CENT = Decimal("0.01")
 DEMO_CONN_ID = "exact_demo"
 YUKI_CONN_ID = "yuki_demo"
 TWINFIELD_CONN_ID = "twinfield_demo"
-TOOLS = ("exact_online", "yuki", "twinfield")
+XERO_CONN_ID = "xero_demo"
+QUICKBOOKS_CONN_ID = "quickbooks_demo"
+TOOLS = ("exact_online", "yuki", "twinfield", "xero", "quickbooks")
+OTHER_TOOLS = TOOLS[1:]
+"""The tools after Exact, in the order their random streams were added (each tool's data stays put)."""
 SEEDED_AT = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
 
 
@@ -159,18 +165,71 @@ INTEGRATIONS = (
         vat_rates=("21", "9", "0"),
         gl_accounts=("8000", "8010"),
     ),
+    # Xero: 6 % is mapped to a tax type the organisation has deleted, and GL 8020 to an archived account,
+    # so Xero refuses those invoices (per element) and books the others of the same request.
+    DemoIntegration(
+        id=6,
+        name="Demo Xero Ltd",
+        tool="xero",
+        conn_id=XERO_CONN_ID,
+        auto_sync=True,
+        sync_from=None,
+        settings={
+            "tenant_id": xero.DEMO_TENANT_ID,
+            "vat_codes": {
+                "21": xero.TAX_STANDARD,
+                "9": xero.TAX_REDUCED,
+                "0": xero.TAX_ZERO,
+                "6": xero.TAX_DELETED,
+            },
+            "gl_accounts": {"8000": "200", "8010": "260", "8020": "210"},
+            "default_gl_account": "200",
+        },
+        number_format="X2026-{:04d}",
+        vat_rates=("21", "9", "0"),
+        gl_accounts=("8000", "8010"),
+    ),
+    # QuickBooks Online: GL accounts map to items (QuickBooks books a line on its item's income account),
+    # 8020 to an item id the company does not have; and the company's books are closed up to its closing
+    # date, so an invoice dated before it is refused. Both inside a batch whose other invoices book.
+    DemoIntegration(
+        id=7,
+        name="Demo QuickBooks BV",
+        tool="quickbooks",
+        conn_id=QUICKBOOKS_CONN_ID,
+        auto_sync=True,
+        sync_from=None,
+        settings={
+            "realm_id": quickbooks.REALM_DEMO,
+            "vat_codes": dict(quickbooks.TAX_CODES_BY_RATE),
+            "gl_accounts": {"8000": quickbooks.ITEM_SERVICES, "8010": quickbooks.ITEM_HOURS, "8020": "999"},
+            "default_gl_account": quickbooks.ITEM_SERVICES,
+        },
+        number_format="Q2026-{:04d}",
+        vat_rates=("21", "9", "0"),
+        gl_accounts=("8000", "8010"),
+    ),
 )
 
-TOOL_REFUSALS: dict[str, tuple[tuple[str, str, tuple[str, str]], ...]] = {
-    # tool -> (VAT rate, GL account, (error class, a fragment of the message)) per invoice to refuse: the
-    # tool refuses the first kind inside a batch whose other invoices book; our checks the rest.
+REFUSED_ON = date(2026, 7, 2)
+TOOL_REFUSALS: dict[str, tuple[tuple[str, str, tuple[str, str], date], ...]] = {
+    # tool -> (VAT rate, GL account, (error class, a fragment of the message), invoice date) per invoice to
+    # refuse: inside a batch whose other invoices book, by the tool or (unmapped rates) by our checks.
     "yuki": (
-        ("12", "7000", ("config", "No tax code for VATPercentage 12 & VATType 9")),
-        ("9", "7000", ("config", "VAT rate 9% is not mapped")),
+        ("12", "7000", ("config", "No tax code for VATPercentage 12 & VATType 9"), REFUSED_ON),
+        ("9", "7000", ("config", "VAT rate 9% is not mapped"), REFUSED_ON),
     ),
     "twinfield": (
-        ("6", "8000", ("config", f"btw-code({twinfield.INACTIVE_VAT_CODE})")),
-        ("21", "8020", ("config", "Dimension 8999")),
+        ("6", "8000", ("config", f"btw-code({twinfield.INACTIVE_VAT_CODE})"), REFUSED_ON),
+        ("21", "8020", ("config", "Dimension 8999"), REFUSED_ON),
+    ),
+    "xero": (
+        ("6", "8000", ("config", f"The TaxType code {xero.TAX_DELETED} does not exist"), REFUSED_ON),
+        ("21", "8020", ("config", "Account code '210' has been archived"), REFUSED_ON),
+    ),
+    "quickbooks": (
+        ("21", "8020", ("config", "Invalid Reference Id"), REFUSED_ON),
+        ("21", "8000", ("config", "Account Period Closed"), quickbooks.CLOSING_DATE - timedelta(days=3)),
     ),
 }
 
@@ -250,7 +309,7 @@ def seed(
         if "exact_online" in tools:
             builder.regular_invoices(invoices)
             builder.broken_invoices()
-        for offset, tool in enumerate(("yuki", "twinfield"), start=1):
+        for offset, tool in enumerate(OTHER_TOOLS, start=1):
             if tool in tools:
                 builder.rng = random.Random(seed_value + offset)
                 builder.other_tool_invoices(tool, invoices)
@@ -436,9 +495,9 @@ class _Builder:
                 lines=self._lines(integration),
                 customer_id=customer_id,
             )
-        for rate, gl_account, expected in TOOL_REFUSALS[tool]:
+        for rate, gl_account, expected, invoice_date in TOOL_REFUSALS[tool]:
             lines = [("Consultancy", Decimal("2"), Decimal("95.00"), rate, gl_account)]
-            number = self._invoice(integration, invoice_date=date(2026, 7, 2), lines=lines)
+            number = self._invoice(integration, invoice_date=invoice_date, lines=lines)
             self.expected_rejections[number] = expected
 
     def _lines(self, integration: DemoIntegration) -> list[tuple[str, Decimal, Decimal, str, str]]:

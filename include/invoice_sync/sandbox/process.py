@@ -19,9 +19,22 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from invoice_sync.sandbox.server import (
+    EXACT_MOUNT,
+    QUICKBOOKS_MOUNT,
+    TWINFIELD_MOUNT,
+    XERO_MOUNT,
+    YUKI_MOUNT,
+)
 from invoice_sync.store.db import PROJECT_ROOT
 
-MOUNTS: dict[str, str] = {"exact_online": "/exact", "yuki": "/yuki", "twinfield": "/twinfield"}
+MOUNTS: dict[str, str] = {
+    "exact_online": EXACT_MOUNT,
+    "yuki": YUKI_MOUNT,
+    "twinfield": TWINFIELD_MOUNT,
+    "xero": XERO_MOUNT,
+    "quickbooks": QUICKBOOKS_MOUNT,
+}
 """Where each tool's simulator is mounted, by the integrations' ``tool`` value."""
 
 

@@ -27,11 +27,15 @@ from invoice_sync.sandbox.persistence import StateFile
 EXACT_MOUNT = "/exact"
 YUKI_MOUNT = "/yuki"
 TWINFIELD_MOUNT = "/twinfield"
+XERO_MOUNT = "/xero"
+QUICKBOOKS_MOUNT = "/quickbooks"
 
 SIMULATORS: dict[str, tuple[str, str]] = {
     "exact": (EXACT_MOUNT, "invoice_sync.sandbox.exact_online"),
     "twinfield": (TWINFIELD_MOUNT, "invoice_sync.sandbox.twinfield"),
     "yuki": (YUKI_MOUNT, "invoice_sync.sandbox.yuki"),
+    "xero": (XERO_MOUNT, "invoice_sync.sandbox.xero"),
+    "quickbooks": (QUICKBOOKS_MOUNT, "invoice_sync.sandbox.quickbooks"),
 }
 """State-file section (the module's ``TOOL``) -> (mount, module). Each module has a simulator class
 named in its ``SIMULATOR`` (constructed with ``time_scale``, ``saved_state`` and ``on_change``, with

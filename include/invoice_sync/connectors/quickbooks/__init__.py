@@ -1,0 +1,19 @@
+"""QuickBooks Online: invoices, credit memos and customers over the Accounting API v3 (OAuth 2.0, JSON).
+
+``hook`` does the I/O (OAuth 2.0 through the token vault, the realm in every path, ``minorversion``,
+``requestid``, the locally counted limits), ``mapping`` holds the pure entity rules, ``errors`` sorts
+QuickBooks' ``Fault`` codes into error classes, and ``connector`` puts them behind the engine's
+``Connector`` contract.
+
+Integration settings: ``extra.realm_id`` (the company), ``gl_accounts`` and ``default_gl_account`` (app GL
+account -> QuickBooks **Item** id: QuickBooks books a sales line on its item's income account),
+``vat_codes`` (app VAT rate -> QuickBooks TaxCode id), ``extra.home_currency`` (default EUR) and
+``extra.currencies`` (further currencies, when multicurrency is on in QuickBooks).
+"""
+
+from __future__ import annotations
+
+from invoice_sync.connectors.quickbooks.connector import QuickBooksConnector, build_connector
+from invoice_sync.connectors.quickbooks.hook import QuickBooksHook
+
+__all__ = ["QuickBooksConnector", "QuickBooksHook", "build_connector"]

@@ -1,0 +1,18 @@
+"""Xero: sales invoices, credit notes and their contacts over the Accounting API (OAuth 2.0, JSON).
+
+``hook`` does the I/O (OAuth 2.0 through the token vault, the ``xero-tenant-id`` header, minute and day
+limits, idempotency keys, typed errors), ``mapping`` holds the pure body rules, ``errors`` sorts Xero's
+texts into error classes, and ``connector`` puts them behind the engine's ``Connector`` contract.
+
+Integration settings: ``extra.tenant_id`` (the organisation's tenant id) or ``extra.tenant`` (its name,
+resolved through ``/connections``), ``vat_codes`` (app rate -> Xero ``TaxType``), ``gl_accounts`` and
+``default_gl_account`` (app GL -> Xero account code) and, optionally, ``extra.currencies`` (the currencies
+the organisation accepts, checked before sending).
+"""
+
+from __future__ import annotations
+
+from invoice_sync.connectors.xero.connector import XeroConnector, build_connector
+from invoice_sync.connectors.xero.hook import XeroHook
+
+__all__ = ["XeroConnector", "XeroHook", "build_connector"]
