@@ -182,7 +182,9 @@ def test_rejections_carry_exacts_text_and_do_not_stop_the_batch(exact, connect, 
 def test_invalid_invoices_are_rejected_without_a_call(exact, connect, builders):
     outcomes = book(connect(), builders, builders.invoice([builders.line("10.00", "9")]))
     assert outcomes == [
-        Rejected(1, ErrorClass.CONFIG, "VAT rate 9% is not mapped to an Exact VAT code for division 123456")
+        Rejected(
+            1, ErrorClass.CONFIG, "VAT rate 9% is not mapped to an Exact VAT code for Exact division 123456"
+        )
     ]
     assert "POST /api/v1/{division}/salesentry/SalesEntries" not in control(exact, "stats")["calls"]
 

@@ -158,7 +158,7 @@ class TestValidate:
         invoice = builders.invoice([builders.line("100.00", "9"), builders.line("1.00", "9.00", position=2)])
         problems = mapping.validate(invoice, builders.settings())
         assert [p.message for p in problems] == [
-            "VAT rate 9% is not mapped to an Exact VAT code for division 123456"
+            "VAT rate 9% is not mapped to an Exact VAT code for Exact division 123456"
         ]
         assert problems[0].error_class is ErrorClass.CONFIG
 
@@ -166,7 +166,7 @@ class TestValidate:
         invoice = builders.invoice([builders.line("100.00", gl_account="7999")])
         problems = mapping.validate(invoice, builders.settings())
         assert [p.error_class for p in problems] == [ErrorClass.CONFIG]
-        assert "G/L account 7999" in problems[0].message
+        assert "GL account 7999" in problems[0].message
 
     def test_missing_division(self, builders):
         problems = mapping.validate(builders.invoice(), builders.settings(division=None))

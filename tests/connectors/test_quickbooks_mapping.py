@@ -131,8 +131,8 @@ def test_validate_reports_what_quickbooks_would_refuse(builders, settings):
         (ErrorClass.CONFIG, f"VAT rate 6% is not mapped to a QuickBooks tax code for {where}"),
         (
             ErrorClass.CONFIG,
-            f"GL account 7999 is not mapped to a QuickBooks item for {where}, and no default item is set "
-            "(QuickBooks books a sales line on its item's income account)",
+            "GL account 7999 is not mapped to a QuickBooks item (its income account books the line) for "
+            f"{where}, and no default is set",
         ),
         (
             ErrorClass.CONFIG,
@@ -146,7 +146,7 @@ def test_validate_reports_what_quickbooks_would_refuse(builders, settings):
         (
             ErrorClass.DATA,
             f"{label}: the description of line 2 is longer than the 4000 characters QuickBooks accepts "
-            "(it has 4001)",
+            "(it has 4001); shorten it in the app",
         ),
         (ErrorClass.DATA, f"{label}: line 2 has an amount with more than two decimals (5.005)"),
     ]

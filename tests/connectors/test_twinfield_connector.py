@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import requests
+from flows import book, connector_factory
 
 from invoice_sync.connectors.base import CustomerLinkFailure
 from invoice_sync.connectors.http import RateBudget
@@ -95,23 +96,8 @@ def settings(builders: Any) -> Any:
 
 @pytest.fixture
 def connect(builders: Any, vault: Any, settings: Any) -> Callable[..., TwinfieldConnector]:
-    """Build a connector; keyword arguments go to the hook (short back-off, no real waiting)."""
-
-    def build(*, integration_settings: Any = None, token_vault: Any = None, **hook_options: Any):
-        # A fast sandbox issues tokens living a minute: refresh only just before they expire.
-        options = {"backoff_s": 0.01, "refresh_margin_s": 1.0, **hook_options}
-        integration = builders.integration(integration_settings or settings, conn_id=CONN_ID)
-        return build_connector(replace(integration, tool="twinfield"), token_vault or vault, **options)
-
-    return build
-
-
-def book(connector: TwinfieldConnector, *invoices: Any) -> list[Any]:
-    """Link the invoices' customers, push the invoices and return the outcomes."""
-    customers = {invoice.customer.id: invoice.customer for invoice in invoices}
-    links = connector.ensure_customers(list(customers.values()))
-    assert all(isinstance(code, str) for code in links.values()), links
-    return list(connector.push(list(invoices), links))
+    """Build a connector; keyword arguments go to the hook (short back-off)."""
+    return connector_factory("twinfield", CONN_ID, builders, vault, settings)
 
 
 def customer(builders: Any, customer_id: int, name: str = "Atelier Verhoeven BV") -> Any:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import requests
+from flows import book, connector_factory
 
 from invoice_sync.connectors.base import CustomerLinkFailure
 from invoice_sync.connectors.xero import XeroConnector, XeroHook, build_connector
@@ -101,22 +102,7 @@ def settings(builders: Any) -> Any:
 @pytest.fixture
 def connect(builders: Any, vault: Any, settings: Any) -> Callable[..., XeroConnector]:
     """Build a connector; keyword arguments go to the hook (short back-off)."""
-
-    def build(*, integration_settings: Any = None, token_vault: Any = None, **hook_options: Any):
-        # A fast sandbox issues tokens living 30 s: refresh only just before they expire.
-        options = {"backoff_s": 0.01, "refresh_margin_s": 1.0, **hook_options}
-        integration = builders.integration(integration_settings or settings, conn_id=CONN_ID)
-        return build_connector(replace(integration, tool="xero"), token_vault or vault, **options)
-
-    return build
-
-
-def book(connector: XeroConnector, *invoices: Any) -> list[Any]:
-    """Link the invoices' customers, push the invoices and return the outcomes."""
-    customers = {invoice.customer.id: invoice.customer for invoice in invoices}
-    links = connector.ensure_customers(list(customers.values()))
-    assert all(isinstance(code, str) for code in links.values()), links
-    return list(connector.push(list(invoices), links))
+    return connector_factory("xero", CONN_ID, builders, vault, settings)
 
 
 def customer(builders: Any, customer_id: int, name: str | None = None) -> Any:

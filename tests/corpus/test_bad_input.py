@@ -272,8 +272,8 @@ CASES = [
     Case("an invoice registered after its credit note", "booked", invoice_date=date(2026, 4, 1)),
     # -- configuration -----------------------------------------------------------------------------------
     Case("a VAT rate without a mapping", ("config", "VAT rate 9% is not mapped to an Exact VAT code for "
-         "division 123456"), lines=[("Import", "1", "300.00", "9", "7000")], pg=True),
-    Case("an unmapped G/L account and no default", ("config", "G/L account 4999 is not mapped to an Exact "
+         "Exact division 123456"), lines=[("Import", "1", "300.00", "9", "7000")], pg=True),
+    Case("an unmapped G/L account and no default", ("config", "GL account 4999 is not mapped to an Exact "
          "G/L account for Exact division 123456, and no default is set"),
          lines=[("Misc", "1", "10.00", "21", "4999")]),
     Case("no journal set", ("config", "No sales journal is set for Exact division 123456"),

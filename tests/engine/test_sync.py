@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from invoice_sync.domain.errors import AuthError, LeaseLostError
+from invoice_sync.engine.sync import IntegrationSync, SyncOptions
 from invoice_sync.sandbox.exact_fixtures import DIVISION_BE, DIVISION_NL
 from invoice_sync.store import claims
 from invoice_sync.store.models import ClaimRow, CustomerLinkRow, InvoiceLineRow, InvoiceRow, LedgerRow
@@ -420,3 +422,21 @@ def test_write_back_in_pages_writes_every_number_once(run, demo, store):
     numbers = {row.number: row.registration_number for row in run.invoices(3)}
     assert {n: numbers[n] for n in booked} == booked
     assert {row.state for n, row in run.ledger(3).items() if n in booked} == {"written_back"}
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "per_call", "page"),
+    [(50, 30, 30), (50, 25, 50), (50, 1, 50), (100, 30, 90), (3, 30, 3), (50, 50, 50)],
+)
+def test_pages_hold_whole_create_calls(batch_size: int, per_call: int, page: int) -> None:
+    """A page is the asked size rounded down to whole calls of the connector, never a part-filled call
+    at every page end (QuickBooks: 30 invoices a call, so pages of 30, not 50 = 30 + 20)."""
+    sync = IntegrationSync(
+        None,  # type: ignore[arg-type]
+        SimpleNamespace(invoices_per_call=per_call),  # type: ignore[arg-type]
+        SimpleNamespace(id=1, name="Paged BV", tool="quickbooks"),  # type: ignore[arg-type]
+        run_id="run",
+        holder="run/1",
+        options=SyncOptions(batch_size=batch_size),
+    )
+    assert sync._page_size() == page

@@ -10,7 +10,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from decimal import ROUND_HALF_UP, Decimal
 
-from invoice_sync.domain.models import IntegrationSettings, Invoice, InvoiceLine, rate_key
+from invoice_sync.domain.models import (
+    ErrorClass,
+    IntegrationSettings,
+    Invoice,
+    InvoiceKind,
+    InvoiceLine,
+    Problem,
+    rate_key,
+)
 
 CENT = Decimal("0.01")
 
@@ -30,6 +38,46 @@ def gl_account_for(line: InvoiceLine, settings: IntegrationSettings) -> str | No
 def vat_code_for(line: InvoiceLine, settings: IntegrationSettings) -> str | None:
     """The tool's VAT code (or type) mapped for the line's VAT rate; ``None`` when it is not mapped."""
     return settings.vat_codes.get(rate_key(line.vat_rate))
+
+
+def document_label(invoice: Invoice) -> str:
+    """How messages name an invoice: "Invoice 2026/0042" or "Credit note 2026/0043"."""
+    return f"{'Credit note' if invoice.kind is InvoiceKind.CREDIT_NOTE else 'Invoice'} {invoice.number}"
+
+
+def unmapped_problems(
+    invoice: Invoice, settings: IntegrationSettings, *, vat_code: str, gl_account: str, where: str
+) -> list[Problem]:
+    """The lines' VAT rates and GL accounts the integration's mapping does not cover (config problems).
+
+    :param vat_code: what the tool calls a VAT code, with its article ("an Exact VAT code").
+    :param gl_account: what a GL account maps to in the tool ("a Xero account code").
+    :param where: the tenant, for the message ("Xero organisation Demo Ltd").
+    """
+    problems = []
+    for rate in dict.fromkeys(rate_key(line.vat_rate) for line in invoice.lines):
+        if rate not in settings.vat_codes:
+            message = f"VAT rate {rate}% is not mapped to {vat_code} for {where}"
+            problems.append(Problem(ErrorClass.CONFIG, message))
+    for account in dict.fromkeys(line.gl_account for line in invoice.lines):
+        if (account is None or account not in settings.gl_accounts) and not settings.default_gl_account:
+            what = f"GL account {account}" if account else "Lines without a GL account"
+            message = f"{what} is not mapped to {gl_account} for {where}, and no default is set"
+            problems.append(Problem(ErrorClass.CONFIG, message))
+    return problems
+
+
+def description_problems(invoice: Invoice, *, limit: int, tool: str) -> list[Problem]:
+    """Lines whose description is longer than the tool accepts (data: the app must shorten them)."""
+    return [
+        Problem(
+            ErrorClass.DATA,
+            f"{document_label(invoice)}: the description of line {line.position} is longer than the {limit} "
+            f"characters {tool} accepts (it has {len(line.description)}); shorten it in the app",
+        )
+        for line in invoice.lines
+        if len(line.description or "") > limit
+    ]
 
 
 def line_vat(line: InvoiceLine) -> Decimal:

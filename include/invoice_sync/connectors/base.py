@@ -7,20 +7,24 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
+from invoice_sync.connectors.amounts import document_label
 from invoice_sync.domain.models import (
     Booking,
     Customer,
+    ErrorClass,
     Integration,
     IntegrationSettings,
     Invoice,
     Outcome,
     Problem,
+    Rejected,
 )
 
 if TYPE_CHECKING:
     from invoice_sync.connectors.hooks import AccountingHook
 
 HookT = TypeVar("HookT", bound="AccountingHook")
+PayloadT = TypeVar("PayloadT")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +68,8 @@ class Connector(Protocol):
     """
 
     tool: str
+    invoices_per_call: int
+    """The most invoices one create call carries (1 for a tool without batches)."""
 
     @property
     def request_timeout_s(self) -> float:
@@ -99,6 +105,8 @@ class HookConnector(Generic[HookT]):
     """
 
     tool: str
+    invoices_per_call: int = 1
+    """The most invoices one create call carries; a batching tool's connector names its batch size."""
 
     def __init__(self, integration: Integration, hook: HookT) -> None:
         self.integration = integration
@@ -117,6 +125,42 @@ class HookConnector(Generic[HookT]):
     def validate(self, invoice: Invoice) -> list[Problem]:
         """The tool's own problems with ``invoice``, found without a call."""
         return self.check(invoice, self.settings)
+
+    def calls(
+        self,
+        invoices: Sequence[Invoice],
+        customer_ids: Mapping[int, str],
+        payload: Callable[[Invoice, str], PayloadT],
+    ) -> Iterator[Rejected | list[tuple[Invoice, PayloadT]]]:
+        """``invoices`` the way the connector sends them, in order: each refused one (see
+        :meth:`customer_or_refusal`) as its ``Rejected``, the others with their ``payload(invoice, tool's
+        customer id)`` in groups of :attr:`invoices_per_call`, each group as soon as it is full, so its
+        outcomes are recorded before the next group is even built."""
+        group: list[tuple[Invoice, PayloadT]] = []
+        for invoice in invoices:
+            customer = self.customer_or_refusal(invoice, customer_ids)
+            if isinstance(customer, Rejected):
+                yield customer
+                continue
+            group.append((invoice, payload(invoice, customer)))
+            if len(group) == self.invoices_per_call:
+                yield group
+                group = []
+        if group:
+            yield group
+
+    def customer_or_refusal(self, invoice: Invoice, customer_ids: Mapping[int, str]) -> str | Rejected:
+        """The tool's id of the invoice's customer when the invoice may be sent; otherwise why not: its
+        customer has no record in the tool (the link failed, and said why), or the tool would refuse the
+        invoice for a reason found without a call."""
+        customer_id = customer_ids.get(invoice.customer.id) if invoice.customer else None
+        if customer_id is None:
+            message = f"{document_label(invoice)} has no customer linked in {self.hook.tool_name}"
+            return Rejected(invoice.id, ErrorClass.DATA, message)
+        problems = self.validate(invoice)
+        if problems:
+            return Rejected(invoice.id, problems[0].error_class, "; ".join(p.message for p in problems))
+        return customer_id
 
     @staticmethod
     def check(invoice: Invoice, settings: IntegrationSettings) -> list[Problem]:

@@ -194,6 +194,23 @@ class StoredToken:
         return expires_at - self.clock() > self.margin
 
 
+def token_answer(body: Any, *, refresh_token: str, now: datetime, where: str) -> TokenSet:
+    """The tokens of an OAuth 2.0 token answer; a tool that keeps the refresh token omits it.
+
+    :param refresh_token: the one just spent, kept when the answer names no successor.
+    :param where: the tool and tenant, for the message when the answer is incomplete.
+    :raises TransientError: the answer lacks the access token or its lifetime (nothing to store).
+    """
+    try:
+        return TokenSet(
+            access_token=str(body["access_token"]),
+            refresh_token=str(body.get("refresh_token") or refresh_token),
+            expires_at=now + timedelta(seconds=int(body["expires_in"])),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise TransientError(f"{where}: the token answer was incomplete") from exc
+
+
 def positive_extra(extra: Mapping[str, Any], key: str, default: float, *, where: str) -> float:
     """A positive number from a connection's extra, or ``default`` when it is not set.
 

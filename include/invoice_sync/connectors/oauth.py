@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import requests
 
 from invoice_sync.connectors.base import TokenSet, TokenVault
-from invoice_sync.connectors.hooks import AccountingHook, StoredToken, url_path
+from invoice_sync.connectors.hooks import AccountingHook, StoredToken, token_answer, url_path
 from invoice_sync.connectors.http import RateBudget
 from invoice_sync.domain.errors import AuthError, RateLimitedError, SyncError, TransientError
 
@@ -231,18 +231,12 @@ class OAuthRestHook(AccountingHook):
             return self._json(response, url, safe=True)
 
         body = self._retrying(call)
-        try:
-            return TokenSet(
-                access_token=str(body["access_token"]),
-                refresh_token=str(body.get("refresh_token") or refresh_token),
-                expires_at=self._clock() + timedelta(seconds=int(body["expires_in"])),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise TransientError(f"{self.context}: the token answer was incomplete") from exc
+        return token_answer(body, refresh_token=refresh_token, now=self._clock(), where=self.context)
 
 
 def oauth_error_text(response: requests.Response) -> str:
-    """An OAuth 2.0 error answer (``error``, ``error_description``) in words, or its status."""
+    """The token endpoint's own words: ``error`` and ``error_description`` of an OAuth 2.0 error answer,
+    else its status (and the start of a non-JSON body, an HTML page from a proxy, say)."""
     try:
         body = response.json()
     except ValueError:
@@ -250,7 +244,8 @@ def oauth_error_text(response: requests.Response) -> str:
     if isinstance(body, dict) and body.get("error"):
         description = body.get("error_description")
         return f"{body['error']}: {description}" if description else str(body["error"])
-    return f"HTTP {response.status_code} from the token endpoint"
+    text = " ".join(response.text.split())[:200]
+    return f"HTTP {response.status_code} from the token endpoint" + (f": {text}" if text else "")
 
 
 def retry_after_s(response: requests.Response, default: float) -> float:

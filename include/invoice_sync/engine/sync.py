@@ -99,7 +99,7 @@ class IntegrationSync:
                 page = self.store.candidates(
                     self.integration.id,
                     after_id=after,
-                    limit=self.options.batch_size,
+                    limit=self._page_size(),
                     numbers=self.options.invoice_numbers,
                 )
                 if not page:
@@ -119,6 +119,13 @@ class IntegrationSync:
         except (AuthError, ConfigError) as exc:
             self._stop_rest(claim, after, LedgerState.REJECTED, exc, self._open(in_progress))
             raise
+
+    def _page_size(self) -> int:
+        """``batch_size`` rounded down to whole create calls of the connector, so no call leaves
+        part-filled only because a page ended: with QuickBooks' 30 a call, pages of 50 would cost two
+        calls each (30 + 20) where pages of 30 cost one. A page smaller than one call stays as asked."""
+        per_call = min(max(self.connector.invoices_per_call, 1), self.options.batch_size)
+        return self.options.batch_size // per_call * per_call
 
     def _open(self, invoice_ids: Sequence[int]) -> list[int]:
         """Those of ``invoice_ids`` this run has neither skipped nor recorded an outcome for."""

@@ -73,10 +73,10 @@ from invoice_sync.sandbox.quickbooks_fixtures import (
     default_fixtures,
 )
 from invoice_sync.sandbox.simulator import (
-    CONTROL_PREFIX,
     OAuthError,
     Simulator,
     SimulatorConfig,
+    add_books_routes,
     add_consent_route,
     create_simulator_app,
     json_ready,
@@ -1448,16 +1448,7 @@ def _add_oauth_routes(app: FastAPI, sandbox: QuickBooksSandbox) -> None:
 
 def _add_control_routes(app: FastAPI, sandbox: QuickBooksSandbox) -> None:
     """QuickBooks' own control routes, next to the common ones of :func:`~.simulator.add_control_routes`."""
-    prefix = CONTROL_PREFIX
-
-    @app.get(f"{prefix}/bookings")
-    def bookings(tenant: str | None = None) -> Response:
-        return JSONResponse(json_ready(sandbox.booked(tenant)))
-
-    @app.get(f"{prefix}/customers")
-    def customers(tenant: str | None = None) -> Response:
-        return JSONResponse(json_ready(sandbox.customers(tenant)))
-
+    add_books_routes(app, sandbox)
     add_consent_route(app, sandbox.consent, "realm_id")
 
 

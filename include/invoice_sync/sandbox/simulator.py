@@ -309,6 +309,19 @@ def add_middleware(app: FastAPI, simulator: Simulator[Any, Any], *, operation_ke
     app.add_middleware(FaultMiddleware, injector=simulator.faults)
 
 
+def add_books_routes(app: FastAPI, sandbox: Any, *, tenant_param: str = "tenant") -> None:
+    """``GET /_sandbox/bookings`` and ``/_sandbox/customers``: the simulator's ``booked(tenant)`` and
+    ``customers(tenant)``, every tenant's or, with the query parameter ``tenant_param``, one tenant's."""
+
+    @app.get(f"{CONTROL_PREFIX}/bookings")
+    def bookings(request: Request) -> Response:
+        return _json(sandbox.booked(request.query_params.get(tenant_param)))
+
+    @app.get(f"{CONTROL_PREFIX}/customers")
+    def customers(request: Request) -> Response:
+        return _json(sandbox.customers(request.query_params.get(tenant_param)))
+
+
 def add_consent_route(app: FastAPI, consent: Callable[[str, Any], dict[str, str]], scope_field: str) -> None:
     """``POST /_sandbox/consent`` for a tool with an OAuth consent step: a user (re)consents.
 

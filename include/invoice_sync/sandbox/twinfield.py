@@ -55,9 +55,9 @@ from invoice_sync.sandbox.simulator import (
     CONTROL_PREFIX,
     Simulator,
     SimulatorConfig,
+    add_books_routes,
     add_consent_route,
     create_simulator_app,
-    json_ready,
 )
 from invoice_sync.sandbox.simulator import OAuthError as OAuthError  # raised by the token endpoint
 from invoice_sync.sandbox.twinfield_fixtures import OfficeFixture, TwinfieldFixtures, default_fixtures
@@ -1337,19 +1337,10 @@ def _add_cluster_routes(app: FastAPI, sandbox: TwinfieldSandbox) -> None:
 
 def _add_control_routes(app: FastAPI, sandbox: TwinfieldSandbox) -> None:
     """Twinfield's own control routes, next to the common ones of :func:`~.simulator.add_control_routes`."""
-    prefix = CONTROL_PREFIX
-
-    @app.get(f"{prefix}/bookings")
-    def bookings(office: str | None = None) -> Response:
-        return _json(json_ready(sandbox.booked(office)))
-
-    @app.get(f"{prefix}/customers")
-    def customers(office: str | None = None) -> Response:
-        return _json(json_ready(sandbox.customers(office)))
-
+    add_books_routes(app, sandbox, tenant_param="office")
     add_consent_route(app, sandbox.consent, "organisation")
 
-    @app.post(f"{prefix}/revoke")
+    @app.post(f"{CONTROL_PREFIX}/revoke")
     async def revoke(request: Request) -> dict[str, int]:
         body = json.loads(await request.body() or b"{}")
         return {"revoked": sandbox.revoke(body.get("refresh_token"))}

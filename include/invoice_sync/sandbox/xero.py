@@ -79,13 +79,12 @@ from fastapi.responses import JSONResponse, Response
 from invoice_sync.sandbox import xero_fixtures as fx
 from invoice_sync.sandbox.faults import CannedResponse, Scope
 from invoice_sync.sandbox.simulator import (
-    CONTROL_PREFIX,
     OAuthError,
     Simulator,
     SimulatorConfig,
+    add_books_routes,
     add_consent_route,
     create_simulator_app,
-    json_ready,
 )
 from invoice_sync.sandbox.xero_fixtures import TenantFixture, XeroFixtures
 
@@ -1377,14 +1376,7 @@ def _add_api_routes(app: FastAPI, sandbox: XeroSandbox) -> None:
 def _add_control_routes(app: FastAPI, sandbox: XeroSandbox) -> None:
     """Xero's own control routes, next to the common ones of :func:`~.simulator.add_control_routes`."""
 
-    @app.get(f"{CONTROL_PREFIX}/bookings")
-    def bookings(tenant: str | None = None) -> Response:
-        return JSONResponse(json_ready(sandbox.booked(tenant)))
-
-    @app.get(f"{CONTROL_PREFIX}/customers")
-    def customers(tenant: str | None = None) -> Response:
-        return JSONResponse(json_ready(sandbox.customers(tenant)))
-
+    add_books_routes(app, sandbox)
     add_consent_route(app, sandbox.consent, "tenants")
 
 

@@ -150,15 +150,9 @@ class ExactOnlineConnector(HookConnector[ExactOnlineHook]):
         request was sent are raised and stop the batch.
         """
         for invoice in invoices:
-            customer_guid = customer_ids.get(invoice.customer.id) if invoice.customer else None
-            if customer_guid is None:
-                message = f"Invoice {invoice.number} has no customer linked in Exact"
-                yield Rejected(invoice.id, ErrorClass.DATA, message)
-                continue
-            problems = self.validate(invoice)
-            if problems:
-                first = problems[0]
-                yield Rejected(invoice.id, first.error_class, "; ".join(p.message for p in problems))
+            customer_guid = self.customer_or_refusal(invoice, customer_ids)
+            if isinstance(customer_guid, Rejected):
+                yield customer_guid
                 continue
             payload = mapping.sales_entry_payload(invoice, self.settings, customer_guid)
             yield self._book(invoice, payload)

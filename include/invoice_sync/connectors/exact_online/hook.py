@@ -26,7 +26,7 @@ import requests
 
 from invoice_sync.connectors.base import TokenSet, TokenVault
 from invoice_sync.connectors.exact_online.errors import classify, error_text
-from invoice_sync.connectors.hooks import AccountingHook, StoredToken, url_path
+from invoice_sync.connectors.hooks import AccountingHook, StoredToken, token_answer, url_path
 from invoice_sync.connectors.http import RateBudget, Window
 from invoice_sync.domain.errors import (
     AuthError,
@@ -251,15 +251,7 @@ class ExactOnlineHook(AccountingHook):
         if not body:
             assert current is not None
             return current
-        try:
-            expires_in = int(body["expires_in"])
-            return TokenSet(
-                access_token=body["access_token"],
-                refresh_token=body.get("refresh_token") or refresh_token,
-                expires_at=self._clock() + timedelta(seconds=expires_in),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise TransientError(f"{self.context}: Exact's token answer was incomplete") from exc
+        return token_answer(body, refresh_token=refresh_token, now=self._clock(), where=self.context)
 
     def _token_error(self, status: int, text: str) -> SyncError:
         where = f"Exact Online connection {self.exact_online_conn_id}"

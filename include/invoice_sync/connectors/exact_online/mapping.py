@@ -12,9 +12,12 @@ from decimal import Decimal
 from typing import Any
 
 from invoice_sync.connectors.amounts import (
+    description_problems,
+    document_label,
     gl_account_for,
     line_vat_amounts,
     money,
+    unmapped_problems,
     vat_code_for,
     vat_rounding_problem,
 )
@@ -25,7 +28,6 @@ from invoice_sync.domain.models import (
     Invoice,
     InvoiceKind,
     Problem,
-    rate_key,
 )
 
 CODE_WIDTH = 18
@@ -180,7 +182,7 @@ def validate(invoice: Invoice, settings: IntegrationSettings) -> list[Problem]:
     """Everything Exact would refuse that we can see without asking it.
 
     Config problems name the setting to change; data problems name the invoice. Messages are for a
-    bookkeeper, e.g. "VAT rate 9% is not mapped to an Exact VAT code for division 123456".
+    bookkeeper, e.g. "VAT rate 9% is not mapped to an Exact VAT code for Exact division 123456".
     """
     division = settings.division
     where = f"Exact division {division}" if division is not None else "the Exact integration"
@@ -196,29 +198,18 @@ def validate(invoice: Invoice, settings: IntegrationSettings) -> list[Problem]:
         config("No Exact division is set for this integration")
     if not journal_for(invoice, settings):
         config(f"No sales journal is set for {where}")
-    for rate in dict.fromkeys(rate_key(line.vat_rate) for line in invoice.lines):
-        if rate not in settings.vat_codes:
-            config(f"VAT rate {rate}% is not mapped to an Exact VAT code for division {division}")
-    for account in dict.fromkeys(line.gl_account for line in invoice.lines):
-        if account not in settings.gl_accounts and not settings.default_gl_account:
-            what = f"G/L account {account}" if account else "Lines without a G/L account"
-            config(f"{what} is not mapped to an Exact G/L account for {where}, and no default is set")
+    problems += unmapped_problems(
+        invoice, settings, vat_code="an Exact VAT code", gl_account="an Exact G/L account", where=where
+    )
 
     # A missing number, missing lines and totals that the lines do not produce are refused for every
     # tool by invoice_sync.domain.rules; here only what is particular to Exact.
     if invoice.number and len(invoice.number) > YOUR_REF_MAX:
         data(f"Invoice number {invoice.number} is longer than {YOUR_REF_MAX} characters (Exact's YourRef)")
-    label = f"{'Credit note' if invoice.kind is InvoiceKind.CREDIT_NOTE else 'Invoice'} {invoice.number}"
     if invoice.customer is not None:
         for message in account_problems(invoice.customer):
-            data(f"{label}: {message}")
-    for line in invoice.lines:
-        if len(line.description or "") > LINE_DESCRIPTION_MAX:
-            data(
-                f"{label}: the description of line {line.position} is longer than the "
-                f"{LINE_DESCRIPTION_MAX} characters Exact accepts (it has {len(line.description)}); "
-                "shorten it in the app"
-            )
+            data(f"{document_label(invoice)}: {message}")
+    problems += description_problems(invoice, limit=LINE_DESCRIPTION_MAX, tool="Exact")
     if (rounding := vat_rounding_problem(invoice)) is not None:
         data(rounding)
     return problems

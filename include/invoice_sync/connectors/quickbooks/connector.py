@@ -70,6 +70,7 @@ class QuickBooksConnector(HookConnector[QuickBooksHook]):
     """
 
     tool = TOOL
+    invoices_per_call = BATCH_MAX
 
     check = staticmethod(mapping.validate)
     """QuickBooks-specific problems found without a call (see :func:`.mapping.validate`)."""
@@ -234,26 +235,14 @@ class QuickBooksConnector(HookConnector[QuickBooksHook]):
         lookup). A lost answer leaves the whole call ``Unknown``. Failures that stop the batch before a
         call is sent (authorisation, an inactive subscription) are raised.
         """
-        pending: list[tuple[Invoice, dict[str, Any]]] = []
-        for invoice in invoices:
-            customer_ref = customer_ids.get(invoice.customer.id) if invoice.customer else None
-            if customer_ref is None:
-                yield Rejected(
-                    invoice.id,
-                    ErrorClass.DATA,
-                    f"{mapping.label(invoice)} has no customer linked in QuickBooks",
-                )
-                continue
-            problems = self.validate(invoice)
-            if problems:
-                yield Rejected(invoice.id, problems[0].error_class, "; ".join(p.message for p in problems))
-                continue
-            pending.append((invoice, mapping.transaction_payload(invoice, self.settings, customer_ref)))
-            if len(pending) == BATCH_MAX:
-                yield from self._book(pending)
-                pending = []
-        if pending:
-            yield from self._book(pending)
+        for call in self.calls(invoices, customer_ids, self._transaction):
+            if isinstance(call, Rejected):
+                yield call
+            else:
+                yield from self._book(call)
+
+    def _transaction(self, invoice: Invoice, customer_ref: str) -> dict[str, Any]:
+        return mapping.transaction_payload(invoice, self.settings, customer_ref)
 
     def _book(self, batch: list[tuple[Invoice, dict[str, Any]]]) -> list[Outcome]:
         items = [

@@ -35,8 +35,11 @@ from typing import Any
 
 from invoice_sync.connectors.amounts import (
     CENT,
+    description_problems,
+    document_label,
     gl_account_for,
     money,
+    unmapped_problems,
     vat_code_for,
     vat_rounding_problem,
 )
@@ -49,7 +52,6 @@ from invoice_sync.domain.models import (
     InvoiceKind,
     InvoiceLine,
     Problem,
-    rate_key,
 )
 
 INVOICE = "Invoice"
@@ -248,8 +250,7 @@ def transaction_payload(invoice: Invoice, settings: IntegrationSettings, custome
     return payload
 
 
-def label(invoice: Invoice) -> str:
-    return f"{'Credit note' if invoice.kind is InvoiceKind.CREDIT_NOTE else 'Invoice'} {invoice.number}"
+label = document_label
 
 
 def validate(invoice: Invoice, settings: IntegrationSettings) -> list[Problem]:
@@ -271,16 +272,13 @@ def validate(invoice: Invoice, settings: IntegrationSettings) -> list[Problem]:
 
     if realm is None:
         config("No QuickBooks company is set for this integration (setting extra.realm_id)")
-    for rate in dict.fromkeys(rate_key(line.vat_rate) for line in invoice.lines):
-        if rate not in settings.vat_codes:
-            config(f"VAT rate {rate}% is not mapped to a QuickBooks tax code for {where}")
-    for account in dict.fromkeys(line.gl_account for line in invoice.lines):
-        if (account is None or account not in settings.gl_accounts) and not settings.default_gl_account:
-            what = f"GL account {account}" if account else "Lines without a GL account"
-            config(
-                f"{what} is not mapped to a QuickBooks item for {where}, and no default item is set "
-                "(QuickBooks books a sales line on its item's income account)"
-            )
+    problems += unmapped_problems(
+        invoice,
+        settings,
+        vat_code="a QuickBooks tax code",
+        gl_account="a QuickBooks item (its income account books the line)",
+        where=where,
+    )
     name = label(invoice)
     currency = (invoice.currency or "").upper()
     accepted = currencies_of(settings)
@@ -297,12 +295,8 @@ def validate(invoice: Invoice, settings: IntegrationSettings) -> list[Problem]:
     if invoice.customer is not None:
         for message in customer_problems(invoice.customer):
             data(f"{name}: {message}")
+    problems += description_problems(invoice, limit=DESCRIPTION_MAX, tool="QuickBooks")
     for line in invoice.lines:
-        if len(line.description or "") > DESCRIPTION_MAX:
-            data(
-                f"{name}: the description of line {line.position} is longer than the {DESCRIPTION_MAX} "
-                f"characters QuickBooks accepts (it has {len(line.description)})"
-            )
         if line.amount != line.amount.quantize(CENT):
             data(f"{name}: line {line.position} has an amount with more than two decimals ({line.amount})")
     if (rounding := vat_rounding_problem(invoice)) is not None:

@@ -49,6 +49,7 @@ class TwinfieldConnector(HookConnector[TwinfieldHook]):
     """
 
     tool = TOOL
+    invoices_per_call = BATCH_SIZE
 
     check = staticmethod(mapping.validate)
     """Twinfield-specific problems found without a call (see :func:`.mapping.validate`)."""
@@ -130,24 +131,14 @@ class TwinfieldConnector(HookConnector[TwinfieldHook]):
         a fault we do not recognise, leaves every transaction of that call ``Unknown``. Failures that stop
         the batch before a call is sent (authorisation, credits) are raised.
         """
-        pending: list[tuple[Invoice, Element]] = []
-        for invoice in invoices:
-            code = customer_ids.get(invoice.customer.id) if invoice.customer else None
-            if code is None:
-                yield Rejected(
-                    invoice.id, ErrorClass.DATA, f"Invoice {invoice.number} has no debtor linked in Twinfield"
-                )
-                continue
-            problems = self.validate(invoice)
-            if problems:
-                yield Rejected(invoice.id, problems[0].error_class, "; ".join(p.message for p in problems))
-                continue
-            pending.append((invoice, mapping.transaction_element(invoice, self.settings, code)))
-            if len(pending) == BATCH_SIZE:
-                yield from self._book(pending)
-                pending = []
-        if pending:
-            yield from self._book(pending)
+        for call in self.calls(invoices, customer_ids, self._transaction):
+            if isinstance(call, Rejected):
+                yield call
+            else:
+                yield from self._book(call)
+
+    def _transaction(self, invoice: Invoice, code: str) -> Element:
+        return mapping.transaction_element(invoice, self.settings, code)
 
     def _book(self, batch: list[tuple[Invoice, Element]]) -> list[Outcome]:
         request = mapping.transactions_request([transaction for _, transaction in batch])

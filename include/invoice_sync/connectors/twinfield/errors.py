@@ -76,18 +76,6 @@ def recognised_fault(fault: SoapFault, *, context: str) -> SyncError | None:
     return None
 
 
-def oauth_error_text(response: requests.Response) -> str:
-    """The login host's own words: ``error`` (and ``error_description``) of an OAuth JSON body."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and body.get("error"):
-        description = body.get("error_description")
-        return f"{description} ({body['error']})" if description else str(body["error"])
-    return plain_text(response)
-
-
 def plain_text(response: requests.Response) -> str:
     """A short text for a non-SOAP answer (an HTML error page, a bare status)."""
     text = response.text.strip()

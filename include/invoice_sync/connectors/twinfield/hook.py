@@ -35,12 +35,12 @@ import requests
 from lxml import etree
 
 from invoice_sync.connectors.base import TokenSet, TokenVault
-from invoice_sync.connectors.hooks import StoredToken, positive_extra
+from invoice_sync.connectors.hooks import StoredToken, positive_extra, token_answer
 from invoice_sync.connectors.http import RateBudget, Window
+from invoice_sync.connectors.oauth import oauth_error_text
 from invoice_sync.connectors.soap import Element, SoapFault, SoapHook, child, element, parse, text
 from invoice_sync.connectors.twinfield.errors import (
     is_token_fault,
-    oauth_error_text,
     plain_text,
     recognised_fault,
 )
@@ -377,14 +377,7 @@ class TwinfieldHook(SoapHook):
             return body if isinstance(body, dict) else {}
 
         body = self._retrying(call)
-        try:
-            return TokenSet(
-                access_token=str(body["access_token"]),
-                refresh_token=str(body.get("refresh_token") or refresh_token),
-                expires_at=self._clock() + timedelta(seconds=int(body["expires_in"])),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise TransientError(f"{self.context}: Twinfield's token answer was incomplete") from exc
+        return token_answer(body, refresh_token=refresh_token, now=self._clock(), where=self.context)
 
 
 def _list_offices() -> Element:

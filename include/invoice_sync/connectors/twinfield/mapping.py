@@ -20,8 +20,10 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from invoice_sync.connectors.amounts import (
     CENT,
+    document_label,
     gl_account_for,
     money,
+    unmapped_problems,
     vat_code_for,
     vat_rounding_problem,
 )
@@ -238,13 +240,9 @@ def validate(invoice: Invoice, settings: IntegrationSettings) -> list[Problem]:
         config(f"No debtors control account is set for {where} (setting extra.debtors_account)")
     if not daybook_for(invoice, settings):
         config(f"No sales daybook (transaction type) is set for {where}")
-    for rate in dict.fromkeys(rate_key(line.vat_rate) for line in invoice.lines):
-        if rate not in settings.vat_codes:
-            config(f"VAT rate {rate}% is not mapped to a Twinfield VAT code for {where}")
-    for account in dict.fromkeys(line.gl_account for line in invoice.lines):
-        if account not in settings.gl_accounts and not settings.default_gl_account:
-            what = f"GL account {account}" if account else "Lines without a GL account"
-            config(f"{what} is not mapped to a Twinfield GL account for {where}, and no default is set")
+    problems += unmapped_problems(
+        invoice, settings, vat_code="a Twinfield VAT code", gl_account="a Twinfield GL account", where=where
+    )
     try:
         int(settings.extra.get("customer_code_offset", DEFAULT_CUSTOMER_CODE_OFFSET))
     except (TypeError, ValueError):
@@ -252,7 +250,7 @@ def validate(invoice: Invoice, settings: IntegrationSettings) -> list[Problem]:
             f"The customer code offset of {where} is not a whole number (setting extra.customer_code_offset)"
         )
 
-    label = f"{'Credit note' if invoice.kind is InvoiceKind.CREDIT_NOTE else 'Invoice'} {invoice.number}"
+    label = document_label(invoice)
     if invoice.number and len(invoice.number) > INVOICE_NUMBER_MAX:
         data(f"{label}: the number is longer than the {INVOICE_NUMBER_MAX} characters Twinfield keeps")
     if invoice.customer is not None and len(invoice.customer.name) > CUSTOMER_NAME_MAX:

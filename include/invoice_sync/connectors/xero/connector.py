@@ -115,6 +115,7 @@ class XeroConnector(HookConnector[XeroHook]):
     """
 
     tool = TOOL
+    invoices_per_call = BATCH_SIZE
 
     check = staticmethod(mapping.validate)
     """Xero-specific problems found without a call (see :func:`.mapping.validate`)."""
@@ -334,33 +335,23 @@ class XeroConnector(HookConnector[XeroHook]):
     # -- booking ---------------------------------------------------------------------------------------
 
     def push(self, invoices: Sequence[Invoice], customer_ids: Mapping[int, str]) -> Iterator[Outcome]:
-        """Send the invoices as ``ACCREC`` invoices and the credit notes as ``ACCRECCREDIT`` credit notes,
-        :data:`BATCH_SIZE` per call (the two kinds in separate calls), yielding each call's outcomes
-        before the next call leaves.
+        """Send the invoices as ``ACCREC`` invoices, then the credit notes as ``ACCRECCREDIT`` credit
+        notes (the invoice a credit note credits goes first), :data:`BATCH_SIZE` per call, yielding each
+        call's outcomes before the next call leaves.
 
         Quota (a spent day), authorisation and throttling that outlasts the waits stop the push before the
         next call and are raised; the invoices not yielded yet were not sent.
         """
-        pending: dict[Kind, list[Pending]] = {INVOICES: [], CREDIT_NOTES: []}
-        for invoice in invoices:
-            contact_id = customer_ids.get(invoice.customer.id) if invoice.customer else None
-            if contact_id is None:
-                yield Rejected(
-                    invoice.id, ErrorClass.DATA, f"Invoice {invoice.number} has no contact linked in Xero"
-                )
-                continue
-            problems = self.validate(invoice)
-            if problems:
-                yield Rejected(invoice.id, problems[0].error_class, "; ".join(p.message for p in problems))
-                continue
-            kind = CREDIT_NOTES if mapping.is_credit_note(invoice) else INVOICES
-            pending[kind].append((invoice, mapping.document(invoice, self.settings, contact_id)))
-            if len(pending[kind]) == BATCH_SIZE:
-                yield from self._book(kind, pending[kind])
-                pending[kind] = []
-        for kind, batch in pending.items():
-            if batch:
-                yield from self._book(kind, batch)
+        for kind, credit_notes in ((INVOICES, False), (CREDIT_NOTES, True)):
+            of_kind = [invoice for invoice in invoices if mapping.is_credit_note(invoice) is credit_notes]
+            for call in self.calls(of_kind, customer_ids, self._document):
+                if isinstance(call, Rejected):
+                    yield call
+                else:
+                    yield from self._book(kind, call)
+
+    def _document(self, invoice: Invoice, contact_id: str) -> dict[str, Any]:
+        return mapping.document(invoice, self.settings, contact_id)
 
     def _book(self, kind: Kind, batch: list[Pending]) -> list[Outcome]:
         """One create call for ``batch``, and once more for those a whole-request refusal did not name."""

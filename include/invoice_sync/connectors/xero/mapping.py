@@ -32,9 +32,12 @@ from typing import Any
 
 from invoice_sync.connectors.amounts import (
     CENT,
+    description_problems,
+    document_label,
     gl_account_for,
     line_vat_amounts,
     money,
+    unmapped_problems,
     vat_code_for,
     vat_rounding_problem,
 )
@@ -46,7 +49,6 @@ from invoice_sync.domain.models import (
     InvoiceKind,
     InvoiceLine,
     Problem,
-    rate_key,
 )
 
 INVOICE_TYPE = "ACCREC"
@@ -208,13 +210,9 @@ def validate(invoice: Invoice, settings: IntegrationSettings) -> list[Problem]:
 
     if not settings.extra.get("tenant_id") and not settings.extra.get("tenant"):
         config("No Xero organisation is set for this integration (setting extra.tenant_id, or extra.tenant)")
-    for rate in dict.fromkeys(rate_key(line.vat_rate) for line in invoice.lines):
-        if rate not in settings.vat_codes:
-            config(f"VAT rate {rate}% is not mapped to a Xero tax rate (TaxType) for {where}")
-    for account in dict.fromkeys(line.gl_account for line in invoice.lines):
-        if account not in settings.gl_accounts and not settings.default_gl_account:
-            what = f"GL account {account}" if account else "Lines without a GL account"
-            config(f"{what} is not mapped to a Xero account code for {where}, and no default is set")
+    problems += unmapped_problems(
+        invoice, settings, vat_code="a Xero tax rate (TaxType)", gl_account="a Xero account code", where=where
+    )
     currencies = [str(code).upper() for code in settings.extra.get("currencies") or ()]
     if currencies and invoice.currency.upper() not in currencies:
         config(
@@ -222,7 +220,7 @@ def validate(invoice: Invoice, settings: IntegrationSettings) -> list[Problem]:
             f"{invoice.currency}; enable the currency in Xero and add it to the setting"
         )
 
-    label = f"{'Credit note' if is_credit_note(invoice) else 'Invoice'} {invoice.number}"
+    label = document_label(invoice)
     if invoice.number and len(invoice.number) > NUMBER_MAX:
         data(f"{label}: the number is longer than the {NUMBER_MAX} characters Xero keeps")
     if len(invoice.currency) != 3 or not invoice.currency.isalpha():
@@ -232,12 +230,8 @@ def validate(invoice: Invoice, settings: IntegrationSettings) -> list[Problem]:
     if invoice.customer is not None:
         for message in contact_problems(invoice.customer):
             data(f"{label}: {message}")
+    problems += description_problems(invoice, limit=DESCRIPTION_MAX, tool="Xero")
     for line in invoice.lines:
-        if len(line.description or "") > DESCRIPTION_MAX:
-            data(
-                f"{label}: the description of line {line.position} is longer than the {DESCRIPTION_MAX} "
-                f"characters Xero accepts (it has {len(line.description)})"
-            )
         if line.amount != line.amount.quantize(CENT):
             data(f"{label}: line {line.position} has an amount with more than two decimals ({line.amount})")
     if (rounding := vat_rounding_problem(invoice)) is not None:

@@ -55,6 +55,7 @@ class YukiConnector(HookConnector[YukiHook]):
     """
 
     tool = TOOL
+    invoices_per_call = BATCH_SIZE
 
     check = staticmethod(mapping.validate)
     """Yuki-specific problems found without a call (see :func:`.mapping.validate`)."""
@@ -100,20 +101,12 @@ class YukiConnector(HookConnector[YukiHook]):
         Every ``Invoice`` result is read by its ``Reference``; HTTP 200 alone proves nothing. Quota,
         authorisation and configuration faults refuse a call before anything is processed and are raised.
         """
-        ready: list[Invoice] = []
-        for invoice in invoices:
-            if invoice.customer is None or invoice.customer.id not in customer_ids:
-                yield Rejected(
-                    invoice.id, ErrorClass.DATA, f"Invoice {invoice.number} has no customer for Yuki"
-                )
-                continue
-            problems = self.validate(invoice)
-            if problems:
-                yield Rejected(invoice.id, problems[0].error_class, "; ".join(p.message for p in problems))
-                continue
-            ready.append(invoice)
-        for start in range(0, len(ready), BATCH_SIZE):
-            yield from self._push_batch(ready[start : start + BATCH_SIZE])
+        # Yuki matches or creates the contact from each invoice's ContactCode: no payload of our own yet.
+        for call in self.calls(invoices, customer_ids, lambda invoice, _: invoice):
+            if isinstance(call, Rejected):
+                yield call
+            else:
+                yield from self._push_batch([invoice for invoice, _ in call])
 
     def _push_batch(self, batch: list[Invoice]) -> Iterator[Outcome]:
         pending = batch

@@ -35,6 +35,7 @@ from invoice_sync.connectors.amounts import (
     gl_account_for,
     line_vat_amounts,
     money,
+    unmapped_problems,
     vat_code_for,
     vat_rounding_problem,
 )
@@ -193,13 +194,9 @@ def validate(invoice: Invoice, settings: IntegrationSettings) -> list[Problem]:
 
     if not settings.extra.get("administration_id") and not settings.extra.get("administration"):
         config("No Yuki administration is set for this integration (administration_id or administration)")
-    for rate in dict.fromkeys(rate_key(line.vat_rate) for line in invoice.lines):
-        if rate not in settings.vat_codes:
-            config(f"VAT rate {rate}% is not mapped to a Yuki VAT type for {where}")
-    for account in dict.fromkeys(line.gl_account for line in invoice.lines):
-        if account not in settings.gl_accounts and not settings.default_gl_account:
-            what = f"GL account {account}" if account else "Lines without a GL account"
-            config(f"{what} is not mapped to a Yuki GL account code for {where}, and no default is set")
+    problems += unmapped_problems(
+        invoice, settings, vat_code="a Yuki VAT type", gl_account="a Yuki GL account code", where=where
+    )
 
     # A missing number or customer, no lines and totals the lines do not produce are refused for every
     # tool by invoice_sync.domain.rules; here only what is particular to Yuki.
