@@ -13,7 +13,7 @@ export AIRFLOW__CORE__DAGS_FOLDER ?= $(CURDIR)/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER ?= $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 
-.PHONY: help venv run chaos bench test lint format lock clean
+.PHONY: help venv browser run chaos bench test lint format lock clean
 
 help:
 	@echo "make run    fresh machine -> a finished nightly sync run against the sandbox, with a summary"
@@ -21,6 +21,7 @@ help:
 	@echo "make bench  throughput at the tools' limits, our overhead, memory, parse time: JSON lines, then a table"
 	@echo "make test   fresh machine -> the full test suite (PostgreSQL tests run when a server is reachable)"
 	@echo "make lint   ruff check + format check;  make lock  re-resolve requirements.lock"
+	@echo "make browser  Debian chromium + chromium-driver for tests/browser (make test runs it)"
 
 venv: $(VENV)/.installed
 
@@ -46,7 +47,19 @@ chaos: venv
 bench: venv
 	$(BIN)/invoice-sync bench $(BENCH_ARGS)
 
-test: venv
+# Debian's chromium + chromium-driver for tests/browser (Selenium drives them; nothing downloads a browser).
+# Installed only when missing; sudo only when not root. Where apt-get is missing the browser tests skip,
+# except under CI=true, where both this target and the tests fail instead.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then \
+	  echo "make browser: no apt-get; install chromium and chromedriver yourself (browser tests skip)"; \
+	  [ "$${CI:-}" != "true" ]; exit; fi; \
+	sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	$$sudo apt-get update -qq && \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+
+test: venv browser
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: venv

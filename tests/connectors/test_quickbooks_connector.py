@@ -21,7 +21,7 @@ import pytest
 import requests
 from flows import book, connector_factory
 
-from invoice_sync.connectors.base import CustomerLinkFailure
+from invoice_sync.connectors.base import BudgetLeft, CustomerLinkFailure
 from invoice_sync.connectors.quickbooks import QuickBooksConnector, QuickBooksHook, build_connector
 from invoice_sync.connectors.quickbooks.hook import BATCH_MAX, SlidingBudget
 from invoice_sync.domain.errors import AuthError, ConfigError, QuotaExceededError
@@ -581,3 +581,21 @@ def test_the_sliding_budget_dates_a_call_by_its_answer():
     assert waits == [pytest.approx(0.8)] and now[0] == pytest.approx(1.3)
     budget.throttled()
     assert budget.waited_s == pytest.approx(60.8)
+
+
+def test_the_budget_left_counts_the_calls_in_the_sliding_minute() -> None:
+    """Progress lines report what the local minute window may still spend (QuickBooks announces nothing)."""
+    now = [0.0]
+    budget = SlidingBudget(
+        label="QuickBooks company 1",
+        windows=[(500, 60.0), (10, 1.0)],
+        throttle_wait_s=60.0,
+        clock=lambda: now[0],
+        sleep=lambda _s: None,
+    )
+    assert budget.left() == BudgetLeft(short=500, long=None)
+    for _ in range(3):
+        budget.acquire()
+    assert budget.left().describe() == "497 calls left this minute"
+    now[0] = 61.0  # the three calls have left the minute
+    assert budget.left().short == 500

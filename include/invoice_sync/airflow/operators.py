@@ -70,15 +70,19 @@ class SyncIntegrationsOperator(BaseOperator):
         permanent: list[str] = []
         transient: list[Exception] = []
         for integration in store.integrations(list(self.integration_ids)):
-            sync = IntegrationSync(
-                store,
-                connector_for(integration, vault),
-                integration,
-                run_id=sync_run_id(context),
-                holder=holder_id(context),
-                options=options,
-            )
             try:
+                # Task start, per integration: its settings (build) and its connection's fields (check)
+                # fail here, naming what to fill in, before any call; the other integrations go on.
+                connector = connector_for(integration, vault)
+                connector.check_connection()
+                sync = IntegrationSync(
+                    store,
+                    connector,
+                    integration,
+                    run_id=sync_run_id(context),
+                    holder=holder_id(context),
+                    options=options,
+                )
                 report = sync.run()
             except (AuthError, ConfigError) as exc:
                 log.error("%s: %s", integration.name, exc.message)

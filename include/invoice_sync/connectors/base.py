@@ -39,6 +39,31 @@ class TokenSet:
         return f"TokenSet(expires_at={self.expires_at.isoformat()})"
 
 
+@dataclass(frozen=True, slots=True)
+class BudgetLeft:
+    """What a tool's rate budget may still spend, as far as the client knows, for progress lines.
+
+    ``None`` means "not known": the tool has not said yet (a header-announced window before the first
+    answer, or right after it reopened), or it announces no such window at all.
+    """
+
+    short: int | None
+    """Left in the short window (a minute for every tool so far)."""
+    long: int | None
+    """Left in the long window (a day)."""
+    unit: str = "calls"
+    """What the budget counts: ``"calls"``, or ``"credits"`` for a tool that prices calls differently."""
+
+    def describe(self) -> str:
+        """``"37 calls left this minute, 4,812 today"``; the windows the client does not know are left out."""
+        parts = []
+        if self.short is not None:
+            parts.append(f"{self.short:,} {self.unit} left this minute")
+        if self.long is not None:
+            parts.append(f"{self.long:,} today" if parts else f"{self.long:,} {self.unit} left today")
+        return ", ".join(parts) if parts else "not announced yet"
+
+
 class TokenVault(Protocol):
     """Durable, process-safe storage of one connection's rotating tokens.
 
@@ -75,6 +100,16 @@ class Connector(Protocol):
     def request_timeout_s(self) -> float:
         """The longest one request to the tool can take; a run taking over an expired claim waits this
         long past the old lease, so a request the old holder sent has finished before the lookup."""
+        ...
+
+    @property
+    def budget_left(self) -> BudgetLeft:
+        """What the tool's rate budget may still spend; no I/O (for the task log's progress lines)."""
+        ...
+
+    def check_connection(self) -> None:
+        """Raise :class:`~invoice_sync.domain.errors.ConfigError` naming every field of the Airflow
+        connection that is not filled in; no network I/O, so a task can call it before anything else."""
         ...
 
     def validate(self, invoice: Invoice) -> list[Problem]: ...
@@ -121,6 +156,15 @@ class HookConnector(Generic[HookT]):
         request that holder still had in flight has landed by then. Reads the connection; no network I/O.
         """
         return self.hook.request_timeout_s
+
+    @property
+    def budget_left(self) -> BudgetLeft:
+        """What the hook's rate budget may still spend (see :meth:`AccountingHook.budget_left`)."""
+        return self.hook.budget_left()
+
+    def check_connection(self) -> None:
+        """The hook's declarative check of its connection (see :meth:`AccountingHook.check_connection`)."""
+        self.hook.check_connection()
 
     def validate(self, invoice: Invoice) -> list[Problem]:
         """The tool's own problems with ``invoice``, found without a call."""

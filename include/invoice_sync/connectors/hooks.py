@@ -6,22 +6,30 @@ in ``host``, secrets never turned into headers, ``timeout`` from the extra), one
 retry of calls that are safe to repeat, and the one question every write raises when it fails: did the
 request reach the tool? Why not ``HttpHook.run``: it turns every HTTP error into a bare
 ``AirflowException("400:Bad Request")``, and a connector needs the tool's text and that answer.
+
+The connection contract is also declared, so it can be checked before a task does anything: each hook
+names the fields its tool cannot work without in :attr:`AccountingHook.required_connection_fields`, and
+:meth:`AccountingHook.check_connection` reports every one that is empty in one message. People fill these
+connections in by hand; without the check, a forgotten client secret surfaces only as the tool's refusal
+of a token request, minutes into a run, in the tool's words rather than the form's.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import requests
 import tenacity
 from airflow.providers.http.hooks.http import HttpHook
+from airflow.sdk.exceptions import AirflowNotFoundException
 
-from invoice_sync.connectors.base import TokenSet, TokenVault
-from invoice_sync.connectors.http import mask_tokens, request_never_sent
+from invoice_sync.connectors.base import BudgetLeft, TokenSet, TokenVault
+from invoice_sync.connectors.http import RateBudget, mask_tokens, request_never_sent
 from invoice_sync.domain.errors import (
     ConfigError,
     OutcomeUnknownError,
@@ -35,6 +43,41 @@ SECRET_EXTRA_KEYS = ("refresh_token", "client_secret", "access_token", "access_k
 """Extra keys that hold secrets: ``HttpHook`` would send every extra key as a header."""
 SETTING_EXTRA_KEYS = ("timeout", "token_url")
 """Extra keys that configure the client (numbers are never taken for headers anyway)."""
+CONNECTIONS_PAGE = "Admin > Connections"
+"""Where people fill connections in (Airflow's UI); named in every message about a missing field."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionField:
+    """One field of a tool's Airflow connection that must be filled in, named the way people see it.
+
+    :param name: the connection's attribute (``host``, ``login``, ``password``), or the extra's key.
+    :param label: how a message names it: the form's label with the attribute, ``"Client ID (login)"``.
+    :param in_extra: the field is a key of the connection's JSON extra.
+    :param until_tokens_stored: needed only while the token vault holds nothing for the connection (the
+        consent's refresh token: once spent, the vault keeps its successors and the connection's copy
+        may be stale or cleared).
+    """
+
+    name: str
+    label: str
+    in_extra: bool = False
+    until_tokens_stored: bool = False
+
+    def missing_from(self, connection: Any, extra: Mapping[str, Any]) -> bool:
+        """Whether ``connection`` (with its parsed ``extra``) leaves the field empty or blank."""
+        value = extra.get(self.name) if self.in_extra else getattr(connection, self.name, None)
+        return value is None or not str(value).strip()
+
+
+BASE_URL = ConnectionField("host", "Base URL (host)")
+CLIENT_ID = ConnectionField("login", "Client ID (login)")
+CLIENT_SECRET = ConnectionField("password", "Client secret (password)")
+CONSENT_REFRESH_TOKEN = ConnectionField(
+    "refresh_token", "refresh_token (extra)", in_extra=True, until_tokens_stored=True
+)
+OAUTH_CONNECTION_FIELDS = (BASE_URL, CLIENT_ID, CLIENT_SECRET, CONSENT_REFRESH_TOKEN)
+"""What an OAuth 2.0 app's connection needs: where the API is, the app's credentials, the user's consent."""
 
 
 class AccountingHook(HttpHook):
@@ -50,6 +93,15 @@ class AccountingHook(HttpHook):
     tool_name = "the tool"
     """How messages name the tool ("Exact", "Yuki")."""
     default_timeout_s = 30.0
+    required_connection_fields: ClassVar[tuple[ConnectionField, ...]] = (BASE_URL,)
+    """The connection fields the tool cannot work without; each hook names its own."""
+    budget_unit: ClassVar[str] = "calls"
+    """What the tool's rate budget counts, for progress lines (Twinfield: credits)."""
+
+    vault: TokenVault
+    """Every tool's hook keeps the connection's tokens (or session) here; set by the subclass."""
+    budget: RateBudget
+    """Every tool's hook paces itself with one; an attribute or a property built from the connection."""
 
     def __init__(
         self,
@@ -95,6 +147,36 @@ class AccountingHook(HttpHook):
             if not isinstance(session.headers[key], str | bytes):
                 session.headers.pop(key)  # numbers and lists in the extra are settings, not headers
         return session
+
+    def check_connection(self) -> None:
+        """Check the connection's fields against :attr:`required_connection_fields`, reading it once.
+
+        No network I/O: run at task start, so a connection filled in halfway fails in seconds with the
+        form's words, instead of as the tool's refusal of the first call. The vault is consulted only when
+        a field needed just until the first tokens (the consent's refresh token) is empty.
+
+        :raises ConfigError: the connection does not exist, or names every empty required field.
+        """
+        where = f"{self.hook_name} connection {self.conn_id}"
+        try:
+            connection = self.get_connection(self.conn_id)
+        except AirflowNotFoundException:
+            raise ConfigError(f"{where} does not exist; add it under {CONNECTIONS_PAGE}") from None
+        extra = connection.extra_dejson
+        missing = [f for f in self.required_connection_fields if f.missing_from(connection, extra)]
+        if any(f.until_tokens_stored for f in missing) and self.vault.load(self.conn_id) is not None:
+            missing = [f for f in missing if not f.until_tokens_stored]
+        if missing:
+            them = "it" if len(missing) == 1 else "them"
+            raise ConfigError(
+                f"{where}: missing {enumeration([f.label for f in missing])}; "
+                f"fill {them} in under {CONNECTIONS_PAGE}"
+            )
+
+    def budget_left(self) -> BudgetLeft:
+        """What the rate budget may still spend, in the tool's unit; no I/O beyond reading the connection
+        when the budget was never used yet."""
+        return replace(self.budget.left(), unit=self.budget_unit)
 
     @property
     def request_timeout_s(self) -> float:
@@ -227,6 +309,13 @@ def positive_extra(extra: Mapping[str, Any], key: str, default: float, *, where:
     if number <= 0:
         raise ConfigError(f"{where}: extra {key!r} must be a positive number")
     return number
+
+
+def enumeration(items: Sequence[str]) -> str:
+    """``"a"``, ``"a and b"``, ``"a, b and c"``: a list the way a sentence names it."""
+    if len(items) <= 1:
+        return "".join(items)
+    return f"{', '.join(items[:-1])} and {items[-1]}"
 
 
 def worth_repeating(error: BaseException) -> bool:

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 import requests
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
-from invoice_sync.connectors.base import TokenSet
+from invoice_sync.connectors.base import BudgetLeft, TokenSet
 from invoice_sync.domain.errors import QuotaExceededError, RateLimitedError
 
 __all__ = ["RateBudget", "Window", "epoch_to_datetime", "request_never_sent"]
@@ -100,6 +100,19 @@ class RateBudget:
             if long is not None and long.remaining is not None:
                 self.long = long
 
+    def left(self) -> BudgetLeft:
+        """What each window may still spend as far as this budget knows, without waiting or asking.
+
+        A window that has passed counts as full where its size is known locally, and as unknown where
+        only the tool's next answer will tell.
+        """
+        with self._lock:
+            now = self._clock()
+            (short_limit, _), (long_limit, _) = self._limits
+            return BudgetLeft(
+                short=_left_in(self.short, short_limit, now), long=_left_in(self.long, long_limit, now)
+            )
+
     def acquire(self, cost: int = 1) -> None:
         """Take ``cost`` units (one call, or a tool's credits) from the budget, waiting for the short
         window if it has fewer left.
@@ -165,6 +178,13 @@ class RateBudget:
 
 def _passed(window: Window, now: float) -> bool:
     return window.remaining is None or (window.resets_at is not None and window.resets_at <= now)
+
+
+def _left_in(window: Window, limit: int | None, now: float) -> int | None:
+    if _passed(window, now):
+        return limit
+    assert window.remaining is not None  # a window that has not passed has been told its remaining
+    return max(window.remaining, 0)
 
 
 def epoch_to_datetime(epoch_s: float | None) -> datetime | None:

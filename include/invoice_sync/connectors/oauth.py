@@ -28,7 +28,13 @@ from typing import Any, ClassVar
 import requests
 
 from invoice_sync.connectors.base import TokenSet, TokenVault
-from invoice_sync.connectors.hooks import AccountingHook, StoredToken, token_answer, url_path
+from invoice_sync.connectors.hooks import (
+    OAUTH_CONNECTION_FIELDS,
+    AccountingHook,
+    StoredToken,
+    token_answer,
+    url_path,
+)
 from invoice_sync.connectors.http import RateBudget
 from invoice_sync.domain.errors import AuthError, RateLimitedError, SyncError, TransientError
 
@@ -52,6 +58,7 @@ class OAuthRestHook(AccountingHook):
 
     token_url: ClassVar[str]
     """The tool's token endpoint; a connection's ``token_url`` extra replaces it."""
+    required_connection_fields = OAUTH_CONNECTION_FIELDS
     default_headers: ClassVar[dict[str, str]] = {"Accept": "application/json"}
 
     def __init__(

@@ -77,10 +77,13 @@ class IntegrationSync:
 
     def run(self) -> IntegrationReport:
         claim = self.store.acquire(self.integration.id, self.holder)
+        started = time.monotonic()
         try:
             self._run(claim)
         finally:
             self.store.release(claim)
+            # Also when the run stopped early: the table then shows how far it got.
+            log.info("%s: run summary\n%s", self._label, run_table(self.report, time.monotonic() - started))
         return self.report
 
     # -- steps --------------------------------------------------------------------------------
@@ -462,15 +465,47 @@ class IntegrationSync:
             self.report.rejected[error_class] += stopped
 
     def _progress(self, done: int, total: int, started: float) -> None:
+        """One task-log line per page: how far the run is, what the tool's budget has left (a run that
+        will hit the daily limit shows it coming), and the time left at the pace so far."""
         elapsed = time.monotonic() - started
         left = (elapsed / done) * (total - done) if done and total > done else 0.0
         log.info(
-            "%s: %d/%d invoices done (booked %d, rejected %d, deferred %d), about %.0f s left",
+            "%s: %d/%d invoices done (booked %d, rejected %d, deferred %d), budget: %s, about %s left",
             self._label,
             min(done, total),
             total,
             self.report.booked,
             sum(self.report.rejected.values()),
             self.report.deferred,
-            left,
+            self.connector.budget_left.describe(),
+            duration(left),
         )
+
+
+def duration(seconds: float) -> str:
+    """``"42 s"``, ``"3 min 5 s"``, ``"1 h 20 min"``: a time left the way a person reads a log."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60} s"
+    return f"{whole // 3600} h {whole % 3600 // 60} min"
+
+
+def run_table(report: IntegrationReport, elapsed_s: float) -> str:
+    """The end-of-run table of one integration, from the counts the run kept (no query: it is logged even
+    when the database is what failed). The summarize task's table, from the ledger, covers the whole run."""
+    rows: list[tuple[str, object]] = [
+        ("booked", report.booked),
+        ("found booked by lookup", report.resolved_by_lookup),
+        ("customers created", report.customers_created),
+        *((f"rejected ({error_class})", n) for error_class, n in sorted(report.rejected.items())),
+        ("outcome unknown", report.unknown),
+        ("deferred to the next run", report.deferred),
+        *((f"skipped ({reason.replace('_', ' ')})", n) for reason, n in sorted(report.skipped.items())),
+        ("still rejected, not resent", report.still_rejected),
+        *((("would be sent (dry run)", report.would_push),) if report.would_push else ()),
+        ("duration", duration(elapsed_s)),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"  {name:<{width}}  {value:>8}" for name, value in rows)

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, and_, bindparam, case, func, insert, select, update
@@ -536,6 +537,83 @@ class SyncStore:
             session.flush()
             return row.id
 
+    # -- the Invoice sync page (read-only) -----------------------------------------------------
+
+    def unsynced_invoices(
+        self, integration_id: int, *, state: str | None = None, limit: int = 200
+    ) -> list[UnsyncedInvoice]:
+        """Registered invoices of one integration without a registration number, each with its last
+        ledger outcome, for people to see why they are not synced yet.
+
+        ``state`` keeps one ledger state (``"new"``: never attempted). Served by the partial index over
+        unsynced rows, like :meth:`candidates`; ``limit`` keeps a large backlog from flooding the page.
+        """
+        query = (
+            select(InvoiceRow, LedgerRow)
+            .outerjoin(
+                LedgerRow,
+                and_(LedgerRow.invoice_id == InvoiceRow.id, LedgerRow.integration_id == integration_id),
+            )
+            .where(
+                InvoiceRow.integration_id == integration_id,
+                InvoiceRow.registration_number.is_(None),
+                InvoiceRow.status.in_(SYNCABLE),
+            )
+            .order_by(InvoiceRow.id)
+            .limit(limit)
+        )
+        if state == "new":
+            query = query.where(LedgerRow.id.is_(None))
+        elif state:
+            query = query.where(LedgerRow.state == state)
+        with Session(self.engine) as session:
+            return [_unsynced(invoice, ledger) for invoice, ledger in session.execute(query)]
+
+    def state_counts(self) -> dict[int, dict[str, int]]:
+        """Per integration: registered invoices synced and unsynced, drafts, and ledger rows per state.
+
+        Two GROUP BYs instead of loading rows, so the counts at a glance stay cheap on a large history.
+        """
+        synced = InvoiceRow.registration_number.is_not(None)
+        # Grouped by the expression itself: a label named like a column (invoices.kind) would be read as
+        # that column by SQLite and PostgreSQL alike.
+        bucket = case(
+            (InvoiceRow.status.not_in(SYNCABLE), "drafts"),
+            (synced, "synced"),
+            else_="unsynced",
+        )
+        invoices = select(InvoiceRow.integration_id, bucket, func.count()).group_by(
+            InvoiceRow.integration_id, bucket
+        )
+        ledger = select(LedgerRow.integration_id, LedgerRow.state, func.count()).group_by(
+            LedgerRow.integration_id, LedgerRow.state
+        )
+        counts: dict[int, dict[str, int]] = {}
+        with Session(self.engine) as session:
+            for integration_id, name, count in session.execute(invoices):
+                counts.setdefault(integration_id, {})[name] = count
+            for integration_id, name, count in session.execute(ledger):
+                counts.setdefault(integration_id, {})[name] = count
+        return counts
+
+    def latest_notification(self, integration_id: int | None = None) -> Notification | None:
+        """The newest bell notification, of one integration when ``integration_id`` is given."""
+        query = select(NotificationRow).order_by(NotificationRow.created_at.desc(), NotificationRow.id.desc())
+        if integration_id is not None:
+            query = query.where(NotificationRow.integration_id == integration_id)
+        with Session(self.engine) as session:
+            row = session.scalars(query.limit(1)).first()
+            if row is None:
+                return None
+            return Notification(
+                id=row.id,
+                integration_id=row.integration_id,
+                recipient=row.recipient,
+                created_at=row.created_at,
+                title=row.title,
+                body=dict(row.body or {}),
+            )
+
 
 def _outcome_values(outcome: Outcome) -> dict[str, Any]:
     if isinstance(outcome, Booked):
@@ -636,4 +714,52 @@ def _customer(row: CustomerRow) -> Customer:
         postcode=row.postcode,
         city=row.city,
         country_code=row.country_code,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class UnsyncedInvoice:
+    """A registered invoice without a registration number, with its last ledger outcome (if any)."""
+
+    integration_id: int
+    invoice_id: int
+    number: str | None
+    kind: str
+    invoice_date: date
+    currency: str
+    total_incl_vat: Decimal
+    state: str | None
+    """The ledger state; None when no run has tried it yet."""
+    attempts: int
+    error_class: str | None
+    error_message: str | None
+    last_attempt_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """One bell notification as a manual run wrote it (``body``: counts and errors as JSON)."""
+
+    id: int
+    integration_id: int | None
+    recipient: str | None
+    created_at: datetime
+    title: str
+    body: dict[str, Any]
+
+
+def _unsynced(invoice: InvoiceRow, ledger: LedgerRow | None) -> UnsyncedInvoice:
+    return UnsyncedInvoice(
+        integration_id=invoice.integration_id,
+        invoice_id=invoice.id,
+        number=invoice.number,
+        kind=invoice.kind,
+        invoice_date=invoice.invoice_date,
+        currency=invoice.currency,
+        total_incl_vat=invoice.total_incl_vat,
+        state=ledger.state if ledger is not None else None,
+        attempts=ledger.attempts if ledger is not None else 0,
+        error_class=ledger.error_class if ledger is not None else None,
+        error_message=ledger.error_message if ledger is not None else None,
+        last_attempt_at=ledger.updated_at if ledger is not None else None,
     )

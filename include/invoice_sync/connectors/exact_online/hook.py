@@ -26,7 +26,13 @@ import requests
 
 from invoice_sync.connectors.base import TokenSet, TokenVault
 from invoice_sync.connectors.exact_online.errors import classify, error_text
-from invoice_sync.connectors.hooks import AccountingHook, StoredToken, token_answer, url_path
+from invoice_sync.connectors.hooks import (
+    OAUTH_CONNECTION_FIELDS,
+    AccountingHook,
+    StoredToken,
+    token_answer,
+    url_path,
+)
 from invoice_sync.connectors.http import RateBudget, Window
 from invoice_sync.domain.errors import (
     AuthError,
@@ -66,6 +72,7 @@ class ExactOnlineHook(AccountingHook):
     conn_type = "http"
     hook_name = "Exact Online"
     tool_name = "Exact"
+    required_connection_fields = OAUTH_CONNECTION_FIELDS
     default_headers: ClassVar[dict[str, str]] = {"Accept": "application/json"}
 
     def __init__(

@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 
 import requests
 
-from invoice_sync.connectors.base import TokenVault
+from invoice_sync.connectors.base import BudgetLeft, TokenVault
 from invoice_sync.connectors.hooks import positive_extra
 from invoice_sync.connectors.http import RateBudget
 from invoice_sync.connectors.oauth import OAuthRestHook
@@ -139,6 +139,15 @@ class SlidingBudget(RateBudget):
             for place in places:
                 place[0] = now
         self._taken.places = None
+
+    def left(self) -> BudgetLeft:
+        """Calls left in the longest window (the minute) right now; QuickBooks has no daily limit."""
+        with self._window_lock:
+            now = self._clock()
+            index = max(range(len(self.windows)), key=lambda i: self.windows[i][1])
+            limit, period = self.windows[index]
+            used = sum(1 for (date,) in self._sent[index] if date > now - period)
+        return BudgetLeft(short=max(limit - used, 0), long=None)
 
     def throttled(self, **_: Any) -> None:
         """QuickBooks refused a call for its rate (429 or fault 3001) without saying until when: wait the

@@ -35,7 +35,12 @@ import requests
 from lxml import etree
 
 from invoice_sync.connectors.base import TokenSet, TokenVault
-from invoice_sync.connectors.hooks import StoredToken, positive_extra, token_answer
+from invoice_sync.connectors.hooks import (
+    OAUTH_CONNECTION_FIELDS,
+    StoredToken,
+    positive_extra,
+    token_answer,
+)
 from invoice_sync.connectors.http import RateBudget, Window
 from invoice_sync.connectors.oauth import oauth_error_text
 from invoice_sync.connectors.soap import Element, SoapFault, SoapHook, child, element, parse, text
@@ -94,6 +99,8 @@ class TwinfieldHook(SoapHook):
     conn_type = "http"
     hook_name = "Twinfield"
     tool_name = "Twinfield"
+    required_connection_fields = OAUTH_CONNECTION_FIELDS
+    budget_unit = "credits"
     default_headers: ClassVar[dict[str, str]] = {}
 
     def __init__(

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 from lxml import etree
 
 from invoice_sync.connectors.base import TokenSet, TokenVault
-from invoice_sync.connectors.hooks import StoredToken
+from invoice_sync.connectors.hooks import BASE_URL, ConnectionField, StoredToken
 from invoice_sync.connectors.http import RateBudget, Window
 from invoice_sync.connectors.soap import (
     Element,
@@ -86,6 +86,7 @@ class YukiHook(SoapHook):
     conn_type = "http"
     hook_name = "Yuki"
     tool_name = "Yuki"
+    required_connection_fields = (BASE_URL, ConnectionField("password", "Access key (password)"))
     default_headers: ClassVar[dict[str, str]] = {}
 
     def __init__(

@@ -1,0 +1,189 @@
+"""Routes of the Invoice sync page, and how they are protected.
+
+Airflow does not authenticate plugin apps: a mounted route answers anyone unless it asks for a user
+itself. So the app depends on Airflow's own security dependencies
+(``airflow.api_fastapi.core_api.security``): ``get_user`` for every route (an app-wide dependency, so a
+route added later cannot forget it), ``requires_access_dag`` for what the user may do with the manual DAG
+(read it to see the page, create its runs to press a button). They accept the ``_token`` cookie the UI
+sets at login or a Bearer token, and answer 401/403 otherwise. A browser that is not logged in is sent to
+the auth manager's login page instead of seeing a bare 401. OpenAPI docs are off: they would be routes
+without those dependencies.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import parse_qsl, urlencode
+
+from airflow.api_fastapi.app import get_auth_manager
+from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
+from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+from airflow.api_fastapi.core_api.security import GetUserDep, get_user, requires_access_dag
+from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
+
+from invoice_sync.airflow.ui.page import DEFAULT_LIMIT, STATE_LABELS, Filters, build_page
+from invoice_sync.airflow.ui.template import page_template
+from invoice_sync.airflow.ui.trigger import (
+    MANUAL_DAG_ID,
+    TriggerError,
+    manual_conf,
+    trigger_manual_sync,
+)
+from invoice_sync.store.db import database_url, shared_engine
+from invoice_sync.store.repository import SyncStore
+
+URL_PREFIX = "/invoice-sync"
+"""Where the plugin mounts the app (Airflow refuses prefixes under /api/v2, /ui, /execution, /auth)."""
+
+AIRFLOW_APP_KEY = "invoice_sync.airflow_app"
+"""Scope key under which the mounted app keeps the Airflow app that routed the request to it."""
+
+FILTER_KEYS = ("integration", "tool", "state")
+
+
+class _MountedApp(FastAPI):
+    """A FastAPI app that remembers its parent: the Airflow app, which also serves ``/api/v2``.
+
+    Starlette replaces ``scope["app"]`` with the mounted app when it hands a request over, so this is the
+    one moment the parent is known; the trigger needs it to call the REST API in-process.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        parent = scope.get("app")
+        if parent is not None and parent is not self:
+            scope[AIRFLOW_APP_KEY] = parent
+        await super().__call__(scope, receive, send)
+
+
+CanSeePage = Depends(requires_access_dag("GET", param_dag_id=MANUAL_DAG_ID))
+CanTrigger = Depends(requires_access_dag("POST", DagAccessEntity.RUN, param_dag_id=MANUAL_DAG_ID))
+
+
+def create_app() -> FastAPI:
+    """The page's app; the plugin mounts it under :data:`URL_PREFIX`. Opens no database until a request."""
+    app = _MountedApp(
+        title="Invoice sync",
+        dependencies=[Depends(get_user)],
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _login_first(request: Request, exc: StarletteHTTPException) -> Response:
+        """Send a browser without a session to Airflow's login page, then back here."""
+        wants_html = "text/html" in request.headers.get("accept", "")
+        if exc.status_code == 401 and request.method == "GET" and wants_html:
+            login = get_auth_manager().get_url_login(next_url=str(request.url))
+            return RedirectResponse(login, status_code=303)
+        return await http_exception_handler(request, exc)
+
+    @app.get("/", response_class=HTMLResponse, dependencies=[CanSeePage], name="page")
+    def page(
+        request: Request,
+        user: GetUserDep,
+        integration: Annotated[str | None, Query()] = None,
+        tool: Annotated[str | None, Query()] = None,
+        state: Annotated[str | None, Query()] = None,
+        started: Annotated[str | None, Query()] = None,
+        paused: Annotated[str | None, Query()] = None,
+        error: Annotated[str | None, Query()] = None,
+    ) -> HTMLResponse:
+        filters = _filters(integration, tool, state)
+        view = build_page(_store(), filters)
+        flash_ok = None
+        if started:
+            flash_ok = f"Sync started: run {started}."
+            if paused:
+                flash_ok += f" The DAG {MANUAL_DAG_ID} is paused: unpause it in Airflow for the run to start."
+        html = page_template.render(
+            page=view,
+            user=user.get_name(),
+            states=STATE_LABELS,
+            limit=DEFAULT_LIMIT,
+            flash_ok=flash_ok,
+            flash_run_link=f"../dags/{MANUAL_DAG_ID}/runs/{started}" if started else None,
+            flash_error=error,
+        )
+        return HTMLResponse(html)
+
+    @app.post("/integrations/{integration_id}/sync", dependencies=[CanTrigger])
+    async def sync_now(
+        request: Request, integration_id: int, user: GetUserDep, back: Annotated[str, Form()] = ""
+    ) -> RedirectResponse:
+        return await _trigger(request, user, integration_id, back, retry_failed_only=False)
+
+    @app.post("/integrations/{integration_id}/retry-failed", dependencies=[CanTrigger])
+    async def retry_failed(
+        request: Request, integration_id: int, user: GetUserDep, back: Annotated[str, Form()] = ""
+    ) -> RedirectResponse:
+        return await _trigger(request, user, integration_id, back, retry_failed_only=True)
+
+    return app
+
+
+async def _trigger(
+    request: Request, user: Any, integration_id: int, back: str, *, retry_failed_only: bool
+) -> RedirectResponse:
+    """Start the manual DAG for one integration, then go back to the page with the outcome."""
+    if request.headers.get("sec-fetch-site") == "cross-site":
+        # The login cookie is SameSite=lax already; this refuses a cross-site form post outright.
+        raise HTTPException(status_code=403, detail="Cross-site form posts are refused")
+    airflow_app = request.scope.get(AIRFLOW_APP_KEY)
+    if airflow_app is None:
+        raise HTTPException(status_code=500, detail="The page is not mounted in Airflow's api-server")
+    query = _back_query(back)
+    try:
+        run = await trigger_manual_sync(
+            airflow_app,
+            _token(request, user),
+            manual_conf(integration_id, retry_failed_only=retry_failed_only),
+            root_path=getattr(airflow_app, "root_path", "") or "",
+        )
+    except TriggerError as exc:
+        query["error"] = str(exc)
+    else:
+        query["started"] = run.run_id
+        if run.dag_paused:
+            query["paused"] = "1"
+    # Relative to /invoice-sync/integrations/<id>/<action>, so it holds under any base path.
+    return RedirectResponse(f"../../?{urlencode(query)}", status_code=303)
+
+
+def _token(request: Request, user: Any) -> str:
+    """The caller's own JWT, so Airflow checks *their* permissions and records *them* as the trigger.
+
+    Without one (only when an auth manager middleware authenticated the request itself, as
+    SimpleAuthManager's all-admins mode does), a token is issued for the same user.
+    """
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    cookie = request.cookies.get(COOKIE_NAME_JWT_TOKEN)
+    if cookie:
+        return cookie
+    return get_auth_manager().generate_jwt(user)
+
+
+def _filters(integration: str | None, tool: str | None, state: str | None) -> Filters:
+    try:
+        return Filters(
+            integration=int(integration) if integration else None,
+            tool=tool or None,
+            state=state or None,
+        )
+    except ValueError as exc:
+        raise HTTPException(status_code=400, detail=str(exc)) from exc
+
+
+def _back_query(back: str) -> dict[str, str]:
+    """The filters the person had, and nothing else: ``back`` comes from the form and is not trusted."""
+    return {key: value for key, value in parse_qsl(back) if key in FILTER_KEYS and value}
+
+
+def _store() -> SyncStore:
+    return SyncStore(shared_engine(database_url()))

@@ -1,0 +1,415 @@
+"""The Invoice sync page in headless Chromium, served by a real ``airflow api-server`` with the plugin.
+
+Why a real api-server and not the in-process app of ``tests/plugins``: the page is mounted by Airflow's
+plugin loader in another process, logged into through Airflow's own login form, and its "Sync now" run is
+executed by a real scheduler with LocalExecutor, whose tasks call the api-server's execution API. Only
+this catches a page that works in a TestClient but not behind the real server (cookies, redirects,
+relative URLs, the in-process REST call, the run's notification).
+
+Why Selenium with Debian's ``chromium`` + ``chromium-driver``: both come from Debian's archive, which this
+project's machines reach; Playwright would need a browser download of its own. The driver is given
+explicitly, so Selenium Manager never tries to download one.
+
+Why no dag-processor: ``airflow dags reserialize`` writes the DAGs once before the servers start, which
+is all the scheduler and the REST trigger need, and saves a process that keeps re-parsing on two cores.
+
+The browser is missing -> skip with a reason, except under ``CI=true`` (``make browser`` installs it),
+where a missing browser fails the test rather than silently testing less.
+
+``INVOICE_SYNC_UPDATE_SCREENSHOTS=1`` also writes the screenshot to ``docs/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from invoice_sync.airflow.pools import pools
+from invoice_sync.connectors.registry import connector_for
+from invoice_sync.engine.sync import IntegrationSync, SyncOptions
+from invoice_sync.sandbox.connections import DEMO_CONNECTIONS
+from invoice_sync.sandbox.demo import seed
+from invoice_sync.sandbox.server import SandboxHandle, start_in_thread
+from invoice_sync.store.db import make_engine
+from invoice_sync.store.migrate import prepare
+from invoice_sync.store.repository import SyncStore
+from invoice_sync.store.tokens import SqlTokenVault
+
+ROOT = Path(__file__).resolve().parents[2]
+AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+SCREENSHOT = ROOT / "docs" / "screenshots" / "invoice-sync-page.png"
+SYNCED_BEFORE = (1, 2)
+"""Synced once before the browser comes: their rejections are what the page must explain."""
+SYNC_NOW = 3
+"""Never synced (manual only): the integration whose "Sync now" the browser presses."""
+USER = "admin"
+RUN_TIMEOUT_S = 150.0
+CHROMIUM_ARGS = (
+    "--headless=new",
+    "--no-sandbox",  # runs as root in CI
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    # The network is closed: without these Chromium keeps calling home and gets refused.
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+    "--window-size=1280,1500",
+)
+
+pytestmark = pytest.mark.timeout(420)
+
+
+def _browser_binaries() -> tuple[str, str]:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if chromium and driver:
+        return chromium, driver
+    reason = "Debian's chromium and chromium-driver are needed (`make browser` installs them)"
+    if IN_CI:
+        pytest.fail(f"{reason}; CI=true requires the browser tests to run")
+    pytest.skip(reason)
+
+
+@dataclass
+class Server:
+    """A running Airflow (api-server + scheduler) and what the test needs to talk to it."""
+
+    base_url: str
+    password: str
+    store: SyncStore
+    logs: Path
+
+    def token(self) -> str:
+        body = json.dumps({"username": USER, "password": self.password}).encode()
+        request = urllib.request.Request(
+            f"{self.base_url}/auth/token", body, {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return str(json.load(response)["access_token"])
+
+    def call(self, method: str, path: str, token: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One REST API call as the admin."""
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(f"{self.base_url}{path}", data, headers, method=method)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return dict(json.load(response))
+
+    def prepare_deployment(self) -> None:
+        """What a deployment does once (README): import the tools' pools (a task in a missing pool is never
+        scheduled) and unpause the manual DAG (new DAGs start paused)."""
+        token = self.token()
+        for name, pool in pools().items():
+            self.call("POST", "/api/v2/pools", token, {"name": name, **pool})
+        self.call("PATCH", "/api/v2/dags/invoice_sync_manual", token, {"is_paused": False})
+
+    def log_tails(self) -> str:
+        """The end of every process log, so a failing run says why without a rerun."""
+        parts = []
+        for log in sorted(self.logs.rglob("*.log")):
+            parts.append(f"--- {log.name}\n{log.read_text(errors='replace')[-2500:]}")
+        return "\n".join(parts)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _seed_and_sync_once(url: str, sandbox: SandboxHandle) -> SyncStore:
+    """The demo data, with integrations 1 and 2 synced once through the engine (real rejections)."""
+    engine = make_engine(url)
+    prepare(engine)
+    seed(engine, tools=("exact_online",))
+    store = SyncStore(engine)
+    for integration_id in SYNCED_BEFORE:
+        integration = store.integration(integration_id)
+        connector = connector_for(integration, SqlTokenVault(engine))
+        IntegrationSync(
+            store, connector, integration, run_id="browser-seed", holder="browser-seed", options=SyncOptions()
+        ).run()
+        claim = store.acquire(integration_id, "browser-seed-write-back")
+        store.write_back(claim)
+        store.release(claim)
+    return store
+
+
+def _airflow_env(home: Path, port: int, password_file: Path, connections: dict[str, str]) -> dict[str, str]:
+    """Airflow's whole configuration in the environment: nothing inherited from the caller's Airflow."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    base_url = f"http://127.0.0.1:{port}"
+    env.update(connections)
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            # Paused: the nightly DAG must not start a run of its own; the test unpauses the manual one.
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__CORE__AUTH_MANAGER": (
+                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+            ),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(password_file),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__API__WORKERS": "1",
+            # Without the base URL the tasks would call the execution API on port 8080.
+            "AIRFLOW__API__BASE_URL": base_url,
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base_url}/execution/",
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+            "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+        }
+    )
+    return env
+
+
+def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        # Own process group: stopping it also stops the LocalExecutor's workers and their tasks.
+        return subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+def _wait_healthy(
+    base_url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float = 120.0
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(
+                f"api-server exited ({process.returncode}):\n{log.read_text(errors='replace')[-3000:]}"
+            )
+        try:
+            with urllib.request.urlopen(f"{base_url}/api/v2/monitor/health", timeout=3) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"api-server not healthy after {timeout_s:.0f}s:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def browser_binaries() -> tuple[str, str]:
+    return _browser_binaries()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, browser_binaries: tuple[str, str]) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("browser")
+    home = tmp / "airflow"
+    home.mkdir()
+    sandbox = start_in_thread()  # the tasks call it too: its in-memory books and OAuth tokens must last
+    connections = {
+        f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(make(sandbox.url))
+        for conn_id, make in DEMO_CONNECTIONS.items()
+    }
+    db_url = f"sqlite:///{tmp / 'invoicing.db'}"
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in connections.items():
+                patch.setenv(name, value)
+            patch.setenv("INVOICE_SYNC_DB_URL", db_url)
+            store = _seed_and_sync_once(db_url, sandbox)
+        password = secrets.token_urlsafe(12)
+        password_file = tmp / "passwords.json"
+        password_file.write_text(json.dumps({USER: password}))
+        port = _free_port()
+        env = _airflow_env(home, port, password_file, connections)
+        env["INVOICE_SYNC_DB_URL"] = db_url
+        for command in (["db", "migrate"], ["dags", "reserialize"]):
+            done = subprocess.run([AIRFLOW, *command], env=env, capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        logs = tmp / "logs"
+        logs.mkdir()
+        api = _start([AIRFLOW, "api-server"], env, logs / "api-server.log")
+        processes.append(api)
+        # --skip-serve-logs: the log server would bind every interface on a fixed port.
+        processes.append(_start([AIRFLOW, "scheduler", "--skip-serve-logs"], env, logs / "scheduler.log"))
+        base_url = f"http://127.0.0.1:{port}"
+        _wait_healthy(base_url, api, logs / "api-server.log")
+        running = Server(base_url, password, store, logs)
+        running.prepare_deployment()
+        yield running
+    finally:
+        for process in processes:
+            _stop(process)
+        sandbox.stop()
+
+
+@pytest.fixture
+def driver(browser_binaries: tuple[str, str], tmp_path: Path) -> Iterator[Any]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chromium, chromedriver = browser_binaries
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in (*CHROMIUM_ARGS, f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(arg)
+    browser = webdriver.Chrome(options=options, service=Service(executable_path=chromedriver))
+    browser.set_page_load_timeout(60)
+    try:
+        yield browser
+    finally:
+        browser.quit()
+
+
+def test_log_in_see_why_invoices_are_not_synced_and_sync_one_integration(
+    server: Server, driver: Any, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(driver, 30)
+    page_url = f"{server.base_url}/invoice-sync/"
+    store = server.store
+
+    # Not logged in: the page sends the browser to Airflow's login form, which brings it back after.
+    driver.get(page_url)
+    wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "input[name='username']")))
+    assert "/auth/login" in driver.current_url
+    driver.find_element(By.CSS_SELECTOR, "input[name='username']").send_keys(USER)
+    driver.find_element(By.CSS_SELECTOR, "input[name='password']").send_keys(server.password)
+    driver.find_element(By.CSS_SELECTOR, "button[type='submit']").click()
+    wait.until(ec.url_to_be(page_url))
+    wait.until(ec.presence_of_element_located((By.TAG_NAME, "h1")))
+    assert driver.find_element(By.TAG_NAME, "h1").text == "Invoice sync"
+    assert f"Signed in as {USER}" in driver.find_element(By.TAG_NAME, "body").text
+
+    # The seeded rejections, each with its error message, and the never-synced invoices of integration 3.
+    rejected = [row for i in SYNCED_BEFORE for row in store.unsynced_invoices(i, state="rejected")]
+    assert rejected, "the seeding sync should have left rejected invoices"
+    for row in rejected:
+        cells = _row_cells(driver, row.integration_id, str(row.number))
+        assert row.error_message and row.error_message in cells, (row.number, cells)
+        assert row.error_class in cells
+    never_tried = {str(row.number) for row in store.unsynced_invoices(SYNC_NOW, state="new")}
+    assert never_tried and never_tried <= _unsynced_numbers(driver, SYNC_NOW)
+    driver.save_screenshot(str(tmp_path / "before-sync.png"))
+
+    # "Sync now" for integration 3: the page starts the manual DAG through the REST API, as this user.
+    name = store.integration(SYNC_NOW).name
+    driver.find_element(By.CSS_SELECTOR, f"button[aria-label='Sync now: {name}']").click()
+    flash = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, ".flash.ok")))
+    assert "Sync started: run " in flash.text and "paused" not in flash.text, flash.text
+    started = re.search(r"Sync started: run (\S+)\.", flash.text)
+    assert started, flash.text
+    run_id = started.group(1)
+
+    # The real scheduler runs it; the REST API says when it is done.
+    state = _wait_for_run(server, run_id)
+    assert state == "success", f"run {run_id} ended {state}\n{server.log_tails()}"
+
+    # Reload: the run's notification in the bell, and the invoices it booked have left the list.
+    driver.get(page_url)
+    bell = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "section.bell"))).text
+    notification = store.latest_notification()
+    assert notification is not None and str(notification.body.get("run_id", "")).endswith(run_id)
+    assert notification.title in bell and run_id in bell
+    booked = never_tried - {str(row.number) for row in store.unsynced_invoices(SYNC_NOW)}
+    assert booked, "the manual run booked nothing"
+    assert not booked & _unsynced_numbers(driver, SYNC_NOW)
+    numbers = _registration_numbers(store, SYNC_NOW, booked)
+    assert len(numbers) == len(booked) and all(numbers.values()), numbers
+
+    shot = tmp_path / "invoice-sync-page.png"
+    assert driver.save_screenshot(str(shot))
+    if os.environ.get("INVOICE_SYNC_UPDATE_SCREENSHOTS") == "1":
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, SCREENSHOT)
+
+
+def _section(driver: Any, integration_id: int) -> Any:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.CSS_SELECTOR, f"section[aria-labelledby='int-{integration_id}']")
+
+
+def _row_cells(driver: Any, integration_id: int, number: str) -> list[str]:
+    """The cells of one invoice's row in the integration's "Not synced" table."""
+    from selenium.webdriver.common.by import By
+
+    for row in _section(driver, integration_id).find_elements(By.CSS_SELECTOR, "table tbody tr"):
+        heads = row.find_elements(By.CSS_SELECTOR, "th[scope='row']")
+        if heads and heads[0].text.split()[0] == number:
+            return [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+    raise AssertionError(f"invoice {number} is not listed under integration {integration_id}")
+
+
+def _unsynced_numbers(driver: Any, integration_id: int) -> set[str]:
+    from selenium.webdriver.common.by import By
+
+    table = _section(driver, integration_id).find_elements(By.TAG_NAME, "table")[0]
+    return {head.text.split()[0] for head in table.find_elements(By.CSS_SELECTOR, "th[scope='row']")}
+
+
+def _wait_for_run(server: Server, run_id: str) -> str:
+    token = server.token()
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    state = "unknown"
+    while time.monotonic() < deadline:
+        state = str(
+            server.call("GET", f"/api/v2/dags/invoice_sync_manual/dagRuns/{quote(run_id, safe='')}", token)[
+                "state"
+            ]
+        )
+        if state in {"success", "failed"}:
+            return state
+        time.sleep(1)
+    pytest.fail(f"run {run_id} still {state} after {RUN_TIMEOUT_S:.0f}s\n{server.log_tails()}")
+
+
+def _registration_numbers(store: SyncStore, integration_id: int, numbers: set[str]) -> dict[str, str | None]:
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from invoice_sync.store.models import InvoiceRow
+
+    query = select(InvoiceRow.number, InvoiceRow.registration_number).where(
+        InvoiceRow.integration_id == integration_id, InvoiceRow.number.in_(numbers)
+    )
+    with Session(store.engine) as session:
+        return {str(number): registration for number, registration in session.execute(query)}

@@ -1,0 +1,147 @@
+"""The task-start check of each tool's Airflow connection: a complete one passes, every empty field is named.
+
+Connections come in the way a deployment gives them, as ``AIRFLOW_CONN_<ID>`` JSON (the sandbox's demo
+connections, as the README prints them), and the connector is the one the task builds. No call leaves:
+the sandbox URL below points nowhere, so a check that tried the network would fail loudly.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from invoice_sync.connectors.base import Connector, TokenSet
+from invoice_sync.connectors.registry import TOOLS, connector_for
+from invoice_sync.domain.errors import ConfigError
+from invoice_sync.domain.models import Integration, IntegrationSettings
+from invoice_sync.sandbox.connections import DEMO_CONNECTIONS
+from invoice_sync.sandbox.demo import INTEGRATIONS
+
+NOWHERE = "http://127.0.0.1:9"
+"""The discard port: nothing answers there, so any network I/O would fail the test."""
+
+DEMO = {tool: next(i for i in INTEGRATIONS if i.tool == tool) for tool in TOOLS}
+"""One demo integration per tool, with its settings (division, administration, office, tenant, realm)."""
+
+HOOK_NAMES = {
+    "exact_online": "Exact Online",
+    "yuki": "Yuki",
+    "twinfield": "Twinfield",
+    "xero": "Xero",
+    "quickbooks": "QuickBooks Online",
+}
+OAUTH_FIELDS = {
+    "host": "Base URL (host)",
+    "login": "Client ID (login)",
+    "password": "Client secret (password)",
+    "extra.refresh_token": "refresh_token (extra)",
+}
+REQUIRED = {
+    "exact_online": OAUTH_FIELDS,
+    "yuki": {"host": "Base URL (host)", "password": "Access key (password)"},
+    "twinfield": OAUTH_FIELDS,
+    "xero": OAUTH_FIELDS,
+    "quickbooks": OAUTH_FIELDS,
+}
+"""What each tool cannot work without, written out here rather than read from the hooks under test."""
+
+
+def connector(tool: str, vault: Any) -> Connector:
+    demo = DEMO[tool]
+    integration = Integration(
+        id=demo.id,
+        name=demo.name,
+        tool=demo.tool,
+        conn_id=demo.conn_id,
+        auto_sync=demo.auto_sync,
+        sync_from=demo.sync_from,
+        settings=IntegrationSettings.from_json(demo.settings),
+    )
+    return connector_for(integration, vault)
+
+
+def set_connection(monkeypatch: pytest.MonkeyPatch, tool: str, *, without: tuple[str, ...] = ()) -> str:
+    """Put the tool's demo connection in the environment, with the ``without`` fields emptied; its id."""
+    conn_id = DEMO[tool].conn_id
+    connection: dict[str, Any] = DEMO_CONNECTIONS[conn_id](NOWHERE)
+    for name in without:
+        if name.startswith("extra."):
+            connection["extra"].pop(name.removeprefix("extra."), None)
+        else:
+            connection.pop(name, None)
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection))
+    return conn_id
+
+
+@pytest.mark.parametrize("tool", list(REQUIRED))
+def test_the_demo_connection_is_complete(tool: str, monkeypatch: pytest.MonkeyPatch, vault: Any) -> None:
+    set_connection(monkeypatch, tool)
+    connector(tool, vault).check_connection()
+
+
+@pytest.mark.parametrize(
+    ("tool", "field", "label"),
+    [(tool, field, label) for tool, fields in REQUIRED.items() for field, label in fields.items()],
+)
+def test_each_missing_field_is_named(
+    tool: str, field: str, label: str, monkeypatch: pytest.MonkeyPatch, vault: Any
+) -> None:
+    conn_id = set_connection(monkeypatch, tool, without=(field,))
+    with pytest.raises(ConfigError) as raised:
+        connector(tool, vault).check_connection()
+    assert raised.value.message == (
+        f"{HOOK_NAMES[tool]} connection {conn_id}: missing {label}; fill it in under Admin > Connections"
+    )
+
+
+def test_every_missing_field_is_named_in_one_message(monkeypatch: pytest.MonkeyPatch, vault: Any) -> None:
+    set_connection(monkeypatch, "xero", without=("password", "extra.refresh_token"))
+    with pytest.raises(ConfigError) as raised:
+        connector("xero", vault).check_connection()
+    assert raised.value.message == (
+        "Xero connection xero_demo: missing Client secret (password) and refresh_token (extra); "
+        "fill them in under Admin > Connections"
+    )
+
+
+def test_blank_fields_count_as_missing(monkeypatch: pytest.MonkeyPatch, vault: Any) -> None:
+    """A form saved with a space in a field is as empty as one never filled in."""
+    connection: dict[str, Any] = DEMO_CONNECTIONS["exact_demo"](NOWHERE)
+    connection["login"] = "  "
+    connection["extra"]["refresh_token"] = ""
+    monkeypatch.setenv("AIRFLOW_CONN_EXACT_DEMO", json.dumps(connection))
+    with pytest.raises(ConfigError, match=r"missing Client ID \(login\) and refresh_token \(extra\);"):
+        connector("exact_online", vault).check_connection()
+
+
+def test_yuki_needs_no_client_id(monkeypatch: pytest.MonkeyPatch, vault: Any) -> None:
+    """Yuki authenticates with an access key alone: an empty login is fine."""
+    set_connection(monkeypatch, "yuki", without=("login",))
+    connector("yuki", vault).check_connection()
+
+
+@pytest.mark.parametrize("tool", ["exact_online", "twinfield", "xero", "quickbooks"])
+def test_the_consent_is_not_needed_once_the_vault_holds_tokens(
+    tool: str, monkeypatch: pytest.MonkeyPatch, vault: Any
+) -> None:
+    """The refresh token in the connection is spent once; afterwards the vault holds its successors, so a
+    connection whose (stale) copy was cleared still works. The app's credentials are always needed."""
+    conn_id = set_connection(monkeypatch, tool, without=("extra.refresh_token",))
+    vault.tokens[conn_id] = TokenSet("access", "rotated", datetime.now(UTC) + timedelta(hours=1))
+    connector(tool, vault).check_connection()
+
+    set_connection(monkeypatch, tool, without=("extra.refresh_token", "password"))
+    with pytest.raises(ConfigError, match=r": missing Client secret \(password\); fill it in"):
+        connector(tool, vault).check_connection()
+
+
+def test_a_connection_that_does_not_exist_is_named(monkeypatch: pytest.MonkeyPatch, vault: Any) -> None:
+    monkeypatch.delenv("AIRFLOW_CONN_TWINFIELD_DEMO", raising=False)
+    with pytest.raises(ConfigError) as raised:
+        connector("twinfield", vault).check_connection()
+    assert raised.value.message == (
+        "Twinfield connection twinfield_demo does not exist; add it under Admin > Connections"
+    )

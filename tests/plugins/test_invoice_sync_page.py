@@ -1,0 +1,164 @@
+"""The Invoice sync page as Airflow serves it: refused without a login, useful with one, and its buttons
+start real runs of ``invoice_sync_manual`` through the REST API with the right ``conf``."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from page_world import Api, Seeded
+
+PAGE = "/invoice-sync/"
+ROUTES = [
+    ("GET", PAGE),
+    ("POST", "/invoice-sync/integrations/1/sync"),
+    ("POST", "/invoice-sync/integrations/1/retry-failed"),
+]
+
+
+def test_every_route_of_the_page_refuses_anonymous_requests(api: Api) -> None:
+    from starlette.routing import Mount
+
+    mounted = next(r for r in api.client.app.routes if isinstance(r, Mount) and r.path == "/invoice-sync")
+    paths = {route.path for route in mounted.app.routes}  # type: ignore[attr-defined]
+    assert paths == {
+        "/",
+        "/integrations/{integration_id}/sync",
+        "/integrations/{integration_id}/retry-failed",
+    }
+    for method, url in ROUTES:
+        response = api.client.request(method, url, follow_redirects=False)
+        assert response.status_code in (401, 403), (method, url, response.status_code)
+        assert "Invoice sync" not in response.text
+    # a forged token is refused too
+    forged = api.client.get(PAGE, headers={"Authorization": "Bearer not-a-jwt"})
+    assert forged.status_code in (401, 403)
+
+
+def test_a_browser_without_a_session_is_sent_to_the_login_page(api: Api) -> None:
+    response = api.client.get(PAGE, headers={"Accept": "text/html"}, follow_redirects=False)
+    assert response.status_code == 303
+    assert urlsplit(response.headers["location"]).path.endswith("/auth/login")
+
+
+def test_the_page_lists_unsynced_invoices_with_error_and_hint(api: Api, seeded: Seeded) -> None:
+    response = api.client.get(PAGE, headers=api.admin)
+    assert response.status_code == 200, response.text[:500]
+    html = response.text
+    assert "Signed in as <strong>admin</strong>" in html
+    rejected = [row for i in (1, 2, 3) for row in seeded.store.unsynced_invoices(i, state="rejected")]
+    assert rejected, "the sync should have left rejections"
+    from invoice_sync.domain.hints import fix_hint
+
+    for row in rejected:
+        assert f">{row.number}" in html
+        assert _escaped(row.error_message or "") in html
+        assert _escaped(fix_hint(row.error_class, row.error_message)) in html
+    # the deferred invoice, the invoice changed after sync and the bell
+    assert seeded.deferred_number in html and seeded.changed_number in html
+    assert "Sync finished: 12 invoices and 3 customers synced, 1 error" in html
+    assert "The bell&#39;s hint." in html
+    # counts at a glance, per integration
+    assert re.search(r"<strong>\d+</strong> synced", html)
+
+
+def test_filters_by_integration_tool_and_state(api: Api, seeded: Seeded) -> None:
+    only_one = api.client.get(PAGE, params={"integration": 2}, headers=api.admin).text
+    assert 'id="int-2"' in only_one and 'id="int-1"' not in only_one and 'id="int-3"' not in only_one
+
+    other_tool = api.client.get(PAGE, params={"tool": "yuki"}, headers=api.admin).text
+    assert "No integration matches these filters." in other_tool
+
+    deferred = api.client.get(PAGE, params={"state": "deferred"}, headers=api.admin).text
+    assert seeded.deferred_number in deferred
+    assert "<caption>Not synced" not in deferred
+
+    rejected = api.client.get(PAGE, params={"integration": 1, "state": "rejected"}, headers=api.admin).text
+    numbers = {row.number for row in seeded.store.unsynced_invoices(1, state="rejected")}
+    others = {row.number for row in seeded.store.unsynced_invoices(1, state="new")}
+    assert all(f">{n}" in rejected for n in numbers)
+    assert not any(f'<th scope="row">{n}' in rejected for n in others)
+
+    bad = api.client.get(PAGE, params={"state": "nonsense"}, headers=api.admin)
+    assert bad.status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("action", "expected_conf"),
+    [
+        ("sync", {"integrations": [1]}),
+        ("retry-failed", {"integrations": [1], "retry_failed_only": True}),
+    ],
+)
+def test_buttons_start_the_manual_dag_through_the_rest_api(
+    api: Api, action: str, expected_conf: dict[str, object]
+) -> None:
+    response = api.client.post(
+        f"/invoice-sync/integrations/1/{action}",
+        data={"back": "tool=exact_online&evil=1"},
+        headers=api.admin,
+        follow_redirects=False,
+    )
+    assert response.status_code == 303, response.text[:500]
+    location = urlsplit(response.headers["location"])
+    query = parse_qs(location.query)
+    assert "error" not in query, query
+    assert query["tool"] == ["exact_online"] and "evil" not in query
+    run_id = query["started"][0]
+
+    run = api.client.get(f"/api/v2/dags/invoice_sync_manual/dagRuns/{run_id}", headers=api.admin)
+    assert run.status_code == 200, run.text
+    assert run.json()["conf"] == expected_conf
+    assert run.json()["triggering_user_name"] == "admin"
+
+    back = api.client.get(PAGE, params={"started": run_id, "paused": "1"}, headers=api.admin).text
+    assert f"Sync started: run {run_id}." in back
+
+
+def test_a_viewer_sees_the_page_but_cannot_start_a_run(api: Api) -> None:
+    assert api.client.get(PAGE, headers=api.viewer).status_code == 200
+    response = api.client.post(
+        "/invoice-sync/integrations/1/sync", headers=api.viewer, follow_redirects=False
+    )
+    assert response.status_code == 403
+
+
+def test_a_cross_site_form_post_is_refused(api: Api) -> None:
+    response = api.client.post(
+        "/invoice-sync/integrations/1/sync",
+        headers={**api.admin, "Sec-Fetch-Site": "cross-site"},
+        follow_redirects=False,
+    )
+    assert response.status_code == 403
+
+
+def _escaped(text: str) -> str:
+    from markupsafe import escape
+
+    return str(escape(text))
+
+
+def test_the_counts_at_a_glance_match_the_invoices(seeded: Seeded) -> None:
+    """Synced / not synced / drafts per integration, counted row by row the slow way."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from invoice_sync.store.models import InvoiceRow
+
+    expected: dict[int, dict[str, int]] = {}
+    with Session(seeded.store.engine) as session:
+        for row in session.scalars(select(InvoiceRow)):
+            bucket = (
+                "drafts"
+                if row.status == "draft"
+                else "synced"
+                if row.registration_number is not None
+                else "unsynced"
+            )
+            per_integration = expected.setdefault(row.integration_id, {})
+            per_integration[bucket] = per_integration.get(bucket, 0) + 1
+    counts = seeded.store.state_counts()
+    for integration_id, buckets in expected.items():
+        got = {name: counts[integration_id].get(name, 0) for name in ("drafts", "synced", "unsynced")}
+        assert got == {name: buckets.get(name, 0) for name in got}, integration_id
