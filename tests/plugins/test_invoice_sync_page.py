@@ -61,6 +61,8 @@ def test_the_page_lists_unsynced_invoices_with_error_and_hint(api: Api, seeded: 
     assert "The bell&#39;s hint." in html
     # counts at a glance, per integration
     assert re.search(r"<strong>\d+</strong> synced", html)
+    # an invoice before the cut-over is never synced, and the page says so rather than "not tried yet"
+    assert seeded.seeded.before_cutover and "dated before the cut-over date: never synced" in html
 
 
 def test_filters_by_integration_tool_and_state(api: Api, seeded: Seeded) -> None:

@@ -50,10 +50,16 @@ class Filters:
         return urlencode({key: value for key, value in values.items() if value not in (None, "")})
 
 
+BEFORE_CUTOVER_LABEL = "dated before the cut-over date: never synced (booked before the integration)"
+
+
 @dataclass(frozen=True, slots=True)
 class UnsyncedView:
     invoice: UnsyncedInvoice
     hint: str | None
+    before_cutover: bool = False
+    """Dated before the integration's ``sync_from``: the sync skips it for good, so "not tried yet"
+    would promise a sync that never comes."""
 
     @property
     def state(self) -> str:
@@ -61,6 +67,8 @@ class UnsyncedView:
 
     @property
     def state_label(self) -> str:
+        if self.before_cutover and self.invoice.state is None:
+            return BEFORE_CUTOVER_LABEL
         return STATE_LABELS.get(self.state, self.state)
 
 
@@ -126,7 +134,11 @@ def _integration_view(
     if show["not_synced"] or show["deferred"]:
         state = filters.state if filters.state != CHANGED_AFTER_SYNC else None
         unsynced = store.unsynced_invoices(integration.id, state=state, limit=limit)
-    rows = [UnsyncedView(invoice, _hint(invoice)) for invoice in unsynced]
+    cutover = integration.sync_from
+    rows = [
+        UnsyncedView(invoice, _hint(invoice), cutover is not None and invoice.invoice_date < cutover)
+        for invoice in unsynced
+    ]
     return IntegrationView(
         integration=integration,
         counts={
