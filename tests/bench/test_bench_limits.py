@@ -22,7 +22,7 @@ CALLS_PER_INVOICE_BOUND = {
     "twinfield": 0.06,
     # batches of 50 plus one contact lookup and one contact create for the whole backlog
     "xero": 0.04,
-    # the engine's pages of 50 take two batches (30 + 20), plus one customer query and one customer batch
+    # pages of 30, one batch each, plus a customer query and a customer batch (quick: a tiny backlog)
     "quickbooks": 0.06,
 }
 

@@ -149,12 +149,12 @@ def setup(tool: str, quick: bool) -> Setup:
         return Setup(tool, invoices=1500, time_scale=30, limit=3, real_limit=60, window="minute")
     if tool == "quickbooks":
         # 30 invoices a batch call: at 40 batch calls a minute ten minutes would need 12,000 invoices, so the
-        # simulator and the connection allow 5. The engine hands over pages of 50, two batch calls each (30
-        # and 20): 1,250 invoices and the customers' batch are 51 batch calls, 11 minutes. The request
-        # limits (500 a minute, 10 a second) stay real; a run of batch calls never nears them.
+        # simulator and the connection allow 5. The engine's pages hold whole calls (30 invoices): 1,500
+        # invoices and the customers' batch are 51 batch calls, 11 minutes. The request limits (500 a
+        # minute, 10 a second) stay real; a run of batch calls never nears them.
         if quick:
             return Setup(tool, invoices=150, time_scale=60, limit=2, real_limit=40, window="minute")
-        return Setup(tool, invoices=1250, time_scale=30, limit=5, real_limit=40, window="minute")
+        return Setup(tool, invoices=1500, time_scale=30, limit=5, real_limit=40, window="minute")
     raise ValueError(f"unknown tool {tool!r}")
 
 

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from invoice_sync.connectors.amounts import document_label
 from invoice_sync.connectors.base import CustomerLinkFailure, HookConnector, TokenVault
 from invoice_sync.connectors.quickbooks import mapping
 from invoice_sync.connectors.quickbooks.errors import (
@@ -270,7 +271,7 @@ class QuickBooksConnector(HookConnector[QuickBooksHook]):
         """The outcome of one batch item; its ``Fault`` when it is a duplicate number (look it up)."""
         where = self.hook.context
         if answer is None:
-            return Unknown(invoice.id, f"{where}: the batch answer has no item for {mapping.label(invoice)}")
+            return Unknown(invoice.id, f"{where}: the batch answer has no item for {document_label(invoice)}")
         faults = faults_of(answer)
         if faults:
             first = next((f for f in faults if f.code == DUPLICATE_DOC_NUMBER), faults[0])
@@ -282,7 +283,7 @@ class QuickBooksConnector(HookConnector[QuickBooksHook]):
         entity = answer.get(mapping.entity_of(invoice))
         if not isinstance(entity, dict) or not entity.get("Id") or entity.get("DocNumber") != invoice.number:
             return Unknown(
-                invoice.id, f"{where}: the answer for {mapping.label(invoice)} does not say what was booked"
+                invoice.id, f"{where}: the answer for {document_label(invoice)} does not say what was booked"
             )
         return Booked(invoice.id, str(entity["DocNumber"]), str(entity["Id"]))
 

@@ -243,14 +243,11 @@ def transaction_payload(invoice: Invoice, settings: IntegrationSettings, custome
         "GlobalTaxCalculation": "TaxExcluded",
         "Line": lines,
         "TxnTaxDetail": {"TotalTax": amount(invoice.total_vat)},
-        "PrivateNote": f"{label(invoice)}, synced by invoice-sync",
+        "PrivateNote": f"{document_label(invoice)}, synced by invoice-sync",
     }
     if invoice.due_date is not None and invoice.kind is InvoiceKind.INVOICE:
         payload["DueDate"] = invoice.due_date.isoformat()
     return payload
-
-
-label = document_label
 
 
 def validate(invoice: Invoice, settings: IntegrationSettings) -> list[Problem]:
@@ -279,7 +276,7 @@ def validate(invoice: Invoice, settings: IntegrationSettings) -> list[Problem]:
         gl_account="a QuickBooks item (its income account books the line)",
         where=where,
     )
-    name = label(invoice)
+    name = document_label(invoice)
     currency = (invoice.currency or "").upper()
     accepted = currencies_of(settings)
     if currency and currency not in accepted:
