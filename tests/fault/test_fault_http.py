@@ -6,9 +6,15 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 
 import pytest
+from sqlalchemy import update
+from sqlalchemy.orm import Session
 from world import LEASE_S, statuses
+
+from invoice_sync.store import claims
+from invoice_sync.store.models import ClaimRow
 
 
 def _create(world, kind: str, times: int | None = 2, **extra):  # type: ignore[no-untyped-def]
@@ -101,8 +107,7 @@ def test_429_bursts_are_waited_out_and_lose_nothing(make_world):
     world.harness.configure(**limit)
     world.harness.set_faults([_create(world, "rate_limit", times=3)])
     started = time.monotonic()
-    # waiting for the window does not renew the claim, so the lease must outlast the waits
-    first = world.sync(lease_s=15)
+    first = world.sync(lease_s=LEASE_S)  # each wait outlasts the lease: waiting renews it
     elapsed = time.monotonic() - started
     assert statuses(first) == {"ok"}, first
     assert world.harness.fault_hits()["rate_limit"] == 3
@@ -114,11 +119,43 @@ def test_429_bursts_are_waited_out_and_lose_nothing(make_world):
 
 
 def test_a_429_burst_longer_than_the_client_waits_is_retried_by_the_next_run(make_world):
+    """The client waits out a few 429s (each wait longer than the lease, which waiting renews), then
+    gives up with a rate-limit error; the next run books everything once."""
     world = make_world(time_scale=30)
     world.harness.set_faults([_create(world, "rate_limit", times=5)])
-    first = world.sync()
+    first = world.sync(lease_s=LEASE_S)
     (outcome,) = first.values()
     assert (outcome["status"], outcome["error_type"]) == ("error", "RateLimitedError")
+    world.converge()
+
+
+def test_a_claim_taken_while_waiting_out_429s_ends_the_wait_not_in_a_post(make_world):
+    """Waiting renews the lease, and so checks it: when a retry took the integration over while the run
+    waited (it looked hung), the run stops at its next renewal instead of repeating the POST."""
+    world = make_world(time_scale=30)
+    if world.harness.minute_limit(12) is None:
+        pytest.skip(f"{world.harness.tool} documents no per-minute limit or 429")
+    world.harness.set_faults([_create(world, "rate_limit", times=None)])  # every create call: 429
+    result: dict = {}
+    running = threading.Thread(target=lambda: result.update(world.sync(lease_s=LEASE_S)))
+    running.start()
+    deadline = time.monotonic() + 20
+    while world.harness.fault_hits().get("rate_limit", 0) < 1:
+        assert time.monotonic() < deadline, "the run never reached its first create call"
+        time.sleep(0.01)
+    with Session(world.store.engine) as session, session.begin():
+        session.execute(update(ClaimRow).values(lease_expires_at=claims.utcnow() - timedelta(seconds=1)))
+    thief = claims.acquire(world.store.engine, world.primary, "retry#try2")
+    hits_at_takeover = world.harness.fault_hits()["rate_limit"]
+    running.join(timeout=60)
+    assert not running.is_alive()
+    (outcome,) = result.values()
+    assert (outcome["status"], outcome["error_type"]) == ("lease_lost", "LeaseLostError")
+    # Without the check while waiting the client would go on to its last try; at most a POST that had
+    # already left when the claim was taken reached the tool.
+    assert world.harness.fault_hits()["rate_limit"] <= hits_at_takeover + 1
+    assert sum(world.harness.bookings().values()) == 0
+    claims.release(world.store.engine, thief)
     world.converge()
 
 

@@ -112,6 +112,11 @@ class Connector(Protocol):
         connection that is not filled in; no network I/O, so a task can call it before anything else."""
         ...
 
+    def keep_alive_while_waiting(self, renew: Callable[[], None], every_s: float) -> None:
+        """Call ``renew`` at least every ``every_s`` seconds while the connector waits (rate limits,
+        back-off), letting its error end the wait; the engine renews its claim's lease this way."""
+        ...
+
     def validate(self, invoice: Invoice) -> list[Problem]: ...
 
     def find_booked(self, references: Sequence[str]) -> dict[str, Booking]: ...
@@ -165,6 +170,10 @@ class HookConnector(Generic[HookT]):
     def check_connection(self) -> None:
         """The hook's declarative check of its connection (see :meth:`AccountingHook.check_connection`)."""
         self.hook.check_connection()
+
+    def keep_alive_while_waiting(self, renew: Callable[[], None], every_s: float) -> None:
+        """Every wait is the hook's (see :meth:`AccountingHook.keep_alive_while_waiting`)."""
+        self.hook.keep_alive_while_waiting(renew, every_s)
 
     def validate(self, invoice: Invoice) -> list[Problem]:
         """The tool's own problems with ``invoice``, found without a call."""

@@ -115,11 +115,35 @@ class AccountingHook(HttpHook):
         super().__init__(method="POST", http_conn_id=conn_id)
         self.conn_id = conn_id
         self.context = context
-        self._sleep = sleep
+        self._raw_sleep = sleep
+        self._keep_alive: Callable[[], None] | None = None
+        self._keep_alive_every_s = 0.0
         self._get_attempts = get_attempts
         self._backoff_s = backoff_s
         self.timeout_s = self.default_timeout_s
         """HTTP timeout of every call; the connection's ``timeout`` extra overrides it."""
+
+    def keep_alive_while_waiting(self, renew: Callable[[], None], every_s: float) -> None:
+        """Have every wait of this hook call ``renew`` at least every ``every_s`` seconds and once at its end.
+
+        The engine renews its claim's lease this way. A 429 or a spent rate window can make a call wait
+        longer than the lease; without it the run would lose its claim while merely being patient. And
+        since ``renew`` raises when the claim was taken meanwhile, a wait in front of a POST ends in that
+        error instead of in the POST: the lease is checked again right before the request leaves.
+        """
+        self._keep_alive, self._keep_alive_every_s = renew, max(every_s, 0.05)
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` (rate budget, 429, retry back-off), renewing the run's claim meanwhile."""
+        if self._keep_alive is None:
+            self._raw_sleep(seconds)
+            return
+        left = seconds
+        while left > 0:
+            step = min(left, self._keep_alive_every_s)
+            self._raw_sleep(step)
+            left -= step
+            self._keep_alive()
 
     @cached_property
     def session(self) -> requests.Session:

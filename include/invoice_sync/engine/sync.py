@@ -78,6 +78,8 @@ class IntegrationSync:
     def run(self) -> IntegrationReport:
         claim = self.store.acquire(self.integration.id, self.holder)
         started = time.monotonic()
+        # A rate-limit wait can outlast the lease; waiting renews it (and stops if it was lost).
+        self.connector.keep_alive_while_waiting(lambda: self._renew(claim), claim.lease.total_seconds() / 3)
         try:
             self._run(claim)
         finally:
@@ -181,8 +183,12 @@ class IntegrationSync:
         step = max(claim.lease.total_seconds() / 3, 0.05)
         while (left := until - time.time()) > 0:
             time.sleep(min(left, step))
-            with self.store.fenced(claim):
-                pass  # renews our lease; raises LeaseLostError if it was taken from us meanwhile
+            self._renew(claim)
+
+    def _renew(self, claim: Claim) -> None:
+        """Renew our lease; raises :class:`LeaseLostError` if the claim was taken from us meanwhile."""
+        with self.store.fenced(claim):
+            pass
 
     def _wanted_of(self, page: Sequence[Candidate]) -> list[int]:
         """The invoices of ``page`` to sync now.
@@ -364,13 +370,14 @@ class IntegrationSync:
         after. A successor waits for the lease's end plus the request timeout before looking anything up
         (:meth:`_await_in_flight`).
 
-        What remains is a theoretical window: between a successful check and the POST leaving, the
-        connector may still wait (rate budget, token refresh) and the process may be paused (swapped
-        out, SIGSTOP, a VM freeze); if that pause outlasts the lease and the successor's wait, the POST
-        arrives after the successor looked the invoice up and found nothing, and the tool books it twice.
-        Closing it needs the tool to refuse a stale write (a conditional write or idempotency key),
-        which Exact does not offer. Creating a customer is not exposed to it: accounts are matched by
-        their code, and Exact refuses a second account with the same code.
+        The connector's own waits (rate budget, 429, back-off) renew and so check the lease again
+        (:meth:`Connector.keep_alive_while_waiting`). What remains is a theoretical window: between the
+        last check and the POST leaving, a token refresh may take up to a request timeout and the process
+        may be paused (swapped out, SIGSTOP, a VM freeze); if that outlasts the lease and the successor's
+        wait, the POST arrives after the successor looked the invoice up and found nothing, and the tool
+        books it twice. Closing it needs the tool to refuse a stale write (a conditional write or
+        idempotency key), which Exact does not offer. Creating a customer is not exposed to it: accounts
+        are matched by their code, and Exact refuses a second account with the same code.
         """
         self.store.mark(
             claim, [inv.id for inv in invoices], LedgerState.CLAIMED, self.run_id, count_attempt=True

@@ -99,7 +99,7 @@ class ExactOnlineHook(AccountingHook):
         self.exact_online_conn_id = exact_online_conn_id
         self.vault = vault
         self.division = division
-        self.budget = budget or RateBudget(label=self.context, sleep=sleep)
+        self.budget = budget or RateBudget(label=self.context, sleep=self._sleep)
         self._max_throttled = max_throttled
         self._clock = clock
         self._token = StoredToken(
