@@ -23,6 +23,10 @@ from invoice_sync.store.repository import SyncStore
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The helper modules beside this file hold asserts of their own; pytest explains a failing assert only
+# in modules registered before their first import.
+pytest.register_assert_rewrite("synced_books", "airflow_servers")
+
 # Airflow reads its home when first imported, so this runs before any test module imports it (nothing
 # imported above imports Airflow). Tests get their own metadata DB: under $AIRFLOW_HOME/pytest when
 # AIRFLOW_HOME is set (never the user's own DB), else in a temporary directory.

@@ -24,24 +24,16 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
+from airflow_servers import AIRFLOW, USER, AirflowApi, airflow_env, run_airflow, start, stop, wait_healthy
 
-from invoice_sync.airflow.pools import pools
 from invoice_sync.connectors.registry import connector_for
 from invoice_sync.engine.sync import IntegrationSync, SyncOptions
 from invoice_sync.sandbox.connections import DEMO_CONNECTIONS
@@ -53,14 +45,12 @@ from invoice_sync.store.repository import SyncStore
 from invoice_sync.store.tokens import SqlTokenVault
 
 ROOT = Path(__file__).resolve().parents[2]
-AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 SCREENSHOT = ROOT / "docs" / "screenshots" / "invoice-sync-page.png"
 SYNCED_BEFORE = (1, 2)
 """Synced once before the browser comes: their rejections are what the page must explain."""
 SYNC_NOW = 3
 """Never synced (manual only): the integration whose "Sync now" the browser presses."""
-USER = "admin"
 RUN_TIMEOUT_S = 150.0
 CHROMIUM_ARGS = (
     "--headless=new",
@@ -91,50 +81,10 @@ def _browser_binaries() -> tuple[str, str]:
 
 
 @dataclass
-class Server:
-    """A running Airflow (api-server + scheduler) and what the test needs to talk to it."""
+class Server(AirflowApi):
+    """A running Airflow (api-server + scheduler) and the invoicing database it syncs."""
 
-    base_url: str
-    password: str
     store: SyncStore
-    logs: Path
-
-    def token(self) -> str:
-        body = json.dumps({"username": USER, "password": self.password}).encode()
-        request = urllib.request.Request(
-            f"{self.base_url}/auth/token", body, {"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return str(json.load(response)["access_token"])
-
-    def call(self, method: str, path: str, token: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        """One REST API call as the admin."""
-        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(f"{self.base_url}{path}", data, headers, method=method)
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return dict(json.load(response))
-
-    def prepare_deployment(self) -> None:
-        """What a deployment does once (README): import the tools' pools (a task in a missing pool is never
-        scheduled) and unpause the manual DAG (new DAGs start paused)."""
-        token = self.token()
-        for name, pool in pools().items():
-            self.call("POST", "/api/v2/pools", token, {"name": name, **pool})
-        self.call("PATCH", "/api/v2/dags/invoice_sync_manual", token, {"is_paused": False})
-
-    def log_tails(self) -> str:
-        """The end of every process log, so a failing run says why without a rerun."""
-        parts = []
-        for log in sorted(self.logs.rglob("*.log")):
-            parts.append(f"--- {log.name}\n{log.read_text(errors='replace')[-2500:]}")
-        return "\n".join(parts)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _seed_and_sync_once(url: str, sandbox: SandboxHandle) -> SyncStore:
@@ -153,80 +103,6 @@ def _seed_and_sync_once(url: str, sandbox: SandboxHandle) -> SyncStore:
         store.write_back(claim)
         store.release(claim)
     return store
-
-
-def _airflow_env(home: Path, port: int, password_file: Path, connections: dict[str, str]) -> dict[str, str]:
-    """Airflow's whole configuration in the environment: nothing inherited from the caller's Airflow."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    base_url = f"http://127.0.0.1:{port}"
-    env.update(connections)
-    env.update(
-        {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": "4",
-            # Paused: the nightly DAG must not start a run of its own; the test unpauses the manual one.
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-            "AIRFLOW__CORE__AUTH_MANAGER": (
-                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
-            ),
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(password_file),
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(port),
-            "AIRFLOW__API__WORKERS": "1",
-            # Without the base URL the tasks would call the execution API on port 8080.
-            "AIRFLOW__API__BASE_URL": base_url,
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base_url}/execution/",
-            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
-            "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
-        }
-    )
-    return env
-
-
-def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        # Own process group: stopping it also stops the LocalExecutor's workers and their tasks.
-        return subprocess.Popen(
-            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-
-
-def _wait_healthy(
-    base_url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float = 120.0
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(
-                f"api-server exited ({process.returncode}):\n{log.read_text(errors='replace')[-3000:]}"
-            )
-        try:
-            with urllib.request.urlopen(f"{base_url}/api/v2/monitor/health", timeout=3) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"api-server not healthy after {timeout_s:.0f}s:\n{log.read_text(errors='replace')[-3000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -252,29 +128,26 @@ def server(tmp_path_factory: pytest.TempPathFactory, browser_binaries: tuple[str
                 patch.setenv(name, value)
             patch.setenv("INVOICE_SYNC_DB_URL", db_url)
             store = _seed_and_sync_once(db_url, sandbox)
-        password = secrets.token_urlsafe(12)
-        password_file = tmp / "passwords.json"
-        password_file.write_text(json.dumps({USER: password}))
-        port = _free_port()
-        env = _airflow_env(home, port, password_file, connections)
-        env["INVOICE_SYNC_DB_URL"] = db_url
+        env, base_url, password = airflow_env(
+            home,
+            metadata_db_url=f"sqlite:///{home / 'airflow.db'}",
+            extra={**connections, "INVOICE_SYNC_DB_URL": db_url},
+        )
         for command in (["db", "migrate"], ["dags", "reserialize"]):
-            done = subprocess.run([AIRFLOW, *command], env=env, capture_output=True, text=True, timeout=300)
-            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+            run_airflow(command, env)
         logs = tmp / "logs"
         logs.mkdir()
-        api = _start([AIRFLOW, "api-server"], env, logs / "api-server.log")
+        api = start([AIRFLOW, "api-server"], env, logs / "api-server.log")
         processes.append(api)
         # --skip-serve-logs: the log server would bind every interface on a fixed port.
-        processes.append(_start([AIRFLOW, "scheduler", "--skip-serve-logs"], env, logs / "scheduler.log"))
-        base_url = f"http://127.0.0.1:{port}"
-        _wait_healthy(base_url, api, logs / "api-server.log")
-        running = Server(base_url, password, store, logs)
+        processes.append(start([AIRFLOW, "scheduler", "--skip-serve-logs"], env, logs / "scheduler.log"))
+        wait_healthy(base_url, api, logs / "api-server.log")
+        running = Server(base_url, password, logs, store)
         running.prepare_deployment()
         yield running
     finally:
         for process in processes:
-            _stop(process)
+            stop(process)
         sandbox.stop()
 
 
@@ -340,7 +213,7 @@ def test_log_in_see_why_invoices_are_not_synced_and_sync_one_integration(
     run_id = started.group(1)
 
     # The real scheduler runs it; the REST API says when it is done.
-    state = _wait_for_run(server, run_id)
+    state = server.wait_for_run("invoice_sync_manual", run_id, RUN_TIMEOUT_S)
     assert state == "success", f"run {run_id} ended {state}\n{server.log_tails()}"
 
     # Reload: the run's notification in the bell, and the invoices it booked have left the list.
@@ -384,22 +257,6 @@ def _unsynced_numbers(driver: Any, integration_id: int) -> set[str]:
 
     table = _section(driver, integration_id).find_elements(By.TAG_NAME, "table")[0]
     return {head.text.split()[0] for head in table.find_elements(By.CSS_SELECTOR, "th[scope='row']")}
-
-
-def _wait_for_run(server: Server, run_id: str) -> str:
-    token = server.token()
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    state = "unknown"
-    while time.monotonic() < deadline:
-        state = str(
-            server.call("GET", f"/api/v2/dags/invoice_sync_manual/dagRuns/{quote(run_id, safe='')}", token)[
-                "state"
-            ]
-        )
-        if state in {"success", "failed"}:
-            return state
-        time.sleep(1)
-    pytest.fail(f"run {run_id} still {state} after {RUN_TIMEOUT_S:.0f}s\n{server.log_tails()}")
 
 
 def _registration_numbers(store: SyncStore, integration_id: int, numbers: set[str]) -> dict[str, str | None]:

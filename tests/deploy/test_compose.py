@@ -11,6 +11,7 @@ without a default, and ``.env.example`` lists it with a placeholder.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -280,3 +281,16 @@ def test_env_example_holds_placeholders_only() -> None:
         name, value = (part.strip() for part in line.split("=", 1))
         if SECRET_KEY.search(name):
             assert value.startswith("change-me"), f"{name} in .env.example must be a placeholder"
+
+
+def test_env_example_demo_connections_reach_the_sandbox_service(services: dict[str, dict[str, Any]]) -> None:
+    """Each demo integration's connection is in .env.example, exactly as the sandbox service (reached by
+    its compose name and port) expects it: uncommenting the lines is all a demo needs."""
+    from invoice_sync.sandbox.connections import DEMO_CONNECTIONS
+
+    port = services["sandbox"]["command"].split("--port ")[1].split()[0]
+    listed = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        if match := re.match(r"^# AIRFLOW_CONN_(?P<id>[A-Z_]+_DEMO)='(?P<json>.*)'$", line):
+            listed[match["id"].lower()] = json.loads(match["json"])
+    assert listed == {conn_id: make(f"http://sandbox:{port}") for conn_id, make in DEMO_CONNECTIONS.items()}

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import synced_books
+from synced_books import BATCH_TOOLS, Booking
 
 from invoice_sync.sandbox.connections import DEMO_CONNECTIONS
 from invoice_sync.sandbox.demo import SeedResult, seed
@@ -22,8 +24,6 @@ from invoice_sync.store.migrate import prepare
 from invoice_sync.store.repository import SyncStore
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
-BATCH_TOOLS = ("yuki", "twinfield", "xero", "quickbooks")
-"""The tools that book many invoices per call and judge each invoice of it on its own."""
 
 
 @pytest.fixture(scope="session")
@@ -85,33 +85,7 @@ class Demo:
 
     def books(self) -> dict[str, list[Booking]]:
         """Every booking in every simulator, by our invoice number."""
-        found: dict[str, list[Booking]] = {}
-        for entry in self.sandbox.exact.entries():
-            booking = Booking("exact_online", str(entry["EntryNumber"]), str(entry["EntryID"]), entry)
-            found.setdefault(entry["YourRef"], []).append(booking)
-        for item in self.sandbox.simulator("yuki").booked():
-            booking = Booking("yuki", str(item["registration_number"]), None, item)
-            found.setdefault(item["reference"], []).append(booking)
-        for item in self.sandbox.simulator("twinfield").booked():
-            number = str(item["registration_number"])
-            external_id = f"{item['office']}/{item['code']}/{number}"
-            found.setdefault(item["reference"], []).append(Booking("twinfield", number, external_id, item))
-        for tool in ("xero", "quickbooks"):
-            for item in self.sandbox.simulator(tool).booked():
-                booking = Booking(tool, str(item["registration_number"]), str(item["external_id"]), item)
-                found.setdefault(item["reference"], []).append(booking)
-        return found
-
-
-@dataclass(frozen=True)
-class Booking:
-    """One booking in a simulator: the tool, its registration number and (where the tool gives one) the
-    external id the ledger must hold, and the simulator's own record."""
-
-    tool: str
-    registration_number: str
-    external_id: str | None
-    record: dict[str, Any]
+        return synced_books.books(self.sandbox)
 
 
 def _demo(url: str, sandbox: Any) -> Iterator[Demo]:

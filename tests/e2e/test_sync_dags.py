@@ -14,83 +14,37 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+import synced_books
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
+from synced_books import BATCH_TOOLS, Booking
 
 from invoice_sync.store.models import InvoiceRow, LedgerRow, NotificationRow, RunRow
 
 pytestmark = pytest.mark.e2e
 
 NIGHTLY, MANUAL = "invoice_sync_nightly", "invoice_sync_manual"
+NIGHTLY_INTEGRATIONS = {1, 2, 4, 5, 6, 7}
 
 
 def invoices(demo: Any) -> list[InvoiceRow]:
-    with Session(demo.store.engine) as session:
-        return list(session.scalars(select(InvoiceRow).order_by(InvoiceRow.id)))
+    return synced_books.invoices(demo.store)
 
 
 def ledger(demo: Any) -> dict[int, LedgerRow]:
-    with Session(demo.store.engine) as session:
-        return {row.invoice_id: row for row in session.scalars(select(LedgerRow))}
+    return synced_books.ledger(demo.store)
 
 
-def books(demo: Any) -> dict[str, list[Any]]:
+def books(demo: Any) -> dict[str, list[Booking]]:
     """Every simulator's bookings by our invoice number."""
-    return demo.books()  # type: ignore[no-any-return]
-
-
-NIGHTLY_INTEGRATIONS = {1, 2, 4, 5, 6, 7}
-TOOL_OF = {
-    1: "exact_online",
-    2: "exact_online",
-    3: "exact_online",
-    4: "yuki",
-    5: "twinfield",
-    6: "xero",
-    7: "quickbooks",
-}
-BATCH_TOOLS = ("yuki", "twinfield", "xero", "quickbooks")
+    return synced_books.books(demo.sandbox)
 
 
 def assert_synced_exactly_once(demo: Any, before: list[InvoiceRow], integration_ids: set[int]) -> set[str]:
-    """Every valid registered invoice of ``integration_ids`` is booked once and carries its entry number;
-    everything else is untouched. Returns the numbers that were synced."""
-    after = {row.id: row for row in invoices(demo)}
-    booked = books(demo)
-    rows = ledger(demo)
-    expected = demo.seeded.expected_rejections
-    synced: set[str] = set()
-    for old in before:
-        new = after[old.id]
-        if old.status == "draft":
-            assert new.registration_number is None and old.id not in rows
-            continue
-        if old.registration_number is not None:  # synced before this test: never pushed again
-            assert new.registration_number == old.registration_number
-            assert old.number not in booked and old.id not in rows
-            continue
-        if old.integration_id not in integration_ids or old.number in demo.seeded.before_cutover:
-            assert new.registration_number is None and old.id not in rows and old.number not in booked
-            continue
-        if old.number in expected:
-            error_class, fragment = expected[old.number]
-            row = rows[old.id]
-            assert (row.state, row.error_class) == ("rejected", error_class), (old.number, row.error_message)
-            assert fragment in (row.error_message or "")
-            assert new.registration_number is None and new.synced_at is None
-            continue
-        entries = booked.get(old.number, [])
-        assert len(entries) == 1, f"{old.number} booked {len(entries)} times"
-        assert entries[0].tool == TOOL_OF[old.integration_id]
-        assert new.registration_number == entries[0].registration_number
-        assert new.synced_at is not None
-        assert rows[old.id].state == "written_back"
-        if entries[0].external_id is not None:
-            assert rows[old.id].external_id == entries[0].external_id
-        synced.add(old.number)
-    # nothing in the books that is not ours and synced now
-    assert set(booked) == synced
-    return synced
+    """``synced_books.assert_synced_exactly_once`` on the demo's database and sandbox."""
+    return synced_books.assert_synced_exactly_once(
+        demo.store, demo.sandbox, demo.seeded, before, integration_ids
+    )
 
 
 def test_nightly_syncs_auto_integrations_once_and_a_second_run_sends_nothing(demo: Any) -> None:

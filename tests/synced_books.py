@@ -1,0 +1,123 @@
+"""The "exactly once" check, shared by the end-to-end DAG tests and the distributed-topology test.
+
+Both ``tests/e2e/test_sync_dags.py`` and ``tests/deploy/test_distributed.py`` must judge a sync the same way:
+every valid invoice booked once in its tool and written back, everything else untouched. This module is the
+one definition of that, read from the invoicing database and the in-process sandbox
+(``invoice_sync.sandbox.server.start_in_thread()``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from invoice_sync.sandbox.demo import SeedResult
+from invoice_sync.store.models import InvoiceRow, LedgerRow
+from invoice_sync.store.repository import SyncStore
+
+BATCH_TOOLS = ("yuki", "twinfield", "xero", "quickbooks")
+"""The tools that book many invoices per call and judge each invoice of it on its own."""
+
+TOOL_OF: dict[int, str] = {
+    1: "exact_online",
+    2: "exact_online",
+    3: "exact_online",
+    4: "yuki",
+    5: "twinfield",
+    6: "xero",
+    7: "quickbooks",
+}
+"""The accounting tool of each demo integration (``invoice_sync.sandbox.demo``)."""
+
+
+@dataclass(frozen=True)
+class Booking:
+    """One booking in a simulator: the tool, its registration number and (where the tool gives one) the
+    external id the ledger must hold, and the simulator's own record."""
+
+    tool: str
+    registration_number: str
+    external_id: str | None
+    record: dict[str, Any]
+
+
+def books(sandbox: Any) -> dict[str, list[Booking]]:
+    """Every booking in every simulator of ``sandbox``, by our invoice number."""
+    found: dict[str, list[Booking]] = {}
+    for entry in sandbox.exact.entries():
+        booking = Booking("exact_online", str(entry["EntryNumber"]), str(entry["EntryID"]), entry)
+        found.setdefault(entry["YourRef"], []).append(booking)
+    for item in sandbox.simulator("yuki").booked():
+        booking = Booking("yuki", str(item["registration_number"]), None, item)
+        found.setdefault(item["reference"], []).append(booking)
+    for item in sandbox.simulator("twinfield").booked():
+        number = str(item["registration_number"])
+        external_id = f"{item['office']}/{item['code']}/{number}"
+        found.setdefault(item["reference"], []).append(Booking("twinfield", number, external_id, item))
+    for tool in ("xero", "quickbooks"):
+        for item in sandbox.simulator(tool).booked():
+            booking = Booking(tool, str(item["registration_number"]), str(item["external_id"]), item)
+            found.setdefault(item["reference"], []).append(booking)
+    return found
+
+
+def invoices(store: SyncStore) -> list[InvoiceRow]:
+    """Every invoice in the invoicing database, by id."""
+    with Session(store.engine) as session:
+        return list(session.scalars(select(InvoiceRow).order_by(InvoiceRow.id)))
+
+
+def ledger(store: SyncStore) -> dict[int, LedgerRow]:
+    """The sync ledger, by invoice id."""
+    with Session(store.engine) as session:
+        return {row.invoice_id: row for row in session.scalars(select(LedgerRow))}
+
+
+def assert_synced_exactly_once(
+    store: SyncStore,
+    sandbox: Any,
+    seeded: SeedResult,
+    before: list[InvoiceRow],
+    integration_ids: set[int],
+) -> set[str]:
+    """Every valid registered invoice of ``integration_ids`` is booked once and carries its entry number;
+    everything else is untouched. Returns the numbers that were synced."""
+    after = {row.id: row for row in invoices(store)}
+    booked = books(sandbox)
+    rows = ledger(store)
+    expected = seeded.expected_rejections
+    synced: set[str] = set()
+    for old in before:
+        new = after[old.id]
+        if old.status == "draft":
+            assert new.registration_number is None and old.id not in rows
+            continue
+        if old.registration_number is not None:  # synced before this test: never pushed again
+            assert new.registration_number == old.registration_number
+            assert old.number not in booked and old.id not in rows
+            continue
+        if old.integration_id not in integration_ids or old.number in seeded.before_cutover:
+            assert new.registration_number is None and old.id not in rows and old.number not in booked
+            continue
+        if old.number in expected:
+            error_class, fragment = expected[old.number]
+            row = rows[old.id]
+            assert (row.state, row.error_class) == ("rejected", error_class), (old.number, row.error_message)
+            assert fragment in (row.error_message or "")
+            assert new.registration_number is None and new.synced_at is None
+            continue
+        entries = booked.get(old.number, [])
+        assert len(entries) == 1, f"{old.number} booked {len(entries)} times"
+        assert entries[0].tool == TOOL_OF[old.integration_id]
+        assert new.registration_number == entries[0].registration_number
+        assert new.synced_at is not None
+        assert rows[old.id].state == "written_back"
+        if entries[0].external_id is not None:
+            assert rows[old.id].external_id == entries[0].external_id
+        synced.add(old.number)
+    # nothing in the books that is not ours and synced now
+    assert set(booked) == synced
+    return synced
