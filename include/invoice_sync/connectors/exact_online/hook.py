@@ -1,10 +1,10 @@
-"""Exact Online REST client on Airflow's :class:`~airflow.providers.http.hooks.http.HttpHook`.
+"""Exact Online REST client, on the OAuth 2.0 REST hook it shares with Xero and QuickBooks Online.
 
 The hook owns every piece of I/O with Exact: the connection contract, OAuth2 with rotating refresh
 tokens (persisted through a :class:`~invoice_sync.connectors.base.TokenVault`), the per-division rate
-budget, retries and the translation of failures into typed errors. Why it does not use
-``HttpHook.run``: that turns every HTTP error into a bare ``AirflowException("400:Bad Request")``, and
-the connector needs Exact's text and to know whether a write reached the server.
+budget, retries and the translation of failures into typed errors. The machinery of a call is
+:class:`~invoice_sync.connectors.oauth.OAuthRestHook`'s; what is Exact's own is its rate headers, its
+error texts and its token request.
 
 Connection (``conn_type`` http):
 
@@ -17,27 +17,19 @@ Connection (``conn_type`` http):
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator, Mapping
-from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import requests
 
 from invoice_sync.connectors.base import TokenSet, TokenVault
 from invoice_sync.connectors.exact_online.errors import classify, error_text
-from invoice_sync.connectors.hooks import (
-    OAUTH_CONNECTION_FIELDS,
-    AccountingHook,
-    StoredToken,
-    token_answer,
-    url_path,
-)
-from invoice_sync.connectors.http import RateBudget, Window
+from invoice_sync.connectors.hooks import token_answer
+from invoice_sync.connectors.http import Window
+from invoice_sync.connectors.oauth import OAuthRestHook
 from invoice_sync.domain.errors import (
     AuthError,
     QuotaExceededError,
-    RateLimitedError,
     SyncError,
     TransientError,
 )
@@ -48,23 +40,23 @@ REFRESH_MARGIN_S = 30.0
 _NOT_EXPIRED = "access token not expired"
 
 
-class ExactOnlineHook(AccountingHook):
+class ExactOnlineHook(OAuthRestHook):
     """Calls Exact Online's REST API for one division on behalf of one Airflow connection.
 
-    No I/O happens in the constructor; the connection is read on the first call.
+    The call machinery (budget, one new token after a 401, 429s waited out, lost answers) is
+    :class:`~invoice_sync.connectors.oauth.OAuthRestHook`'s; this class adds what Exact differs in: its
+    ``X-RateLimit-*`` headers, a 429 that is an endpoint block rather than a rate window, its error texts,
+    and its token request (credentials in the form, on the API's own host). No I/O happens in the
+    constructor; the connection is read on the first call.
 
     :param exact_online_conn_id: Airflow connection holding base URL, client id/secret and the
         consent's refresh token.
     :param vault: durable, locked storage of the connection's rotating tokens.
     :param division: Exact division (administration) every call addresses.
-    :param budget: rate budget of this app and division; by default a fresh one per hook.
-    :param sleep: how to wait for the rate budget and between retries (injectable for tests).
-    :param get_attempts: tries of a GET (or token call) that fails transiently (5xx, network).
-    :param backoff_s: first back-off between those tries; it doubles each time.
-    :param max_throttled: how often one call is repeated after an unforeseen 429.
-    :param refresh_margin_s: refresh the access token this long before it expires (a sandbox running
-        faster than real time issues tokens that live only seconds).
-    :param clock: current time, timezone-aware UTC, for token expiry.
+    :param hook_options: the base's keyword arguments (``budget``, ``sleep``, ``get_attempts``,
+        ``backoff_s``, ``max_throttled``, ``clock``); ``refresh_margin_s`` defaults to
+        :data:`REFRESH_MARGIN_S` (a sandbox running faster than real time issues tokens that live only
+        seconds, so tests shrink it).
     """
 
     conn_name_attr = "exact_online_conn_id"
@@ -72,8 +64,7 @@ class ExactOnlineHook(AccountingHook):
     conn_type = "http"
     hook_name = "Exact Online"
     tool_name = "Exact"
-    required_connection_fields = OAUTH_CONNECTION_FIELDS
-    default_headers: ClassVar[dict[str, str]] = {"Accept": "application/json"}
+    token_url = TOKEN_PATH
 
     def __init__(
         self,
@@ -81,30 +72,18 @@ class ExactOnlineHook(AccountingHook):
         exact_online_conn_id: str = default_conn_name,
         vault: TokenVault,
         division: int,
-        budget: RateBudget | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        get_attempts: int = 3,
-        backoff_s: float = 1.0,
-        max_throttled: int = 3,
         refresh_margin_s: float = REFRESH_MARGIN_S,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        **hook_options: Any,
     ) -> None:
         super().__init__(
             conn_id=exact_online_conn_id,
             context=f"Exact Online division {division}",
-            sleep=sleep,
-            get_attempts=get_attempts,
-            backoff_s=backoff_s,
+            vault=vault,
+            refresh_margin_s=refresh_margin_s,
+            **hook_options,
         )
         self.exact_online_conn_id = exact_online_conn_id
-        self.vault = vault
         self.division = division
-        self.budget = budget or RateBudget(label=self.context, sleep=self._sleep)
-        self._max_throttled = max_throttled
-        self._clock = clock
-        self._token = StoredToken(
-            vault, exact_online_conn_id, margin=timedelta(seconds=refresh_margin_s), clock=clock
-        )
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -123,7 +102,7 @@ class ExactOnlineHook(AccountingHook):
     def test_connection(self) -> tuple[bool, str]:
         """Check the credentials with a call that does not count toward the division's daily limit."""
         try:
-            self._send("GET", self._url("/api/v1/current/Me"), params={"$select": "CurrentDivision"})
+            self.call("GET", "/api/v1/current/Me", params={"$select": "CurrentDivision"})
         except SyncError as error:
             return False, error.message
         return True, "Connection successfully tested"
@@ -136,7 +115,11 @@ class ExactOnlineHook(AccountingHook):
         Transient failures are retried with exponential back-off: reading twice is harmless.
         """
         url = path if "://" in path else self._url(f"/api/v1/{self.division}/{path}")
-        return self._retrying(lambda: self._json(self._send("GET", url, params=params), url, safe=True))
+        return _object(
+            self._retrying(
+                lambda: self._json(self.send("GET", url, safe=True, params=params), url, safe=True)
+            )
+        )
 
     def get_all(self, path: str, params: Mapping[str, str] | None = None) -> Iterator[dict[str, Any]]:
         """Every row of a list, following ``d.__next`` (Exact pages CRUD lists by 60 rows)."""
@@ -156,76 +139,43 @@ class ExactOnlineHook(AccountingHook):
 
         :raises TransientError: the request was never sent (connection refused); safe to repeat.
         """
-        url = self._url(f"/api/v1/{self.division}/{path}")
-        response = self._send("POST", url, json=dict(payload), headers={"Prefer": "return=representation"})
-        entity = self._json(response, url, safe=False).get("d")
+        entity = _object(
+            self.call(
+                "POST",
+                f"/api/v1/{self.division}/{path}",
+                json=dict(payload),
+                headers={"Prefer": "return=representation"},
+            )
+        ).get("d")
         if not isinstance(entity, dict):
             raise self._unknown(f"{self.context}: POST {path} answered without the created record")
         return entity
 
-    # -- request machinery ----------------------------------------------------------------------
+    # -- what Exact differs in ------------------------------------------------------------------
 
-    def _send(
-        self, method: str, url: str, *, headers: Mapping[str, str] | None = None, **kwargs: Any
-    ) -> requests.Response:
-        """One API call within the budget, with one token refresh on 401 and a wait on 429.
+    def _observe(self, response: requests.Response) -> None:
+        short, long = _rate_windows(response.headers)
+        self.budget.observe(short=short, long=long)
 
-        Returns a 2xx response; everything else becomes a typed error. A write whose outcome cannot
-        be known raises :class:`~invoice_sync.domain.errors.OutcomeUnknownError`.
-        """
-        safe = method == "GET"
-        refreshed = False
-        throttled = 0
-        while True:
-            self.budget.acquire()
-            token = self._access_token()
-            authorised = {**(headers or {}), "Authorization": f"Bearer {token}"}
-            response = self._transmit(method, url, safe=safe, headers=authorised, **kwargs)
-            short, long = _rate_windows(response.headers)
-            self.budget.observe(short=short, long=long)
-            if response.status_code == 401 and not refreshed:
-                refreshed = True  # Exact refused the token (expired early, revoked): one new try
-                self._access_token(rejected=token)
-                continue
-            if response.status_code == 429 and _windows_open(short, long):
-                # Not a rate window: Exact blocks an endpoint for an hour after too many errors.
-                raise QuotaExceededError(f"{self.context}: {error_text(response)}", resets_at=None)
-            if response.status_code == 429 and throttled < self._max_throttled:
-                throttled += 1  # a 429 means nothing was done, so even a write may be repeated
-                self.log.info("%s: rate limited by Exact, waiting for the window to reopen", self.context)
-                self.budget.throttled(short=short, long=long)
-                continue
-            if response.ok:
-                return response
-            if response.status_code == 429:
-                raise RateLimitedError(f"{self.context}: {error_text(response)}")
-            error = classify(response.status_code, error_text(response), context=self.context)
-            if not safe and response.status_code >= 500:
-                raise self._unknown(error.message)
-            raise error
+    def _throttled(self, response: requests.Response, attempt: int) -> None:
+        short, long = _rate_windows(response.headers)
+        if _windows_open(short, long):
+            # Not a rate window: Exact blocks an endpoint for an hour after too many errors.
+            raise QuotaExceededError(f"{self.context}: {error_text(response)}", resets_at=None)
+        self.log.info("%s: rate limited by Exact, waiting for the window to reopen", self.context)
+        self.budget.throttled(short=short, long=long)
 
-    def _json(self, response: requests.Response, url: str, *, safe: bool) -> dict[str, Any]:
-        """The JSON body of a 2xx answer; a truncated or garbled one counts as no answer at all."""
-        try:
-            body = response.json()
-        except ValueError as exc:
-            detail = f"{self.context}: unreadable answer from {url_path(url)}"
-            if safe:
-                raise TransientError(detail) from exc
-            raise self._unknown(detail) from exc
-        return body if isinstance(body, dict) else {}
+    def _error(self, response: requests.Response) -> SyncError:
+        return classify(response.status_code, error_text(response), context=self.context)
 
-    # -- OAuth2 -----------------------------------------------------------------------------------
-
-    def _access_token(self, *, rejected: str | None = None) -> str:
-        """A usable access token, refreshed through the vault when needed (see :class:`StoredToken`).
-
-        :param rejected: an access token Exact just refused with 401: refresh even if it looks valid.
-        """
-        return self._token.get(self._request_tokens, rejected=rejected)
+    # -- OAuth 2.0 ----------------------------------------------------------------------------------
 
     def _request_tokens(self, current: TokenSet | None) -> TokenSet:
-        """Spend the stored refresh token (or the consent's) on a new token pair."""
+        """Spend the stored refresh token (or the consent's) on a new token pair.
+
+        Unlike the base's request, Exact takes the client credentials in the form, on the API's own host,
+        and refuses a refresh it thinks too early; its error texts are not OAuth's ``error`` fields.
+        """
         connection = self.get_connection(self.exact_online_conn_id)
         refresh_token = current.refresh_token if current else connection.extra_dejson.get("refresh_token")
         if not refresh_token:
@@ -239,7 +189,7 @@ class ExactOnlineHook(AccountingHook):
             "client_id": connection.login or "",
             "client_secret": connection.password or "",
         }
-        url = self._url(TOKEN_PATH)
+        url = self._url(self.token_url)
 
         def call() -> dict[str, Any]:
             # Token calls do not count toward the division's budget, so they bypass it.
@@ -248,7 +198,7 @@ class ExactOnlineHook(AccountingHook):
             # invalid_grant tells the user to reconnect, which is then the truth.
             response = self._transmit("POST", url, safe=True, data=form)
             if response.ok:
-                return self._json(response, url, safe=True)
+                return _object(self._json(response, url, safe=True))
             text = error_text(response)
             if current is not None and response.status_code == 401 and _NOT_EXPIRED in text.lower():
                 return {}  # refreshed too early (clocks differ): the current tokens still work
@@ -269,6 +219,11 @@ class ExactOnlineHook(AccountingHook):
             "to Exact Online (give consent again)",
             status=status,
         )
+
+
+def _object(body: Any) -> dict[str, Any]:
+    """Exact answers JSON objects; anything else reads as an empty one."""
+    return body if isinstance(body, dict) else {}
 
 
 def _windows_open(short: Window | None, long: Window | None) -> bool:
