@@ -17,7 +17,6 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -30,10 +29,11 @@ from urllib.parse import quote
 import pytest
 
 from invoice_sync.airflow.pools import pools
-from invoice_sync.sandbox.process import free_port
+from invoice_sync.sandbox.connections import DEMO_CONNECTIONS
+from invoice_sync.sandbox.process import airflow_bin, connection_env, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+AIRFLOW = airflow_bin()
 USER = "admin"
 """The one user of the simple auth manager; an admin, so the REST calls below are allowed."""
 
@@ -90,8 +90,22 @@ def airflow_env(
     return env, base_url, password
 
 
-def run_airflow(command: list[str], env: Mapping[str, str], timeout_s: float = 300) -> float:
-    """Run one ``airflow`` command to completion (``db migrate``, ...); fail with its output; the seconds."""
+def demo_connection_env(sandbox_url: str, **extra: Any) -> dict[str, str]:
+    """The demo integrations' connections, pointed at the sandbox, as ``AIRFLOW_CONN_*`` variables;
+    ``extra`` goes into each connection's extra (``timeout=5``, say)."""
+    connections = {}
+    for conn_id, make in DEMO_CONNECTIONS.items():
+        connection = make(sandbox_url)
+        connection["extra"] = {**connection["extra"], **extra}  # type: ignore[dict-item]
+        connections[conn_id] = connection
+    return connection_env(connections)
+
+
+def run_airflow(command: list[str], env: Mapping[str, str] | None = None, timeout_s: float = 300) -> float:
+    """Run one ``airflow`` command to completion (``db migrate``, ...); fail with its output; the seconds.
+
+    Without ``env`` the command inherits this process's environment (the suite's own Airflow home).
+    """
     started = time.monotonic()
     done = subprocess.run([AIRFLOW, *command], env=env, capture_output=True, text=True, timeout=timeout_s)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -87,20 +88,34 @@ def pg_admin_url() -> str:
     return PG_ADMIN_URL
 
 
-@pytest.fixture
-def pg_url(pg_admin_url: str) -> Iterator[str]:
-    """A new, empty PostgreSQL database for one test; dropped afterwards."""
-    name = f"invoice_sync_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+@contextmanager
+def _pg_database(admin_url: str, prefix: str) -> Iterator[str]:
+    """A new, empty database on the admin URL's server, named ``<prefix>_<random>``; dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False)
     try:
-        yield url
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture
+def pg_url(pg_admin_url: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test; dropped afterwards."""
+    with _pg_database(pg_admin_url, "invoice_sync_test") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def pg_databases(pg_admin_url: str) -> Iterator[Callable[[str], str]]:
+    """Makes new, empty PostgreSQL databases (``prefix`` starts each name) that last until the module's
+    tests are done, for fixtures that set up servers once per module."""
+    with ExitStack() as stack:
+        yield lambda prefix: stack.enter_context(_pg_database(pg_admin_url, prefix))
 
 
 @pytest.fixture

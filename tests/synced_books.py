@@ -1,4 +1,5 @@
-"""The "exactly once" check, shared by the end-to-end DAG tests and the distributed-topology test.
+"""The "exactly once" check, shared by the end-to-end DAG tests and the distributed-topology test, and
+the one-off engine sync the page tests start from.
 
 Both ``tests/e2e/test_sync_dags.py`` and ``tests/deploy/test_distributed.py`` must judge a sync the same way:
 every valid invoice booked once in its tool and written back, everything else untouched. This module is the
@@ -8,15 +9,19 @@ one definition of that, read from the invoicing database and the in-process sand
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from invoice_sync.connectors.registry import connector_for
+from invoice_sync.engine.sync import IntegrationSync, SyncOptions
 from invoice_sync.sandbox.demo import SeedResult
 from invoice_sync.store.models import InvoiceRow, LedgerRow
 from invoice_sync.store.repository import SyncStore
+from invoice_sync.store.tokens import SqlTokenVault
 
 BATCH_TOOLS = ("yuki", "twinfield", "xero", "quickbooks")
 """The tools that book many invoices per call and judge each invoice of it on its own."""
@@ -121,3 +126,19 @@ def assert_synced_exactly_once(
     # nothing in the books that is not ours and synced now
     assert set(booked) == synced
     return synced
+
+
+def sync_and_write_back(store: SyncStore, integration_ids: Iterable[int], *, holder: str) -> None:
+    """Sync each integration once through the engine with its real connector (the connections must point
+    at a sandbox), then write the registration numbers back: a history with real bookings and real
+    rejections for the page tests to show."""
+    vault = SqlTokenVault(store.engine)
+    for integration_id in integration_ids:
+        integration = store.integration(integration_id)
+        connector = connector_for(integration, vault)
+        IntegrationSync(
+            store, connector, integration, run_id=holder, holder=holder, options=SyncOptions()
+        ).run()
+        claim = store.acquire(integration_id, f"{holder}-write-back")
+        store.write_back(claim)
+        store.release(claim)

@@ -21,7 +21,6 @@ where a missing browser fails the test rather than silently testing less.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -32,17 +31,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from airflow_servers import AIRFLOW, USER, AirflowApi, airflow_env, run_airflow, start, stop, wait_healthy
+from airflow_servers import (
+    AIRFLOW,
+    USER,
+    AirflowApi,
+    airflow_env,
+    demo_connection_env,
+    run_airflow,
+    start,
+    stop,
+    wait_healthy,
+)
+from synced_books import sync_and_write_back
 
-from invoice_sync.connectors.registry import connector_for
-from invoice_sync.engine.sync import IntegrationSync, SyncOptions
-from invoice_sync.sandbox.connections import DEMO_CONNECTIONS
 from invoice_sync.sandbox.demo import seed
 from invoice_sync.sandbox.server import SandboxHandle, start_in_thread
 from invoice_sync.store.db import make_engine
 from invoice_sync.store.migrate import prepare
 from invoice_sync.store.repository import SyncStore
-from invoice_sync.store.tokens import SqlTokenVault
 
 ROOT = Path(__file__).resolve().parents[2]
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -93,15 +99,7 @@ def _seed_and_sync_once(url: str, sandbox: SandboxHandle) -> SyncStore:
     prepare(engine)
     seed(engine, tools=("exact_online",))
     store = SyncStore(engine)
-    for integration_id in SYNCED_BEFORE:
-        integration = store.integration(integration_id)
-        connector = connector_for(integration, SqlTokenVault(engine))
-        IntegrationSync(
-            store, connector, integration, run_id="browser-seed", holder="browser-seed", options=SyncOptions()
-        ).run()
-        claim = store.acquire(integration_id, "browser-seed-write-back")
-        store.write_back(claim)
-        store.release(claim)
+    sync_and_write_back(store, SYNCED_BEFORE, holder="browser-seed")
     return store
 
 
@@ -116,10 +114,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, browser_binaries: tuple[str
     home = tmp / "airflow"
     home.mkdir()
     sandbox = start_in_thread()  # the tasks call it too: its in-memory books and OAuth tokens must last
-    connections = {
-        f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(make(sandbox.url))
-        for conn_id, make in DEMO_CONNECTIONS.items()
-    }
+    connections = demo_connection_env(sandbox.url)
     db_url = f"sqlite:///{tmp / 'invoicing.db'}"
     processes: list[subprocess.Popen[bytes]] = []
     try:

@@ -21,24 +21,31 @@ PostgreSQL or Redis missing -> skip, except under ``CI=true``, where they are re
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
-from airflow_servers import AIRFLOW, AirflowApi, airflow_env, run_airflow, start, stop, wait_healthy
-from sqlalchemy import create_engine, make_url, text
+from airflow_servers import (
+    AIRFLOW,
+    AirflowApi,
+    airflow_env,
+    demo_connection_env,
+    run_airflow,
+    start,
+    stop,
+    wait_healthy,
+)
+from sqlalchemy import make_url
 from synced_books import assert_synced_exactly_once, invoices
 
-from invoice_sync.sandbox.connections import DEMO_CONNECTIONS
 from invoice_sync.sandbox.demo import SeedResult, seed
 from invoice_sync.sandbox.server import SandboxHandle, start_in_thread
 from invoice_sync.store.db import make_engine
@@ -63,11 +70,11 @@ pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.timeout(900)]
 class Topology(AirflowApi):
     """The running servers, the invoicing database they sync and the simulators they sync to."""
 
-    store: SyncStore = field(repr=False, default=None)  # type: ignore[assignment]
-    sandbox: SandboxHandle = field(repr=False, default=None)  # type: ignore[assignment]
-    seeded: SeedResult = field(repr=False, default=None)  # type: ignore[assignment]
-    seeded_invoices: list[InvoiceRow] = field(repr=False, default_factory=list)
-    servers: dict[str, subprocess.Popen[bytes]] = field(repr=False, default_factory=dict)
+    store: SyncStore = field(repr=False)
+    sandbox: SandboxHandle = field(repr=False)
+    seeded: SeedResult = field(repr=False)
+    seeded_invoices: list[InvoiceRow] = field(repr=False)
+    servers: dict[str, subprocess.Popen[bytes]] = field(repr=False)
 
     def rss_mib(self) -> float:
         """Resident memory of every server and everything it forked, in MiB."""
@@ -92,21 +99,6 @@ def _redis_or_skip() -> None:
         if IN_CI:
             pytest.fail(f"{message} (required under CI=true)")
         pytest.skip(message)
-
-
-def _create_database(admin_url: str, name: str) -> str:
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-
-
-def _drop_database(admin_url: str, name: str) -> None:
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def _wait_until_ready(topology: Topology, timeout_s: float = 240.0) -> None:
@@ -148,27 +140,26 @@ def _wait_until_ready(topology: Topology, timeout_s: float = 240.0) -> None:
 
 
 @pytest.fixture(scope="module")
-def topology(tmp_path_factory: pytest.TempPathFactory, pg_admin_url: str) -> Iterator[Topology]:
+def topology(
+    tmp_path_factory: pytest.TempPathFactory, pg_databases: Callable[[str], str]
+) -> Iterator[Topology]:
     _redis_or_skip()
     tmp = tmp_path_factory.mktemp("distributed")
     home, logs = tmp / "airflow", tmp / "logs"
     home.mkdir()
     logs.mkdir()
-    suffix = uuid.uuid4().hex[:10]
-    names = {"metadata": f"invoice_sync_airflow_{suffix}", "invoicing": f"invoice_sync_invoicing_{suffix}"}
+    urls = {
+        "metadata": pg_databases("invoice_sync_airflow"),
+        "invoicing": pg_databases("invoice_sync_invoicing"),
+    }
     sandbox = start_in_thread()  # the books and OAuth tokens the tasks create must last the module
     servers: dict[str, subprocess.Popen[bytes]] = {}
     try:
-        urls = {role: _create_database(pg_admin_url, name) for role, name in names.items()}
         engine = make_engine(urls["invoicing"])
         prepare(engine)
         seeded = seed(engine)
         store = SyncStore(engine)
-        connections = {}
-        for conn_id, make in DEMO_CONNECTIONS.items():
-            connection = make(sandbox.url)
-            connection["extra"] = {**connection["extra"], "timeout": 5}  # type: ignore[dict-item]
-            connections[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(connection)
+        connections = demo_connection_env(sandbox.url, timeout=5)
         metadata = make_url(urls["metadata"])
         env, base_url, password = airflow_env(
             home,
@@ -183,7 +174,7 @@ def topology(tmp_path_factory: pytest.TempPathFactory, pg_admin_url: str) -> Ite
                 + metadata.set(drivername="postgresql").render_as_string(hide_password=False),
                 "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
                 # A queue of its own: nothing else that uses this Redis takes these tasks or gives them any.
-                "AIRFLOW__OPERATORS__DEFAULT_QUEUE": f"invoice-sync-test-{suffix}",
+                "AIRFLOW__OPERATORS__DEFAULT_QUEUE": f"invoice-sync-test-{uuid.uuid4().hex[:10]}",
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "15",
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
                 "AIRFLOW__CORE__PARALLELISM": "8",
@@ -229,8 +220,6 @@ def topology(tmp_path_factory: pytest.TempPathFactory, pg_admin_url: str) -> Ite
         for process in servers.values():
             stop(process)
         sandbox.stop()
-        for name in names.values():
-            _drop_database(pg_admin_url, name)
 
 
 def _hostnames(tis: list[dict[str, Any]]) -> set[str]:

@@ -10,32 +10,26 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
-import synced_books
-from synced_books import BATCH_TOOLS, Booking
+from airflow_servers import AIRFLOW, demo_connection_env, run_airflow
+from synced_books import BATCH_TOOLS
 
-from invoice_sync.sandbox.connections import DEMO_CONNECTIONS
 from invoice_sync.sandbox.demo import SeedResult, seed
 from invoice_sync.store.db import make_engine
 from invoice_sync.store.migrate import prepare
 from invoice_sync.store.repository import SyncStore
 
-AIRFLOW = str(Path(sys.executable).with_name("airflow"))
-
 
 @pytest.fixture(scope="session")
 def airflow_db(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Migrate the test Airflow metadata DB and import the pools, once per session."""
-    result = subprocess.run([AIRFLOW, "db", "migrate"], capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run_airflow(["db", "migrate"], timeout_s=600)
     # as every deployment does: a pool per tool (see invoice_sync.airflow.pools)
     pools_file = tmp_path_factory.mktemp("pools") / "pools.json"
     subprocess.run([sys.executable, "-m", "invoice_sync.airflow.pools", str(pools_file)], check=True)
-    result = subprocess.run([AIRFLOW, "pools", "import", str(pools_file)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run_airflow(["pools", "import", str(pools_file)])
 
 
 @dataclass
@@ -50,10 +44,7 @@ class Demo:
         return {
             **os.environ,
             "INVOICE_SYNC_DB_URL": self.db_url,
-            **{
-                f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(build(self.sandbox.url))
-                for conn_id, build in DEMO_CONNECTIONS.items()
-            },
+            **demo_connection_env(self.sandbox.url),
             **self.extra_env,
         }
 
@@ -82,10 +73,6 @@ class Demo:
     def batch_creates(self) -> dict[str, int]:
         """Invoice creates the batching tools processed, per tool (any outcome)."""
         return {tool: sum(self.sandbox.simulator(tool).create_posts().values()) for tool in BATCH_TOOLS}
-
-    def books(self) -> dict[str, list[Booking]]:
-        """Every booking in every simulator, by our invoice number."""
-        return synced_books.books(self.sandbox)
 
 
 def _demo(url: str, sandbox: Any) -> Iterator[Demo]:

@@ -11,20 +11,18 @@ Exact integrations against the in-thread sandbox (so the ledger holds real rejec
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from airflow_servers import run_airflow
 from page_world import Api, Seeded
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
+from synced_books import sync_and_write_back
 
-from invoice_sync.connectors.registry import connector_for
-from invoice_sync.engine.sync import IntegrationSync, SyncOptions
 from invoice_sync.sandbox.connections import exact_online_connection
 from invoice_sync.sandbox.demo import seed
 from invoice_sync.sandbox.server import start_in_thread
@@ -33,10 +31,8 @@ from invoice_sync.store.db import make_engine
 from invoice_sync.store.migrate import prepare
 from invoice_sync.store.models import InvoiceRow, LedgerState
 from invoice_sync.store.repository import SyncStore
-from invoice_sync.store.tokens import SqlTokenVault
 
 ROOT = Path(__file__).resolve().parents[2]
-AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 EXACT_INTEGRATIONS = (1, 2)
 """Synced once; integration 3 (manual only) is left unsynced, so the page has invoices never tried."""
 
@@ -53,15 +49,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
         patch.setenv("INVOICE_SYNC_DB_URL", url)
         patch.setenv("AIRFLOW_CONN_EXACT_DEMO", json.dumps(exact_online_connection(sandbox.url)))
         try:
-            for integration_id in EXACT_INTEGRATIONS:
-                integration = store.integration(integration_id)
-                connector = connector_for(integration, SqlTokenVault(engine))
-                IntegrationSync(
-                    store, connector, integration, run_id="ui-test", holder="ui-test", options=SyncOptions()
-                ).run()
-                claim = store.acquire(integration_id, "ui-test-write-back")
-                store.write_back(claim)
-                store.release(claim)
+            sync_and_write_back(store, EXACT_INTEGRATIONS, holder="ui-test")
         finally:
             sandbox.stop()
         deferred, changed = _defer_one_and_change_one(store)
@@ -104,8 +92,7 @@ def _defer_one_and_change_one(store: SyncStore) -> tuple[str, str]:
 def airflow_metadata() -> None:
     """Migrate the test metadata DB and serialize the DAGs, so the REST API can create dag runs."""
     for command in (["db", "migrate"], ["dags", "reserialize"]):
-        result = subprocess.run([AIRFLOW, *command], capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        run_airflow(command, timeout_s=600)
 
 
 @pytest.fixture(scope="module")

@@ -131,7 +131,9 @@ class AccountingHook(HttpHook):
         since ``renew`` raises when the claim was taken meanwhile, a wait in front of a POST ends in that
         error instead of in the POST: the lease is checked again right before the request leaves.
         """
-        self._keep_alive, self._keep_alive_every_s = renew, max(every_s, 0.05)
+        if every_s <= 0:
+            raise ValueError(f"renewing every {every_s} s would never wait")
+        self._keep_alive, self._keep_alive_every_s = renew, every_s
 
     def _sleep(self, seconds: float) -> None:
         """Wait ``seconds`` (rate budget, 429, retry back-off), renewing the run's claim meanwhile."""

@@ -79,7 +79,7 @@ class IntegrationSync:
         claim = self.store.acquire(self.integration.id, self.holder)
         started = time.monotonic()
         # A rate-limit wait can outlast the lease; waiting renews it (and stops if it was lost).
-        self.connector.keep_alive_while_waiting(lambda: self._renew(claim), claim.lease.total_seconds() / 3)
+        self.connector.keep_alive_while_waiting(lambda: self._renew(claim), _renewal_step_s(claim))
         try:
             self._run(claim)
         finally:
@@ -180,9 +180,8 @@ class IntegrationSync:
             self._label,
             left,
         )
-        step = max(claim.lease.total_seconds() / 3, 0.05)
         while (left := until - time.time()) > 0:
-            time.sleep(min(left, step))
+            time.sleep(min(left, _renewal_step_s(claim)))
             self._renew(claim)
 
     def _renew(self, claim: Claim) -> None:
@@ -487,6 +486,11 @@ class IntegrationSync:
             self.connector.budget_left.describe(),
             duration(left),
         )
+
+
+def _renewal_step_s(claim: Claim) -> float:
+    """How often a waiting run renews its lease: three times per lease, so one slow renewal is no loss."""
+    return max(claim.lease.total_seconds() / 3, 0.05)
 
 
 def duration(seconds: float) -> str:
