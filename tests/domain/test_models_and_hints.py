@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from invoice_sync.domain.hints import fix_hint
-from invoice_sync.domain.models import ErrorClass, IntegrationSettings, rate_key
+from invoice_sync.domain.models import ErrorClass, IntegrationSettings, SettingsError, rate_key
 
 # -- rate_key ---------------------------------------------------------------------------------------
 
@@ -71,6 +71,37 @@ def test_settings_from_json_tolerates_nulls_and_does_not_change_its_input():
     settings = IntegrationSettings.from_json(data)
     assert settings.vat_codes == {} and settings.division is None and settings.journal is None
     assert data == {"vat_codes": None, "division": None, "journal": None}
+
+
+def test_settings_map_tax_rate_codes_and_a_discount_account():
+    settings = IntegrationSettings.from_json(
+        {"tax_rates": {"intra_community": "IC0", "export": 5}, "discount_gl_account": 7050}
+    )
+    assert settings.tax_rates == {"intra_community": "IC0", "export": "5"}
+    assert settings.discount_gl_account == "7050"
+    assert settings.extra == {}
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (["vat_codes"], "the settings are ['vat_codes'], not a JSON object"),
+        (
+            {"vat_codes": ["21", "6"]},
+            "vat_codes is ['21', '6']; it must map the app's codes to the tool's codes",
+        ),
+        ({"vat_codes": {"standard": "4"}}, "vat_codes has the key 'standard', which is not a VAT percentage"),
+        ({"vat_codes": {"21": None}}, "vat_codes['21'] is None; map it to one of the tool's codes"),
+        ({"tax_rates": {"exempt": {"code": 1}}}, "tax_rates['exempt'] is {'code': 1}; it must be a code"),
+        ({"journal": ["70"]}, "journal is ['70']; it must be a code (text)"),
+        ({"division": "twelve"}, "division is 'twelve'; it must be the division number"),
+        ({"division": True}, "division is True; it must be the division number"),
+    ],
+)
+def test_settings_that_cannot_be_read_name_the_key_and_the_value(data, message):
+    with pytest.raises(SettingsError) as raised:
+        IntegrationSettings.from_json(data)
+    assert message in str(raised.value)
 
 
 # -- fix_hint ---------------------------------------------------------------------------------------

@@ -156,15 +156,41 @@ def test_sub_cent_differences_are_not_problems():
     assert rules.problems(fine) == []
 
 
-def test_negative_amounts_on_an_invoice_and_on_a_credit_note():
-    negative = invoice(line("100.00"), line("-20.00", position=2))
+def test_a_negative_line_on_a_positive_invoice_is_an_ordinary_discount():
+    assert rules.problems(invoice(line("100.00"), line("-20.00", position=2))) == []
+    credit = invoice(line("100.00"), line("-20.00", position=2), kind=InvoiceKind.CREDIT_NOTE)
+    assert rules.problems(credit) == []
+
+
+def test_only_a_negative_total_is_refused_on_an_invoice_and_on_a_credit_note():
+    negative = invoice(line("100.00"), line("-120.00", position=2))
     (problem,) = rules.problems(negative)
-    assert "Invoice 2026/0007 has negative amounts; use a credit note" == problem.message
+    assert problem.message == (
+        "Invoice 2026/0007 has a negative total; "
+        "an invoice that gives money back must be a credit note in the app"
+    )
     credit = invoice(line("-50.00"), kind=InvoiceKind.CREDIT_NOTE)
     messages = [p.message for p in rules.problems(credit)]
     assert messages == [
-        "Credit note 2026/0007 has negative amounts; credit notes carry positive amounts in the app"
+        "Credit note 2026/0007 has a negative total; credit notes carry positive amounts in the app"
     ]
+
+
+def test_an_invoice_level_discount_is_checked_against_the_totals_after_it():
+    # 150.00 less 10 % = 135.00, VAT 21 % of it 28.35
+    discounted = invoice(
+        discount_percentage=Decimal("10"),
+        total_excl_vat=Decimal("135.00"),
+        total_vat=Decimal("28.35"),
+        total_incl_vat=Decimal("163.35"),
+    )
+    assert rules.problems(discounted) == []
+    (problem,) = rules.problems(replace(discounted, discount_percentage=Decimal("5")))
+    assert "the lines less its 5% discount add up to 142.50 EUR but the total excluding VAT is 135.00" in (
+        problem.message
+    )
+    (problem,) = rules.problems(replace(discounted, discount_percentage=Decimal("120")))
+    assert "has a discount of 120%, which is not a percentage below 100" in problem.message
 
 
 def test_every_problem_is_reported_at_once():

@@ -83,7 +83,8 @@ def test_the_end_of_each_run_logs_a_table_of_its_counts(run, demo, caplog):
 
 def test_a_missing_connection_field_stops_only_its_own_integration(run, demo, store, monkeypatch, caplog):
     """The connector task of three Exact integrations, one of which uses a connection without its client
-    secret: that one fails at task start naming the field, the other two are booked, the task fails."""
+    secret: that one fails at task start naming the field (and each of its invoices is refused with that
+    text), the other two are booked, the task fails."""
     from airflow.sdk.exceptions import AirflowFailException
 
     from invoice_sync.airflow.operators import SyncIntegrationsOperator
@@ -109,9 +110,15 @@ def test_a_missing_connection_field_stops_only_its_own_integration(run, demo, st
 
     assert any(message in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
     ledger = run.ledger()
-    assert {row.integration_id for row in ledger.values()} == {1, 3}
+    assert {row.integration_id for row in ledger.values()} == {1, 2, 3}
     assert all(row.state in ("booked", "rejected") for row in ledger.values())
     assert sum(row.state == "booked" for row in ledger.values()) > 0
+    # Nothing of the broken one was pushed; each of its invoices says why (summary, bell and page read it).
+    broken_rows = [row for row in ledger.values() if row.integration_id == 2]
+    assert broken_rows and all(
+        (row.state, row.error_class) == ("rejected", "config") and message in (row.error_message or "")
+        for row in broken_rows
+    )
 
 
 def test_budget_left_is_what_the_windows_still_hold() -> None:

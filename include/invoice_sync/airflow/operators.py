@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from invoice_sync.domain.errors import AuthError, ConfigError
+
+if TYPE_CHECKING:
+    from invoice_sync.connectors.base import Connector
+    from invoice_sync.domain.models import Integration
+    from invoice_sync.engine.sync import IntegrationSync, SyncOptions
+    from invoice_sync.store.repository import SyncStore
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +60,9 @@ class SyncIntegrationsOperator(BaseOperator):
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
         # imported here, not at module level: the DAG files import this module at parse time
-        from invoice_sync.airflow.runtime import holder_id, open_store, open_vault, sync_run_id
+        from invoice_sync.airflow.runtime import open_store, open_vault
         from invoice_sync.connectors.registry import connector_for
-        from invoice_sync.engine.sync import IntegrationSync, SyncOptions
+        from invoice_sync.engine.sync import SyncOptions
 
         store = open_store()
         vault = open_vault(store)
@@ -70,23 +76,25 @@ class SyncIntegrationsOperator(BaseOperator):
         permanent: list[str] = []
         transient: list[Exception] = []
         for integration in store.integrations(list(self.integration_ids)):
+            started = False
             try:
-                # Task start, per integration: its settings (build) and its connection's fields (check)
-                # fail here, naming what to fill in, before any call; the other integrations go on.
+                # Task start, per integration: its row in the app, its settings (build) and its
+                # connection's fields (check) fail here, naming what to fix, before any call; the other
+                # integrations go on.
+                if integration.unreadable:
+                    raise ConfigError(integration.unreadable)
                 connector = connector_for(integration, vault)
                 connector.check_connection()
-                sync = IntegrationSync(
-                    store,
-                    connector,
-                    integration,
-                    run_id=sync_run_id(context),
-                    holder=holder_id(context),
-                    options=options,
-                )
-                report = sync.run()
+                started = True
+                report = self._sync(integration, connector, context, store, options).run()
             except (AuthError, ConfigError) as exc:
                 log.error("%s: %s", integration.name, exc.message)
                 permanent.append(f"{integration.name}: {exc.message}")
+                if not started:  # each of its invoices says why, in the summary, bell and page
+                    try:
+                        self._sync(integration, None, context, store, options).refuse(exc)
+                    except Exception as refusal:  # another run holds it: that run will say it too
+                        log.warning("%s: its invoices were not marked: %s", integration.name, refusal)
                 continue
             except Exception as exc:  # transient: claim held, network, lease lost; retried by Airflow
                 log.warning("%s: %s", integration.name, exc, exc_info=True)
@@ -99,6 +107,26 @@ class SyncIntegrationsOperator(BaseOperator):
         if permanent:
             raise AirflowFailException("; ".join(permanent))
         return reports
+
+    @staticmethod
+    def _sync(
+        integration: Integration,
+        connector: Connector | None,
+        context: Any,
+        store: SyncStore,
+        options: SyncOptions,
+    ) -> IntegrationSync:
+        from invoice_sync.airflow.runtime import holder_id, sync_run_id
+        from invoice_sync.engine.sync import IntegrationSync
+
+        return IntegrationSync(
+            store,
+            connector,
+            integration,
+            run_id=sync_run_id(context),
+            holder=holder_id(context),
+            options=options,
+        )
 
 
 def _flag(value: bool | str) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from decimal import ROUND_HALF_UP, Decimal
 
+from invoice_sync.domain.discounts import bookable_lines
 from invoice_sync.domain.models import (
     ErrorClass,
     IntegrationSettings,
@@ -29,14 +30,23 @@ def money(amount: Decimal) -> str:
 
 
 def gl_account_for(line: InvoiceLine, settings: IntegrationSettings) -> str | None:
-    """The tool's G/L account of a line: its own account's mapping, else the integration's default."""
+    """The tool's G/L account of a line: the discount account for a line derived from an invoice-level
+    discount when the integration has one, else its own account's mapping, else the integration's default."""
+    if line.discount and settings.discount_gl_account:
+        return settings.discount_gl_account
     if line.gl_account and line.gl_account in settings.gl_accounts:
         return settings.gl_accounts[line.gl_account]
     return settings.default_gl_account
 
 
 def vat_code_for(line: InvoiceLine, settings: IntegrationSettings) -> str | None:
-    """The tool's VAT code (or type) mapped for the line's VAT rate; ``None`` when it is not mapped."""
+    """The tool's VAT code (or type) for a line; ``None`` when it is not mapped.
+
+    A line that carries the app's tax rate is mapped through that rate only: falling back to its
+    percentage would book an intra-community supply on the code of an exempt one (both 0 %).
+    """
+    if line.tax_rate is not None:
+        return settings.tax_rates.get(line.tax_rate)
     return settings.vat_codes.get(rate_key(line.vat_rate))
 
 
@@ -48,15 +58,21 @@ def document_label(invoice: Invoice) -> str:
 def unmapped_problems(
     invoice: Invoice, settings: IntegrationSettings, *, vat_code: str, gl_account: str, where: str
 ) -> list[Problem]:
-    """The lines' VAT rates and GL accounts the integration's mapping does not cover (config problems).
+    """The lines' tax rates, VAT rates and GL accounts the integration's mapping does not cover (config).
 
     :param vat_code: what the tool calls a VAT code, with its article ("an Exact VAT code").
     :param gl_account: what a GL account maps to in the tool ("a Xero account code").
     :param where: the tenant, for the message ("Xero organisation Demo Ltd").
     """
     problems = []
-    for rate in dict.fromkeys(rate_key(line.vat_rate) for line in invoice.lines):
-        if rate not in settings.vat_codes:
+    for tax_rate, rate in dict.fromkeys((line.tax_rate, rate_key(line.vat_rate)) for line in invoice.lines):
+        if tax_rate is not None and tax_rate not in settings.tax_rates:
+            message = (
+                f"Tax rate {tax_rate!r} ({rate}%) is not mapped to {vat_code} for {where}; "
+                "add it to the integration's tax rates"
+            )
+            problems.append(Problem(ErrorClass.CONFIG, message))
+        elif tax_rate is None and rate not in settings.vat_codes:
             message = f"VAT rate {rate}% is not mapped to {vat_code} for {where}"
             problems.append(Problem(ErrorClass.CONFIG, message))
     for account in dict.fromkeys(line.gl_account for line in invoice.lines):
@@ -113,10 +129,11 @@ def vat_rounding_problem(invoice: Invoice) -> str | None:
     The total may differ from the sum of the rounded line VAT by at most a cent a line (what
     :func:`line_vat_amounts` spreads); more is a broken invoice, not rounding.
     """
-    if not invoice.lines:
+    lines = bookable_lines(invoice)
+    if not lines:
         return None
-    rounded = sum((line_vat(line) for line in invoice.lines), Decimal("0"))
-    if abs(invoice.total_vat - rounded) > CENT * len(invoice.lines):
+    rounded = sum((line_vat(line) for line in lines), Decimal("0"))
+    if abs(invoice.total_vat - rounded) > CENT * len(lines):
         return (
             f"Invoice {invoice.number}: its VAT total {money(invoice.total_vat)} does not match "
             f"its lines' VAT {money(rounded)}"

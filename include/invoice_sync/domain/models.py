@@ -51,8 +51,17 @@ class InvoiceLine:
     unit_price: Decimal
     vat_rate: Decimal
     amount: Decimal
-    """Line amount excluding VAT, as the app computed it."""
+    """Line amount excluding VAT, as the app computed it. Negative on a discount line."""
     gl_account: str | None = None
+    tax_rate: str | None = None
+    """The app's tax rate the line was invoiced with (its code or id: "exempt", "intra_community", ...).
+
+    Several rates share a percentage (exempt, intra-community supply, export and reverse charge are all
+    0 %) but land in different boxes of the VAT return, so the tool needs a VAT code per rate, not per
+    percentage. ``None`` for an app that only knows percentages: then ``vat_rate`` picks the VAT code."""
+    discount: bool = False
+    """A line the sync derived from the invoice's own discount (see ``domain.discounts``), not one of the
+    app's lines: it may be booked on the integration's discount account."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,43 +83,113 @@ class Invoice:
     registration_number: str | None = None
     synced_at: datetime | None = None
     credited_invoice_id: int | None = None
+    discount_percentage: Decimal | None = None
+    """A discount over the whole invoice, in percent of its lines; the totals are after it."""
+
+
+class SettingsError(ValueError):
+    """Integration settings that cannot be read: the message names the key and the value found."""
 
 
 @dataclass(frozen=True, slots=True)
 class IntegrationSettings:
     """What the accountant mapped: where invoices go and which codes the tool uses.
 
-    ``vat_codes`` and ``gl_accounts`` are keyed by the app's VAT rate as a plain string
-    (``"21"``, ``"6"``, ``"0"``) and by the app's GL account code respectively.
+    ``vat_codes`` is keyed by the app's VAT percentage as a plain string (``"21"``, ``"6"``, ``"0"``),
+    ``tax_rates`` by the app's tax-rate code (a line that carries one is mapped through ``tax_rates``
+    only, so an exempt and an intra-community 0 % line can book on different VAT codes), ``gl_accounts``
+    by the app's GL account code. ``discount_gl_account`` is the tool's account for commercial discounts:
+    when set, the lines derived from an invoice-level discount are booked there instead of lowering each
+    revenue account.
     """
 
     journal: str | None = None
     credit_note_journal: str | None = None
     vat_codes: dict[str, str] = field(default_factory=dict)
+    tax_rates: dict[str, str] = field(default_factory=dict)
     gl_accounts: dict[str, str] = field(default_factory=dict)
     default_gl_account: str | None = None
+    discount_gl_account: str | None = None
     payment_condition: str | None = None
     division: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any] | None) -> IntegrationSettings:
-        data = dict(data or {})
-        known = {
-            "journal",
-            "credit_note_journal",
-            "vat_codes",
-            "gl_accounts",
-            "default_gl_account",
-            "payment_condition",
-            "division",
-        }
-        kwargs = {key: data.pop(key) for key in list(data) if key in known}
+    def from_json(cls, data: Any) -> IntegrationSettings:
+        """Read the app's settings JSON; :class:`SettingsError` names the first key that cannot be read.
+
+        Settings are typed by hand in the app by people mapping codes, so a wrong shape (a list where a
+        map belongs, a VAT percentage that is not a number) must be named precisely, not crash the run.
+        """
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise SettingsError(f"the settings are {_shown(data)}, not a JSON object")
+        data = dict(data)
+        kwargs: dict[str, Any] = {}
+        for key in ("journal", "credit_note_journal", "default_gl_account", "discount_gl_account"):
+            if key in data:
+                kwargs[key] = _code(key, data.pop(key))
+        if "payment_condition" in data:
+            kwargs["payment_condition"] = _code("payment_condition", data.pop("payment_condition"))
+        for key in ("vat_codes", "tax_rates", "gl_accounts"):
+            if key in data:
+                kwargs[key] = _code_map(key, data.pop(key))
         if "vat_codes" in kwargs:
-            kwargs["vat_codes"] = {rate_key(k): str(v) for k, v in (kwargs["vat_codes"] or {}).items()}
-        if kwargs.get("division") is not None:
-            kwargs["division"] = int(kwargs["division"])
+            kwargs["vat_codes"] = {_rate_key_of(k): v for k, v in kwargs["vat_codes"].items()}
+        if data.get("division") is not None:
+            kwargs["division"] = _division(data.pop("division"))
+        data.pop("division", None)
         return cls(**kwargs, extra=data)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _code(key: str, value: Any) -> str | None:
+    """A code the tool knows (journal, account): a string or a whole number, as people type them."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise SettingsError(f"{key} is {_shown(value)}; it must be a code (text)")
+
+
+def _code_map(key: str, value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SettingsError(f"{key} is {_shown(value)}; it must map the app's codes to the tool's codes")
+    mapped: dict[str, str] = {}
+    for app_code, tool_code in value.items():
+        code = _code(f"{key}[{app_code!r}]", tool_code)
+        if code is None or not code.strip():
+            raise SettingsError(
+                f"{key}[{app_code!r}] is {_shown(tool_code)}; map it to one of the tool's codes"
+            )
+        mapped[str(app_code)] = code
+    return mapped
+
+
+def _rate_key_of(key: str) -> str:
+    try:
+        return rate_key(key)
+    except (ArithmeticError, ValueError):
+        raise SettingsError(
+            f"vat_codes has the key {key!r}, which is not a VAT percentage; "
+            "map tax-rate codes under tax_rates"
+        ) from None
+
+
+def _division(value: Any) -> int:
+    if isinstance(value, bool):
+        raise SettingsError(f"division is {_shown(value)}; it must be the division number")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise SettingsError(f"division is {_shown(value)}; it must be the division number") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,13 +202,17 @@ class Integration:
     sync_from: date | None
     settings: IntegrationSettings
     updated_at: datetime | None = None
+    unreadable: str | None = None
+    """Why the app's row of this integration cannot be read (naming column and value), or None. Such an
+    integration keeps default settings and is never pushed for: its invoices are refused with this."""
 
 
 def rate_key(rate: Decimal | str | int | float) -> str:
     """Normalise a VAT rate to the key used in mappings: ``Decimal('21.00')`` -> ``"21"``."""
-    value = Decimal(str(rate)).normalize()
-    text = format(value, "f")
-    return text
+    value = Decimal(str(rate))
+    if not value.is_finite():
+        raise ValueError(f"{rate!r} is not a VAT rate")
+    return format(value.normalize(), "f")
 
 
 class ErrorClass(enum.StrEnum):

@@ -10,6 +10,7 @@ from datetime import date
 from decimal import Decimal
 
 from invoice_sync.domain import validation
+from invoice_sync.domain.discounts import bookable_lines
 from invoice_sync.domain.models import (
     Customer,
     ErrorClass,
@@ -94,10 +95,18 @@ def problems(invoice: Invoice) -> list[Problem]:
         return found
     for line in invoice.lines:
         _check_line(line, label, data)
-    line_sum = sum((line.amount for line in invoice.lines), Decimal("0"))
-    if line_sum.quantize(CENT) != invoice.total_excl_vat.quantize(CENT):
+    percentage = invoice.discount_percentage
+    if percentage is not None and not 0 <= percentage < 100:
         data(
-            f"{label}: the lines add up to {line_sum:.2f} {invoice.currency} but the total "
+            f"{label} has a discount of {_plain(percentage)}%, which is not a percentage below 100; "
+            "correct the invoice's discount in the app"
+        )
+        return found
+    line_sum = sum((line.amount for line in bookable_lines(invoice)), Decimal("0"))
+    if line_sum.quantize(CENT) != invoice.total_excl_vat.quantize(CENT):
+        after = f" less its {_plain(percentage)}% discount" if percentage else ""
+        data(
+            f"{label}: the lines{after} add up to {line_sum:.2f} {invoice.currency} but the total "
             f"excluding VAT is {invoice.total_excl_vat:.2f}"
         )
     if (invoice.total_excl_vat + invoice.total_vat).quantize(CENT) != invoice.total_incl_vat.quantize(CENT):
@@ -105,13 +114,15 @@ def problems(invoice: Invoice) -> list[Problem]:
             f"{label}: total excluding VAT {invoice.total_excl_vat:.2f} plus VAT "
             f"{invoice.total_vat:.2f} is not the total {invoice.total_incl_vat:.2f}"
         )
-    if any(line.amount < 0 for line in invoice.lines) or invoice.total_incl_vat < 0:
+    # Negative lines (a discount, a returned item) are ordinary on an invoice; only the document as a
+    # whole decides whether it is an invoice or a credit note, and the app keeps credit notes positive.
+    if invoice.total_excl_vat < 0 or invoice.total_incl_vat < 0:
         data(
-            f"{label} has negative amounts; "
+            f"{label} has a negative total; "
             + (
                 "credit notes carry positive amounts in the app"
                 if _is_credit(invoice)
-                else "use a credit note"
+                else "an invoice that gives money back must be a credit note in the app"
             )
         )
     elif all(line.amount.quantize(CENT) == 0 for line in invoice.lines) and not invoice.total_incl_vat:

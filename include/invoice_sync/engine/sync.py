@@ -28,7 +28,7 @@ from invoice_sync.domain.models import Booked, ErrorClass, Integration, Invoice,
 from invoice_sync.engine.report import IntegrationReport
 from invoice_sync.store.claims import Claim
 from invoice_sync.store.models import LedgerState
-from invoice_sync.store.repository import Candidate, SyncStore
+from invoice_sync.store.repository import Candidate, SyncStore, UnreadableInvoice
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class IntegrationSync:
     def __init__(
         self,
         store: SyncStore,
-        connector: Connector,
+        connector: Connector | None,
         integration: Integration,
         *,
         run_id: str,
@@ -63,7 +63,7 @@ class IntegrationSync:
         options: SyncOptions = SyncOptions(),
     ) -> None:
         self.store = store
-        self.connector = connector
+        self._connector = connector
         self.integration = integration
         self.run_id = run_id
         self.holder = holder
@@ -74,6 +74,27 @@ class IntegrationSync:
         self._attempted: set[int] = set()
         """Invoices of the current page with a ledger row: an earlier run tried them (re-pushes)."""
         self._label = f"{integration.name} ({integration.tool}, integration {integration.id})"
+
+    @property
+    def connector(self) -> Connector:
+        if self._connector is None:
+            raise TypeError(f"{self._label} has no connector: it can only be refused")
+        return self._connector
+
+    def refuse(self, error: AuthError | ConfigError) -> IntegrationReport:
+        """Refuse every invoice this run would sync with ``error``, and push nothing.
+
+        For an integration that cannot be synced at all (its row in the app cannot be read, its settings
+        do not fit the tool, its connection lacks a field): the reason then reaches the run summary, the
+        notification and the Invoice sync page beside each invoice, like any other refusal, instead of
+        living only in a task log. No connector is needed (it may be what could not be built).
+        """
+        claim = self.store.acquire(self.integration.id, self.holder)
+        try:
+            self._stop_rest(claim, 0, LedgerState.REJECTED, error)
+        finally:
+            self.store.release(claim)
+        return self.report
 
     def run(self) -> IntegrationReport:
         claim = self.store.acquire(self.integration.id, self.holder)
@@ -221,7 +242,7 @@ class IntegrationSync:
         # Retry when the cause may be gone: the invoice or the integration's settings changed, or (a
         # credit note held back for its invoice) that invoice has been booked since.
         return (
-            candidate.updated_at > ledger.updated_at
+            (candidate.updated_at is not None and candidate.updated_at > ledger.updated_at)
             or (self.integration.updated_at is not None and self.integration.updated_at > ledger.updated_at)
             or (candidate.credited_synced_at is not None and candidate.credited_synced_at > ledger.updated_at)
             or (candidate.credited_booked_at is not None and candidate.credited_booked_at > ledger.updated_at)
@@ -236,14 +257,19 @@ class IntegrationSync:
         ready: list[Invoice] = []
         held: list[Invoice] = []  # credit notes of invoices in ``ready``
         invoices = self.store.load_invoices(invoice_ids)
+        readable = [inv for inv in invoices if isinstance(inv, Invoice)]
         same_number = self.store.invoices_sharing_numbers(
-            self.integration.id, [inv.number for inv in invoices if inv.number]
+            self.integration.id, [inv.number for inv in readable if inv.number]
         )
         credited = self.store.related_invoices(
-            self.integration.id, [inv.credited_invoice_id for inv in invoices if inv.credited_invoice_id]
+            self.integration.id, [inv.credited_invoice_id for inv in readable if inv.credited_invoice_id]
         )
         refused: set[int] = set()
         for invoice in invoices:
+            if isinstance(invoice, UnreadableInvoice):
+                refused.add(invoice.id)
+                self._reject(claim, invoice.id, ErrorClass.DATA, invoice.message)
+                continue
             reason = rules.skip_reason(invoice, self.integration)
             if reason is not None:
                 self.report.skipped[reason] += 1

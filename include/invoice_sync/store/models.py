@@ -2,7 +2,11 @@
 
 ``AppBase`` holds the invoicing app's tables: the app owns them; we read them and write back exactly two
 columns (``invoices.registration_number`` and ``invoices.synced_at``). They are created here only for the
-embedded demo and the tests. ``SyncBase`` holds the tables this project owns; Alembic migrates them.
+embedded demo and the tests. Their columns are nullable wherever the app's schema does not promise a
+value: the sync does not trust what it does not own, and refuses an unreadable row on its own
+(:mod:`invoice_sync.store.repository`) instead of failing the run.
+
+``SyncBase`` holds the tables this project owns; Alembic migrates them.
 """
 
 from __future__ import annotations
@@ -63,8 +67,8 @@ class CustomerRow(AppBase):
     __tablename__ = "customers"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16))
-    name: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str | None] = mapped_column(String(16))
+    name: Mapped[str | None] = mapped_column(String(255))
     vat_number: Mapped[str | None] = mapped_column(String(32))
     email: Mapped[str | None] = mapped_column(String(255))
     address_line1: Mapped[str | None] = mapped_column(String(255))
@@ -78,12 +82,12 @@ class IntegrationRow(AppBase):
     __tablename__ = "integrations"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(255))
-    tool: Mapped[str] = mapped_column(String(32))
-    conn_id: Mapped[str] = mapped_column(String(250))
-    auto_sync: Mapped[bool] = mapped_column(Boolean, default=True)
+    name: Mapped[str | None] = mapped_column(String(255))
+    tool: Mapped[str | None] = mapped_column(String(32))
+    conn_id: Mapped[str | None] = mapped_column(String(250))
+    auto_sync: Mapped[bool | None] = mapped_column(Boolean, default=True)
     sync_from: Mapped[date | None] = mapped_column(Date)
-    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    settings: Mapped[Any] = mapped_column(JSON, default=dict)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
@@ -92,19 +96,21 @@ class InvoiceRow(AppBase):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     integration_id: Mapped[int] = mapped_column(ForeignKey("integrations.id"))
-    kind: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str | None] = mapped_column(String(16))
     number: Mapped[str | None] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str | None] = mapped_column(String(16))
     customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"))
-    invoice_date: Mapped[date] = mapped_column(Date)
+    invoice_date: Mapped[date | None] = mapped_column(Date)
     due_date: Mapped[date | None] = mapped_column(Date)
-    currency: Mapped[str] = mapped_column(String(3))
-    total_excl_vat: Mapped[Decimal] = mapped_column(MONEY)
-    total_vat: Mapped[Decimal] = mapped_column(MONEY)
-    total_incl_vat: Mapped[Decimal] = mapped_column(MONEY)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    total_excl_vat: Mapped[Decimal | None] = mapped_column(MONEY)
+    total_vat: Mapped[Decimal | None] = mapped_column(MONEY)
+    total_incl_vat: Mapped[Decimal | None] = mapped_column(MONEY)
+    discount_percentage: Mapped[Decimal | None] = mapped_column(Numeric(7, 4))
+    """A discount over the whole invoice, in percent; the totals are after it (Teamleader's ``discounts``)."""
     credited_invoice_id: Mapped[int | None] = mapped_column(ForeignKey("invoices.id"))
     registered_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
-    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     registration_number: Mapped[str | None] = mapped_column(String(64))
     synced_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
@@ -132,13 +138,15 @@ class InvoiceLineRow(AppBase):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id"), index=True)
-    position: Mapped[int] = mapped_column(Integer)
-    description: Mapped[str] = mapped_column(Text)
-    quantity: Mapped[Decimal] = mapped_column(Numeric(14, 4))
-    unit_price: Mapped[Decimal] = mapped_column(Numeric(14, 4))
-    vat_rate: Mapped[Decimal] = mapped_column(Numeric(5, 2))
-    amount: Mapped[Decimal] = mapped_column(MONEY)
+    position: Mapped[int | None] = mapped_column(Integer)
+    description: Mapped[str | None] = mapped_column(Text)
+    quantity: Mapped[Decimal | None] = mapped_column(Numeric(14, 4))
+    unit_price: Mapped[Decimal | None] = mapped_column(Numeric(14, 4))
+    vat_rate: Mapped[Decimal | None] = mapped_column(Numeric(5, 2))
+    amount: Mapped[Decimal | None] = mapped_column(MONEY)
     gl_account: Mapped[str | None] = mapped_column(String(32))
+    tax_rate: Mapped[str | None] = mapped_column(String(64))
+    """The app's tax rate (code or id) the line was invoiced with; NULL where the app has percentages only."""
 
 
 class NotificationRow(AppBase):

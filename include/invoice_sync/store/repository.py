@@ -6,14 +6,16 @@ re-checks the lease in the same transaction.
 
 from __future__ import annotations
 
+import enum
+import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Engine, and_, bindparam, case, func, insert, select, update
+from sqlalchemy import Engine, and_, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased, selectinload
 
 from invoice_sync.domain.models import (
@@ -29,6 +31,7 @@ from invoice_sync.domain.models import (
     Outcome,
     Rejected,
     RelatedInvoice,
+    SettingsError,
     Unknown,
 )
 from invoice_sync.domain.rules import SYNCABLE_STATUSES
@@ -38,6 +41,7 @@ from invoice_sync.store.models import (
     CustomerLinkRow,
     CustomerRow,
     IntegrationRow,
+    InvoiceLineRow,
     InvoiceRow,
     LedgerRow,
     LedgerState,
@@ -48,7 +52,15 @@ from invoice_sync.store.models import (
 if TYPE_CHECKING:
     import pandas as pd
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+E = TypeVar("E", bound=enum.StrEnum)
+
 SYNCABLE = tuple(str(status) for status in SYNCABLE_STATUSES)
+DRAFT = str(InvoiceStatus.DRAFT)
+OFFERED = or_(InvoiceRow.status.is_(None), InvoiceRow.status != DRAFT)
+"""Invoices the sync considers: every one that is not a draft. A status the domain does not know (or none)
+is among them so that it is refused, naming the value, instead of being passed over in silence."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +78,7 @@ class Candidate:
 
     invoice_id: int
     number: str | None
-    updated_at: datetime
+    updated_at: datetime | None
     ledger: LedgerEntry | None
     credited_synced_at: datetime | None = None
     """For a credit note: when the invoice it credits got its registration number (None if not yet)."""
@@ -161,7 +173,7 @@ class SyncStore:
                 InvoiceRow.integration_id == integration_id,
                 InvoiceRow.registration_number.is_(None),
                 InvoiceRow.id > after_id,
-                InvoiceRow.status.in_(SYNCABLE),
+                OFFERED,
             )
             .order_by(InvoiceRow.id)
             .limit(limit)
@@ -186,7 +198,7 @@ class SyncStore:
         query = select(func.count()).where(
             InvoiceRow.integration_id == integration_id,
             InvoiceRow.registration_number.is_(None),
-            InvoiceRow.status.in_(SYNCABLE),
+            OFFERED,
         )
         if numbers:
             query = query.where(InvoiceRow.number.in_(list(numbers)))
@@ -214,7 +226,9 @@ class SyncStore:
         with Session(self.engine) as session:
             return {invoice_id: number for invoice_id, number in session.execute(query)}
 
-    def load_invoices(self, invoice_ids: Iterable[int]) -> list[Invoice]:
+    def load_invoices(self, invoice_ids: Iterable[int]) -> list[Invoice | UnreadableInvoice]:
+        """The invoices with their lines and customers; a row the domain cannot read comes back as an
+        :class:`UnreadableInvoice` saying why, so the engine refuses it alone."""
         ids = list(invoice_ids)
         if not ids:
             return []
@@ -226,7 +240,7 @@ class SyncStore:
             .order_by(InvoiceRow.id)
         )
         with Session(self.engine) as session:
-            return [_invoice(row, customer) for row, customer in session.execute(query)]
+            return [_readable_invoice(row, customer) for row, customer in session.execute(query)]
 
     def invoices_sharing_numbers(
         self, integration_id: int, numbers: Iterable[str]
@@ -247,7 +261,9 @@ class SyncStore:
         found: dict[str, list[RelatedInvoice]] = {}
         with Session(self.engine) as session:
             for row, state, error in session.execute(query):
-                found.setdefault(row.number, []).append(_related(row, state, error))
+                related = _readable_related(row, state, error)
+                if related is not None:
+                    found.setdefault(row.number, []).append(related)
         return {number: rows for number, rows in found.items() if len(rows) > 1}
 
     def related_invoices(self, integration_id: int, invoice_ids: Iterable[int]) -> dict[int, RelatedInvoice]:
@@ -257,7 +273,10 @@ class SyncStore:
             return {}
         query = self._related_query(integration_id).where(InvoiceRow.id.in_(ids))
         with Session(self.engine) as session:
-            return {row.id: _related(row, state, error) for row, state, error in session.execute(query)}
+            read = {
+                row.id: _readable_related(row, state, error) for row, state, error in session.execute(query)
+            }
+        return {invoice_id: related for invoice_id, related in read.items() if related is not None}
 
     @staticmethod
     def _related_query(integration_id: int) -> Any:
@@ -423,7 +442,7 @@ class SyncStore:
             InvoiceRow.updated_at > InvoiceRow.synced_at,
         )
         reason = case(
-            (InvoiceRow.status.not_in(SYNCABLE), "draft"),
+            (InvoiceRow.status == DRAFT, "draft"),
             (edited, "changed_after_sync"),
             (InvoiceRow.registration_number.is_not(None), "already_synced"),
             else_="candidate",
@@ -557,7 +576,7 @@ class SyncStore:
             .where(
                 InvoiceRow.integration_id == integration_id,
                 InvoiceRow.registration_number.is_(None),
-                InvoiceRow.status.in_(SYNCABLE),
+                OFFERED,
             )
             .order_by(InvoiceRow.id)
             .limit(limit)
@@ -578,7 +597,7 @@ class SyncStore:
         # Grouped by the expression itself: a label named like a column (invoices.kind) would be read as
         # that column by SQLite and PostgreSQL alike.
         bucket = case(
-            (InvoiceRow.status.not_in(SYNCABLE), "drafts"),
+            (InvoiceRow.status == DRAFT, "drafts"),
             (synced, "synced"),
             else_="unsynced",
         )
@@ -636,19 +655,31 @@ def _outcome_values(outcome: Outcome) -> dict[str, Any]:
 
 
 def _related(row: InvoiceRow, ledger_state: str | None, ledger_error: str | None) -> RelatedInvoice:
+    where = _invoice_label(row)
     return RelatedInvoice(
         id=row.id,
         integration_id=row.integration_id,
-        kind=InvoiceKind(row.kind),
+        kind=_member(InvoiceKind, row.kind, "invoices.kind", where),
         number=row.number,
-        status=InvoiceStatus(row.status),
-        invoice_date=row.invoice_date,
-        total_incl_vat=row.total_incl_vat,
-        currency=row.currency,
+        status=_member(InvoiceStatus, row.status, "invoices.status", where),
+        invoice_date=_required(row.invoice_date, "invoices.invoice_date", where),
+        total_incl_vat=_required(row.total_incl_vat, "invoices.total_incl_vat", where),
+        currency=row.currency or "",
         registration_number=row.registration_number,
         ledger_state=ledger_state,
         ledger_error=ledger_error,
     )
+
+
+def _readable_related(
+    row: InvoiceRow, ledger_state: str | None, ledger_error: str | None
+) -> RelatedInvoice | None:
+    """A related invoice, or None when it cannot be read: it is refused on its own turn, naming why."""
+    try:
+        return _related(row, ledger_state, ledger_error)
+    except UnreadableRowError as exc:
+        log.warning("%s", exc)
+        return None
 
 
 def _ledger_entry(row: LedgerRow | None) -> LedgerEntry | None:
@@ -657,57 +688,134 @@ def _ledger_entry(row: LedgerRow | None) -> LedgerEntry | None:
     return LedgerEntry(row.invoice_id, row.state, row.attempts, row.error_class, row.updated_at)
 
 
+# -- rows of the app, read into the domain ---------------------------------------------------------------
+# The app owns these tables and their values: one row with a kind, a status or a NULL the domain does not
+# know must be refused on its own (naming table, column and value), never stop the others.
+
+
+class UnreadableRowError(ValueError):
+    """A row of the app holds a value the domain cannot read; the message names table, column and value."""
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadableInvoice:
+    """An invoice the store could not read into the domain; the engine refuses it as a data error."""
+
+    id: int
+    number: str | None
+    message: str
+
+
+def _required(value: T | None, column: str, where: str) -> T:
+    if value is None:
+        raise UnreadableRowError(f"{column} of {where} is empty (NULL); fill it in in the app")
+    return value
+
+
+def _member(kind: type[E], value: str | None, column: str, where: str) -> E:
+    try:
+        return kind(_required(value, column, where))
+    except ValueError as exc:
+        if isinstance(exc, UnreadableRowError):
+            raise
+        known = ", ".join(member.value for member in kind)
+        raise UnreadableRowError(
+            f"{column} of {where} is {value!r}, which the sync does not know (it knows {known}); "
+            "correct it in the app"
+        ) from None
+
+
+def _invoice_label(row: InvoiceRow) -> str:
+    return f"invoice #{row.id}" + (f" ({row.number})" if row.number else "")
+
+
 def _integration(row: IntegrationRow) -> Integration:
+    """The integration, or one carrying ``unreadable`` (and default settings) when its row cannot be read:
+    listing integrations must not fail for all because one was mistyped."""
+    where = f"integration #{row.id}"
+    problem = None
+    settings = IntegrationSettings()
+    try:
+        _required(row.tool, "integrations.tool", where)
+        _required(row.conn_id, "integrations.conn_id", where)
+        settings = IntegrationSettings.from_json(row.settings)
+    except UnreadableRowError as exc:
+        problem = str(exc)
+    except SettingsError as exc:
+        problem = (
+            f"integrations.settings of {where} cannot be read: {exc}; correct the integration's settings"
+        )
     return Integration(
         id=row.id,
-        name=row.name,
-        tool=row.tool,
-        conn_id=row.conn_id,
-        auto_sync=row.auto_sync,
+        name=row.name or where,
+        tool=row.tool or "",
+        conn_id=row.conn_id or "",
+        auto_sync=bool(row.auto_sync),
         sync_from=row.sync_from,
-        settings=IntegrationSettings.from_json(row.settings),
+        settings=settings,
         updated_at=row.updated_at,
+        unreadable=problem,
     )
 
 
+def _readable_invoice(row: InvoiceRow, customer: CustomerRow | None) -> Invoice | UnreadableInvoice:
+    try:
+        return _invoice(row, customer)
+    except UnreadableRowError as exc:
+        return UnreadableInvoice(row.id, row.number, str(exc))
+
+
 def _invoice(row: InvoiceRow, customer: CustomerRow | None) -> Invoice:
+    where = _invoice_label(row)
+
+    def required(value: T | None, column: str) -> T:
+        return _required(value, f"invoices.{column}", where)
+
     return Invoice(
         id=row.id,
         integration_id=row.integration_id,
-        kind=InvoiceKind(row.kind),
+        kind=_member(InvoiceKind, row.kind, "invoices.kind", where),
         number=row.number,
-        status=InvoiceStatus(row.status),
+        status=_member(InvoiceStatus, row.status, "invoices.status", where),
         customer=_customer(customer) if customer is not None else None,
-        invoice_date=row.invoice_date,
+        invoice_date=required(row.invoice_date, "invoice_date"),
         due_date=row.due_date,
-        currency=row.currency,
-        total_excl_vat=row.total_excl_vat,
-        total_vat=row.total_vat,
-        total_incl_vat=row.total_incl_vat,
-        lines=tuple(
-            InvoiceLine(
-                position=line.position,
-                description=line.description,
-                quantity=line.quantity,
-                unit_price=line.unit_price,
-                vat_rate=line.vat_rate,
-                amount=line.amount,
-                gl_account=line.gl_account,
-            )
-            for line in row.lines
-        ),
-        updated_at=row.updated_at,
+        currency=row.currency,  # type: ignore[arg-type]  # a missing currency is a rule's clear refusal
+        total_excl_vat=required(row.total_excl_vat, "total_excl_vat"),
+        total_vat=required(row.total_vat, "total_vat"),
+        total_incl_vat=required(row.total_incl_vat, "total_incl_vat"),
+        lines=tuple(_line(line, where) for line in row.lines),
+        updated_at=required(row.updated_at, "updated_at"),
         registration_number=row.registration_number,
         synced_at=row.synced_at,
         credited_invoice_id=row.credited_invoice_id,
+        discount_percentage=row.discount_percentage,
+    )
+
+
+def _line(row: InvoiceLineRow, invoice: str) -> InvoiceLine:
+    where = f"line {row.position if row.position is not None else f'id {row.id}'} of {invoice}"
+
+    def required(value: T | None, column: str) -> T:
+        return _required(value, f"invoice_lines.{column}", where)
+
+    return InvoiceLine(
+        position=required(row.position, "position"),
+        description=row.description or "",  # an empty description is a rule's clear refusal
+        quantity=required(row.quantity, "quantity"),
+        unit_price=required(row.unit_price, "unit_price"),
+        vat_rate=required(row.vat_rate, "vat_rate"),
+        amount=required(row.amount, "amount"),
+        gl_account=row.gl_account,
+        tax_rate=row.tax_rate,
     )
 
 
 def _customer(row: CustomerRow) -> Customer:
     return Customer(
         id=row.id,
-        kind=CustomerKind(row.kind),
-        name=row.name,
+        kind=_member(CustomerKind, row.kind, "customers.kind", f"customer #{row.id}"),
+        name=row.name or "",  # an empty name is a rule's clear refusal
         vat_number=row.vat_number,
         email=row.email,
         address_line1=row.address_line1,
@@ -724,10 +832,10 @@ class UnsyncedInvoice:
     integration_id: int
     invoice_id: int
     number: str | None
-    kind: str
-    invoice_date: date
-    currency: str
-    total_incl_vat: Decimal
+    kind: str | None
+    invoice_date: date | None
+    currency: str | None
+    total_incl_vat: Decimal | None
     state: str | None
     """The ledger state; None when no run has tried it yet."""
     attempts: int

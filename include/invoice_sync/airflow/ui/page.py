@@ -136,7 +136,11 @@ def _integration_view(
         unsynced = store.unsynced_invoices(integration.id, state=state, limit=limit)
     cutover = integration.sync_from
     rows = [
-        UnsyncedView(invoice, _hint(invoice), cutover is not None and invoice.invoice_date < cutover)
+        UnsyncedView(
+            invoice,
+            _hint(invoice),
+            cutover is not None and invoice.invoice_date is not None and invoice.invoice_date < cutover,
+        )
         for invoice in unsynced
     ]
     return IntegrationView(
