@@ -166,6 +166,8 @@ class Case:
     invoice: dict[str, Any] = field(default_factory=dict)
     """Column overrides of the invoice row; ``credits`` names the kind of the credited case."""
     line_amounts: list[str] | None = None
+    line_values: dict[str, Any] = field(default_factory=dict)
+    """Column overrides of every line row (a NULL the app should not have stored, say)."""
     pg: bool = False
 
 
@@ -194,7 +196,8 @@ CASES = [
          "excluding VAT is 200.00"), invoice={"total_excl_vat": Decimal("200.00")}, pg=True),
     Case("totals inconsistent", ("data", "plus VAT 39.90 is not the total 230.00"),
          invoice={"total_incl_vat": Decimal("230.00")}),
-    Case("negative amounts on an invoice", ("data", "has negative amounts; use a credit note"),
+    Case("negative amounts on an invoice", ("data", "has a negative total; an invoice that gives money "
+         "back must be a credit note in the app"),
          lines=[("Consultancy", "2", "95.00", "21", "7010"), ("Discount", "1", "-200.00", "21", "7010")]),
     Case("only zero amounts", ("data", "amounts to 0.00 EUR: there is nothing to book"),
          lines=[("Free sample", "3", "0.00", "21", "7000")]),
@@ -444,7 +447,7 @@ class Corpus:
         return [
             {"invoice_id": invoice_id, "position": position, "description": description,
              "quantity": Decimal(quantity), "unit_price": Decimal(price), "vat_rate": Decimal(rate),
-             "amount": amount, "gl_account": gl}
+             "amount": amount, "gl_account": gl} | case.line_values
             for position, ((description, quantity, price, rate, gl), amount) in enumerate(
                 zip(case.lines, self._amounts(case), strict=True), start=1
             )
@@ -611,3 +614,131 @@ def test_batching_tools_refuse_the_same_bad_input_and_book_the_rest_of_the_batch
     descriptions = {value for line in item["lines"] for value in line.values() if isinstance(value, str)}
     assert f"Design {METACHARACTERS}" in descriptions, item["lines"]
     assert item["customer_name"] in {c["name"] for c in simulator.customers()}
+
+
+# -- rows the domain cannot read -----------------------------------------------------------------------
+# The app owns its tables: a kind or status the domain does not know, a NULL where it needs a value, or
+# settings it cannot read must be refused on their own, naming table, column and value, while the rest of
+# the integration and every other integration still sync in the same run.
+
+SOUND = 9
+"""A second, sound integration in the same run: it must not notice the others' broken rows."""
+UNREADABLE_SETTINGS = {  # integration id -> (name, settings as the app stored them, expected fragment)
+    5: ("Corpus settings as a list", ["vat_codes", "journal"], "integrations.settings of integration #5 "
+        "cannot be read: the settings are ['vat_codes', 'journal'], not a JSON object"),
+    6: ("Corpus VAT map as a list", {**_BASE, "vat_codes": ["21", "6"]}, "integrations.settings of "
+        "integration #6 cannot be read: vat_codes is ['21', '6']; it must map the app's codes"),
+    7: ("Corpus VAT map keyed by name", {**_BASE, "vat_codes": {"standard": "4"}}, "vat_codes has the key "
+        "'standard', which is not a VAT percentage"),
+    8: ("Corpus division in words", {**_BASE, "division": "twelve"}, "division is 'twelve'; it must be "
+        "the division number"),
+}  # fmt: skip
+UNREADABLE_CASES = [
+    Case("a valid invoice among unreadable ones", "booked", pg=True),
+    Case("an invoice kind the sync does not know", ("data", "invoices.kind of invoice #{id} ({number}) is "
+         "'creditnote', which the sync does not know (it knows invoice, credit_note)"),
+         invoice={"kind": "creditnote"}, pg=True),
+    Case("an invoice status the sync does not know", ("data", "invoices.status of invoice #{id} ({number}) "
+         "is 'cancelled', which the sync does not know (it knows draft, registered, paid)"),
+         invoice={"status": "cancelled"}, pg=True),
+    Case("no invoice status", ("data", "invoices.status of invoice #{id} ({number}) is empty (NULL)"),
+         invoice={"status": None}),
+    Case("no invoice kind", ("data", "invoices.kind of invoice #{id} ({number}) is empty (NULL)"),
+         invoice={"kind": None}),
+    Case("no invoice date", ("data", "invoices.invoice_date of invoice #{id} ({number}) is empty (NULL)"),
+         invoice={"invoice_date": None}, pg=True),
+    Case("no VAT total", ("data", "invoices.total_vat of invoice #{id} ({number}) is empty (NULL)"),
+         invoice={"total_vat": None}),
+    Case("no total excluding VAT", ("data", "invoices.total_excl_vat of invoice #{id} ({number}) is empty"),
+         invoice={"total_excl_vat": None, "total_incl_vat": Decimal("229.90")}),
+    Case("no last-change time", ("data", "invoices.updated_at of invoice #{id} ({number}) is empty (NULL)"),
+         invoice={"updated_at": None}),
+    Case("a line without amount", ("data", "invoice_lines.amount of line 1 of invoice #{id} ({number}) is "
+         "empty (NULL)"), line_values={"amount": None}, pg=True),
+    Case("a line without VAT rate", ("data", "invoice_lines.vat_rate of line 1 of invoice #{id} ({number}) "
+         "is empty (NULL)"), line_values={"vat_rate": None}),
+    Case("a line without quantity", ("data", "invoice_lines.quantity of line 1 of invoice #{id} ({number}) "
+         "is empty (NULL)"), line_values={"quantity": None}),
+    Case("a customer kind the sync does not know", ("data", "customers.kind of customer #14 is 'person', "
+         "which the sync does not know (it knows company, contact)"), customer=14, pg=True),
+    *[
+        Case(f"unreadable settings: {name}", ("config", fragment), integration=integration_id, pg=True)
+        for integration_id, (name, _, fragment) in UNREADABLE_SETTINGS.items()
+    ],
+    Case("an invoice of a sound integration, in the same run", "booked", integration=SOUND, pg=True),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "db_url", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+def test_rows_the_domain_cannot_read_are_refused_alone_naming_table_column_and_value(
+    store: SyncStore, sandbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the connector operator, as a DAG run calls it: each unreadable row is refused with a message
+    naming table, column and value; the valid invoices of that integration and of a sound one are booked;
+    the run summary, the bell notification and the Invoice sync page show every refusal."""
+    from types import SimpleNamespace
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from invoice_sync.airflow.operators import SyncIntegrationsOperator
+    from invoice_sync.airflow.ui.page import Filters, build_page
+    from invoice_sync.engine.summary import notification, summarize
+
+    postgres = store.engine.dialect.name == "postgresql"
+    cases = [case for case in UNREADABLE_CASES if case.pg or not postgres]
+    integrations = {
+        MAIN: INTEGRATIONS[MAIN],
+        SOUND: ("Corpus sound BV", _BASE),
+        **{key: (name, settings) for key, (name, settings, _) in UNREADABLE_SETTINGS.items()},
+    }
+    with Session(store.engine) as session, session.begin():  # before the invoices that refer to it
+        session.execute(
+            insert(CustomerRow),
+            [{"id": 14, "kind": "person", "name": "Person Kind BV", "country_code": "BE", "updated_at": NOW}],
+        )
+    corpus = Corpus(store, cases, integrations=integrations)
+    corpus.seed()
+    monkeypatch.setenv("AIRFLOW_CONN_EXACT_DEMO", json.dumps(exact_online_connection(sandbox.url)))
+    monkeypatch.setenv("INVOICE_SYNC_DB_URL", store.engine.url.render_as_string(hide_password=False))
+    context = {
+        "dag_run": SimpleNamespace(dag_id="invoice_sync_manual", run_id="manual__unreadable"),
+        "ti": SimpleNamespace(task_id="sync_exact_online", map_index=0, try_number=1),
+    }
+    operator = SyncIntegrationsOperator(
+        task_id="sync_exact_online", tool="exact_online", integration_ids=sorted(integrations)
+    )
+    with pytest.raises(AirflowFailException, match="integrations.settings of integration #5"):
+        operator.execute(context)  # fails (without retry) for the unreadable settings, after all others
+
+    with Session(store.engine) as session:
+        ledger = {row.invoice_id: row for row in session.scalars(select(LedgerRow))}
+    entries = Counter(entry["YourRef"] for entry in sandbox.exact.entries(fx.DIVISION_BE))
+    messages = {}
+    for case in cases:
+        invoice_id, number = corpus.ids[case.kind], corpus.numbers[case.kind]
+        row = ledger.get(invoice_id)
+        assert row is not None, case.kind
+        if case.expect == "booked":
+            assert row.state == "booked" and entries[number] == 1, (case.kind, row.error_message)
+            continue
+        error_class, fragment = case.expect
+        fragment = fragment.format(id=invoice_id, number=number)
+        assert (row.state, row.error_class) == ("rejected", error_class), (case.kind, row.error_message)
+        assert fragment in row.error_message, (case.kind, row.error_message)
+        assert entries[number] == 0, case.kind
+        messages[number] = row.error_message
+
+    run_id = "invoice_sync_manual:manual__unreadable"
+    title, body = notification(summarize(store, run_id, sorted(integrations)))
+    assert f"{len(messages)} errors" in title and "2 invoices" in title
+    noted = {error["invoice"]: error["text"] for error in body["errors"]}
+    assert set(noted) == set(messages)
+    assert all(messages[number] in noted[number] for number in messages)
+
+    page = build_page(store, Filters())
+    shown = {
+        row.invoice.number: row.invoice.error_message for view in page.integrations for row in view.not_synced
+    }
+    assert all(shown.get(number) == message for number, message in messages.items())
