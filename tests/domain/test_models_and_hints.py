@@ -122,7 +122,23 @@ def test_settings_that_cannot_be_read_name_the_key_and_the_value(data, message):
         ),
         ("data", "Invoice 1: the lines add up to 500.00 EUR but the total excluding VAT is 550.00", "agree"),
         ("data", "Invoice 1 has no lines", "Add lines"),
-        ("data", "Invoice 1 has negative amounts; use a credit note", "credit note"),
+        (
+            "data",
+            "Invoice 1 has a negative total; an invoice that gives money back must be ...",
+            "credit note",
+        ),
+        ("data", "invoices.status of invoice #4 is 'cancelled', which the sync does not know", "value named"),
+        ("data", "invoice_lines.amount of line 1 of invoice #4 is empty (NULL)", "empty field"),
+        (
+            "config",
+            "integrations.settings of integration #5 cannot be read: division is 'x'",
+            "names the key",
+        ),
+        (
+            "config",
+            "Tax rate 'export' (0%) is not mapped ...; add it to the integration's tax rates",
+            "tax rates",
+        ),
         ("data", "Already exists – Entry number: 1, Journal: 70", "booked by hand"),
     ],
 )

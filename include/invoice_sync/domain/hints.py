@@ -10,6 +10,11 @@ from invoice_sync.domain.models import ErrorClass
 
 _HINTS: tuple[tuple[str, str], ...] = (
     ("which no country charges", "Correct the line's VAT rate in the app."),
+    # rows and settings the sync cannot read: the message names table, column and value
+    ("cannot be read", "Correct the integration's settings in the app; the message names the key."),
+    ("is empty (null)", "Fill in the empty field named in the message in the app."),
+    ("which the sync does not know", "Correct the value named in the message in the app."),
+    ("tax rates", "Map the tax rate to the tool's VAT code in the integration's tax rates, then sync again."),
     ("not mapped", "Add the missing mapping in the integration's settings, then sync again."),
     # data problems found before any call; their messages already say what to change
     ("control character", "Remove the invisible control character from that field in the app."),
@@ -43,7 +48,7 @@ _HINTS: tuple[tuple[str, str], ...] = (
     ("customer", "Check the customer in the app and in the accounting tool."),
     ("add up", "Correct the invoice in the app so the lines and totals agree."),
     ("no lines", "Add lines to the invoice in the app."),
-    ("negative", "Book a credit note instead of negative amounts."),
+    ("negative total", "Make it a credit note in the app: an invoice cannot give money back."),
 )
 
 _BY_CLASS = {
