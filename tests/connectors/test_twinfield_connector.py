@@ -17,13 +17,19 @@ from typing import Any
 import pytest
 import requests
 from flows import book, connector_factory
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from invoice_sync.connectors.base import CustomerLinkFailure
 from invoice_sync.connectors.http import RateBudget
+from invoice_sync.connectors.registry import connector_for
 from invoice_sync.connectors.twinfield import TwinfieldConnector, TwinfieldHook, build_connector
 from invoice_sync.connectors.twinfield.connector import BATCH_SIZE
 from invoice_sync.domain.errors import AuthError, ConfigError
 from invoice_sync.domain.models import Booked, ErrorClass, InvoiceKind, Rejected, Unknown
+from invoice_sync.engine.sync import IntegrationSync
+from invoice_sync.sandbox.connections import twinfield_connection
+from invoice_sync.sandbox.demo import TWINFIELD_CONN_ID, seed
 from invoice_sync.sandbox.server import start_in_thread
 from invoice_sync.sandbox.twinfield_fixtures import (
     BOOTSTRAP_REFRESH_TOKEN,
@@ -31,10 +37,15 @@ from invoice_sync.sandbox.twinfield_fixtures import (
     CLIENT_SECRET,
     DAYBOOK,
     DEBTORS_ACCOUNT,
+    DISCOUNT_ACCOUNT,
     FOREIGN_OFFICE,
     INACTIVE_VAT_CODE,
     OFFICE,
+    ZERO_RATE_VAT_CODES,
 )
+from invoice_sync.store.models import InvoiceRow, LedgerRow
+from invoice_sync.store.repository import SyncStore
+from invoice_sync.store.tokens import SqlTokenVault
 
 CONN_ID = "twinfield_test"
 CLIENT_TIMEOUT_S = 2.0
@@ -43,6 +54,8 @@ COLUMNS = "POST /cluster/webservices/processxml.asmx#ProcessXmlString/columns"
 DIMENSIONS = "POST /cluster/webservices/processxml.asmx#ProcessXmlString/dimensions"
 TOKEN = "POST /auth/authentication/connect/token"
 VALIDATION = "GET /auth/authentication/connect/accesstokenvalidation"
+TWINFIELD_INTEGRATION = 5
+"""The demo's Twinfield integration (``invoice_sync.sandbox.demo``)."""
 
 
 def set_connection(monkeypatch: pytest.MonkeyPatch, host: str, **extra: Any) -> None:
@@ -98,6 +111,12 @@ def settings(builders: Any) -> Any:
 def connect(builders: Any, vault: Any, settings: Any) -> Callable[..., TwinfieldConnector]:
     """Build a connector; keyword arguments go to the hook (short back-off)."""
     return connector_factory("twinfield", CONN_ID, builders, vault, settings)
+
+
+def ledger_by_number(store: SyncStore) -> dict[str, LedgerRow]:
+    query = select(InvoiceRow.number, LedgerRow).join(InvoiceRow, InvoiceRow.id == LedgerRow.invoice_id)
+    with Session(store.engine) as session:
+        return {number: row for number, row in session.execute(query)}
 
 
 def customer(builders: Any, customer_id: int, name: str = "Atelier Verhoeven BV") -> Any:
@@ -448,3 +467,140 @@ def test_request_timeout_comes_from_the_connection(twinfield, connect):
     assert isinstance(connector.hook, TwinfieldHook)
     assert connector.hook.session.auth is None  # the client secret goes to the token endpoint only
     assert "refresh_token" not in connector.hook.session.headers
+
+
+# -- discounts and VAT regimes (issue #12, items 5 and 6) -----------------------------------------------
+
+
+def test_negative_and_discount_lines_are_booked_to_the_cent(twinfield, connect, builders, settings):
+    goodwill = builders.invoice(
+        [builders.line("200.00", "21"), builders.line("-25.00", "21", position=2, description="Goodwill")],
+        invoice_id=1,
+        number="N-1",
+        customer=customer(builders, 1),
+    )
+    lines = [builders.line("100.00", "21"), builders.line("33.33", "9", position=2, gl_account="7010")]
+    # 10 % off: cuts 10.00 and 3.33; VAT 21 % of 90.00 = 18.90 and 9 % of 30.00 = 2.70.
+    totals = {"total_excl_vat": Decimal("120.00"), "total_vat": Decimal("21.60")}
+    totals["total_incl_vat"] = totals["total_excl_vat"] + totals["total_vat"]
+    discount = replace(
+        builders.invoice(lines, customer=customer(builders, 1)), discount_percentage=Decimal("10")
+    )
+    plain = replace(discount, id=2, number="D-1", **totals)
+    on_account = replace(discount, id=3, number="D-2", **totals)
+    assert book(connect(), goodwill, plain) == [
+        Booked(1, "202600001", f"{OFFICE}/{DAYBOOK}/202600001"),
+        Booked(2, "202600002", f"{OFFICE}/{DAYBOOK}/202600002"),
+    ]
+    with_account = connect(integration_settings=replace(settings, discount_gl_account=DISCOUNT_ACCOUNT))
+    assert [type(o) for o in book(with_account, on_account)] == [Booked]
+
+    books = {b["reference"]: b for b in sim(twinfield).booked()}
+    for invoice in (goodwill, plain, on_account):
+        booking = books[invoice.number]
+        assert (booking["total_incl_vat"], booking["total_vat"]) == (
+            invoice.total_incl_vat,
+            invoice.total_vat,
+        )
+
+    def details(reference: str) -> list[tuple[str, Decimal]]:
+        return [
+            (line["dim1"], line["signed"]) for line in books[reference]["lines"] if line["type"] == "detail"
+        ]
+
+    assert details("N-1") == [("8000", Decimal("-200.00")), ("8000", Decimal("25.00"))]
+    assert details("D-1") == [
+        ("8000", Decimal("-100.00")), ("8010", Decimal("-33.33")), ("8000", Decimal("10.00")),
+        ("8010", Decimal("3.33")),
+    ]  # fmt: skip
+    assert details("D-2")[2:] == [(DISCOUNT_ACCOUNT, Decimal("10.00")), (DISCOUNT_ACCOUNT, Decimal("3.33"))]
+    assert books["D-1"]["vat_by_code"] == {"VH": Decimal("18.90"), "VL": Decimal("2.70")}
+
+
+def test_zero_rate_lines_of_different_tax_rates_book_on_their_own_vat_codes(
+    twinfield, connect, builders, settings
+):
+    regimes = replace(settings, tax_rates={**ZERO_RATE_VAT_CODES, "standard": "VH"})
+    invoice = builders.invoice(
+        [
+            replace(builders.line("400.00", "0"), tax_rate="intra_community"),
+            replace(builders.line("300.00", "0", position=2), tax_rate="export"),
+            replace(builders.line("100.00", "21", position=3), tax_rate="standard"),
+        ],
+        number="Z-1",
+        customer=customer(builders, 1),
+    )
+    assert [type(o) for o in book(connect(integration_settings=regimes), invoice)] == [Booked]
+    (booking,) = sim(twinfield).booked()
+    assert booking["vat_by_code"] == {"VEU": Decimal("0"), "VEX": Decimal("0"), "VH": Decimal("21.00")}
+    turnover = {line["vatcode"]: line["vatturnover"] for line in booking["lines"] if line["type"] == "vat"}
+    assert turnover == {"VEU": Decimal("400.00"), "VEX": Decimal("300.00"), "VH": Decimal("100.00")}
+
+
+# -- a browse that ignores its filter (issue #12, item 2) -----------------------------------------------
+
+
+def test_a_browse_that_ignores_its_filter_finds_nothing_of_ours(twinfield, connect, builders):
+    connector = connect()
+    book(
+        connector,
+        *(builders.invoice(invoice_id=n, number=f"O-{n}", customer=customer(builders, 1)) for n in (1, 2)),
+    )
+    sim(twinfield).configure(browse_ignores_filters=True)
+    assert connector.find_booked(["NEVER-BOOKED"]) == {}
+    assert {r: b.registration_number for r, b in connector.find_booked(["O-2", "O-1"]).items()} == {
+        "O-2": "202600002",
+        "O-1": "202600001",
+    }
+
+
+@pytest.fixture
+def db_url(sqlite_url: str) -> str:
+    """The engine test below runs on SQLite: the store's own tests cover PostgreSQL."""
+    return sqlite_url
+
+
+def test_an_unknown_invoice_is_never_recorded_as_booked_under_someone_elses_number(
+    twinfield, connect, builders, store, monkeypatch
+):
+    """Through the engine: invoices left ``unknown`` by a lost call, then a run whose browses answer every
+    transaction of the office. Each must be pushed and booked with its own number, never "found" in a
+    hand-made booking or in another invoice's."""
+    seeded = seed(store.engine, tools=("twinfield",))
+    connection = twinfield_connection(twinfield.url)
+    monkeypatch.setenv(f"AIRFLOW_CONN_{TWINFIELD_CONN_ID.upper()}", json.dumps(connection))
+    integration = store.integration(TWINFIELD_INTEGRATION)
+
+    def run(run_id: str) -> Any:
+        connector = connector_for(integration, SqlTokenVault(store.engine))
+        return IntegrationSync(store, connector, integration, run_id=run_id, holder=run_id).run()
+
+    control(
+        twinfield,
+        "faults",
+        [{"path": "#ProcessXmlString/transactions$", "kind": "status", "status": 503, "times": 1}],
+    )
+    first = run("run-1")
+    unknown = {n for n, row in ledger_by_number(store).items() if row.state == "unknown"}
+    assert first.unknown == len(unknown) > 1
+    # Someone books a transaction by hand in the same office and daybook.
+    hand = builders.invoice(invoice_id=999, number="HAND-1", customer=customer(builders, 1))
+    assert [type(o) for o in book(connect(), hand)] == [Booked]
+    hand_number = sim(twinfield).booked()[-1]["registration_number"]
+
+    sim(twinfield).configure(browse_ignores_filters=True)
+    second = run("run-2")
+    assert second.resolved_by_lookup == 0
+    booked = {}
+    for item in sim(twinfield).booked():
+        booked.setdefault(item["reference"], []).append(item["registration_number"])
+    rows = ledger_by_number(store)
+    assert second.booked == len(unknown - set(seeded.expected_rejections)) > 1
+    for number in unknown:
+        row = rows[number]
+        if number in seeded.expected_rejections:  # refused by Twinfield on the push: not booked
+            assert (row.state, row.registration_number, number in booked) == ("rejected", None, False)
+            continue
+        assert len(booked[number]) == 1, number  # pushed again, exactly once
+        assert (row.state, row.registration_number) == ("booked", booked[number][0])
+    assert hand_number not in {row.registration_number for row in rows.values()}

@@ -18,10 +18,12 @@ from invoice_sync.sandbox.twinfield_fixtures import (
     BOOTSTRAP_REFRESH_TOKEN,
     CLIENT_ID,
     CLIENT_SECRET,
+    DISCOUNT_ACCOUNT,
     FOREIGN_OFFICE,
     OFFICE,
     ORGANISATION,
     SECOND_OFFICE,
+    VAT_ACCOUNT,
 )
 
 SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -102,19 +104,23 @@ def transaction_xml(
     office: str = OFFICE,
     customer: str = "1042",
     total: str = "302.50",
-    details: tuple[tuple[str, str, str], ...] = (("8000", "250.00", "VH"),),
+    details: tuple[tuple[str, ...], ...] = (("8000", "250.00", "VH"),),
     vat: tuple[tuple[str, str], ...] = (),
     daybook: str = "VRK",
+    attributes: str = "",
 ) -> str:
+    """A sales transaction; a detail is ``(account, value, vatcode[, vatvalue[, side]])``, a ``vat`` line
+    (sent on top of the ones Twinfield makes) ``(vatcode, value)``."""
     lines = (
         f"<line type='total'><dim1>1300</dim1><dim2>{customer}</dim2><debitcredit>debit</debitcredit>"
         f"<value>{total}</value></line>"
     )
-    for account, value, code in details:
+    for account, value, code, *rest in details:
+        vatvalue = f"<vatvalue>{rest[0]}</vatvalue>" if rest and rest[0] else ""
+        side = rest[1] if len(rest) > 1 else "credit"
         lines += (
-            f"<line type='detail'><dim1>{account}</dim1><debitcredit>credit</debitcredit>"
-            f"<value>{value}</value>"
-            f"<vatcode>{code}</vatcode><description>Work</description></line>"
+            f"<line type='detail'><dim1>{account}</dim1><debitcredit>{side}</debitcredit>"
+            f"<value>{value}</value>{vatvalue}<description>Work</description><vatcode>{code}</vatcode></line>"
         )
     for code, value in vat:
         lines += (
@@ -122,7 +128,7 @@ def transaction_xml(
             f"<vatcode>{code}</vatcode></line>"
         )
     return (
-        f"<transaction destiny='final' raisewarning='false'><header><office>{office}</office>"
+        f"<transaction destiny='final' raisewarning='false' {attributes}><header><office>{office}</office>"
         f"<code>{daybook}</code><currency>EUR</currency><date>20260302</date><period>2026/03</period>"
         f"<invoicenumber>{number}</invoicenumber>"
         f"</header><lines>{lines}</lines></transaction>"
@@ -130,11 +136,21 @@ def transaction_xml(
 
 
 def browse_xml(reference: str, office: str = OFFICE) -> str:
+    """A lookup as php-twinfield's BrowseData writes one: every column in full."""
+
+    def column(field: str, label: str, value: str | None) -> str:
+        ask, operator = ("true", "equal") if value is not None else ("false", "none")
+        return (
+            f"<column><field>{field}</field><label>{label}</label><visible>true</visible><ask>{ask}</ask>"
+            f"<operator>{operator}</operator><from>{value or ''}</from><to></to></column>"
+        )
+
     return (
         "<columns code='100'>"
-        f"<column><field>fin.trs.head.office</field><operator>equal</operator><from>{office}</from></column>"
-        f"<column><field>fin.trs.line.invnumber</field><operator>equal</operator><from>{reference}</from></column>"
-        "<column><field>fin.trs.head.number</field><visible>true</visible></column></columns>"
+        + column("fin.trs.head.office", "Office", office)
+        + column("fin.trs.line.invnumber", "Invoice number", reference)
+        + column("fin.trs.head.number", "Trans. no.", None)
+        + "</columns>"
     )
 
 
@@ -336,14 +352,15 @@ def test_a_repeated_invoice_number_is_booked_again(api: Cluster, fresh: SandboxH
         ({"customer": "1999"}, "Dimension 1999 with financial level 2 not found"),
         ({"total": "302.49"}, "De boeking is niet in balans. Er ontbreekt 0.01 debet."),
         ({"total": "302.51"}, "De boeking is niet in balans. Er ontbreekt 0.01 credit."),
-        ({"vat": (("VH", "52.49"),)}, "De boeking is niet in balans. Er ontbreekt 0.01 credit."),
+        ({"vat": (("VH", "52.50"),)}, "De boeking is niet in balans. Er ontbreekt 52.50 debet."),
+        ({"details": (("8000", "-250.00", "VH"),)}, "Bedrag -250.00 is ongeldig."),
+        ({"details": (("8000", "250.00", "VH", "-52.50"),)}, "Btw-bedrag -52.50 is ongeldig."),
         ({"daybook": "XYZ"}, "Dagboek XYZ bestaat niet."),
         ({"daybook": "MEMO"}, "Dagboek MEMO is geen verkoopdagboek."),
         ({"office": FOREIGN_OFFICE}, "Administratie XYZ001 bestaat niet of u heeft geen toegang."),
     ],
-    ids=["inactive-vat", "unknown-vat", "gl", "customer", "short-debit", "short-credit", "vat-line",
-         "daybook",
-         "memorial", "office"],
+    ids=["inactive-vat", "unknown-vat", "gl", "customer", "short-debit", "short-credit", "doubled-vat",
+         "signed-value", "signed-vatvalue", "daybook", "memorial", "office"],
 )  # fmt: skip
 def test_transaction_validation_texts(
     api: Cluster, fresh: SandboxHandle, kwargs: dict[str, Any], expected: str
@@ -362,21 +379,104 @@ def test_transaction_validation_texts(
     assert [b["reference"] for b in fresh.simulator("twinfield").booked()] == ["OK-1"]
 
 
-def test_vat_comes_from_vat_lines_when_given_else_per_detail_line(api: Cluster, fresh: SandboxHandle) -> None:
+def vat_lines(transaction: etree._Element) -> list[dict[str, str]]:
+    return [
+        {child.tag: child.text for child in line}
+        for line in transaction.find("lines")
+        if line.get("type") == "vat"
+    ]
+
+
+def test_twinfield_makes_the_vat_lines_from_each_detail_lines_vat_code(
+    api: Cluster, fresh: SandboxHandle
+) -> None:
+    """As salesTransactionGetResponse.xml (php-twinfield) shows: a VAT line on the code's account, with
+    its turnover and baseline, in the answer; per detail line the VAT as sent, else computed per line."""
     api.process(customer_xml())
-    two_lines = (("8000", "1.05", "VH"), ("8000", "1.05", "VH"))
-    # Per detail line 21 % of 1.05 = 0.2205 -> 0.22, twice 0.44; on the total 21 % of 2.10 = 0.441 -> 0.44,
-    # an app that rounds up its own way says 0.45: only a vat line books that.
+    two_lines = (("8000", "1.05", "VH"), ("8010", "1.05", "VH"))
+    # Per detail line 21 % of 1.05 = 0.2205 -> 0.22, twice 0.44; an app that rounds up its own way says
+    # 0.45: a vatvalue books that.
     computed = transaction_xml("V-1", total="2.54", details=two_lines)
-    explicit = transaction_xml("V-2", total="2.55", details=two_lines, vat=(("VH", "0.45"),))
-    unbalanced = transaction_xml("V-3", total="2.54", details=two_lines, vat=(("VH", "0.45"),))
-    answer = api.process(f"<transactions>{computed}{explicit}{unbalanced}</transactions>")
-    assert [t.get("result") for t in answer] == ["1", "1", "0"]
-    assert error_messages(answer) == ["De boeking is niet in balans. Er ontbreekt 0.01 debet."]
+    given = transaction_xml(
+        "V-2", total="2.55", details=(("8000", "1.05", "VH", "0.23"), ("8010", "1.05", "VH", "0.22"))
+    )
+    answer = api.process(f"<transactions>{computed}{given}</transactions>")
+    assert [t.get("result") for t in answer] == ["1", "1"]
     assert [v.text for v in answer[0].iter("vatvalue")] == ["0.22", "0.22"]
+    assert vat_lines(answer[0]) == [
+        {"dim1": VAT_ACCOUNT, "value": "0.44", "vatcode": "VH", "debitcredit": "credit",
+         "vatturnover": "2.10", "vatbaseturnover": "2.10", "baseline": "1"},
+    ]  # fmt: skip
+    assert answer[0].find("lines/line[@type='total']").findtext("vattotal") == "0.44"
+    assert [v.text for v in answer[1].iter("vatvalue")] == ["0.23", "0.22"]
     first, second = fresh.simulator("twinfield").booked()
     assert (first["total_vat"], first["vat_by_code"]) == (Decimal("0.44"), {"VH": Decimal("0.44")})
     assert (second["total_incl_vat"], second["total_vat"]) == (Decimal("2.55"), Decimal("0.45"))
+    (vat,) = [line for line in second["lines"] if line["type"] == "vat"]
+    assert (vat["dim1"], vat["signed"], vat["vatturnover"]) == (
+        VAT_ACCOUNT,
+        Decimal("-0.45"),
+        Decimal("2.10"),
+    )
+
+
+def test_a_vat_line_sent_on_top_doubles_the_vat_and_is_refused(api: Cluster, fresh: SandboxHandle) -> None:
+    api.process(customer_xml())
+    doubled = transaction_xml("W-1", total="2.55", details=(("8000", "2.10", "VH"),), vat=(("VH", "0.45"),))
+    answer = api.process(doubled)
+    assert error_messages(answer) == ["De boeking is niet in balans. Er ontbreekt 0.44 debet."]
+    assert fresh.simulator("twinfield").booked() == []
+
+
+def test_twinfields_own_vat_rounding_and_autobalancevat(api: Cluster, fresh: SandboxHandle) -> None:
+    """The example of developers.twinfield.com, "VAT Calculation": per line with the rounding carried to
+    the next line, VAT 38.53 against 38.54 on the total; autobalancevat moves the cent to the highest line."""
+    api.process(customer_xml())
+    details = tuple(("8000", value, "VH") for value in ("170.00", "3.50", "10.00", "0.00", "0.00", "0.00"))
+    plain = api.process(transaction_xml("A-1", total="222.04", details=details))
+    assert error_messages(plain) == ["De boeking is niet in balans. Er ontbreekt 0.01 credit."]
+    assert [v.text for v in plain.iter("vatvalue")] == []  # refused: no VAT in the answer
+    balanced = api.process(transaction_xml("A-2", total="222.03", details=details))
+    assert [v.text for v in balanced.iter("vatvalue")] == ["35.70", "0.74", "2.10", "-0.01", "0.01", "-0.01"]
+    auto = api.process(
+        transaction_xml("A-3", total="222.04", details=details, attributes="autobalancevat='true'")
+    )
+    assert auto.get("result") == "1"
+    assert [v.text for v in auto.iter("vatvalue")][0] == "35.71"
+    beyond = api.process(
+        transaction_xml("A-4", total="222.05", details=details, attributes="autobalancevat='true'")
+    )
+    assert error_messages(beyond) == ["De boeking is niet in balans. Er ontbreekt 0.02 credit."]
+    assert [(b["reference"], b["total_vat"]) for b in fresh.simulator("twinfield").booked()] == [
+        ("A-2", Decimal("38.53")),
+        ("A-3", Decimal("38.54")),
+    ]
+
+
+def test_a_negative_line_goes_the_other_way_with_debitcredit(api: Cluster, fresh: SandboxHandle) -> None:
+    api.process(customer_xml())
+    details = (("8000", "200.00", "VH", "42.00"), ("8090", "20.00", "VH", "4.20", "debit"))
+    answer = api.process(transaction_xml("N-1", total="217.80", details=details))
+    assert answer.get("result") == "1", error_messages(answer)
+    (booking,) = fresh.simulator("twinfield").booked()
+    assert (booking["total_incl_vat"], booking["total_vat"]) == (Decimal("217.80"), Decimal("37.80"))
+    assert [(line["dim1"], line["signed"]) for line in booking["lines"] if line["type"] == "detail"] == [
+        ("8000", Decimal("-200.00")),
+        (DISCOUNT_ACCOUNT, Decimal("20.00")),
+    ]
+
+
+def test_zero_rate_vat_codes_get_vat_lines_of_their_own(api: Cluster, fresh: SandboxHandle) -> None:
+    api.process(customer_xml())
+    details = (("8000", "400.00", "VEU"), ("8000", "300.00", "VEX"), ("8000", "100.00", "VH"))
+    answer = api.process(transaction_xml("Z-1", total="821.00", details=details))
+    assert [(v["vatcode"], v["value"], v["vatturnover"]) for v in vat_lines(answer)] == [
+        ("VEU", "0.00", "400.00"),
+        ("VEX", "0.00", "300.00"),
+        ("VH", "21.00", "100.00"),
+    ]
+    (booking,) = fresh.simulator("twinfield").booked()
+    assert booking["vat_by_code"] == {"VEU": Decimal("0"), "VEX": Decimal("0"), "VH": Decimal("21.00")}
 
 
 def test_browse_finds_transactions_by_invoice_number(api: Cluster) -> None:
@@ -396,6 +496,31 @@ def test_browse_finds_transactions_by_invoice_number(api: Cluster) -> None:
     assert api.process(browse_xml("nothing")).findall("tr") == []
     refused = api.process(browse_xml("F-1").replace("fin.trs.head.number", "fin.trs.nope"))
     assert error_messages(refused) == ["Kolom fin.trs.nope bestaat niet."]
+
+
+def test_browse_answer_has_twinfields_shape_and_a_fault_can_drop_its_filters(
+    api: Cluster, fresh: SandboxHandle
+) -> None:
+    api.process(customer_xml())
+    api.process(customer_xml(office=SECOND_OFFICE))
+    api.process(f"<transactions>{transaction_xml('F-1')}{transaction_xml('F-2')}</transactions>")
+    api.process(transaction_xml("G-1", office=SECOND_OFFICE))
+    answer = api.process(browse_xml("F-2"))
+    assert [(td.text, td.get("label"), td.get("type")) for td in answer.find("th")] == [
+        ("fin.trs.head.office", "Office", "String"),
+        ("fin.trs.line.invnumber", "Invoice number", "String"),
+        ("fin.trs.head.number", "Trans. no.", "Decimal"),
+    ]
+    (row,) = answer.findall("tr")
+    assert [child.tag for child in row] == ["td", "td", "td", "key"]  # the key comes last, as Twinfield's
+    assert [row.findtext(f"key/{part}") for part in ("office", "code", "number", "line")] == [
+        OFFICE, "VRK", "202600002", "1",
+    ]  # fmt: skip
+
+    fresh.simulator("twinfield").configure(browse_ignores_filters=True)
+    ignored = api.process(browse_xml("F-2"))
+    numbers = [[td.text for td in tr.findall("td")] for tr in ignored.findall("tr")]
+    assert numbers == [[OFFICE, "F-1", "202600001"], [OFFICE, "F-2", "202600002"]]  # never another office's
 
 
 # -------------------------------------------------------------------------------------------- credits

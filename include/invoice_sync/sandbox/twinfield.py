@@ -13,16 +13,20 @@ Reference: ``shared/reference/twinfield.md``. What the connector depends on is r
   (code 354)") and a missing ``CompanyCode`` (except ``<list><type>offices</type></list>``); HTTP 200 with
   ``result``/``msgtype``/``msg`` attributes on the elements for everything ProcessXml judges itself.
 - ProcessXml: DEB dimension upserts (code format, name, addresses, banks), sales transactions (office,
-  daybook, dates, dimensions, VAT codes, balance to the cent, numbers last + 1 per office and daybook),
-  ``read`` of a transaction or a dimension, browse ``columns code="100"`` and ``list`` of offices.
+  daybook, dates, dimensions, VAT codes, unsigned amounts with ``debitcredit``, the VAT lines Twinfield
+  makes itself from each detail line's ``vatcode`` and ``vatvalue``, ``autobalancevat``, balance to the
+  cent, numbers last + 1 per office and daybook), ``read`` of a transaction or a dimension, browse
+  ``columns code="100"`` and ``list`` of offices.
 - Credits per client id per sandbox minute (1 for ``list``/``read``/``columns``, 3 for anything else),
   over budget HTTP 429 with ``Retry-After`` in real seconds, nothing processed.
 
 Choices where the reference says "unconfirmed" (each marked where it is made): the minute of the credit
 budget opens with a client's first counted request (the reference does not say how Twinfield measures it);
 a repeated ``invoicenumber`` is booked again (nothing confirms Twinfield refuses it, and the worst case
-lets tests see any double booking); the exact wording of texts the reference does not quote; the browse
-answer's shape (see :meth:`TwinfieldSandbox._browse`).
+lets tests see any double booking); the exact wording of texts the reference does not quote; a signed
+amount is refused; VAT lines for nil VAT; how a browse filter without ``ask`` is applied (see
+:meth:`TwinfieldSandbox._browse`). One fault is Twinfield's own (``browse_ignores_filters`` in
+:class:`TwinfieldConfig`): a browse answering lines its filters exclude.
 
 :class:`TwinfieldSandbox` holds the state behind one re-entrant lock; :func:`create_app` exposes it over
 HTTP with a control API under ``/_sandbox``.
@@ -96,6 +100,8 @@ _ADDRESS_FIELDS = (
 _BANK_FIELDS = ("ascription", "accountnumber", "bankname", "biccode", "iban")
 _FINANCIAL_FIELDS = ("duedays", "payavailable", "paycode", "vatcode", "ebilling", "ebillmail")
 ASCRIPTION_MAX = 40
+AUTOBALANCE_MAX = Decimal("0.01")
+"""The largest difference ``autobalancevat="true"`` settles (developers.twinfield.com, "VAT Calculation")."""
 
 
 class SoapFaultError(Exception):
@@ -121,6 +127,9 @@ class TwinfieldConfig(SimulatorConfig):
 
     credits_per_minute: int = 1000
     limits_enabled: bool = True
+    browse_ignores_filters: bool = False
+    """A fault no generic rule can express: browses answer every transaction line of the office, whatever
+    their filters ask (a server that dropped the filter). Lookups must check each row themselves."""
 
 
 @dataclass(slots=True)
@@ -805,17 +814,21 @@ class TwinfieldSandbox(Simulator[TwinfieldFixtures, TwinfieldConfig]):
     def _browse(self, request: etree._Element, organisation: str, company: str) -> etree._Element:
         """Browse ``columns code="100"`` (transaction lines): filters ``equal``/``between``, visible columns.
 
-        The answer's shape follows Twinfield's browse data (its exact form is unconfirmed):
-        ``<browse result="1" code="100" first total><th><td>field</td>…</th><tr><key>…</key>
-        <td field="fin.trs.head.number">202600001</td>…</tr></browse>``, one ``tr`` per total line, which is
-        the line carrying ``invnumber``.
+        Columns are read as php-twinfield ``src/Request/BrowseData.php`` writes them (``field``, ``label``,
+        ``visible``, ``ask``, ``operator``, ``from``, ``to``); a column with an operator filters, whatever its
+        ``ask`` (what Twinfield does with a filter whose ``ask`` is false is unconfirmed). The answer has
+        the shape of php-twinfield ``tests/IntegrationTests/resources/browseDataGetResponse.xml``:
+        ``<browse result="1" first last total><th><td label type>field</td>…</th><tr><td field type>value
+        </td>…<key><office/><code/><number/><line/></key></tr>…</browse>``, one ``tr`` per total line (the
+        line that carries ``invnumber``). With :attr:`TwinfieldConfig.browse_ignores_filters` on, every
+        filter is dropped and the office's every line comes back.
         """
         answer = copy.deepcopy(request)
         if request.get("code") != "100":
             _fail(answer, f"Browse code {request.get('code')} is not supported by the sandbox.")
             return answer
         filters: list[tuple[str, str, str, str]] = []
-        visible: list[str] = []
+        visible: list[tuple[str, str]] = []
         for column in _children(answer, "column"):
             name = _text(column, "field")
             operator = _text(column, "operator") or "none"
@@ -830,27 +843,28 @@ class TwinfieldSandbox(Simulator[TwinfieldFixtures, TwinfieldConfig]):
             if operator != "none":
                 filters.append((name, operator, _text(column, "from"), _text(column, "to")))
             if (_text(column, "visible") or "true").lower() == "true":
-                visible.append(name)
+                visible.append((name, _text(column, "label") or name))
         offices = [value for name, op, value, _ in filters if name == "fin.trs.head.office" and op == "equal"]
         allowed = {office.code for office in self.fixtures.offices_of(organisation)}
         if any(office not in allowed for office in offices):
             _fail(answer, f"Administratie {offices[0]} bestaat niet of u heeft geen toegang.")
             return answer
-        if not offices:
+        if self.config.browse_ignores_filters:
+            filters = [("fin.trs.head.office", "equal", company, "")]
+        elif not offices:
             filters.append(("fin.trs.head.office", "equal", company, ""))
         rows = [row for row in self._browse_rows() if all(_matches(row, f) for f in filters)]
-        browse = etree.Element("browse", result="1", code="100", first="1", last=str(len(rows)))
-        browse.set("total", str(len(rows)))
+        browse = etree.Element("browse", result="1", first="1", last=str(len(rows)), total=str(len(rows)))
         head = _sub(browse, "th")
-        for name in visible:
-            _sub(head, "td", name, label=name)
+        for name, label in visible:
+            _sub(head, "td", name, label=label, hideforuser="false", type=BROWSE_FIELDS[name])
         for row in rows:
             tr = _sub(browse, "tr")
+            for name, _ in visible:
+                _sub(tr, "td", row[name], field=name, hideforuser="false", type=BROWSE_FIELDS[name])
             key = _sub(tr, "key")
             for part in ("office", "code", "number", "line"):
                 _sub(key, part, row[f"key.{part}"])
-            for name in visible:
-                _sub(tr, "td", row[name], field=name)
         return browse
 
     def _browse_rows(self) -> list[dict[str, str]]:
@@ -952,13 +966,22 @@ class _Line:
     dim2: str = ""
     vatcode: str = ""
     vatvalue: Decimal | None = None
+    """On a detail line: its VAT on its own side (as sent, or as Twinfield computed it)."""
     description: str = ""
     generated: bool = False
+    vatturnover: Decimal | None = None
+    """On a VAT line Twinfield made: the amount its VAT was computed on."""
 
     @property
     def signed(self) -> Decimal:
         """Debit positive, credit negative."""
         return self.value if self.side == "debit" else -self.value
+
+    @property
+    def signed_vat(self) -> Decimal:
+        """A detail line's VAT, signed like :attr:`signed` (debit positive)."""
+        vat = self.vatvalue or Decimal("0")
+        return vat if self.side == "debit" else -vat
 
     def record(self) -> dict[str, Any]:
         return {
@@ -970,6 +993,7 @@ class _Line:
             "signed": self.signed,
             "vatcode": self.vatcode,
             "vatvalue": self.vatvalue,
+            "vatturnover": self.vatturnover,
             "description": self.description,
         }
 
@@ -990,6 +1014,7 @@ class _TransactionCheck:
         self.entry_date: date | None = None
         self.period = ""
         self.currency = office.currency
+        self.autobalance_vat = answer.get("autobalancevat") == "true"
 
     def fail(self, node: etree._Element | None, message: str) -> None:
         _fail(node if node is not None else self.answer, message)
@@ -1077,8 +1102,12 @@ class _TransactionCheck:
         if side not in ("debit", "credit"):
             self.fail(side_node if side_node is not None else node, f"Debet/credit {side} is ongeldig.")
         value_node = _child(node, "value")
+        # Amounts carry no sign: the side is debitcredit's (php-twinfield ValueFields.php: "Twinfield uses
+        # debitcredit fields instead of signs"; issue #57: VAT values "always positive"). How Twinfield
+        # answers a signed amount is unconfirmed; refusing it keeps a connector from relying on it.
         value = _amount(_text(value_node))
-        if value is None:
+        if value is None or value < 0:
+            value = None
             self.fail(
                 value_node if value_node is not None else node, f"Bedrag {_text(value_node)} is ongeldig."
             )
@@ -1087,7 +1116,7 @@ class _TransactionCheck:
         vatcode = _text(node, "vatcode")
         vatvalue_node = _child(node, "vatvalue")
         vatvalue = _amount(_text(vatvalue_node)) if vatvalue_node is not None else None
-        if vatvalue_node is not None and vatvalue is None:
+        if vatvalue_node is not None and (vatvalue is None or vatvalue < 0):
             self.fail(vatvalue_node, f"Btw-bedrag {_text(vatvalue_node)} is ongeldig.")
         if kind == "vat":
             if not vatcode:
@@ -1135,26 +1164,59 @@ class _TransactionCheck:
     # -- VAT and balance
 
     def _computed_vat(self) -> None:
-        """VAT lines Twinfield adds itself for VAT codes the request gave no ``vat`` line for."""
+        """The VAT lines Twinfield makes itself, one per VAT code of the detail lines, as its answers show.
+
+        A detail line's VAT is its ``vatvalue`` when the request gave one ("uses the VAT value as passed"),
+        else Twinfield's own per-line computation: the rate of the line's value, rounded half up, with each
+        rounding difference carried into the next line (developers.twinfield.com, Getting started, "VAT
+        Calculation"; the carry runs per VAT code here, which the page's one-rate example cannot show). The
+        VAT lines carry ``dim1`` = the VAT code's account, ``vatturnover`` and ``baseline`` (php-twinfield
+        ``tests/IntegrationTests/resources/salesTransactionGetResponse.xml``). A code whose VAT is nil still
+        gets its line, so its turnover lands on its own code (two 0 % regimes stay apart); that Twinfield
+        writes such a line is unconfirmed. ``type="vat"`` lines in the request are booked as sent, on top:
+        VAT twice, which the balance check then refuses, as Twinfield does.
+        """
         if self.generated:
             return
-        explicit = {line.vatcode for line in self.lines if line.kind == "vat"}
-        per_code: dict[tuple[str, str], Decimal] = {}
-        for line in self.lines:
-            if line.kind != "detail" or not line.vatcode or line.vatcode in explicit:
+        details = [line for line in self.lines if line.kind == "detail" and line.vatcode]
+        carry: dict[str, Decimal] = {}
+        for line in details:
+            if line.vatvalue is not None:
                 continue
-            vat = self.office.vat_code(line.vatcode)
-            assert vat is not None
-            if line.vatvalue is None:
-                line.vatvalue = (line.value * vat.rate / 100).quantize(_CENT, rounding=ROUND_HALF_UP)
-            key = (line.vatcode, line.side)
-            per_code[key] = per_code.get(key, Decimal("0")) + line.vatvalue
-        for (code, side), amount in per_code.items():
+            rate = self.office.vat_code(line.vatcode).rate  # type: ignore[union-attr]
+            exact = line.signed * rate / 100 + carry.get(line.vatcode, Decimal("0"))
+            signed_vat = exact.quantize(_CENT, rounding=ROUND_HALF_UP)
+            carry[line.vatcode] = exact - signed_vat
+            line.vatvalue = signed_vat if line.side == "debit" else -signed_vat
+        if self.autobalance_vat:
+            self._autobalance(details)
+        vat: dict[str, Decimal] = {}
+        turnover: dict[str, Decimal] = {}
+        for line in details:
+            vat[line.vatcode] = vat.get(line.vatcode, Decimal("0")) + line.signed_vat
+            turnover[line.vatcode] = turnover.get(line.vatcode, Decimal("0")) + line.signed
+        for code, amount in vat.items():
+            side = "debit" if (amount or turnover[code]) > 0 else "credit"
             account = self.office.vat_code(code).account  # type: ignore[union-attr]
-            node = etree.Element("line", type="vat")
             self.generated.append(
-                _Line("vat", side, amount, node, dim1=account, vatcode=code, generated=True)
-            )
+                _Line(
+                    "vat", side, abs(amount), etree.Element("line"), dim1=account, vatcode=code,
+                    generated=True, vatturnover=abs(turnover[code]),
+                )
+            )  # fmt: skip
+
+    def _autobalance(self, details: list[_Line]) -> None:
+        """``autobalancevat="true"``: a difference of up to a cent goes to the VAT of the detail line with
+        the highest value (developers.twinfield.com, "VAT Calculation", solution 1; php-twinfield's
+        ``AutoBalanceVatField`` says up to two cents: the vendor's own page is followed)."""
+        sent = sum((line.signed for line in self.lines), Decimal("0"))
+        difference = sent + sum((line.signed_vat for line in details), Decimal("0"))
+        taxed = [line for line in details if line.vatvalue]
+        if not difference or abs(difference) > AUTOBALANCE_MAX or not taxed:
+            return
+        highest = max(taxed, key=lambda line: line.value)
+        adjusted = highest.signed_vat - difference
+        highest.vatvalue = adjusted if highest.side == "debit" else -adjusted
 
     def vat_lines(self) -> list[_Line]:
         self._computed_vat()
@@ -1179,28 +1241,36 @@ class _TransactionCheck:
         container = _child(self.answer, "lines")
         assert container is not None
         for line in self.lines:
-            if line.kind == "detail" and line.vatvalue is not None and _child(line.node, "vatvalue") is None:
-                _sub(line.node, "vatvalue", _money(line.vatvalue))
+            if line.kind == "detail" and line.vatvalue is not None:
+                node = _child(line.node, "vatvalue")
+                node = node if node is not None else _sub(line.node, "vatvalue")
+                node.text = _money(line.vatvalue)  # autobalancevat may have moved a cent
             if line.kind == "total":
+                vat = sum((vat_line.signed for vat_line in self.vat_lines()), Decimal("0"))
+                _sub(line.node, "vattotal", _money(abs(vat)))
                 _sub(line.node, "matchstatus", "available")
         next_id = len(self.lines) + 1
         for line in self.generated:
-            node = _sub(container, "line", type="vat", id=str(next_id))
+            node = _sub(container, "line", id=str(next_id), type="vat")
             next_id += 1
             _sub(node, "dim1", line.dim1)
-            _sub(node, "debitcredit", line.side)
             _sub(node, "value", _money(line.value))
             _sub(node, "vatcode", line.vatcode)
+            _sub(node, "debitcredit", line.side)
+            _sub(node, "vatturnover", _money(line.vatturnover or Decimal("0")))
+            _sub(node, "vatbaseturnover", _money(line.vatturnover or Decimal("0")))
+            _sub(node, "baseline", "1")  # the VAT code's rate line; every fixture code has one rate
 
 
-BROWSE_FIELDS = frozenset(
-    {
-        "fin.trs.head.office", "fin.trs.head.code", "fin.trs.head.number", "fin.trs.head.yearperiod",
-        "fin.trs.head.status", "fin.trs.head.date", "fin.trs.line.invnumber", "fin.trs.line.dim1",
-        "fin.trs.line.dim2", "fin.trs.line.matchstatus", "fin.trs.line.valuesigned",
-        "fin.trs.line.openbasevaluesigned",
-    }
-)  # fmt: skip
+BROWSE_FIELDS = {
+    "fin.trs.head.office": "String", "fin.trs.head.code": "String", "fin.trs.head.number": "Decimal",
+    "fin.trs.head.yearperiod": "String", "fin.trs.head.status": "String", "fin.trs.head.date": "Date",
+    "fin.trs.line.invnumber": "String", "fin.trs.line.dim1": "String", "fin.trs.line.dim2": "String",
+    "fin.trs.line.matchstatus": "String", "fin.trs.line.valuesigned": "Value",
+    "fin.trs.line.openbasevaluesigned": "Value",
+}  # fmt: skip
+"""The browse fields of code 100 the sandbox knows, with the ``type`` its answer gives each (the types of
+the fields php-twinfield's ``browseDataGetResponse.xml`` shows; the others are unconfirmed)."""
 
 
 def _matches(row: Mapping[str, str], condition: tuple[str, str, str, str]) -> bool:
@@ -1240,6 +1310,8 @@ def _transaction_xml(booking: Mapping[str, Any]) -> etree._Element:
             _sub(node, "vatcode", line["vatcode"])
         if line["vatvalue"] is not None:
             _sub(node, "vatvalue", _money(line["vatvalue"]))
+        if line.get("vatturnover") is not None:
+            _sub(node, "vatturnover", _money(line["vatturnover"]))
         if line["description"]:
             _sub(node, "description", line["description"])
     return transaction

@@ -31,10 +31,20 @@ MEMORIAL_DAYBOOK = "MEMO"
 """A general-journal transaction type: exists, but is no sales daybook."""
 DEBTORS_ACCOUNT = "1300"
 """The debtors control account (balance sheet, level 1): ``dim1`` of a sales transaction's total line."""
-GL_ACCOUNTS = ("8000", "8010", "8020")
+DISCOUNT_ACCOUNT = "8090"
+"""A revenue account for commercial discounts (an integration's ``discount_gl_account``)."""
+GL_ACCOUNTS = ("8000", "8010", "8020", DISCOUNT_ACCOUNT)
 """Revenue accounts (profit and loss, level 1)."""
-VAT_CODES = {"VH": Decimal("21"), "VL": Decimal("9"), "VN": Decimal("0")}
-"""The active sales VAT codes and their rates in percent."""
+VAT_CODES = {
+    "VH": Decimal("21"), "VL": Decimal("9"), "VN": Decimal("0"),
+    "VEU": Decimal("0"), "VEX": Decimal("0"), "VVL": Decimal("0"),
+}  # fmt: skip
+"""The active sales VAT codes and their rates in percent. Four share 0 % and land in different boxes of the
+VAT return: ``VN`` (exempt / nil rate), ``VEU`` (intra-community supply), ``VEX`` (export outside the EU)
+and ``VVL`` (reverse charge, "verlegd"). The codes are the demo office's own: each Twinfield office defines
+its VAT codes, so an integration maps the app's tax rates to them."""
+ZERO_RATE_VAT_CODES = {"exempt": "VN", "intra_community": "VEU", "export": "VEX", "reverse_charge": "VVL"}
+"""The app's 0 % tax-rate codes and the demo office's VAT code for each (an integration's ``tax_rates``)."""
 INACTIVE_VAT_CODE = "VX"
 """A VAT code that exists but is not active: a transaction using it is refused."""
 VAT_ACCOUNT = "1520"

@@ -59,9 +59,12 @@ class TwinfieldConnector(HookConnector[TwinfieldHook]):
     def find_booked(self, references: Sequence[str]) -> dict[str, Booking]:
         """Transactions of this office and its daybooks whose ``invoicenumber`` is one of ``references``.
 
-        One browse (code 100, 1 credit) per reference: a browse filters on one value per field. When
-        Twinfield holds several transactions for a reference (booked by hand as well, say), the lowest
-        number wins, so repeated lookups agree.
+        One browse (code 100, 1 credit) per reference: a browse filters on one value per field. A row
+        counts only when it carries our office and our invoice number itself: the filter is Twinfield's to
+        apply, and a browse that ignored it would otherwise "find" someone else's transaction and record
+        an unbooked invoice as booked with its number, a booking lost for good (reference, corrections of
+        2026-12-04). When Twinfield holds several transactions for a reference (booked by hand as well,
+        say), the lowest number wins, so repeated lookups agree.
         """
         daybooks = set(mapping.daybooks(self.settings))
         found: dict[str, Booking] = {}
@@ -72,13 +75,27 @@ class TwinfieldConnector(HookConnector[TwinfieldHook]):
                     f"{self.hook.context}: the lookup of {reference} was refused: {_messages(answer)}"
                 )
             numbers = []
+            foreign = 0
             for row in find_all(answer, "tr"):
                 cells = {cell.get("field"): text(cell) for cell in find_all(row, "td")}
+                if (
+                    cells.get("fin.trs.line.invnumber") != reference
+                    or cells.get("fin.trs.head.office") != self.hook.office
+                ):
+                    foreign += 1
+                    continue
                 if daybooks and cells.get("fin.trs.head.code") not in daybooks:
                     continue
                 number = cells.get("fin.trs.head.number", "")
                 if number.isdigit():
                     numbers.append((int(number), cells.get("fin.trs.head.code", "")))
+            if foreign:
+                self.hook.log.warning(
+                    "%s: the lookup of %s answered %d row(s) of other invoice numbers or offices; ignored",
+                    self.hook.context,
+                    reference,
+                    foreign,
+                )
             if numbers:
                 number, daybook = min(numbers)
                 found[reference] = Booking(reference, str(number), self._external_id(daybook, str(number)))
