@@ -44,7 +44,7 @@ from invoice_sync.sandbox.process import airflow_env as isolated_airflow_env
 from invoice_sync.store.claims import DEFAULT_LEASE
 from invoice_sync.store.db import PROJECT_ROOT, make_engine
 from invoice_sync.store.migrate import prepare
-from invoice_sync.store.models import ClaimRow, IntegrationRow, InvoiceRow, LedgerRow, LedgerState
+from invoice_sync.store.models import ClaimRow, IntegrationRow, InvoiceRow, LedgerRow, LedgerState, TokenRow
 
 DAG_ID = "invoice_sync_nightly"
 WORKDIR = PROJECT_ROOT / "var" / "chaos"
@@ -260,7 +260,12 @@ def airflow_env(settings: ChaosSettings, sandbox_url: str) -> dict[str, str]:
 
 
 def run_dag(
-    env: Mapping[str, str], log_path: Path, plan: RunPlan, sandbox: Sandbox, timeout_s: float
+    env: Mapping[str, str],
+    log_path: Path,
+    plan: RunPlan,
+    sandbox: Sandbox,
+    timeout_s: float,
+    engine: Engine | None = None,
 ) -> tuple[str, bool, bool]:
     """One ``airflow dags test`` in its own process group; returns (dag state, killed, tokens expired).
 
@@ -295,6 +300,8 @@ def run_dag(
 
         def expire() -> None:
             sandbox.exact("POST", "expire-tokens")
+            if engine is not None:
+                age_stored_tokens(engine)
             expired.set()
 
         helpers = []
@@ -327,6 +334,14 @@ def dag_state(log: str) -> str:
     if match is None:
         return "unknown"
     return "success" if match.group(1) == "successful" else "failed"
+
+
+def age_stored_tokens(engine: Engine) -> None:
+    """Let the tokens' ten minutes pass for our side too, as they do for Exact's: the hook refreshes after a
+    401 only when the stored token is old enough for Exact to grant a new one (a 401 on a young token is
+    reported, not answered with a refresh Exact would refuse)."""
+    with Session(engine) as session, session.begin():
+        session.execute(update(TokenRow).values(expires_at=datetime.now(UTC)))
 
 
 def wait_for_leases(engine: Engine, *, limit_s: float) -> float:
@@ -551,7 +566,7 @@ def run_chaos(settings: ChaosSettings, *, out: TextIO = sys.stdout, err: TextIO 
             hits_before = sandbox.fault_hits()
             run_started = time.monotonic()
             state, killed, expired = run_dag(
-                env, logs / f"run-{run_number:02d}.log", plan, sandbox, settings.run_timeout_s
+                env, logs / f"run-{run_number:02d}.log", plan, sandbox, settings.run_timeout_s, engine
             )
             wall = round(time.monotonic() - run_started, 1)
             sandbox.exact("DELETE", "faults")

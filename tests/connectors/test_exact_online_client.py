@@ -161,6 +161,61 @@ def test_invoice_and_credit_note_are_booked_with_exacts_numbers(exact, connect, 
     assert entries["CN-2026/0001"]["Type"] == 21
 
 
+def test_discounts_regimes_and_due_dates_reach_exacts_books(exact, connect, builders, settings):
+    """A negative line, an invoice-level 10 % discount on the discount account, two 0 % regimes, a due
+    date: what Exact books adds up to the app's totals to the cent, each line on its own VAT code."""
+    connector = connect(
+        integration_settings=replace(
+            settings,
+            tax_rates={"intra_community": "IC", "export": "EX"},
+            discount_gl_account=GL_ACCOUNTS_123456["7010"],
+        )
+    )
+    with_negative_line = replace(
+        builders.invoice(
+            [builders.line("200.00", "21"), builders.line("-20.00", "21", position=2, description="Loyalty")],
+            invoice_id=1,
+            number="N-1",
+        ),
+        due_date=date(2026, 4, 17),
+    )
+    discounted = replace(
+        builders.invoice(
+            [builders.line("200.00", "21"), builders.line("100.00", "6", position=2)],
+            invoice_id=2,
+            number="N-2",
+        ),
+        discount_percentage=Decimal("10"),
+        total_excl_vat=Decimal("270.00"),
+        total_vat=Decimal("43.20"),
+        total_incl_vat=Decimal("313.20"),
+    )
+    regimes = builders.invoice(
+        [
+            replace(builders.line("50.00", "0"), tax_rate="intra_community"),
+            replace(builders.line("30.00", "0", position=2), tax_rate="export"),
+        ],
+        invoice_id=3,
+        number="N-3",
+    )
+    outcomes = book(connector, builders, with_negative_line, discounted, regimes)
+    assert [type(o) for o in outcomes] == [Booked, Booked, Booked], outcomes
+
+    entries = {e["YourRef"]: e for e in exact.exact.entries(DIVISION_BE)}
+    for invoice in (with_negative_line, discounted, regimes):
+        entry = entries[invoice.number]
+        assert entry["Type"] == 20
+        assert Decimal(str(entry["AmountFC"])) == invoice.total_excl_vat
+        assert Decimal(str(entry["VATAmountFC"])) == invoice.total_vat
+    assert entries["N-1"]["DueDate"] == "/Date(1776384000000)/"
+    discount_lines = entries["N-2"]["SalesEntryLines"][2:]
+    assert [(line["GLAccountCode"], line["VATCode"], line["AmountFC"]) for line in discount_lines] == [
+        ("7010", "4", -20.0),
+        ("7010", "1", -10.0),
+    ]
+    assert [line["VATCode"] for line in entries["N-3"]["SalesEntryLines"]] == ["IC", "EX"]
+
+
 def test_rejections_carry_exacts_text_and_do_not_stop_the_batch(exact, connect, builders, settings):
     vat_codes = {**settings.vat_codes, "12": "5"}  # 5 is blocked in the simulator
     connector = connect(integration_settings=replace(settings, vat_codes=vat_codes))
@@ -212,13 +267,21 @@ def test_find_booked_batches_forty_references_and_keeps_to_its_journals(exact, c
 # -- OAuth --------------------------------------------------------------------------------------------
 
 
-def test_expired_token_is_refreshed_once_and_the_call_retried(exact, connect, builders, vault):
+def age_stored_token(vault: Any, seconds_left: float = 0.0) -> TokenSet:
+    """Let time pass for our side too: the stored token now expires in ``seconds_left``."""
+    stored = vault.load(CONN_ID)
+    vault.tokens[CONN_ID] = replace(stored, expires_at=datetime.now(UTC) + timedelta(seconds=seconds_left))
+    return stored
+
+
+def test_an_expired_token_is_refreshed_once_and_the_call_retried(exact, connect, builders, vault):
     connector = connect()
     connector.find_booked(["x"])
     first = vault.load(CONN_ID)
     assert first.refresh_token != BOOTSTRAP_REFRESH_TOKEN  # rotated and persisted
 
-    control(exact, "expire-tokens", {})
+    control(exact, "expire-tokens", {})  # ten minutes pass, for Exact ...
+    age_stored_token(vault)  # ... and for us, whose task still holds the old token
     assert connector.find_booked(["x"]) == {}
     second = vault.load(CONN_ID)
     assert second.refresh_token not in (first.refresh_token, BOOTSTRAP_REFRESH_TOKEN)
@@ -230,17 +293,69 @@ def test_expired_token_is_refreshed_once_and_the_call_retried(exact, connect, bu
     assert control(exact, "stats")["token_refreshes"] == 2
 
 
+def test_a_401_on_a_young_stored_token_is_reported_without_a_refresh(exact, connect, vault):
+    """Exact would refuse the refresh as too early, so the hook must not send one (reference section 2)."""
+    connect().find_booked(["x"])
+    control(exact, "expire-tokens", {})  # Exact no longer takes it, though it is two seconds old for us
+    with pytest.raises(AuthError, match="no refresh was sent") as caught:
+        connect().find_booked(["x"])
+    assert "give consent again" not in caught.value.message
+    stats = control(exact, "stats")
+    assert stats["calls"]["POST /api/oauth2/token"] == {"200": 1}  # only the first task's
+
+
+def test_a_401_after_another_worker_rotated_the_token_uses_the_stored_one(exact, connect, vault):
+    """The refused token is no longer the stored one: the vault is read again and nothing is refreshed."""
+    mine = connect()
+    mine.find_booked(["x"])  # this task holds token 1 in memory
+    control(exact, "expire-tokens", {})
+    age_stored_token(vault)
+    connect().find_booked(["x"])  # another worker refreshed and stored token 2
+    assert control(exact, "stats")["token_refreshes"] == 2
+    stored = vault.load(CONN_ID)
+
+    assert mine.find_booked(["x"]) == {}  # 401 on token 1, then token 2 from the vault
+    assert vault.load(CONN_ID) == stored
+    stats = control(exact, "stats")
+    assert stats["token_refreshes"] == 2
+    assert stats["calls"]["POST /api/oauth2/token"] == {"200": 2}
+
+
 def test_a_refresh_refused_as_too_early_keeps_the_current_tokens(exact, connect, vault):
     connect().find_booked(["x"])
-    stored = vault.load(CONN_ID)
-    # Our clock says the token is about to expire, Exact's says it is young: it answers 401.
-    vault.tokens[CONN_ID] = replace(stored, expires_at=datetime.now(UTC) + timedelta(seconds=0.1))
-    assert connect().find_booked(["x"]) == {}
+    # Our clock says the token is about to expire, Exact's says it is young: it refuses the refresh.
+    stored = age_stored_token(vault, seconds_left=0.1)
+    connector = connect()
+    assert connector.find_booked(["x"]) == {}
+    assert connector.find_booked(["x"]) == {}  # kept: not asked again at once
     assert vault.load(CONN_ID).refresh_token == stored.refresh_token
     stats = control(exact, "stats")
     assert stats["token_refreshes"] == 1
-    assert stats["calls"]["POST /api/oauth2/token"] == {"200": 1, "401": 1}
-    assert stats["calls"]["GET /api/v1/{division}/salesentry/SalesEntries"] == {"200": 2}
+    assert stats["calls"]["POST /api/oauth2/token"] == {"200": 1, "400": 1}
+    assert stats["calls"]["GET /api/v1/{division}/salesentry/SalesEntries"] == {"200": 3}
+
+
+def test_the_hook_stops_at_its_daily_token_calls(exact, connect, vault):
+    connector = connect(token_calls_per_day=1)
+    connector.find_booked(["x"])  # its one token call of the day
+    control(exact, "expire-tokens", {})
+    age_stored_token(vault)
+    with pytest.raises(QuotaExceededError, match="1 token calls sent today") as caught:
+        connector.find_booked(["x"])
+    assert caught.value.resets_at is not None and caught.value.resets_at > datetime.now(UTC)
+    stats = control(exact, "stats")
+    assert stats["calls"]["POST /api/oauth2/token"] == {"200": 1}  # nothing more went out
+
+
+def test_exacts_refusal_of_the_days_token_calls_is_a_quota_error_not_a_reconsent(exact, connect, vault):
+    control(exact, "config", {"token_calls_per_day": 1})
+    connect().find_booked(["x"])
+    control(exact, "expire-tokens", {})
+    age_stored_token(vault)
+    with pytest.raises(QuotaExceededError, match="Rate limit exceeded") as caught:
+        connect().find_booked(["x"])
+    assert "consent" not in caught.value.message
+    assert control(exact, "stats")["calls"]["POST /api/oauth2/token"] == {"200": 1, "400": 1}
 
 
 def test_dead_refresh_token_asks_to_reconnect(exact, connect, builders, monkeypatch):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import date
 from decimal import Decimal
 
 import pytest
@@ -187,3 +189,80 @@ class TestValidate:
             mapping.sales_entry_payload(
                 builders.invoice([builders.line("1.00", "9")]), builders.settings(), "g"
             )
+
+
+# -- due dates, discounts and VAT regimes (issue 12) ----------------------------------------------------
+
+
+def test_the_apps_due_date_is_sent(builders):
+    invoice = replace(builders.invoice(), due_date=date(2026, 4, 17))
+    assert mapping.sales_entry_payload(invoice, builders.settings(), "g")["DueDate"] == "2026-04-17T00:00:00Z"
+    assert "DueDate" not in mapping.sales_entry_payload(builders.invoice(), builders.settings(), "g")
+
+
+def test_a_negative_line_on_an_invoice_is_booked_as_a_negative_line(builders):
+    invoice = builders.invoice(
+        [builders.line("200.00", "21"), builders.line("-20.00", "21", position=2, description="Loyalty")]
+    )
+    payload = mapping.sales_entry_payload(invoice, builders.settings(), "g")
+    lines = payload["SalesEntryLines"]
+    assert [(line["AmountFC"], line["VATAmountFC"]) for line in lines] == [
+        ("200.00", "42.00"),
+        ("-20.00", "-4.20"),
+    ]
+    assert payload["Journal"] == "70" and payload["Description"] == "Invoice 2026/0042"
+
+
+def _discounted(builders):
+    """200.00 at 21 % on 7000 and 100.00 at 6 % on 7010, 10 % off the whole invoice."""
+    invoice = builders.invoice(
+        [builders.line("200.00", "21"), builders.line("100.00", "6", position=2, gl_account="7010")]
+    )
+    return replace(
+        invoice,
+        discount_percentage=Decimal("10"),
+        total_excl_vat=Decimal("270.00"),
+        total_vat=Decimal("43.20"),
+        total_incl_vat=Decimal("313.20"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("discount_gl_account", "expected_accounts"),
+    [(None, ["gl-7000-guid", "gl-7010-guid"]), ("gl-discount-guid", ["gl-discount-guid"] * 2)],
+)
+def test_an_invoice_level_discount_is_one_negative_line_per_vat_code(
+    builders, discount_gl_account, expected_accounts
+):
+    settings = builders.settings(discount_gl_account=discount_gl_account)
+    lines = mapping.sales_entry_payload(_discounted(builders), settings, "g")["SalesEntryLines"]
+    discount_lines = lines[2:]
+    assert [(line["AmountFC"], line["VATCode"]) for line in discount_lines] == [
+        ("-20.00", "4"),
+        ("-10.00", "1"),
+    ]
+    assert [line["GLAccount"] for line in discount_lines] == expected_accounts
+    assert [line["VATAmountFC"] for line in discount_lines] == ["-4.20", "-0.60"]
+    assert sum(Decimal(line["AmountFC"]) for line in lines) == Decimal("270.00")  # to the cent
+    assert sum(Decimal(line["VATAmountFC"]) for line in lines) == Decimal("43.20")
+
+
+def test_two_zero_rated_lines_of_different_regimes_get_their_own_vat_codes(builders):
+    settings = builders.settings(tax_rates={"intra_community": "IC", "export": "EX"})
+    invoice = builders.invoice(
+        [
+            replace(builders.line("50.00", "0"), tax_rate="intra_community"),
+            replace(builders.line("30.00", "0", position=2), tax_rate="export"),
+        ]
+    )
+    lines = mapping.sales_entry_payload(invoice, settings, "g")["SalesEntryLines"]
+    assert [(line["VATCode"], line["AmountFC"], line["VATAmountFC"]) for line in lines] == [
+        ("IC", "50.00", "0.00"),
+        ("EX", "30.00", "0.00"),
+    ]
+
+
+def test_an_unmapped_tax_rate_is_a_config_problem_naming_it(builders):
+    invoice = builders.invoice([replace(builders.line("50.00", "0"), tax_rate="exempt")])
+    problems = mapping.validate(invoice, builders.settings(tax_rates={"export": "EX"}))
+    assert [(p.error_class, "'exempt'" in p.message) for p in problems] == [(ErrorClass.CONFIG, True)]

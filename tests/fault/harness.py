@@ -271,6 +271,24 @@ class ExactOnlineHarness(SandboxHarness):
     def _processed_creates(self) -> Counter[str]:
         return Counter(self.simulator.sales_entry_posts())
 
+    def seed(self, engine: Engine, *, invoices: int) -> Seeded:
+        self._engine = engine  # expire_tokens ages the stored tokens there too
+        return super().seed(engine, invoices=invoices)
+
+    def expire_tokens(self) -> int:
+        """Exact's tokens expire by age (600 s), and our side knows their age: ten minutes pass for both.
+        (The hook refreshes after a 401 only when the stored token is old enough for Exact to grant it.)"""
+        from sqlalchemy import update
+
+        from invoice_sync.store.claims import utcnow
+        from invoice_sync.store.models import TokenRow
+
+        expired = super().expire_tokens()
+        with Session(self._engine) as session, session.begin():
+            stored = update(TokenRow).where(TokenRow.conn_id == self.conn_id)
+            session.execute(stored.values(expires_at=utcnow()))
+        return expired
+
     def create_calls(self) -> int:
         calls = self.simulator.stats_snapshot()["calls"]
         return sum(calls.get("POST /api/v1/{division}/salesentry/SalesEntries", {}).values())

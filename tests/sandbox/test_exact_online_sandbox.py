@@ -129,14 +129,40 @@ def test_refresh_rotates_and_every_refresh_token_is_single_use(sandbox: SandboxH
     assert sandbox.exact.stats_snapshot()["token_refreshes"] == 2
 
 
-def test_early_refresh_is_refused_but_the_refresh_token_stays_valid(sandbox: SandboxHandle) -> None:
+def test_early_refresh_is_refused_as_exact_does_and_the_tokens_stay_valid(sandbox: SandboxHandle) -> None:
+    """HTTP 400 access_denied, as websmurf/laravel-exact-online issue #31 shows Exact's answer (not a 401)."""
     tokens = _refresh(sandbox.exact_url, BOOTSTRAP_REFRESH_TOKEN).json()
     early = _refresh(sandbox.exact_url, tokens["refresh_token"])
-    assert early.status_code == 401
-    assert early.json()["error_description"] == "Access Token not expired"
+    assert early.status_code == 400
+    assert early.json() == {
+        "error": "access_denied",
+        "error_description": "Rate limit exceeded: access_token not expired",
+    }
+    assert early.headers["Reason"] == "TooEarlyToRefreshTokens: Rate limit exceeded: access_token not expired"
+    still = requests.get(
+        f"{sandbox.exact_url}/api/v1/{DIVISION_BE}/crm/Accounts",
+        headers={"Authorization": f"Bearer {tokens['access_token']}", "Accept": "application/json"},
+        timeout=5,
+    )
+    assert still.status_code == 200  # the current access token goes on working
 
     requests.post(f"{sandbox.exact_url}/_sandbox/expire-tokens", timeout=5).raise_for_status()
     assert _refresh(sandbox.exact_url, tokens["refresh_token"]).status_code == 200
+
+
+def test_token_calls_of_a_day_are_counted_refused_ones_too(sandbox: SandboxHandle) -> None:
+    sandbox.exact.configure(token_calls_per_day=3)
+    tokens = _refresh(sandbox.exact_url, BOOTSTRAP_REFRESH_TOKEN).json()  # 1
+    assert _refresh(sandbox.exact_url, tokens["refresh_token"]).status_code == 400  # 2: too early
+    sandbox.exact.expire_tokens()
+    tokens = _refresh(sandbox.exact_url, tokens["refresh_token"]).json()  # 3
+    sandbox.exact.expire_tokens()
+    spent = _refresh(sandbox.exact_url, tokens["refresh_token"])
+    assert spent.status_code == 400
+    assert spent.json()["error"] == "access_denied"
+    assert spent.json()["error_description"].startswith("Rate limit exceeded")
+    sandbox.exact.configure(limits_enabled=False)
+    assert _refresh(sandbox.exact_url, tokens["refresh_token"]).status_code == 200  # the token was not spent
 
 
 def test_early_refresh_rule_can_be_switched_off(sandbox: SandboxHandle) -> None:
@@ -197,6 +223,20 @@ def test_accounts_are_created_and_found_by_their_padded_code(fresh: SandboxHandl
     assert (duplicate.status_code, message(duplicate)) == (400, "Already exists: Code")
 
 
+def test_account_codes_are_stored_padded_whatever_the_client_sends(fresh: SandboxHandle) -> None:
+    """Exact right-aligns a Code in 18 characters; only the padded form matches a filter (reference 12)."""
+    api = Api(fresh)
+    created = api.post("crm/Accounts", {"Code": "77", "Name": "Unpadded BV", "Status": "C"}).json()["d"]
+    assert created["Code"] == " " * 16 + "77"
+    assert api.get("crm/Accounts", **{"$filter": "Code eq '77'"}).json()["d"]["results"] == []
+    padded = api.get("crm/Accounts", **{"$filter": f"Code eq '{'77':>18}'", "$select": "ID"})
+    assert padded.json()["d"]["results"] == [{"ID": created["ID"]}]
+    again = api.post("crm/Accounts", {"Code": f"{'77':>18}", "Name": "Same code BV", "Status": "C"})
+    assert (again.status_code, message(again)) == (400, "Already exists: Code")
+    too_long = api.post("crm/Accounts", {"Code": "1" * 19, "Name": "Long BV", "Status": "C"})
+    assert (too_long.status_code, message(too_long)) == (400, "Too long: Code (max. 18)")
+
+
 @pytest.mark.parametrize(
     ("payload", "expected"),
     [
@@ -254,6 +294,35 @@ def test_sales_entry_amounts_dates_and_lines(fresh: SandboxHandle) -> None:
     fetched = api.get(f"salesentry/SalesEntries(guid'{entry['EntryID']}')", **{"$select": "EntryID,YourRef"})
     assert fetched.json() == {"d": {"EntryID": entry["EntryID"], "YourRef": "2026/0042"}}
     assert api.get(f"salesentry/SalesEntries(guid'{GL_7000}')").status_code == 404
+
+
+def test_due_date_is_stored_and_shown_back(fresh: SandboxHandle) -> None:
+    api = Api(fresh)
+    entry = api.post(
+        "salesentry/SalesEntries", entry_payload(api.customer(), DueDate="2026-04-17T00:00:00Z")
+    ).json()["d"]
+    assert entry["DueDate"] == "/Date(1776384000000)/"
+    derived = api.post("salesentry/SalesEntries", entry_payload(api.customer(1043), YourRef="x")).json()["d"]
+    assert derived["DueDate"] == "/Date(1775001600000)/"  # entry date + the 30 days of condition 30
+
+
+def test_negative_lines_and_zero_rated_regimes_stay_apart_per_line(fresh: SandboxHandle) -> None:
+    api = Api(fresh)
+    lines = [
+        {"GLAccount": GL_7000, "AmountFC": "200.00", "VATCode": "4"},
+        {"GLAccount": GL_7000, "AmountFC": "-20.00", "VATCode": "4", "Description": "Discount 10%"},
+        {"GLAccount": GL_7000, "AmountFC": "50.00", "VATCode": "IC"},
+        {"GLAccount": GL_7000, "AmountFC": "30.00", "VATCode": "EX "},
+    ]
+    response = api.post("salesentry/SalesEntries", entry_payload(api.customer(), SalesEntryLines=lines))
+    assert response.status_code == 201, response.text
+    entry = response.json()["d"]
+    assert entry["Type"] == 20  # a positive entry with a negative line is still an invoice
+    assert Decimal(str(entry["AmountFC"])) == Decimal("260.00")
+    assert Decimal(str(entry["VATAmountFC"])) == Decimal("37.80")
+    booked = [(line["VATCode"], Decimal(str(line["AmountFC"]))) for line in entry["SalesEntryLines"]]
+    assert booked == [("4", 200), ("4", -20), ("IC", 50), ("EX", 30)]
+    assert {line["VATPercentage"] for line in entry["SalesEntryLines"][2:]} == {0}
 
 
 def _without(key: str) -> Callable[[dict[str, Any]], dict[str, Any]]:

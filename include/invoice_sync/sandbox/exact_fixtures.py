@@ -91,6 +91,12 @@ class ExactFixtures:
 
 
 _PAYMENT_CONDITIONS = {"00": 0, "15": 15, "30": 30}
+_ZERO_RATED_REGIMES = (
+    VATCodeFixture("IC", "Intra-community supply 0%", Decimal("0"), "S"),
+    VATCodeFixture("EX", "Export outside the EU 0%", Decimal("0"), "S"),
+)
+"""0 % VAT codes of a regime, beside the plain 0 % code "0": an integration maps the app's tax-rate codes
+(exempt, intra-community, export, ...) to them, so two 0 % lines land on different VAT codes."""
 _FINANCIAL_YEARS = (2025, 2026, 2027)
 
 _DIVISION_BE = DivisionFixture(
@@ -111,6 +117,8 @@ _DIVISION_BE = DivisionFixture(
         VATCodeFixture("4", "21% sales", Decimal("0.21"), "S"),
         VATCodeFixture("5", "21% sales old", Decimal("0.21"), "S", blocked=True),
         VATCodeFixture("9", "21% purchases", Decimal("0.21"), "P"),
+        *_ZERO_RATED_REGIMES,
+        VATCodeFixture("MC", "Co-contractor, reverse charge 0%", Decimal("0"), "S"),
     ),
     gl_accounts=(
         GLAccountFixture("7000", "Sales of goods"),
@@ -138,6 +146,7 @@ _DIVISION_NL = DivisionFixture(
         VATCodeFixture("0", "0%", Decimal("0"), "S"),
         VATCodeFixture("1", "9% sales", Decimal("0.09"), "S"),
         VATCodeFixture("2", "21% sales", Decimal("0.21"), "S"),
+        *_ZERO_RATED_REGIMES,
     ),
     gl_accounts=(
         GLAccountFixture("8000", "Omzet"),

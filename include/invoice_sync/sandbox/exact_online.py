@@ -3,9 +3,10 @@
 Reference: ``shared/reference/exact_online.md``. What the connector depends on is reproduced exactly:
 the ``{"d": ...}`` envelopes, ``/Date(ms)/`` dates, 60-row pages with an absolute ``__next``, the error
 envelope and the error texts of the reference's table, booking numbers as last + 1 per journal, the OAuth
-flow (600-second access tokens, single-use rotating refresh tokens, the 401 "Access Token not expired"
-on an early refresh), the per-minute and per-day limits with the six ``X-RateLimit-*`` headers, and the
-block after too many failing calls to one endpoint.
+flow (600-second access tokens, single-use rotating refresh tokens, the 400 ``access_denied`` "Rate limit
+exceeded: access_token not expired" on an early refresh, 200 token calls a day), account codes stored
+right-aligned in 18 characters, the per-minute and per-day limits with the six ``X-RateLimit-*`` headers,
+and the block after too many failing calls to one endpoint.
 
 :class:`ExactOnlineSandbox` holds the state behind one re-entrant lock (the ASGI app and the tests' Python
 calls touch it from different threads); :func:`create_app` exposes it over HTTP, with a control API under
@@ -46,7 +47,23 @@ TOOL = "exact"
 SIMULATOR = "ExactOnlineSandbox"
 """The simulator class the sandbox server builds (see :data:`invoice_sync.sandbox.server.SIMULATORS`)."""
 ACCESS_TOKEN_LIFETIME_S = 600
-EARLY_REFRESH_WINDOW_S = 570  # a refresh while the last access token is younger than this gets a 401
+EARLY_REFRESH_WINDOW_S = 570
+"""A refresh while the chain's newest access token is younger than this is refused: Exact issues a new
+access token at most ~30 s before the last one expires (reference section 2; PipedreamHQ/pipedream issue
+#1655; ossobv/exactonline ``api/autorefresh.py`` quotes Exact's "9 minutes and 30 seconds")."""
+TOO_EARLY = "Rate limit exceeded: access_token not expired"
+"""Exact's answer to an early refresh: HTTP 400, ``{"error": "access_denied", "error_description": ...}``,
+``Reason: TooEarlyToRefreshTokens``, as reported verbatim in websmurf/laravel-exact-online issue #31 (2026)
+from picqer/exact-php-client's message (which prints the body and the reason). Before 2026-12 this simulator
+answered 401 "Access Token not expired", the wording of Exact's older OAuth page that ossobv quotes."""
+TOO_EARLY_REASON = "TooEarlyToRefreshTokens"
+TOKEN_CALLS_PER_DAY = 200
+"""Exact's cap on token calls per app key and user per day (reference section 2: Invantive forum 1040, and
+Exact's "API limits" page). Its exact refusal is unconfirmed: picqer/exact-php-client issue #523 reports
+that the token endpoint is rate limited and that Exact can lift it per client id, not the answer's text.
+The simulator answers in the confirmed shape of its other token rate limit (400 ``access_denied``,
+"Rate limit exceeded: ..."), and the connector relies only on that "Rate limit exceeded" prefix."""
+TOKEN_CALLS_EXCEEDED = "Rate limit exceeded: too many token requests today"
 AUTH_CODE_LIFETIME_S = 180
 ERROR_BUDGET_WINDOW = timedelta(hours=1)
 MAX_URL_LENGTH = 6000
@@ -67,6 +84,7 @@ ACCOUNT_FIELD_LIMITS = {
     "Email": 100,
     "VATNumber": 20,
 }
+ACCOUNT_CODE_WIDTH = 18
 SALES_ENTRY_FIELD_LIMITS = {"Description": 60, "YourRef": 30}
 SALES_ENTRY_LINE_FIELD_LIMITS = {"Description": 60}
 """Column widths the simulated Exact enforces (Exact does not publish them; see the connector's mapping).
@@ -121,6 +139,15 @@ class ExactApiError(Exception):
         self.headers = dict(headers or {})
 
 
+class TooEarlyError(OAuthError):
+    """Exact's refusal of a refresh while the chain's access token is still young (see :data:`TOO_EARLY`)."""
+
+    reason = TOO_EARLY_REASON
+
+    def __init__(self) -> None:
+        super().__init__(400, "access_denied", TOO_EARLY)
+
+
 def error_body(message: str) -> dict[str, Any]:
     """Exact's error envelope; clients read ``error.message.value``."""
     return {"error": {"code": "", "message": {"lang": "", "value": message}}}
@@ -136,6 +163,7 @@ class ExactConfig(SimulatorConfig):
     error_budget: int = 10
     error_budget_enabled: bool = True
     early_refresh_rule: bool = True
+    token_calls_per_day: int = TOKEN_CALLS_PER_DAY
 
 
 @dataclass(slots=True)
@@ -261,6 +289,18 @@ def _check_lengths(payload: Mapping[str, Any], limits: Mapping[str, int]) -> Non
             raise ExactApiError(400, f"Too long: {name} (max. {limit})")
 
 
+def _account_code(value: Any) -> str | None:
+    """An account ``Code`` as Exact stores it: right-aligned with leading spaces in 18 characters, whatever
+    the client sent, so a filter must name the padded form (reference section 12; ossobv/exactonline
+    ``api/relations.py`` filters ``Code eq '%18s'``). None when no code was sent (Exact numbers it)."""
+    text = str(value).strip() if value is not None else ""
+    if not text:
+        return None
+    if len(text) > ACCOUNT_CODE_WIDTH:
+        raise ExactApiError(400, f"Too long: Code (max. {ACCOUNT_CODE_WIDTH})")
+    return text.rjust(ACCOUNT_CODE_WIDTH)
+
+
 def _round_cents(amount: Decimal) -> Decimal:
     return amount.quantize(_CENT, rounding=ROUND_HALF_UP)
 
@@ -304,6 +344,7 @@ class ExactOnlineSandbox(Simulator[ExactFixtures, ExactConfig]):
         self._rate_limited = 0
         self._error_blocked = 0
         self._token_refreshes = 0
+        self._token_calls: Counter[tuple[str, str, date]] = Counter()  # (client, chain, day) -> calls
         self._entry_posts: Counter[str] = Counter()
 
     @staticmethod
@@ -331,7 +372,11 @@ class ExactOnlineSandbox(Simulator[ExactFixtures, ExactConfig]):
     # ------------------------------------------------------------------ auth
 
     def token(self, form: Mapping[str, str]) -> dict[str, str]:
-        """``POST /api/oauth2/token``: exchange an authorization code or a refresh token."""
+        """``POST /api/oauth2/token``: exchange an authorization code or a refresh token.
+
+        Every call an app makes with its own credentials counts toward the day's token calls of its user,
+        refused ones too (an early refresh as well, reference section 2).
+        """
         with self.lock:
             client = self.fixtures.client(form.get("client_id", ""))
             if client is None or form.get("client_secret") != client.client_secret:
@@ -347,14 +392,25 @@ class ExactOnlineSandbox(Simulator[ExactFixtures, ExactConfig]):
                 raise OAuthError(400, "unsupported_grant_type")
             return self._issue(client.client_id, chain_id, divisions)
 
+    def _count_token_call(self, client_id: str, chain_id: str) -> None:
+        """Spend one of the user's token calls of the day; refuse once they are spent.
+
+        A refresh chain (one consent) stands for the user, the unit Exact counts by with the app key.
+        """
+        key = (client_id, chain_id, self.clock.now().date())
+        if self.config.limits_enabled and self._token_calls[key] >= self.config.token_calls_per_day:
+            raise OAuthError(400, "access_denied", TOKEN_CALLS_EXCEEDED)
+        self._token_calls[key] += 1
+
     def _redeem_refresh_token(self, client_id: str, token: str) -> tuple[str, list[int]]:
         record = self._books.refresh_tokens.get(token)
         if record is None or record.client_id != client_id:
             raise OAuthError(400, "invalid_grant", "Invalid refresh token.")
+        self._count_token_call(client_id, record.chain_id)
         if record.used:
             raise OAuthError(400, "invalid_grant", "Old refresh token used.")
         if self.config.early_refresh_rule and self._chain_has_fresh_access_token(record.chain_id):
-            raise OAuthError(401, "invalid_request", "Access Token not expired")
+            raise TooEarlyError()
         record.used = True
         return record.chain_id, record.divisions
 
@@ -370,7 +426,9 @@ class ExactOnlineSandbox(Simulator[ExactFixtures, ExactConfig]):
         record = self._books.auth_codes.pop(code, None)
         if record is None or record.client_id != client_id or record.expires_at <= self.clock.now():
             raise OAuthError(400, "invalid_grant", "Invalid authorization code.")
-        return uuid.uuid4().hex, record.divisions
+        chain_id = uuid.uuid4().hex
+        self._count_token_call(client_id, chain_id)
+        return chain_id, record.divisions
 
     def _issue(self, client_id: str, chain_id: str, divisions: list[int]) -> dict[str, str]:
         now = self.clock.now()
@@ -553,8 +611,8 @@ class ExactOnlineSandbox(Simulator[ExactFixtures, ExactConfig]):
             email = payload.get("Email")
             if email and not _EMAIL.match(str(email)):
                 raise ExactApiError(400, f"Invalid: Email [{email}]")
-            code = payload.get("Code") or self._next_account_code(accounts.values())
-            if any(str(a["Code"]).strip() == str(code).strip() for a in accounts.values()):
+            code = _account_code(payload.get("Code")) or self._next_account_code(accounts.values())
+            if any(a["Code"] == code for a in accounts.values()):
                 raise ExactApiError(400, "Already exists: Code")
             now = self.clock.now()
             account = dict.fromkeys(ACCOUNT_FIELDS) | {
@@ -571,7 +629,7 @@ class ExactOnlineSandbox(Simulator[ExactFixtures, ExactConfig]):
     def _next_account_code(accounts: Any) -> str:
         """Auto-numbering when no Code is sent (unconfirmed): highest numeric code + 1, 18 chars wide."""
         numbers = [int(a["Code"]) for a in accounts if str(a["Code"]).strip().isdigit()]
-        return f"{max(numbers, default=0) + 1:>18}"
+        return f"{max(numbers, default=0) + 1:>{ACCOUNT_CODE_WIDTH}}"
 
     # ---------------------------------------------------------- sales entries
 
@@ -708,6 +766,7 @@ class ExactOnlineSandbox(Simulator[ExactFixtures, ExactConfig]):
                 "GLAccountDescription": gl.description,
                 "AmountFC": amount,
                 "AmountDC": amount,
+                "VATCode": vat.code,  # per line: two 0 % lines of different regimes stay apart
                 "VATPercentage": vat.percentage,
                 "VATAmountFC": vat_amount,
                 "VATAmountDC": vat_amount,
@@ -929,7 +988,7 @@ def _list_response(
         raise ExactApiError(400, str(exc)) from exc
     rows = sandbox.rows(context.division, entity_set.name, context.permitted_divisions)
     page, last_key = odata.select_page(rows, options, key=entity_set.key, page_size=PAGE_SIZE)
-    body: dict[str, Any] = {"results": [to_wire(odata.project(r, options.select)) for r in page]}
+    body: dict[str, Any] = {"results": [_read_form(request, odata.project(r, options.select)) for r in page]}
     if last_key is not None:
         body["__next"] = _next_link(request, last_key)
     return {"d": body}
@@ -953,7 +1012,38 @@ def _single_response(
     )
     if row is None:
         raise ExactApiError(404, "Not found")
-    return {"d": to_wire(odata.project(row, select))}
+    return {"d": _read_form(request, odata.project(row, select))}
+
+
+def _read_form(request: Request, row: Mapping[str, Any]) -> dict[str, Any]:
+    """A row as a GET answers it: a sales entry's lines are a deferred link, not the lines themselves.
+
+    OData v2 (Exact's protocol) answers a navigation property without ``$expand`` as
+    ``{"__deferred": {"uri": ...}}``; ossobv/exactonline ``api/invoices.py`` follows that URI to read the
+    lines of an entry it fetched. A POST answers the created lines in place.
+    """
+    wire = to_wire(row)
+    if "SalesEntryLines" in wire and "EntryID" in row:
+        path = f"/api/v1/{row['Division']}/salesentry/SalesEntries(guid'{row['EntryID']}')/SalesEntryLines"
+        wire["SalesEntryLines"] = {
+            "__deferred": {"uri": str(request.url.replace(path=_mount(request) + path, query=""))}
+        }
+    return dict(wire)
+
+
+def _mount(request: Request) -> str:
+    """Where the app is mounted (``/exact`` in the sandbox server), so links point back into it."""
+    return str(request.scope.get("root_path", "")).rstrip("/")
+
+
+def _entry_lines_response(sandbox: ExactOnlineSandbox, context: CallContext, key: str) -> dict[str, Any]:
+    """``GET SalesEntries(guid'…')/SalesEntryLines``: the lines a deferred link points to."""
+    match = re.fullmatch(r"guid'([^']*)'", key)
+    wanted = _guid(match.group(1)) if match else None
+    entry = next((r for r in sandbox.rows(context.division, "SalesEntries") if r["EntryID"] == wanted), None)
+    if entry is None:
+        raise ExactApiError(404, "Not found")
+    return {"d": {"results": [to_wire(line) for line in entry["SalesEntryLines"]]}}
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
@@ -1036,6 +1126,12 @@ def _add_api_routes(app: FastAPI, sandbox: ExactOnlineSandbox) -> None:
         app.add_api_route(f"/api/v1/{{division}}/{path}({{key}})", get_entity, methods=["GET"])
         app.add_api_route(f"/api/v1/{{division}}/{path}", create_entity, methods=["POST"])
 
+    @app.get("/api/v1/{division}/salesentry/SalesEntries({key})/SalesEntryLines")
+    def entry_lines(request: Request, division: str, key: str) -> Response:
+        return division_call(
+            request, division, "salesentry/SalesEntries", lambda ctx: _entry_lines_response(sandbox, ctx, key)
+        )
+
 
 def _add_token_route(app: FastAPI, sandbox: ExactOnlineSandbox) -> None:
     @app.post("/api/oauth2/token")
@@ -1044,7 +1140,9 @@ def _add_token_route(app: FastAPI, sandbox: ExactOnlineSandbox) -> None:
         try:
             return _json(sandbox.token(form))
         except OAuthError as exc:
-            return _json(exc.body, exc.status)
+            reason = getattr(exc, "reason", None)
+            headers = {"Reason": f"{reason}: {exc}"} if reason else None
+            return _json(exc.body, exc.status, headers)
 
 
 def _add_control_routes(app: FastAPI, sandbox: ExactOnlineSandbox) -> None:

@@ -17,7 +17,9 @@ Connection (``conn_type`` http):
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import re
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import requests
@@ -36,8 +38,16 @@ from invoice_sync.domain.errors import (
 
 TOKEN_PATH = "/api/oauth2/token"
 REFRESH_MARGIN_S = 30.0
-"""Refresh this long before expiry: Exact refuses an earlier refresh ("Access Token not expired")."""
-_NOT_EXPIRED = "access token not expired"
+"""Refresh this long before expiry: Exact grants a new access token at most ~30 s before the last one
+expires (reference section 2; PipedreamHQ/pipedream issue #1655) and refuses an earlier refresh."""
+TOKEN_CALLS_PER_DAY = 200
+"""Exact's cap on token calls per app key and user a day (reference sections 2 and 8)."""
+_TOO_EARLY = re.compile(r"access[ _]token not expired", re.IGNORECASE)
+"""Exact's refusal of an early refresh: HTTP 400 ``{"error": "access_denied", "error_description": "Rate
+limit exceeded: access_token not expired"}`` with ``Reason: TooEarlyToRefreshTokens`` (websmurf/
+laravel-exact-online issue #31, 2026). Its older OAuth page, quoted in ossobv/exactonline
+``api/autorefresh.py``, named a 401 "Access Token not expired"; both mean the current token still works."""
+_RATE_LIMITED = re.compile(r"rate limit exceeded", re.IGNORECASE)
 
 
 class ExactOnlineHook(OAuthRestHook):
@@ -53,6 +63,8 @@ class ExactOnlineHook(OAuthRestHook):
         consent's refresh token.
     :param vault: durable, locked storage of the connection's rotating tokens.
     :param division: Exact division (administration) every call addresses.
+    :param token_calls_per_day: token calls this hook sends in a UTC day before it stops (see
+        :class:`TokenCallBudget`).
     :param hook_options: the base's keyword arguments (``budget``, ``sleep``, ``get_attempts``,
         ``backoff_s``, ``max_throttled``, ``clock``); ``refresh_margin_s`` defaults to
         :data:`REFRESH_MARGIN_S` (a sandbox running faster than real time issues tokens that live only
@@ -73,6 +85,7 @@ class ExactOnlineHook(OAuthRestHook):
         vault: TokenVault,
         division: int,
         refresh_margin_s: float = REFRESH_MARGIN_S,
+        token_calls_per_day: int = TOKEN_CALLS_PER_DAY,
         **hook_options: Any,
     ) -> None:
         super().__init__(
@@ -84,6 +97,11 @@ class ExactOnlineHook(OAuthRestHook):
         )
         self.exact_online_conn_id = exact_online_conn_id
         self.division = division
+        self._kept: TokenSet | None = None  # a token Exact refused to replace yet, used until _kept_until
+        self._kept_until = datetime.min.replace(tzinfo=UTC)
+        self._token_calls = TokenCallBudget(
+            token_calls_per_day, self._clock, f"Exact Online connection {exact_online_conn_id}"
+        )
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -170,11 +188,42 @@ class ExactOnlineHook(OAuthRestHook):
 
     # -- OAuth 2.0 ----------------------------------------------------------------------------------
 
+    def _access_token(self, *, rejected: str | None = None) -> str:
+        """A usable access token; after a 401, a refresh only when Exact would grant one.
+
+        The vault is read again under its lock first (the base's :class:`~.hooks.StoredToken` does): when
+        another worker stored a newer token, that one is used and nothing is refreshed. When the refused
+        token is still the stored one and is young (more than the refresh margin before expiry, the ~30 s
+        in which Exact accepts a refresh), a refresh would be refused as too early and spend a token call:
+        the 401 is reported instead of starting a refresh storm (reference section 2: never refresh on a
+        401 of a token younger than ~570 s).
+        """
+        if rejected is None:
+            if self._kept is not None and self._clock() < self._kept_until:
+                return self._kept.access_token  # Exact said it is still good; ask again later
+            return super()._access_token()
+        self._kept = None
+
+        def obtain(current: TokenSet | None) -> TokenSet:
+            if current is not None and current.access_token == rejected and self._token.fresh(current):
+                left = (_utc(current.expires_at) - self._clock()).total_seconds()
+                raise AuthError(
+                    f"{self.context}: Exact refused the access token although it has {left:.0f} s left; "
+                    "no refresh was sent, as Exact grants a new token only in its last 30 seconds. Check "
+                    "that the user still has access to the division; if this persists, reconnect the "
+                    "integration to Exact Online",
+                    status=401,
+                )
+            return self._request_tokens(current)
+
+        return self._token.get(obtain, rejected=rejected)
+
     def _request_tokens(self, current: TokenSet | None) -> TokenSet:
         """Spend the stored refresh token (or the consent's) on a new token pair.
 
         Unlike the base's request, Exact takes the client credentials in the form, on the API's own host,
-        and refuses a refresh it thinks too early; its error texts are not OAuth's ``error`` fields.
+        answers an early refresh with a rate-limit refusal that means "the current token is still good",
+        and allows an app :data:`TOKEN_CALLS_PER_DAY` token calls per user a day, which this hook counts.
         """
         connection = self.get_connection(self.exact_online_conn_id)
         refresh_token = current.refresh_token if current else connection.extra_dejson.get("refresh_token")
@@ -192,23 +241,38 @@ class ExactOnlineHook(OAuthRestHook):
         url = self._url(self.token_url)
 
         def call() -> dict[str, Any]:
-            # Token calls do not count toward the division's budget, so they bypass it.
-            # Repeating after a lost answer relies on Exact keeping a replaced refresh token valid
-            # for ~10 minutes until its successor is used; where it does not, the retry's
-            # invalid_grant tells the user to reconnect, which is then the truth.
+            # Token calls do not count toward the division's budget, so they bypass it; they count
+            # toward the day's token calls. Repeating after a lost answer relies on Exact keeping a
+            # replaced refresh token valid for ~10 minutes until its successor is used; where it does
+            # not, the retry's invalid_grant tells the user to reconnect, which is then the truth.
+            self._token_calls.spend()
             response = self._transmit("POST", url, safe=True, data=form)
             if response.ok:
                 return _object(self._json(response, url, safe=True))
             text = error_text(response)
-            if current is not None and response.status_code == 401 and _NOT_EXPIRED in text.lower():
-                return {}  # refreshed too early (clocks differ): the current tokens still work
+            if _TOO_EARLY.search(text) and response.status_code in (400, 401):
+                return {}  # Exact still honours the current access token
+            if _RATE_LIMITED.search(text) or response.status_code == 429:
+                raise self._token_calls.refused(text)
             raise self._token_error(response.status_code, text)
 
         body = self._retrying(call)
-        if not body:
-            assert current is not None
-            return current
-        return token_answer(body, refresh_token=refresh_token, now=self._clock(), where=self.context)
+        if body:
+            return token_answer(body, refresh_token=refresh_token, now=self._clock(), where=self.context)
+        if current is None:
+            # Another client of this app and user holds the young token; ours is gone from the vault.
+            raise TransientError(
+                f"{self.context}: Exact will not issue a new access token yet (its last one is less than "
+                "10 minutes old) and none is stored here; the next run gets one"
+            )
+        # Keep it without asking again until half its remaining life (at least half the margin) has
+        # passed: each early refresh spends a token call, so the calls until Exact agrees stay few, even
+        # when our clock runs ahead of Exact's and says the token has expired.
+        now = self._clock()
+        hold = max((_utc(current.expires_at) - now) / 2, self._token.margin / 2)
+        self._kept, self._kept_until = current, now + hold
+        self.log.info("%s: Exact says the current access token is still good; keeping it", self.context)
+        return current
 
     def _token_error(self, status: int, text: str) -> SyncError:
         where = f"Exact Online connection {self.exact_online_conn_id}"
@@ -219,6 +283,58 @@ class ExactOnlineHook(OAuthRestHook):
             "to Exact Online (give consent again)",
             status=status,
         )
+
+
+class TokenCallBudget:
+    """The token calls one hook makes in a UTC day, stopped before Exact's cap blocks the app's user.
+
+    Exact allows :data:`TOKEN_CALLS_PER_DAY` token calls per app key and user a day (reference section 2
+    and 8: Invantive forum 1040; picqer/exact-php-client issue #523 on the token endpoint's limit). A
+    healthy connection spends one per 10 minutes of work (144 in a full day), so running out means a
+    refresh loop: stopping it keeps the user's other tasks and tomorrow's first run working.
+
+    :param limit: token calls allowed a day.
+    :param clock: current time, timezone-aware UTC.
+    :param where: the connection, for messages.
+    """
+
+    def __init__(self, limit: int, clock: Callable[[], datetime], where: str) -> None:
+        self.limit = limit
+        self._clock = clock
+        self._where = where
+        self._day: date | None = None
+        self.spent = 0
+
+    def spend(self) -> None:
+        """Count one token call about to be sent; refuse when the day's calls are spent."""
+        today = self._clock().date()
+        if today != self._day:
+            self._day, self.spent = today, 0
+        if self.spent >= self.limit:
+            raise QuotaExceededError(
+                f"{self._where}: {self.spent} token calls sent today, Exact's limit is {self.limit} per "
+                "app and user a day; no more are sent until tomorrow (UTC). This many means the token "
+                "keeps being refused: check the connection",
+                resets_at=self._tomorrow(),
+                status=None,
+            )
+        self.spent += 1
+
+    def refused(self, text: str) -> QuotaExceededError:
+        """Exact's own refusal of a token call for a rate limit (its day's token calls, say)."""
+        return QuotaExceededError(
+            f"{self._where}: Exact refused a new access token: {text}. The connection is fine; Exact "
+            "allows a limited number of token calls a day, so the rest waits for the next run",
+            resets_at=self._tomorrow(),
+        )
+
+    def _tomorrow(self) -> datetime:
+        return datetime.combine(self._clock().date() + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+
+
+def _utc(moment: datetime) -> datetime:
+    """``moment`` timezone-aware; the vault may hand back naive UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _object(body: Any) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from invoice_sync.connectors.amounts import (
     vat_code_for,
     vat_rounding_problem,
 )
+from invoice_sync.domain.discounts import bookable_lines
 from invoice_sync.domain.models import (
     Customer,
     ErrorClass,
@@ -144,14 +145,20 @@ def sales_entry_payload(
     """The ``salesentry/SalesEntries`` body that books ``invoice`` for the Exact account ``customer_guid``.
 
     Our invoice number goes into ``YourRef``: it is how :meth:`find_booked` recognises an entry later.
-    Credit notes are stored with positive amounts in the app and booked negative in Exact.
+    Credit notes are stored with positive amounts in the app and booked negative in Exact. The lines are
+    the invoice's bookable ones: a discount line of the app, or one derived from an invoice-level
+    discount, is a negative line on its own VAT code (on the integration's discount account when one is
+    set), as Exact takes any line of a sales entry with a signed ``AmountFC``; the entry's sign follows the
+    document, never a line. ``VATCode`` comes from the line's tax rate when it has one, so two 0 % lines of
+    different regimes carry different codes.
     Call :func:`validate` first; this raises ``ValueError`` for what validation reports.
     """
     problems = validate(invoice, settings)
     if problems:
         raise ValueError("; ".join(problem.message for problem in problems))
     sign = Decimal(-1) if invoice.kind is InvoiceKind.CREDIT_NOTE else Decimal(1)
-    vat_amounts = line_vat_amounts(invoice.lines, invoice.total_vat)
+    booked = bookable_lines(invoice)
+    vat_amounts = line_vat_amounts(booked, invoice.total_vat)
     lines = [
         {
             "GLAccount": gl_account_for(line, settings),
@@ -161,7 +168,7 @@ def sales_entry_payload(
             "Description": line.description,
             "Quantity": format(line.quantity.normalize(), "f"),
         }
-        for line, vat_amount in zip(invoice.lines, vat_amounts, strict=True)
+        for line, vat_amount in zip(booked, vat_amounts, strict=True)
     ]
     label = "Credit note" if invoice.kind is InvoiceKind.CREDIT_NOTE else "Invoice"
     payload: dict[str, Any] = {
@@ -173,6 +180,10 @@ def sales_entry_payload(
         "Currency": invoice.currency,
         "SalesEntryLines": lines,
     }
+    if invoice.due_date is not None:
+        # Writable on SalesEntries; left out, Exact derives it from the payment condition and the app's
+        # own due date is lost (reference section 12; exactonline-api-dotnet-client SalesEntry.cs).
+        payload["DueDate"] = f"{invoice.due_date.isoformat()}T00:00:00Z"
     if settings.payment_condition:
         payload["PaymentCondition"] = settings.payment_condition
     return payload
