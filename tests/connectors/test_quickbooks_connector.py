@@ -31,12 +31,14 @@ from invoice_sync.sandbox.quickbooks_fixtures import (
     BOOTSTRAP_REFRESH_TOKEN,
     CLIENT_ID,
     CLIENT_SECRET,
+    ITEM_DISCOUNT,
     ITEM_HOURS,
     ITEM_INACTIVE,
     ITEM_SERVICES,
     REALM_DEMO,
     REALM_OTHER,
     TAX_CODE_0,
+    TAX_CODE_0_EU,
     TAX_CODE_9,
     TAX_CODE_21,
 )
@@ -47,6 +49,8 @@ CLIENT_TIMEOUT_S = 2.0
 WHERE = f"QuickBooks company {REALM_DEMO}"
 BATCH = "batch#create"
 QUERY = "query"
+PREFERENCES = "read Preferences"
+"""Read once per connector (a run), before its first write: custom transaction numbers must be on."""
 
 
 def set_connection(monkeypatch: pytest.MonkeyPatch, base: str, **extra: Any) -> None:
@@ -251,14 +255,15 @@ def test_every_call_names_minor_version_75_and_every_write_a_request_id(quickboo
     book(connector, builders.invoice(number="M-1", customer=customer(builders, 1)))
     connector.find_booked(["M-1"])
     api = [url for _, url in sent if "/v3/company/" in url]
-    assert len(api) == 4  # customer query, customer batch, invoice batch, lookup batch
+    # preferences, customer query, customer batch, invoice batch, lookup batch
+    assert len(api) == 5 and urlsplit(api[0]).path.endswith("/preferences")
     for url in api:
         params = parse_qs(urlsplit(url).query)
         assert urlsplit(url).path.startswith(f"/quickbooks/v3/company/{REALM_DEMO}/")
         assert params["minorversion"] == ["75"]
-    writes = [parse_qs(urlsplit(url).query)["requestid"][0] for url in api[1:3]]
+    writes = [parse_qs(urlsplit(url).query)["requestid"][0] for url in api[2:4]]
     assert len(set(writes)) == 2 and all(len(rid) == 36 for rid in writes)
-    assert "requestid" not in parse_qs(urlsplit(api[3]).query)  # a lookup may simply be repeated
+    assert "requestid" not in parse_qs(urlsplit(api[4]).query)  # a lookup may simply be repeated
 
 
 # -- exactly-once ---------------------------------------------------------------------------------------
@@ -363,12 +368,13 @@ def test_customers_are_matched_not_duplicated_across_runs(quickbooks, connect, b
     customers = [customer(builders, n, name=f"Klant {n}") for n in (1, 2, 3)]
     first = connect().ensure_customers(customers)
     assert first == {1: "58", 2: "59", 3: "60"}
-    assert calls(quickbooks) == {QUERY: 1, BATCH: 1}
+    assert calls(quickbooks) == {PREFERENCES: 1, QUERY: 1, BATCH: 1}
 
     newcomer = builders.customer(4, name="O'Brien & Zn")
     second = connect().ensure_customers([*customers, newcomer, customers[0]])
     assert second == {**first, 4: "61"}
-    assert calls(quickbooks) == {QUERY: 2, BATCH: 2}  # one query for the page, one batch for the newcomer
+    # per run (connector): its preferences, one query for the page; one batch for the newcomer
+    assert calls(quickbooks) == {PREFERENCES: 2, QUERY: 2, BATCH: 2}
     names = sorted(c["name"] for c in sim(quickbooks).customers())
     assert names == ["Klant 1 (1)", "Klant 2 (2)", "Klant 3 (3)", "O'Brien & Zn (4)"]
 
@@ -409,7 +415,7 @@ def test_a_lost_customer_batch_is_settled_by_asking_again(quickbooks, connect, b
     control(quickbooks, "faults", [{"path": "/batch#create/", "kind": "commit_then_drop", "times": 1}])
     links = connect().ensure_customers([customer(builders, 1), customer(builders, 2, name="Other")])
     assert links == {1: "58", 2: "59"}
-    assert calls(quickbooks) == {QUERY: 2, BATCH: 1}
+    assert calls(quickbooks) == {PREFERENCES: 1, QUERY: 2, BATCH: 1}
 
 
 # -- OAuth ----------------------------------------------------------------------------------------------
@@ -453,6 +459,78 @@ def test_build_connector_needs_a_realm(builders, vault, settings):
     integration = builders.integration(replace(settings, extra={}), conn_id=CONN_ID)
     with pytest.raises(ConfigError, match=r"no QuickBooks company is set \(setting extra.realm_id"):
         build_connector(integration, vault)
+
+
+# -- custom transaction numbers, discounts, VAT regimes --------------------------------------------------
+
+
+def test_the_connection_test_names_custom_transaction_numbers_when_they_are_off(quickbooks, connect):
+    hook = connect().hook
+    assert hook.test_connection() == (True, "Connection successfully tested")
+    sim(quickbooks).configure(custom_txn_numbers=False)
+    ok, message = hook.test_connection()
+    assert not ok
+    assert message.startswith(f"{WHERE} has custom transaction numbers switched off")
+    assert "Account and settings > Sales > Sales form content > Custom transaction numbers" in message
+
+
+def test_with_custom_transaction_numbers_off_a_run_writes_nothing(quickbooks, connect, builders):
+    """QuickBooks would number the invoices itself and keep taken numbers: nothing may be created."""
+    sim(quickbooks).configure(custom_txn_numbers=False)
+    connector = connect()
+    invoice = builders.invoice(number="P-1", customer=customer(builders, 1))
+    with pytest.raises(ConfigError, match=r"custom transaction numbers switched off") as refused:
+        connector.ensure_customers([invoice.customer])
+    assert refused.value.error_class is ErrorClass.CONFIG
+    with pytest.raises(ConfigError, match=r"Sales form content > Custom transaction numbers"):
+        list(connector.push([invoice], {invoice.customer.id: "58"}))
+    assert sim(quickbooks).booked() == [] and sim(quickbooks).customers() == []
+    assert sim(quickbooks).create_posts() == {} and BATCH not in calls(quickbooks)
+
+
+def test_discounts_and_zero_rate_regimes_are_booked_to_the_cent(quickbooks, connect, builders, settings):
+    regimes = replace(
+        settings,
+        tax_rates={"exempt": TAX_CODE_0, "intra_community": TAX_CODE_0_EU},
+        discount_gl_account=ITEM_DISCOUNT,
+    )
+    negative = builders.invoice(
+        [builders.line("100.00"), builders.line("-10.00", position=2)],
+        invoice_id=1, number="D-1", customer=customer(builders, 1),
+    )  # fmt: skip
+    plain = builders.invoice(
+        [builders.line("200.00", "21"), builders.line("100.00", "9", position=2, gl_account="7010")],
+        invoice_id=2, number="D-2", customer=customer(builders, 1),
+    )  # fmt: skip
+    discounted = replace(
+        plain,
+        discount_percentage=Decimal("10"),
+        total_excl_vat=Decimal("270.00"),
+        total_vat=Decimal("45.90"),
+        total_incl_vat=Decimal("315.90"),
+    )
+    zero = builders.invoice(
+        [
+            replace(builders.line("100.00", "0"), tax_rate="exempt"),
+            replace(builders.line("50.00", "0", position=2), tax_rate="intra_community"),
+        ],
+        invoice_id=3, number="D-3", customer=customer(builders, 1),
+    )  # fmt: skip
+    outcomes = book(connect(integration_settings=regimes), negative, discounted, zero)
+    assert [type(o) for o in outcomes] == [Booked] * 3
+    books = {b["reference"]: b for b in sim(quickbooks).booked()}
+    for invoice in (negative, discounted, zero):
+        booking = books[invoice.number]
+        assert (booking["total_excl_vat"], booking["total_vat"], booking["total_incl_vat"]) == (
+            invoice.total_excl_vat, invoice.total_vat, invoice.total_incl_vat,
+        )  # fmt: skip
+    assert [(x["amount"], x["item"], x["tax_code"]) for x in books["D-2"]["lines"]] == [
+        (Decimal("200.00"), ITEM_SERVICES, TAX_CODE_21),
+        (Decimal("100.00"), ITEM_HOURS, TAX_CODE_9),
+        (Decimal("-20.00"), ITEM_DISCOUNT, TAX_CODE_21),
+        (Decimal("-10.00"), ITEM_DISCOUNT, TAX_CODE_9),
+    ]
+    assert [x["tax_code"] for x in books["D-3"]["lines"]] == [TAX_CODE_0, TAX_CODE_0_EU]
 
 
 # -- limits ---------------------------------------------------------------------------------------------
@@ -504,7 +582,7 @@ def test_request_and_batch_limits_are_never_overrun_in_steady_state(
     assert connector.hook.batch_budget.waited_s > 0
     stats = sim(fast_quickbooks).stats_snapshot()
     assert stats["rate_limited"] == 0
-    assert calls(fast_quickbooks) == {QUERY: 6, BATCH: 4}
+    assert calls(fast_quickbooks) == {PREFERENCES: 1, QUERY: 6, BATCH: 4}
 
 
 # -- the whole --------------------------------------------------------------------------------------------
@@ -532,7 +610,8 @@ def test_api_calls_per_invoice_for_a_hundred_invoice_sync(quickbooks, connect, b
         f"\n100-invoice QuickBooks sync: {http_calls} HTTP calls incl. the token "
         f"({http_calls / 100:.2f}/invoice), {api_calls} API calls ({api_calls / 100:.2f}/invoice)"
     )
-    assert calls(quickbooks) == {QUERY: 1, BATCH: 5}  # customer query, customer batch, four invoice batches
+    # preferences, customer query, customer batch, four invoice batches
+    assert calls(quickbooks) == {PREFERENCES: 1, QUERY: 1, BATCH: 5}
     assert stats["token_refreshes"] == 1
     assert stats["rate_limited"] == 0
     books = sim(quickbooks).booked()

@@ -262,3 +262,93 @@ def test_money_is_sent_from_two_decimal_strings(builders, settings):
     text = json.dumps(payload)
     assert '"Amount": 0.1' in text and '"Amount": 0.2' in text
     assert Decimal(str(payload["TxnTaxDetail"]["TotalTax"])) == invoice.total_vat
+
+
+# -- discounts, VAT regimes, numbering ------------------------------------------------------------------
+
+
+def discounted(builders: Any, percentage: str = "10") -> Any:
+    """200.00 at 21 % on GL 7000 and 100.00 at 9 % on GL 7010, less an invoice-level discount."""
+    invoice = builders.invoice(
+        [builders.line("200.00", "21"), builders.line("100.00", "9", position=2, gl_account="7010")]
+    )
+    excl, vat = Decimal("270.00"), Decimal("45.90")  # 180.00 x 21 % + 90.00 x 9 %
+    return replace(
+        invoice,
+        discount_percentage=Decimal(percentage),
+        total_excl_vat=excl,
+        total_vat=vat,
+        total_incl_vat=excl + vat,
+    )
+
+
+def sales_lines(payload: dict[str, Any]) -> list[tuple[float, str, str, float, float]]:
+    """``(Amount, item, tax code, Qty, UnitPrice)`` per line."""
+    return [
+        (
+            line["Amount"],
+            line["SalesItemLineDetail"]["ItemRef"]["value"],
+            line["SalesItemLineDetail"]["TaxCodeRef"]["value"],
+            line["SalesItemLineDetail"]["Qty"],
+            line["SalesItemLineDetail"]["UnitPrice"],
+        )
+        for line in payload["Line"]
+    ]
+
+
+def test_a_negative_line_goes_as_a_negative_sales_line(builders, settings):
+    invoice = builders.invoice([builders.line("100.00"), builders.line("-10.00", position=2)])
+    assert mapping.validate(invoice, settings) == []
+    payload = mapping.transaction_payload(invoice, settings, "58")
+    assert sales_lines(payload) == [(100.0, "1", "5", 1.0, 100.0), (-10.0, "1", "5", 1.0, -10.0)]
+    assert payload["TxnTaxDetail"] == {"TotalTax": 18.9}
+
+
+def test_an_invoice_level_discount_lowers_each_item_and_tax_code_to_the_cent(builders, settings):
+    payload = mapping.transaction_payload(discounted(builders), settings, "58")
+    assert sales_lines(payload) == [
+        (200.0, "1", "5", 1.0, 200.0),
+        (100.0, "2", "6", 1.0, 100.0),
+        (-20.0, "1", "5", 1.0, -20.0),
+        (-10.0, "2", "6", 1.0, -10.0),
+    ]
+    assert sum(Decimal(str(line["Amount"])) for line in payload["Line"]) == Decimal("270.00")
+    assert payload["TxnTaxDetail"] == {"TotalTax": 45.9}
+    assert [line["LineNum"] for line in payload["Line"]] == [1, 2, 3, 4]
+
+
+def test_an_invoice_level_discount_goes_on_the_discount_item_when_one_is_mapped(builders, settings):
+    with_account = replace(settings, discount_gl_account="4")
+    payload = mapping.transaction_payload(discounted(builders), with_account, "58")
+    assert [(amount, item, code) for amount, item, code, _, _ in sales_lines(payload)] == [
+        (200.0, "1", "5"),
+        (100.0, "2", "6"),
+        (-20.0, "4", "5"),  # the discount item, VAT still per rate
+        (-10.0, "4", "6"),
+    ]
+
+
+def test_two_zero_rate_lines_of_different_tax_rates_get_their_own_tax_codes(builders, settings):
+    regimes = replace(settings, tax_rates={"exempt": "7", "intra_community": "9"})
+    invoice = builders.invoice(
+        [
+            replace(builders.line("100.00", "0"), tax_rate="exempt"),
+            replace(builders.line("50.00", "0", position=2), tax_rate="intra_community"),
+        ]
+    )
+    payload = mapping.transaction_payload(invoice, regimes, "58")
+    assert [code for _, _, code, _, _ in sales_lines(payload)] == ["7", "9"]
+    unmapped = mapping.validate(invoice, replace(regimes, tax_rates={"exempt": "7"}))
+    assert [(p.error_class, "'intra_community'" in p.message) for p in unmapped] == [
+        (ErrorClass.CONFIG, True)
+    ]
+
+
+def test_custom_transaction_numbers_must_be_on():
+    on = {"SalesFormsPrefs": {"CustomTxnNumbers": True}}
+    assert mapping.custom_numbers_problem(on, where="QuickBooks company 1") is None
+    for preferences in ({"SalesFormsPrefs": {"CustomTxnNumbers": False}}, {}, {"SalesFormsPrefs": None}):
+        problem = mapping.custom_numbers_problem(preferences, where="QuickBooks company 1")
+        assert problem is not None and problem.startswith("QuickBooks company 1 ")
+        assert "custom transaction numbers" in problem
+        assert "Account and settings > Sales > Sales form content > Custom transaction numbers" in problem

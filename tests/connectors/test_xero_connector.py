@@ -30,11 +30,14 @@ from invoice_sync.sandbox.xero_fixtures import (
     CLIENT_ID,
     DEMO_TENANT_ID,
     DEMO_TENANT_NAME,
+    DISCOUNT_ACCOUNT,
     OTHER_REVENUE_ACCOUNT,
     SALES_ACCOUNT,
     SECOND_TENANT_ID,
     SECOND_TENANT_NAME,
     TAX_DELETED,
+    TAX_EC_ZERO,
+    TAX_EXEMPT,
     TAX_REDUCED,
     TAX_STANDARD,
     TAX_ZERO,
@@ -196,6 +199,64 @@ def test_booked_totals_equal_the_apps_to_the_cent(xero, connect, builders):
         assert booking["total_incl_vat"] == sign * invoice.total_incl_vat
     assert books["R-3"]["kind"] == "credit_note" and books["R-3"]["total_incl_vat"] == Decimal("-0.85")
     assert [line["TaxAmount"] for line in books["R-3"]["lines"]] == [Decimal("0.08"), Decimal("0.07")]
+
+
+def test_discounts_and_zero_rate_regimes_are_booked_to_the_cent(xero, connect, builders, settings):
+    """A negative line, a 10 % invoice-level discount on an invoice and on a credit note (on the discount
+    account), and two 0 % lines of different regimes: each booked as the app says, with its own tax type."""
+    regimes = replace(
+        settings,
+        tax_rates={"exempt": TAX_EXEMPT, "intra_community": TAX_EC_ZERO},
+        discount_gl_account=DISCOUNT_ACCOUNT,
+    )
+    negative = builders.invoice(
+        [builders.line("100.00"), builders.line("-10.00", position=2)],
+        invoice_id=1, number="D-1", customer=customer(builders, 1),
+    )  # fmt: skip
+
+    def discounted(invoice_id: int, number: str, kind: InvoiceKind) -> Any:
+        plain = builders.invoice(
+            [builders.line("200.00", "21"), builders.line("100.00", "9", position=2, gl_account="7010")],
+            invoice_id=invoice_id, number=number, kind=kind, customer=customer(builders, 1),
+        )  # fmt: skip
+        return replace(
+            plain,
+            discount_percentage=Decimal("10"),
+            total_excl_vat=Decimal("270.00"),
+            total_vat=Decimal("45.90"),
+            total_incl_vat=Decimal("315.90"),
+        )
+
+    zero = builders.invoice(
+        [
+            replace(builders.line("100.00", "0"), tax_rate="exempt"),
+            replace(builders.line("50.00", "0", position=2), tax_rate="intra_community"),
+        ],
+        invoice_id=4, number="D-4", customer=customer(builders, 1),
+    )  # fmt: skip
+    invoices = [
+        negative,
+        discounted(2, "D-2", InvoiceKind.INVOICE),
+        discounted(3, "D-3", InvoiceKind.CREDIT_NOTE),
+        zero,
+    ]
+    outcomes = book(connect(integration_settings=regimes), *invoices)
+    assert [type(o) for o in outcomes] == [Booked] * 4
+    books = {b["reference"]: b for b in sim(xero).booked()}
+    for invoice in invoices:
+        sign = -1 if invoice.kind is InvoiceKind.CREDIT_NOTE else 1  # the debtor's side
+        booking = books[invoice.number]
+        assert (booking["total_excl_vat"], booking["total_vat"], booking["total_incl_vat"]) == (
+            sign * invoice.total_excl_vat, sign * invoice.total_vat, sign * invoice.total_incl_vat,
+        )  # fmt: skip
+    for number in ("D-2", "D-3"):
+        assert [(x["LineAmount"], x["AccountCode"], x["TaxType"]) for x in books[number]["lines"]] == [
+            (Decimal("200.00"), SALES_ACCOUNT, TAX_STANDARD),
+            (Decimal("100.00"), OTHER_REVENUE_ACCOUNT, TAX_REDUCED),
+            (Decimal("-20.00"), DISCOUNT_ACCOUNT, TAX_STANDARD),
+            (Decimal("-10.00"), DISCOUNT_ACCOUNT, TAX_REDUCED),
+        ]
+    assert [x["TaxType"] for x in books["D-4"]["lines"]] == [TAX_EXEMPT, TAX_EC_ZERO]
 
 
 def test_invoices_and_credit_notes_go_in_separate_calls_and_each_calls_outcomes_come_first(

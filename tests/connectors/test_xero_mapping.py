@@ -254,3 +254,76 @@ def test_an_answered_element_is_read_for_its_own_errors():
     assert has_errors(refused) and validation_messages(refused) == ["a", "b"]
     assert has_errors({"StatusAttributeString": "ERROR"})
     assert not has_errors({"StatusAttributeString": "OK", "HasErrors": False, "InvoiceID": "x"})
+
+
+# -- discounts and VAT regimes --------------------------------------------------------------------------
+
+
+def discounted(builders: Any, kind: InvoiceKind = InvoiceKind.INVOICE) -> Any:
+    """200.00 at 21 % on GL 7000 and 100.00 at 9 % on GL 7010, less a 10 % invoice-level discount."""
+    invoice = builders.invoice(
+        [builders.line("200.00", "21"), builders.line("100.00", "9", position=2, gl_account="7010")],
+        kind=kind,
+    )
+    excl, vat = Decimal("270.00"), Decimal("45.90")  # 180.00 x 21 % + 90.00 x 9 %
+    return replace(
+        invoice,
+        discount_percentage=Decimal("10"),
+        total_excl_vat=excl,
+        total_vat=vat,
+        total_incl_vat=excl + vat,
+    )
+
+
+def items(body: dict[str, Any]) -> list[tuple[float, str, str, float]]:
+    """``(LineAmount, AccountCode, TaxType, TaxAmount)`` per line item."""
+    return [(i["LineAmount"], i["AccountCode"], i["TaxType"], i["TaxAmount"]) for i in body["LineItems"]]
+
+
+def test_a_negative_line_goes_as_a_negative_line_item(builders, settings):
+    invoice = builders.invoice([builders.line("100.00"), builders.line("-10.00", position=2)])
+    assert mapping.validate(invoice, settings) == []
+    body = mapping.document(invoice, settings, "contact-guid")
+    assert items(body) == [(100.0, "200", "OUTPUT", 21.0), (-10.0, "200", "OUTPUT", -2.1)]
+    assert body["LineItems"][1]["UnitAmount"] == -10.0 and "DiscountRate" not in body["LineItems"][1]
+
+
+@pytest.mark.parametrize("kind", [InvoiceKind.INVOICE, InvoiceKind.CREDIT_NOTE])
+def test_an_invoice_level_discount_is_a_negative_line_per_account_and_tax_type(builders, settings, kind):
+    """Also on a credit note, where Xero takes no ``DiscountRate``."""
+    body = mapping.document(discounted(builders, kind), settings, "contact-guid")
+    assert items(body) == [
+        (200.0, "200", "OUTPUT", 42.0),
+        (100.0, "260", "OUTPUT2", 9.0),
+        (-20.0, "200", "OUTPUT", -4.2),
+        (-10.0, "260", "OUTPUT2", -0.9),
+    ]
+    assert sum(Decimal(str(i["TaxAmount"])) for i in body["LineItems"]) == Decimal("45.90")
+
+
+def test_an_invoice_level_discount_goes_on_the_discount_account_when_one_is_mapped(builders, settings):
+    body = mapping.document(
+        discounted(builders), replace(settings, discount_gl_account="270"), "contact-guid"
+    )
+    assert [(amount, account, tax) for amount, account, tax, _ in items(body)] == [
+        (200.0, "200", "OUTPUT"),
+        (100.0, "260", "OUTPUT2"),
+        (-20.0, "270", "OUTPUT"),
+        (-10.0, "270", "OUTPUT2"),
+    ]
+
+
+def test_two_zero_rate_lines_of_different_tax_rates_get_their_own_tax_types(builders, settings):
+    regimes = replace(settings, tax_rates={"exempt": "EXEMPTOUTPUT", "intra_community": "ECZROUTPUT"})
+    invoice = builders.invoice(
+        [
+            replace(builders.line("100.00", "0"), tax_rate="exempt"),
+            replace(builders.line("50.00", "0", position=2), tax_rate="intra_community"),
+        ]
+    )
+    body = mapping.document(invoice, regimes, "contact-guid")
+    assert [tax for _, _, tax, _ in items(body)] == ["EXEMPTOUTPUT", "ECZROUTPUT"]
+    unmapped = mapping.validate(invoice, replace(regimes, tax_rates={"exempt": "EXEMPTOUTPUT"}))
+    assert [(p.error_class, "'intra_community'" in p.message) for p in unmapped] == [
+        (ErrorClass.CONFIG, True)
+    ]

@@ -42,6 +42,7 @@ from quickbooks.objects.customer import Customer
 from quickbooks.objects.detailline import SalesItemLine, SalesItemLineDetail
 from quickbooks.objects.invoice import Invoice
 from quickbooks.objects.item import Item
+from quickbooks.objects.preferences import Preferences
 from quickbooks.objects.tax import TxnTaxDetail
 
 from invoice_sync.sandbox.quickbooks import QuickBooksSandbox
@@ -49,9 +50,12 @@ from invoice_sync.sandbox.quickbooks_fixtures import (
     BOOTSTRAP_REFRESH_TOKEN,
     CLIENT_ID,
     CLIENT_SECRET,
+    ITEM_DISCOUNT,
     ITEM_HOURS,
     ITEM_SERVICES,
     REALM_DEMO,
+    TAX_CODE_0,
+    TAX_CODE_0_EU,
     TAX_CODE_9,
     TAX_CODE_21,
 )
@@ -212,6 +216,48 @@ def test_customer_and_invoice_are_created_and_read_back(qb: QuickBooks, sandbox:
         created.Id,
         Decimal("411.49"),
     )
+
+
+def test_preferences_say_whether_custom_transaction_numbers_are_on(
+    qb: QuickBooks, sandbox: QuickBooksSandbox
+) -> None:
+    """The SDK's own ``Preferences.get`` (``GET /company/{realm}/preferences``) reads what the connector
+    checks; off, the company numbers an invoice sent without ``DocNumber`` itself."""
+    preferences = Preferences.get(qb=qb)
+    assert preferences.Id == "1" and preferences.SalesFormsPrefs.CustomTxnNumbers is True
+    assert preferences.CurrencyPrefs.HomeCurrency.value == "EUR"
+
+    sandbox.configure(custom_txn_numbers=False)
+    assert Preferences.get(qb=qb).SalesFormsPrefs.CustomTxnNumbers is False
+    customer = new_customer("Numbered Elsewhere BV").save(qb=qb)
+    new_invoice(customer.Id, "2026-0042").save(qb=qb)
+    unnumbered = new_invoice(customer.Id, "")
+    unnumbered.DocNumber = None  # python-quickbooks then leaves the field out (its issue #141)
+    assert unnumbered.save(qb=qb).DocNumber == "2026-0043"
+
+
+def test_negative_lines_and_zero_rate_tax_codes_reach_the_books(
+    qb: QuickBooks, sandbox: QuickBooksSandbox
+) -> None:
+    customer = new_customer("Korting & Co").save(qb=qb)
+    lines = (
+        sales_line("200.00"),
+        sales_line("-20.00", ITEM_DISCOUNT),
+        sales_line("100.00", tax_code=TAX_CODE_0),
+        sales_line("50.00", tax_code=TAX_CODE_0_EU),
+    )
+    created = new_invoice(customer.Id, "K-1", *lines).save(qb=qb)
+    assert money(created.TotalAmt) == Decimal("367.80")  # 330.00 + 21 % of 180.00
+    (booking,) = sandbox.booked()
+    assert [line["tax_code"] for line in booking["lines"]] == [
+        TAX_CODE_21,
+        TAX_CODE_21,
+        TAX_CODE_0,
+        TAX_CODE_0_EU,
+    ]
+    with pytest.raises(QuickbooksException) as refused:  # a negative total: a credit memo's business
+        new_invoice(customer.Id, "K-2", sales_line("10.00"), sales_line("-20.00")).save(qb=qb)
+    assert refused.value.error_code == 6000
 
 
 def test_a_given_total_tax_is_booked_to_the_cent(qb: QuickBooks, sandbox: QuickBooksSandbox) -> None:

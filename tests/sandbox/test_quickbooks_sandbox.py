@@ -18,6 +18,7 @@ from invoice_sync.sandbox.quickbooks_fixtures import (
     BOOTSTRAP_REFRESH_TOKEN,
     CLIENT_ID,
     CLIENT_SECRET,
+    ITEM_DISCOUNT,
     ITEM_HOURS,
     ITEM_INACTIVE,
     ITEM_SERVICES,
@@ -25,6 +26,8 @@ from invoice_sync.sandbox.quickbooks_fixtures import (
     REALM_DEMO,
     REALM_OTHER,
     TAX_CODE_0,
+    TAX_CODE_0_EU,
+    TAX_CODE_0_EXPORT,
     TAX_CODE_9,
     TAX_CODE_21,
     TAX_CODE_INACTIVE,
@@ -421,21 +424,30 @@ def test_query_language_in_and_paging_count_and_order(fresh: SandboxHandle) -> N
 
 def test_inactive_names_only_show_when_asked_for(fresh: SandboxHandle) -> None:
     api = Api(fresh)
-    assert [i["Id"] for i in api.query("select * from Item").json()["QueryResponse"]["Item"]] == ["1", "2"]
+    active = api.query("select * from Item").json()["QueryResponse"]["Item"]
+    assert [i["Id"] for i in active] == [ITEM_SERVICES, ITEM_HOURS, ITEM_DISCOUNT]
     inactive = api.query("select * from Item where Active = false").json()["QueryResponse"]["Item"]
     assert [i["Id"] for i in inactive] == [ITEM_INACTIVE]
     codes = api.query("select * from TaxCode where Active in (true, false)").json()["QueryResponse"][
         "TaxCode"
     ]
     rates = {c["Id"]: c["SalesTaxRateList"]["TaxRateDetail"][0]["TaxRateRef"]["value"] for c in codes}
-    assert set(rates) == {TAX_CODE_21, TAX_CODE_9, TAX_CODE_0, TAX_CODE_INACTIVE}
+    assert set(rates) == {
+        TAX_CODE_21,
+        TAX_CODE_9,
+        TAX_CODE_0,
+        TAX_CODE_INACTIVE,
+        TAX_CODE_0_EU,
+        TAX_CODE_0_EXPORT,
+    }
     tax_rates = api.query("select * from TaxRate").json()["QueryResponse"]["TaxRate"]
-    assert {r["Id"]: r["RateValue"] for r in tax_rates} == {"9": 21, "10": 9, "11": 0}
+    assert {r["Id"]: r["RateValue"] for r in tax_rates} == {"9": 21, "10": 9, "11": 0, "13": 0, "14": 0}
     assert api.get("item/1").json()["Item"]["IncomeAccountRef"] == {"value": "1", "name": "Services"}
     info = api.get(f"companyinfo/{REALM_DEMO}").json()["CompanyInfo"]
     assert (info["CompanyName"], info["Country"]) == ("Demo QuickBooks BV", "NL")
     prefs = api.get("preferences").json()["Preferences"]
     assert prefs["CurrencyPrefs"]["HomeCurrency"]["value"] == "EUR"
+    assert prefs["SalesFormsPrefs"]["CustomTxnNumbers"] is True
     assert prefs["AccountingInfoPrefs"]["BookCloseDate"] == "2025-12-31"
 
 
@@ -667,3 +679,62 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
     finally:
         second.stop()
     assert not list(tmp_path.glob(".sandbox-state.json.*"))
+
+
+# ---------------------------------------------------------------- numbering, discounts, VAT regimes
+
+
+def test_custom_transaction_numbers_off_numbers_documents_as_quickbooks_does(fresh: SandboxHandle) -> None:
+    """Off, QuickBooks numbers a document sent without a number by incrementing the last one, and stores
+    a number sent anyway as it is, even a taken one (Intuit API reference, Invoice ``DocNumber``)."""
+    qbo(fresh).configure(custom_txn_numbers=False)
+    api = Api(fresh)
+    customer = api.customer()
+    assert api.get("preferences").json()["Preferences"]["SalesFormsPrefs"]["CustomTxnNumbers"] is False
+    first = api.post("invoice", invoice(customer, "2026-0042")).json()["Invoice"]
+    numbered = api.post("invoice", invoice(customer, "")).json()["Invoice"]
+    assert (first["DocNumber"], numbered["DocNumber"]) == ("2026-0042", "2026-0043")
+    again = api.post("invoice", invoice(customer, "2026-0043"))
+    assert again.status_code == 200 and again.json()["Invoice"]["DocNumber"] == "2026-0043"
+    held = api.query("select * from Invoice where DocNumber = '2026-0043'").json()["QueryResponse"]
+    assert len(held["Invoice"]) == 2  # the duplicate guard (6140) does not hold while the setting is off
+    memo = api.post("creditmemo", invoice(customer, "")).json()["CreditMemo"]
+    assert memo["DocNumber"] == "1001"  # credit memos count on their own
+
+
+def test_custom_transaction_numbers_on_keeps_the_number_and_refuses_a_taken_one(fresh: SandboxHandle) -> None:
+    api = Api(fresh)
+    customer = api.customer()
+    assert api.post("invoice", invoice(customer, "2026-0042")).json()["Invoice"]["DocNumber"] == "2026-0042"
+    assert code(api.post("invoice", invoice(customer, "2026-0042"))) == (400, "6140")
+
+
+def test_negative_lines_are_booked_but_a_negative_total_is_refused(fresh: SandboxHandle) -> None:
+    """A discount or a returned item is a negative line on a positive invoice; a negative total is a
+    credit memo's business."""
+    api = Api(fresh)
+    customer = api.customer()
+    lines = [line("100.00"), line("-10.00", item=ITEM_DISCOUNT)]
+    body = api.post("invoice", invoice(customer, "N-1", Line=lines)).json()["Invoice"]
+    assert Decimal(str(body["TotalAmt"])) == Decimal("108.90")
+    assert [Decimal(str(x["Amount"])) for x in body["Line"][:2]] == [Decimal("100.00"), Decimal("-10.00")]
+    refused = api.post("invoice", invoice(customer, "N-2", Line=[line("10.00"), line("-20.00")]))
+    assert code(refused) == (400, "6000")
+    assert qbo(fresh).create_posts().get("N-2") == 1 and len(qbo(fresh).booked()) == 1
+
+
+def test_two_zero_rate_lines_of_different_tax_codes_stay_apart(fresh: SandboxHandle) -> None:
+    api = Api(fresh)
+    customer = api.customer()
+    lines = [line("100.00", tax_code=TAX_CODE_0), line("50.00", tax_code=TAX_CODE_0_EU)]
+    body = api.post("invoice", invoice(customer, "Z-1", Line=lines)).json()["Invoice"]
+    taxed = {t["TaxLineDetail"]["TaxRateRef"]["value"]: t for t in body["TxnTaxDetail"]["TaxLine"]}
+    assert {rate: Decimal(str(t["TaxLineDetail"]["NetAmountTaxable"])) for rate, t in taxed.items()} == {
+        "11": Decimal("100.00"),
+        "13": Decimal("50.00"),
+    }
+    (booked,) = qbo(fresh).booked()
+    assert [(x["tax_code"], x["amount"]) for x in booked["lines"]] == [
+        (TAX_CODE_0, Decimal("100.00")),
+        (TAX_CODE_0_EU, Decimal("50.00")),
+    ]

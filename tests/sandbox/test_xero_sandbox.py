@@ -583,3 +583,41 @@ def test_where_keeps_and_or_inside_quoted_values_together() -> None:
     assert not matches({"Name": "Peeters"})
     quoted = parse_where('Name=="A \\" OR B" AND Type=="ACCREC"')
     assert quoted({"Name": 'A " OR B', "Type": "ACCREC"}) and not quoted({"Name": "A", "Type": "ACCREC"})
+
+
+def test_negative_lines_book_and_a_negative_total_only_stays_a_draft(api: Api, xero: XeroSandbox) -> None:
+    contact = api.contact()
+    lines = [
+        {"Description": "Work", "Quantity": 1, "UnitAmount": 100.0, "AccountCode": "200",
+         "TaxType": fx.TAX_STANDARD},
+        {"Description": "Discount", "Quantity": 1, "UnitAmount": -10.0, "AccountCode": fx.DISCOUNT_ACCOUNT,
+         "TaxType": fx.TAX_STANDARD},
+    ]  # fmt: skip
+    document = api.put("Invoices", {"Invoices": [invoice(contact, "N-1", LineItems=lines)]}).json()[
+        "Invoices"
+    ][0]
+    assert (document["SubTotal"], document["TotalTax"], document["Total"]) == (90.0, 18.9, 108.9)
+    assert [i["LineAmount"] for i in document["LineItems"]] == [100.0, -10.0]
+    upside_down = [lines[0] | {"UnitAmount": 10.0}, lines[1] | {"UnitAmount": -20.0}]
+    refused = api.put("Invoices", {"Invoices": [invoice(contact, "N-2", LineItems=upside_down)]})
+    assert refused.status_code == 400 and errors(refused.json()["Elements"][0]) == [NEGATIVE_TOTAL]
+    draft = invoice(contact, "N-3", LineItems=upside_down, Status="DRAFT")
+    assert api.put("Invoices", {"Invoices": [draft]}).json()["Invoices"][0]["Total"] == -12.1
+    assert [b["reference"] for b in xero.booked()] == ["N-1"]
+
+
+def test_two_zero_rate_lines_keep_their_own_tax_types(api: Api, xero: XeroSandbox) -> None:
+    contact = api.contact()
+    lines = [
+        {"Description": "Exempt", "LineAmount": 100.0, "AccountCode": "200", "TaxType": fx.TAX_EXEMPT},
+        {"Description": "EU supply", "LineAmount": 50.0, "AccountCode": "200", "TaxType": fx.TAX_EC_ZERO},
+    ]
+    document = api.put("Invoices", {"Invoices": [invoice(contact, "Z-1", LineItems=lines)]}).json()[
+        "Invoices"
+    ][0]
+    assert (document["SubTotal"], document["TotalTax"]) == (150.0, 0.0)
+    (booking,) = xero.booked()
+    assert [(line["TaxType"], line["LineAmount"]) for line in booking["lines"]] == [
+        (fx.TAX_EXEMPT, Decimal("100.0")),
+        (fx.TAX_EC_ZERO, Decimal("50.0")),
+    ]

@@ -34,13 +34,27 @@ HOME_CURRENCY = "EUR"
 ITEM_SERVICES = "1"
 ITEM_HOURS = "2"
 ITEM_INACTIVE = "3"
+ITEM_DISCOUNT = "4"
+"""A service item on the discount (contra-revenue) account: what an integration's ``discount_gl_account``
+names for QuickBooks."""
 
 TAX_CODE_21 = "5"
 TAX_CODE_9 = "6"
 TAX_CODE_0 = "7"
 TAX_CODE_INACTIVE = "8"
+TAX_CODE_0_EU = "9"
+"""0 %, intra-community supply: a 0 % code of its own, because it lands in another box of the VAT return
+than an exempt or domestic 0 % supply."""
+TAX_CODE_0_EXPORT = "10"
+"""0 %, export outside the EU."""
 TAX_CODES_BY_RATE: dict[str, str] = {"21": TAX_CODE_21, "9": TAX_CODE_9, "0": TAX_CODE_0}
 """Rate in percent (text, as the connector's rate keys) -> active tax code id, same in both realms."""
+TAX_CODES_BY_TAX_RATE: dict[str, str] = {
+    "exempt": TAX_CODE_0,
+    "intra_community": TAX_CODE_0_EU,
+    "export": TAX_CODE_0_EXPORT,
+}
+"""App tax-rate code -> tax code id for the 0 % regimes (an integration's ``tax_rates``)."""
 
 CLOSING_DATE = date(2025, 12, 31)
 """Books of the demo company are closed through this date: a TxnDate on or before it is refused (6210)."""
@@ -130,17 +144,21 @@ _ACCOUNTS = (
     AccountFixture("1", "Services"),
     AccountFixture("79", "Sales of Product Income"),
     AccountFixture("80", "Old Sales"),
+    AccountFixture("81", "Discounts given", account_sub_type="DiscountsRefundsGiven"),
 )
 _ITEMS = (
     ItemFixture(ITEM_SERVICES, "Services", "Service", "1"),
     ItemFixture(ITEM_HOURS, "Hours", "Service", "79"),
     ItemFixture(ITEM_INACTIVE, "Old service", "Service", "80", active=False),
+    ItemFixture(ITEM_DISCOUNT, "Discount", "Service", "81"),
 )
 _TAX_CODES = (
     TaxCodeFixture(TAX_CODE_21, "21% BTW", Decimal("21"), "9"),
     TaxCodeFixture(TAX_CODE_9, "9% BTW", Decimal("9"), "10"),
     TaxCodeFixture(TAX_CODE_0, "0% BTW", Decimal("0"), "11"),
     TaxCodeFixture(TAX_CODE_INACTIVE, "19% BTW (old)", Decimal("19"), "12", active=False),
+    TaxCodeFixture(TAX_CODE_0_EU, "0% ICP (EU)", Decimal("0"), "13"),
+    TaxCodeFixture(TAX_CODE_0_EXPORT, "0% Export", Decimal("0"), "14"),
 )
 
 _DEMO = RealmFixture(

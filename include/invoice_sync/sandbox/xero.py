@@ -41,8 +41,11 @@ Choices where Xero publishes nothing (each is what connectors are tested against
 - An invoice's contact is named by ``Contact.ContactID`` only (Xero can also create one by name; not
   simulated). Lines need ``AccountCode`` of an active revenue account; ``TaxType`` defaults to the
   account's; ``NoTax`` lines carry ``NONE``. ``LineAmount`` when given wins over quantity x unit amount.
-  Tax per line: ``TaxAmount`` as given, else rounded half up to the cent. A document's total must not be
-  negative (credit notes carry positive amounts).
+  Tax per line: ``TaxAmount`` as given, else rounded half up to the cent. Negative lines (a discount, a
+  returned item) are booked like any other (Xero-OpenAPI issue #429 posts a negative ``UnitAmount``); a
+  document whose total is negative is kept as a draft but refused as ``SUBMITTED`` or ``AUTHORISED``
+  (Kindo's "Xero Rapid Integration: how to process a negative invoice": Xero creates the draft and will
+  not approve it; credit notes carry positive amounts). The refusal's text is ours: Xero's is unconfirmed.
 - Missing numbers are assigned from the organisation's sequence (``INV-0001``, ``CN-0001``) skipping
   numbers in use; refused elements consume none. Number uniqueness is exact text; contact-name
   uniqueness and ``where`` text comparisons ignore case.
@@ -908,7 +911,7 @@ class XeroSandbox(Simulator[XeroFixtures, XeroConfig]):
         sub_total = sum((line["_excl"] for line in lines), Decimal("0"))
         total_tax = sum((line["TaxAmount"] for line in lines), Decimal("0"))
         total = sub_total + total_tax
-        if total < 0:
+        if total < 0 and status != "DRAFT":  # negative lines are fine; an approved negative total is not
             return [NEGATIVE_TOTAL], None
         document = {
             kind.id_field: str(uuid.uuid4()),

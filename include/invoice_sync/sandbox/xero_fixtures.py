@@ -46,6 +46,8 @@ SALES_ACCOUNT = "200"
 OTHER_REVENUE_ACCOUNT = "260"
 ARCHIVED_REVENUE_ACCOUNT = "210"
 EXPENSE_ACCOUNT = "400"
+DISCOUNT_ACCOUNT = "270"
+"""Revenue account for commercial discounts given (an integration's ``discount_gl_account``)."""
 
 # Tax types of both organisations.
 TAX_STANDARD = "OUTPUT"  # 21 %
@@ -54,6 +56,16 @@ TAX_ZERO = "ZERORATEDOUTPUT"  # 0 %
 TAX_NONE = "NONE"  # 0 %, what NoTax lines carry
 TAX_DELETED = "OUTPUT3"  # 6 %, deleted: refused on new documents
 TAX_PURCHASES = "INPUT"  # 21 %, purchases only: refused on sales documents
+TAX_EXEMPT = "EXEMPTOUTPUT"  # 0 %, exempt supplies
+TAX_EC_ZERO = "ECZROUTPUT"  # 0 %, intra-community supply of goods
+# Both are values of Xero's TaxType enum (Xero-OpenAPI xero_accounting.yaml): 0 % like ZERORATEDOUTPUT, but
+# reported apart, which is why two 0 % lines of different regimes must keep their own tax types.
+TAX_TYPES_BY_TAX_RATE: dict[str, str] = {
+    "exempt": TAX_EXEMPT,
+    "intra_community": TAX_EC_ZERO,
+    "export": TAX_ZERO,
+}
+"""App tax-rate code -> tax type for the 0 % regimes (an integration's ``tax_rates``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +135,7 @@ CHART_OF_ACCOUNTS = (
         ARCHIVED_REVENUE_ACCOUNT, "Consulting (old)", "REVENUE", "REVENUE", TAX_STANDARD, "ARCHIVED"
     ),
     AccountFixture(EXPENSE_ACCOUNT, "Advertising", "EXPENSE", "EXPENSE", TAX_PURCHASES),
+    AccountFixture(DISCOUNT_ACCOUNT, "Discounts given", "REVENUE", "REVENUE", TAX_STANDARD),
 )
 TAX_RATES = (
     TaxRateFixture(TAX_STANDARD, "VAT 21% on Income", Decimal("21")),
@@ -132,6 +145,8 @@ TAX_RATES = (
     TaxRateFixture(TAX_DELETED, "VAT 6% on Income (old)", Decimal("6"), status="DELETED"),
     TaxRateFixture(TAX_PURCHASES, "VAT 21% on Expenses", Decimal("21"), applies_to_revenue=False,
                    report_tax_type="INPUT"),
+    TaxRateFixture(TAX_EXEMPT, "Exempt Income", Decimal("0"), report_tax_type="EXEMPTOUTPUT"),
+    TaxRateFixture(TAX_EC_ZERO, "Zero Rated EC Goods Income", Decimal("0"), report_tax_type="ECOUTPUT"),
 )  # fmt: skip
 
 _DEMO = TenantFixture(DEMO_TENANT_ID, DEMO_TENANT_NAME, "EUR", CHART_OF_ACCOUNTS, TAX_RATES)

@@ -11,10 +11,10 @@ Batching: invoices and credit memos are created through the batch endpoint, :dat
 per call, each answered on its own (entity or ``Fault``); customers are matched with one query per page
 (``DisplayName in (...)``) and the missing ones created in batches; lookups put the ``Invoice`` and the
 ``CreditMemo`` query of up to 100 numbers each into one batch call. A 100-invoice sync with new customers
-thus costs about seven calls (token, customer query, customer batch, four invoice batches) where one call
-per record would cost over a hundred; the batch endpoint's own limit (40 calls a minute) then allows some
-1,200 invoices a minute. A batch is also the unit a lost answer makes unknown, and 30 lookups to settle
-is the worst case.
+thus costs about eight calls (token, preferences, customer query, customer batch, four invoice batches)
+where one call per record would cost over a hundred; the batch endpoint's own limit (40 calls a minute)
+then allows some 1,200 invoices a minute. A batch is also the unit a lost answer makes unknown, and 30
+lookups to settle is the worst case.
 """
 
 from __future__ import annotations
@@ -76,6 +76,27 @@ class QuickBooksConnector(HookConnector[QuickBooksHook]):
     check = staticmethod(mapping.validate)
     """QuickBooks-specific problems found without a call (see :func:`.mapping.validate`)."""
 
+    def __init__(self, integration: Integration, hook: QuickBooksHook) -> None:
+        super().__init__(integration, hook)
+        self._numbering_checked = False
+
+    def _require_custom_numbers(self) -> None:
+        """Read the company's ``Preferences`` once per connector (one run), before its first write.
+
+        With custom transaction numbers off QuickBooks numbers our invoices itself and stores a number we
+        send even when it is taken (see :func:`.mapping.custom_numbers_problem`), so neither the lookup
+        nor the duplicate guard holds: the run stops with a configuration error before anything is
+        created, and the engine marks the rest of the integration's invoices with it.
+
+        :raises ConfigError: custom transaction numbers are off in the company.
+        """
+        if self._numbering_checked:
+            return
+        problem = mapping.custom_numbers_problem(self.hook.preferences(), where=self.hook.context)
+        if problem is not None:
+            raise ConfigError(problem)
+        self._numbering_checked = True
+
     # -- lookups ----------------------------------------------------------------------------------------
 
     def find_booked(self, references: Sequence[str]) -> dict[str, Booking]:
@@ -136,8 +157,10 @@ class QuickBooksConnector(HookConnector[QuickBooksHook]):
 
         A customer that an earlier, interrupted run created is found by the query, not created again. A
         name QuickBooks refuses as taken (6240, between our query and our create) is looked up again and
-        linked when it is our customer's; otherwise the customer link fails with QuickBooks' text.
+        linked when it is our customer's; otherwise the customer link fails with QuickBooks' text. The
+        first write of a run checks the company's numbering first (:meth:`_require_custom_numbers`).
         """
+        self._require_custom_numbers()
         unique = {customer.id: customer for customer in customers}
         links: dict[int, str | CustomerLinkFailure] = {}
         wanted: dict[int, Customer] = {}
@@ -234,8 +257,9 @@ class QuickBooksConnector(HookConnector[QuickBooksHook]):
         Each batch item is answered on its own: the entity (Booked with its ``DocNumber`` and ``Id``) or a
         ``Fault`` (Rejected with its code's class and QuickBooks' text; a duplicate number is settled by a
         lookup). A lost answer leaves the whole call ``Unknown``. Failures that stop the batch before a
-        call is sent (authorisation, an inactive subscription) are raised.
+        call is sent (authorisation, an inactive subscription, custom transaction numbers off) are raised.
         """
+        self._require_custom_numbers()
         for call in self.calls(invoices, customer_ids, self._transaction):
             if isinstance(call, Rejected):
                 yield call

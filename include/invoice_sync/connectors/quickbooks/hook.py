@@ -45,6 +45,7 @@ from invoice_sync.connectors.quickbooks.errors import (
     is_throttled,
     status_error,
 )
+from invoice_sync.connectors.quickbooks.mapping import custom_numbers_problem
 from invoice_sync.domain.errors import RateLimitedError, SyncError, TransientError
 
 MINOR_VERSION = 75
@@ -260,11 +261,16 @@ class QuickBooksHook(OAuthRestHook):
     # -- calls ----------------------------------------------------------------------------------------
 
     def test_connection(self) -> tuple[bool, str]:
-        """Read the company's information: proves the tokens, the client and the realm."""
+        """Read the company's information and preferences: proves the tokens, the client and the realm, and
+        that the company keeps the invoice numbers we send (custom transaction numbers on; see
+        :func:`.mapping.custom_numbers_problem`)."""
         try:
             self.company_info()
+            problem = custom_numbers_problem(self.preferences(), where=self.context)
         except SyncError as error:
             return False, error.message
+        if problem is not None:
+            return False, problem
         return True, "Connection successfully tested"
 
     def company_info(self) -> dict[str, Any]:
@@ -272,6 +278,17 @@ class QuickBooksHook(OAuthRestHook):
         body = self.api("GET", f"companyinfo/{self.realm_id}", safe=True)
         info = body.get("CompanyInfo")
         return info if isinstance(info, dict) else {}
+
+    def preferences(self) -> dict[str, Any]:
+        """``GET preferences``: the company's settings, the ``Preferences`` entity (``{}`` when absent).
+
+        The path and the wrapper are python-quickbooks' (``PrefMixin.get`` in ``quickbooks/mixins.py`` reads
+        ``{api}/company/{realm}/preferences`` and unwraps ``Preferences``; Intuit's API reference,
+        Preferences entity).
+        """
+        body = self.api("GET", "preferences", safe=True)
+        preferences = body.get("Preferences")
+        return preferences if isinstance(preferences, dict) else {}
 
     def query(self, text: str) -> dict[str, Any]:
         """``POST query`` with ``text`` and return its ``QueryResponse`` (``{}`` when nothing matched).

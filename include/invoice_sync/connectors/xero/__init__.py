@@ -5,9 +5,11 @@ limits, idempotency keys, typed errors), ``mapping`` holds the pure body rules, 
 texts into error classes, and ``connector`` puts them behind the engine's ``Connector`` contract.
 
 Integration settings: ``extra.tenant_id`` (the organisation's tenant id) or ``extra.tenant`` (its name,
-resolved through ``/connections``), ``vat_codes`` (app rate -> Xero ``TaxType``), ``gl_accounts`` and
-``default_gl_account`` (app GL -> Xero account code) and, optionally, ``extra.currencies`` (the currencies
-the organisation accepts, checked before sending).
+resolved through ``/connections``), ``vat_codes`` (app rate -> Xero ``TaxType``), ``tax_rates`` (app
+tax-rate code -> ``TaxType``, for lines that carry one), ``gl_accounts`` and ``default_gl_account`` (app GL
+-> Xero account code), ``discount_gl_account`` (the account code invoice-level discounts are booked on;
+unset, on the discounted lines' accounts) and, optionally, ``extra.currencies`` (the currencies the
+organisation accepts, checked before sending).
 """
 
 from __future__ import annotations

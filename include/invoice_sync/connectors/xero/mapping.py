@@ -21,6 +21,20 @@ Decisions:
 - ``Quantity`` and ``UnitAmount`` are the line's own when their product is its amount at a price of at
   most two decimals (Xero's default ``unitdp``); otherwise the line goes as one unit at the line amount, so
   Xero's ``LineAmount`` is the app's.
+- Discounts are negative lines. What is booked is
+  :func:`~invoice_sync.domain.discounts.bookable_lines`: the app's own lines (a negative one goes as it is)
+  plus, for an invoice-level percentage discount, one negative line per group of tax rate, VAT rate and
+  account, on ``discount_gl_account`` (a Xero account code) when the integration has one. Xero takes
+  negative lines on an invoice whose total is not negative (Xero-OpenAPI issue #429 posts invoices with a
+  negative ``UnitAmount``; an invoice below zero cannot be approved, and a credit note is Xero's way:
+  Kindo's "Xero Rapid Integration: how to process a negative invoice"). Xero's ``DiscountRate`` and
+  ``DiscountAmount`` are not used: per ``xero_accounting.yaml`` (Xero-OpenAPI, ``LineItem``) they exist on
+  ACCREC invoices only, "credit notes in Xero do not support discounts", Xero rounds the discounted
+  ``LineAmount`` itself per line (the app's cents per VAT rate could be lost), and the discount would stay
+  on the line's own account instead of the integration's discount account.
+- ``TaxType`` comes from the line's tax-rate code through ``tax_rates`` when the line carries one (an
+  exempt and an intra-community 0 % line get their own tax types, such as ``EXEMPTOUTPUT`` and
+  ``ECZROUTPUT`` of Xero's ``TaxType`` enum), else from its percentage through ``vat_codes``.
 - Contacts carry our customer id as ``ContactNumber`` (Xero's field for the external system's id, writable
   only through the API), so every run finds the contact it created before instead of creating another.
 """
@@ -41,6 +55,7 @@ from invoice_sync.connectors.amounts import (
     vat_code_for,
     vat_rounding_problem,
 )
+from invoice_sync.domain.discounts import bookable_lines
 from invoice_sync.domain.models import (
     Customer,
     ErrorClass,
@@ -122,7 +137,8 @@ def document(invoice: Invoice, settings: IntegrationSettings, contact_id: str) -
         raise ValueError("; ".join(problem.message for problem in problems))
     assert invoice.number is not None
     credit = is_credit_note(invoice)
-    taxes = line_vat_amounts(invoice.lines, invoice.total_vat)
+    lines = bookable_lines(invoice)
+    taxes = line_vat_amounts(lines, invoice.total_vat)
     body: dict[str, Any] = {
         "Type": CREDIT_NOTE_TYPE if credit else INVOICE_TYPE,
         "Contact": {"ContactID": contact_id},
@@ -135,7 +151,7 @@ def document(invoice: Invoice, settings: IntegrationSettings, contact_id: str) -
         "Status": BOOKED_STATUS,
         "LineAmountTypes": LINE_AMOUNT_TYPES,
         "CurrencyCode": invoice.currency.upper(),
-        "LineItems": [line_item(line, settings, tax) for line, tax in zip(invoice.lines, taxes, strict=True)],
+        "LineItems": [line_item(line, settings, tax) for line, tax in zip(lines, taxes, strict=True)],
     }
     return body
 
@@ -231,7 +247,7 @@ def validate(invoice: Invoice, settings: IntegrationSettings) -> list[Problem]:
         for message in contact_problems(invoice.customer):
             data(f"{label}: {message}")
     problems += description_problems(invoice, limit=DESCRIPTION_MAX, tool="Xero")
-    for line in invoice.lines:
+    for line in bookable_lines(invoice):
         if line.amount != line.amount.quantize(CENT):
             data(f"{label}: line {line.position} has an amount with more than two decimals ({line.amount})")
     if (rounding := vat_rounding_problem(invoice)) is not None:
