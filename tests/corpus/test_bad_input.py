@@ -58,12 +58,20 @@ RUN_ID = "corpus-run"
 # -- integrations: one for most kinds; three whose settings are the broken part -------------------------
 
 MAIN, NO_JOURNAL, GENERAL_JOURNAL, BAD_PAYMENT = 1, 2, 3, 4
+
+
+def regimes(by_regime: dict[str, str]) -> dict[str, str]:
+    """The corpus's two 0 % tax rates (intra-community supply, export) -> a tool's VAT codes for them."""
+    return {"BE-0-IC": by_regime["intra_community"], "BE-0-EXPORT": by_regime["export"]}
+
+
 _BASE = {
     "division": fx.DIVISION_BE,
     "journal": "70",
     "credit_note_journal": "71",
     # 12 % goes to a blocked code, 6 % to a purchase code; 9 % is not mapped at all
     "vat_codes": {"21": "4", "12": "5", "6": "9", "0": "0"},
+    "tax_rates": {"BE-21": "4", "BE-0-IC": "IC", "BE-0-EXPORT": "EX"},
     "gl_accounts": {code: GL[code] for code in ("7000", "7010", "7020")},  # 7020 is blocked in Exact
     "payment_condition": "30",
 }
@@ -83,6 +91,7 @@ BATCH_TOOLS: dict[str, tuple[str, dict[str, Any], Any]] = {
         {
             "administration_id": yuki_fixtures.ADMINISTRATION_ID,
             "vat_codes": {"21": "2", "12": "9", "6": "2", "0": "5"},
+            "tax_rates": {"BE-21": "2", **regimes(yuki_fixtures.VAT_TYPES_BY_REGIME)},
             "gl_accounts": {"7000": "7000", "7010": "7010", "7020": "7020"},
         },
         yuki_connection,
@@ -94,6 +103,7 @@ BATCH_TOOLS: dict[str, tuple[str, dict[str, Any], Any]] = {
             "journal": twinfield_fixtures.DAYBOOK,
             "debtors_account": twinfield_fixtures.DEBTORS_ACCOUNT,
             "vat_codes": {"21": "VH", "12": "VL", "6": twinfield_fixtures.INACTIVE_VAT_CODE, "0": "VN"},
+            "tax_rates": {"BE-21": "VH", **regimes(twinfield_fixtures.ZERO_RATE_VAT_CODES)},
             "gl_accounts": {"7000": "8000", "7010": "8010", "7020": "8999"},
         },
         twinfield_connection,
@@ -108,6 +118,10 @@ BATCH_TOOLS: dict[str, tuple[str, dict[str, Any], Any]] = {
                 "6": xero_fixtures.TAX_DELETED,
                 "0": xero_fixtures.TAX_ZERO,
             },
+            "tax_rates": {
+                "BE-21": xero_fixtures.TAX_STANDARD,
+                **regimes(xero_fixtures.TAX_TYPES_BY_TAX_RATE),
+            },
             "gl_accounts": {"7000": "200", "7010": "260", "7020": "210"},
         },
         xero_connection,
@@ -121,6 +135,10 @@ BATCH_TOOLS: dict[str, tuple[str, dict[str, Any], Any]] = {
                 "12": quickbooks_fixtures.TAX_CODE_9,
                 "6": quickbooks_fixtures.TAX_CODE_9,
                 "0": quickbooks_fixtures.TAX_CODE_0,
+            },
+            "tax_rates": {
+                "BE-21": quickbooks_fixtures.TAX_CODE_21,
+                **regimes(quickbooks_fixtures.TAX_CODES_BY_TAX_RATE),
             },
             "gl_accounts": {"7000": "1", "7010": "2", "7020": "999"},
         },
@@ -159,10 +177,11 @@ class Case:
     integration: int = MAIN
     customer: int | None = 1
     invoice_date: date = date(2026, 3, 2)
-    lines: list[tuple[str, str, str, str, str]] = field(
+    lines: list[tuple[str, ...]] = field(
         default_factory=lambda: [("Consultancy", "2", "95.00", "21", "7010")]
     )
-    """(description, quantity, unit price, VAT rate, GL account); the amount is quantity × price."""
+    """(description, quantity, unit price, VAT rate, GL account[, the app's tax rate]); the amount is
+    quantity × price."""
     invoice: dict[str, Any] = field(default_factory=dict)
     """Column overrides of the invoice row; ``credits`` names the kind of the credited case."""
     line_amounts: list[str] | None = None
@@ -201,6 +220,22 @@ CASES = [
          lines=[("Consultancy", "2", "95.00", "21", "7010"), ("Discount", "1", "-200.00", "21", "7010")]),
     Case("only zero amounts", ("data", "amounts to 0.00 EUR: there is nothing to book"),
          lines=[("Free sample", "3", "0.00", "21", "7000")]),
+    # -- what ordinary invoices carry: discounts and tax rates ---------------------------------------------
+    Case("a discount line on an invoice", "booked", pg=True,
+         lines=[("Consultancy", "2", "95.00", "21", "7010"),
+                ("Loyalty discount", "1", "-20.00", "21", "7010")]),
+    Case("an invoice-level discount of 10 %", "booked", pg=True,
+         lines=[("Consultancy", "2", "95.00", "21", "7010"), ("Materials", "3", "33.33", "21", "7000")],
+         invoice={"discount_percentage": Decimal("10"), "total_excl_vat": Decimal("260.99"),
+                  "total_vat": Decimal("54.81"), "total_incl_vat": Decimal("315.80")}),
+    Case("a discount of more than 100 %", ("data", "has a discount of 120%, which is not a percentage below "
+         "100"), invoice={"discount_percentage": Decimal("120")}),
+    Case("two 0 % lines of different tax rates", "booked", pg=True,
+         lines=[("Machine, to Germany", "1", "400.00", "0", "7000", "BE-0-IC"),
+                ("Machine, to Canada", "1", "300.00", "0", "7000", "BE-0-EXPORT"),
+                ("Consultancy", "1", "100.00", "21", "7010", "BE-21")]),
+    Case("a tax rate without a mapping", ("config", "Tax rate 'BE-0-COCONTRACTOR' (0%) is not mapped"),
+         lines=[("Renovation works", "1", "500.00", "0", "7000", "BE-0-COCONTRACTOR")]),
     Case("quantity × price is not the line amount", ("data", "line 1 has amount 150.00, but quantity 2 "
          "× unit price 95 is 190.00"), line_amounts=["150.00"]),
     Case("a VAT rate no country charges", ("data", "line 1 has VAT rate 150%, which no country charges"),
@@ -308,6 +343,8 @@ GENERIC = [
     "a credit note of an invoice synced long ago", "an invoice synced long ago",
     "registered without a number", "customer missing", "no lines", "lines do not add up to the total",
     "totals inconsistent", "negative amounts on an invoice", "only zero amounts",
+    "a discount line on an invoice", "an invoice-level discount of 10 %", "a discount of more than 100 %",
+    "two 0 % lines of different tax rates", "a tax rate without a mapping",
     "quantity × price is not the line amount", "a VAT rate no country charges",
     "total VAT inconsistent with the lines", "due date before the invoice date",
     "a currency code that does not exist", "a control character in a line description",
@@ -441,14 +478,15 @@ class Corpus:
     def _amounts(case: Case) -> list[Decimal]:
         if case.line_amounts is not None:
             return [Decimal(amount) for amount in case.line_amounts]
-        return [(Decimal(q) * Decimal(p)).quantize(CENT, ROUND_HALF_UP) for _, q, p, _, _ in case.lines]
+        return [(Decimal(q) * Decimal(p)).quantize(CENT, ROUND_HALF_UP) for _, q, p, *_ in case.lines]
 
     def _lines(self, invoice_id: int, case: Case) -> list[dict[str, Any]]:
         return [
             {"invoice_id": invoice_id, "position": position, "description": description,
              "quantity": Decimal(quantity), "unit_price": Decimal(price), "vat_rate": Decimal(rate),
-             "amount": amount, "gl_account": gl} | case.line_values
-            for position, ((description, quantity, price, rate, gl), amount) in enumerate(
+             "amount": amount, "gl_account": gl, "tax_rate": tax_rate[0] if tax_rate else None}
+            | case.line_values
+            for position, ((description, quantity, price, rate, gl, *tax_rate), amount) in enumerate(
                 zip(case.lines, self._amounts(case), strict=True), start=1
             )
         ]  # fmt: skip
@@ -683,7 +721,8 @@ def test_rows_the_domain_cannot_read_are_refused_alone_naming_table_column_and_v
     from airflow.sdk.exceptions import AirflowFailException
 
     from invoice_sync.airflow.operators import SyncIntegrationsOperator
-    from invoice_sync.airflow.ui.page import Filters, build_page
+    from invoice_sync.airflow.ui.page import DEFAULT_LIMIT, STATE_LABELS, Filters, build_page
+    from invoice_sync.airflow.ui.template import page_template
     from invoice_sync.engine.summary import notification, summarize
 
     postgres = store.engine.dialect.name == "postgresql"
@@ -742,3 +781,6 @@ def test_rows_the_domain_cannot_read_are_refused_alone_naming_table_column_and_v
         row.invoice.number: row.invoice.error_message for view in page.integrations for row in view.not_synced
     }
     assert all(shown.get(number) == message for number, message in messages.items())
+    html = page_template.render(page=page, user="ops", states=STATE_LABELS, limit=DEFAULT_LIMIT)
+    for integration_id in UNREADABLE_SETTINGS:  # each integration says why, above its invoices
+        assert f"Cannot be synced: integrations.settings of integration #{integration_id}" in html

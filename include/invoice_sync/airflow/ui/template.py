@@ -99,6 +99,9 @@ PAGE = """<!doctype html>
   <h2 id="int-{{ i.id }}">{{ i.name }}
     <small>({{ i.tool }}, integration {{ i.id }}
     {%- if not i.auto_sync %}, manual only{% endif %})</small></h2>
+  {% if i.unreadable -%}
+  <div class="flash error" role="alert">Cannot be synced: {{ i.unreadable }}</div>
+  {%- endif %}
   <ul class="counts" aria-label="Counts for {{ i.name }}">
     <li><strong>{{ v.counts.synced }}</strong> synced</li>
     <li><strong>{{ v.counts.unsynced }}</strong> not synced</li>
