@@ -46,6 +46,7 @@ from invoice_sync.store.models import (
     InvoiceLineRow,
     InvoiceRow,
     LedgerRow,
+    NotificationRow,
 )
 from invoice_sync.store.repository import SyncStore
 from invoice_sync.store.tokens import SqlTokenVault
@@ -659,8 +660,9 @@ def test_batching_tools_refuse_the_same_bad_input_and_book_the_rest_of_the_batch
 # settings it cannot read must be refused on their own, naming table, column and value, while the rest of
 # the integration and every other integration still sync in the same run.
 
-SOUND = 9
-"""A second, sound integration in the same run: it must not notice the others' broken rows."""
+SOUND, TYPO = 9, 10
+"""A second, sound integration in the same run: it must not notice the others' broken rows; and one whose
+tool is misspelt in the app (no connector task ever sees it; the notification names it)."""
 UNREADABLE_SETTINGS = {  # integration id -> (name, settings as the app stored them, expected fragment)
     5: ("Corpus settings as a list", ["vat_codes", "journal"], "integrations.settings of integration #5 "
         "cannot be read: the settings are ['vat_codes', 'journal'], not a JSON object"),
@@ -720,10 +722,10 @@ def test_rows_the_domain_cannot_read_are_refused_alone_naming_table_column_and_v
 
     from airflow.sdk.exceptions import AirflowFailException
 
+    from invoice_sync.airflow import tasks
     from invoice_sync.airflow.operators import SyncIntegrationsOperator
     from invoice_sync.airflow.ui.page import DEFAULT_LIMIT, STATE_LABELS, Filters, build_page
     from invoice_sync.airflow.ui.template import page_template
-    from invoice_sync.engine.summary import notification, summarize
 
     postgres = store.engine.dialect.name == "postgresql"
     cases = [case for case in UNREADABLE_CASES if case.pg or not postgres]
@@ -737,14 +739,18 @@ def test_rows_the_domain_cannot_read_are_refused_alone_naming_table_column_and_v
             insert(CustomerRow),
             [{"id": 14, "kind": "person", "name": "Person Kind BV", "country_code": "BE", "updated_at": NOW}],
         )
-    corpus = Corpus(store, cases, integrations=integrations)
+    corpus = Corpus(store, cases, integrations=integrations | {TYPO: ("Corpus tool typo", _BASE)})
     corpus.seed()
+    with Session(store.engine) as session, session.begin():
+        session.execute(update(IntegrationRow).where(IntegrationRow.id == TYPO).values(tool="exact"))
     monkeypatch.setenv("AIRFLOW_CONN_EXACT_DEMO", json.dumps(exact_online_connection(sandbox.url)))
     monkeypatch.setenv("INVOICE_SYNC_DB_URL", store.engine.url.render_as_string(hide_password=False))
     context = {
         "dag_run": SimpleNamespace(dag_id="invoice_sync_manual", run_id="manual__unreadable"),
         "ti": SimpleNamespace(task_id="sync_exact_online", map_index=0, try_number=1),
     }
+    extracted = tasks.extract_registered_invoices(auto_sync_only=True)
+    assert tasks.filter_syncable(extracted)["exact_online"] == [[i] for i in sorted(integrations)]
     operator = SyncIntegrationsOperator(
         task_id="sync_exact_online", tool="exact_online", integration_ids=sorted(integrations)
     )
@@ -769,12 +775,17 @@ def test_rows_the_domain_cannot_read_are_refused_alone_naming_table_column_and_v
         assert entries[number] == 0, case.kind
         messages[number] = row.error_message
 
-    run_id = "invoice_sync_manual:manual__unreadable"
-    title, body = notification(summarize(store, run_id, sorted(integrations)))
-    assert f"{len(messages)} errors" in title and "2 invoices" in title
-    noted = {error["invoice"]: error["text"] for error in body["errors"]}
-    assert set(noted) == set(messages)
+    tasks.notify(extracted, context, dry_run=False, webhook_conn_id="no_webhook_here")
+    with Session(store.engine) as session:
+        note = session.scalars(select(NotificationRow)).one()
+    assert f"{len(messages)} errors" in note.title and "2 invoices" in note.title
+    assert "1 integration without a connector" in note.title
+    noted = {error["invoice"]: error["text"] for error in note.body["errors"]}
+    assert set(noted) == set(messages) | {None}
     assert all(messages[number] in noted[number] for number in messages)
+    assert noted[None].startswith(
+        f"integrations.tool of integration #{TYPO} is 'exact', which this installation"
+    )
 
     page = build_page(store, Filters())
     shown = {

@@ -73,15 +73,19 @@ def filter_syncable(extracted: list[dict[str, Any]]) -> dict[str, list[list[int]
     by_tool: dict[str, list[int]] = {tool: [] for tool in TOOLS}
     for item in extracted:
         if item["tool"] not in CONNECTORS:
-            log.error(
-                "integration %s uses %r, which this installation has no connector for",
-                item["integration_id"],
-                item["tool"],
-            )
+            log.error("%s", unknown_tool(item))
             continue
         if item["unsynced"] > 0:
             by_tool[item["tool"]].append(item["integration_id"])
     return {tool: shard(ids) for tool, ids in by_tool.items()}
+
+
+def unknown_tool(item: dict[str, Any]) -> str:
+    """Why an extracted integration has no connector task: its tool is not one this installation has."""
+    return (
+        f"integrations.tool of integration #{item['integration_id']} is {item['tool']!r}, which this "
+        f"installation has no connector for (it has {', '.join(TOOLS)}); correct the integration in the app"
+    )
 
 
 def shard(ids: list[int], limit: int = MAX_MAP_LENGTH) -> list[list[int]]:
@@ -163,6 +167,20 @@ def notify(
                 "hint": "Start the sync again with existing integrations.",
             }
         ]
+    # An integration whose tool has no connector never reached a connector task: no invoice says why.
+    orphans = [item for item in extracted or [] if item["tool"] not in CONNECTORS]
+    body["errors"] += [
+        {
+            "integration": item["integration_id"],
+            "invoice": None,
+            "error_class": "config",
+            "text": unknown_tool(item),
+            "hint": "Correct the integration's tool in the app, then sync again.",
+        }
+        for item in orphans
+    ]
+    if orphans:
+        title += f", {len(orphans)} integration{'s' if len(orphans) != 1 else ''} without a connector"
     recipient = getattr(context["dag_run"], "triggering_user_name", None)
     body["run_id"] = sync_run_id(context)
     notification_id = store.notify(
