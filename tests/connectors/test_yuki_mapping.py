@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -46,13 +47,13 @@ def test_sales_invoice_follows_the_schema_order_and_books_the_apps_amounts(build
     assert value(node, "Reference") == "2026/0042" and value(node, "Process") == "true"
     assert value(node, "EmailToCustomer") == "false" and value(node, "Date") == "2026-03-02"
     assert names(node[6]) == [
-        "ContactCode", "FullName", "CountryCode", "City", "Zipcode", "AddressLine_1", "VATNumber",
-        "ContactType", "EmailAddress",
+        "ContactCode", "FullName", "CountryCode", "City", "Zipcode", "AddressLine_1", "EmailAddress",
+        "VATNumber", "ContactType",
     ]  # fmt: skip
     assert value(node, "Contact/ContactCode") == "1042" and value(node, "Contact/CountryCode") == "BE"
     first, second = node[7]
-    assert names(first) == ["Description", "ProductQuantity", "Product", "LineAmount", "LineVATAmount"]
-    assert names(first[2]) == [
+    assert names(first) == ["Description", "ProductQuantity", "LineAmount", "LineVATAmount", "Product"]
+    assert names(first[4]) == [
         "Description", "Reference", "SalesPrice", "VATPercentage", "VATIncluded", "VATType", "GLAccountCode",
     ]  # fmt: skip
     assert [first.findtext(f"{{*}}{n}") for n in ("ProductQuantity", "LineAmount", "LineVATAmount")] == [
@@ -60,15 +61,16 @@ def test_sales_invoice_follows_the_schema_order_and_books_the_apps_amounts(build
         "250.00",
         "52.50",
     ]
-    assert first[2].findtext("{*}SalesPrice") == "125.00" and first[2].findtext("{*}VATType") == "2"
-    assert second[2].findtext("{*}GLAccountCode") == "7010" and second[2].findtext("{*}VATPercentage") == "6"
-    assert second[2].findtext("{*}Description") == "Sales 7010 6%"
+    assert first[4].findtext("{*}SalesPrice") == "125.00" and first[4].findtext("{*}VATType") == "2"
+    assert second[4].findtext("{*}GLAccountCode") == "7010" and second[4].findtext("{*}VATPercentage") == "6"
+    assert second[4].findtext("{*}Description") == "Sales 7010 6% type 2"
+    assert second[4].findtext("{*}Reference") == "7010-6-2"
 
 
 def test_credit_notes_go_with_negative_quantities_and_amounts(builders):
     note = builders.invoice([builders.line("99.99", "21", quantity="3")], kind=InvoiceKind.CREDIT_NOTE)
     line = mapping.sales_invoice(note, settings())[7][0]
-    assert line.findtext("{*}ProductQuantity") == "-3" and line[2].findtext("{*}SalesPrice") == "33.33"
+    assert line.findtext("{*}ProductQuantity") == "-3" and line[4].findtext("{*}SalesPrice") == "33.33"
     assert (line.findtext("{*}LineAmount"), line.findtext("{*}LineVATAmount")) == ("-99.99", "-21.00")
     assert mapping.sales_invoice(note, settings())[1].text == "Credit note 2026/0042"
 
@@ -156,3 +158,103 @@ def test_session_faults_and_invoice_messages():
         invoice_error_class("The sales price 1.005 has too many decimals (at most 2 are allowed).")
         is ErrorClass.DATA
     )
+
+
+# -- discounts, VAT regimes, lines without an amount (issue #12 items 5 and 6) -------------------------
+
+
+def line_values(row: etree._Element) -> dict[str, str | None]:
+    product = row.find("{*}Product")
+    assert product is not None
+    return {
+        "quantity": row.findtext("{*}ProductQuantity"),
+        "amount": row.findtext("{*}LineAmount"),
+        "vat": row.findtext("{*}LineVATAmount"),
+        "price": product.findtext("{*}SalesPrice"),
+        "vat_type": product.findtext("{*}VATType"),
+        "gl": product.findtext("{*}GLAccountCode"),
+        "product": product.findtext("{*}Reference"),
+    }
+
+
+def discounted(builders, percentage: str = "10"):
+    """200.00 at 21 % on 7000 and 50.00 at 6 % on 7010, less an invoice-level discount."""
+    invoice = builders.invoice(
+        [builders.line("200.00", "21"), builders.line("50.00", "6", position=2, gl_account="7010")]
+    )
+    return replace(
+        invoice,
+        discount_percentage=Decimal(percentage),
+        total_excl_vat=Decimal("225.00"),
+        total_vat=Decimal("40.50"),
+        total_incl_vat=Decimal("265.50"),
+    )
+
+
+def test_a_negative_line_goes_as_a_negative_quantity_at_a_positive_price(builders):
+    invoice = builders.invoice([builders.line("100.00", "21"), builders.line("-20.00", "21", position=2)])
+    assert mapping.validate(invoice, settings()) == []
+    rows = mapping.sales_invoice(invoice, settings())[7]
+    assert [line_values(row) for row in rows] == [
+        {"quantity": "1", "amount": "100.00", "vat": "21.00", "price": "100.00", "vat_type": "2",
+         "gl": "7000", "product": "7000-21-2"},
+        {"quantity": "-1", "amount": "-20.00", "vat": "-4.20", "price": "20.00", "vat_type": "2",
+         "gl": "7000", "product": "7000-21-2"},
+    ]  # fmt: skip
+
+
+def test_an_invoice_level_discount_lowers_each_rate_and_account_to_the_cent(builders):
+    rows = mapping.sales_invoice(discounted(builders), settings())[7]
+    values = [line_values(row) for row in rows]
+    assert [(v["quantity"], v["amount"], v["vat"], v["gl"]) for v in values] == [
+        ("1", "200.00", "42.00", "7000"),
+        ("1", "50.00", "3.00", "7010"),
+        ("-1", "-20.00", "-4.20", "7000"),
+        ("-1", "-5.00", "-0.30", "7010"),
+    ]
+    assert rows[2].findtext("{*}Description") == "Discount 10%"
+    assert sum(Decimal(v["amount"] or "") for v in values) == Decimal("225.00")
+    assert sum(Decimal(v["vat"] or "") for v in values) == Decimal("40.50")
+
+
+def test_an_invoice_level_discount_goes_to_the_discount_account_when_one_is_mapped(builders):
+    rows = mapping.sales_invoice(discounted(builders), settings(discount_gl_account="7020"))[7]
+    assert [line_values(row)["gl"] for row in rows] == ["7000", "7010", "7020", "7020"]
+    assert [line_values(row)["product"] for row in rows][2:] == ["7020-21-2", "7020-6-2"]
+
+
+def test_a_credit_note_with_a_discount_line_negates_every_line_by_its_kind_only(builders):
+    note = replace(discounted(builders), kind=InvoiceKind.CREDIT_NOTE)
+    rows = mapping.sales_invoice(note, settings())[7]
+    assert [line_values(row)["quantity"] for row in rows] == ["-1", "-1", "1", "1"]
+    assert [line_values(row)["amount"] for row in rows] == ["-200.00", "-50.00", "20.00", "5.00"]
+
+
+def test_two_zero_rate_lines_of_different_regimes_keep_their_own_vat_type_and_product(builders):
+    exempt = replace(builders.line("100.00", "0"), tax_rate="exempt")
+    intra = replace(builders.line("300.00", "0", position=2), tax_rate="intra_community")
+    invoice = builders.invoice([exempt, intra])
+    regimes = settings(tax_rates={"exempt": "5", "intra_community": "3"})
+    assert mapping.validate(invoice, regimes) == []
+    rows = mapping.sales_invoice(invoice, regimes)[7]
+    assert [(line_values(r)["vat_type"], line_values(r)["product"]) for r in rows] == [
+        ("5", "7000-0-5"),
+        ("3", "7000-0-3"),
+    ]
+    descriptions = {r.findtext("{*}Product/{*}Description") for r in rows}
+    assert descriptions == {"Sales 7000 0% type 5", "Sales 7000 0% type 3"}
+    unmapped = mapping.validate(invoice, settings(tax_rates={"exempt": "5"}))
+    assert [p.error_class for p in unmapped] == [ErrorClass.CONFIG] and "'intra_community'" in unmapped[
+        0
+    ].message
+
+
+def test_a_line_without_an_amount_is_not_sent_at_sales_price_zero(builders):
+    free = builders.line("0.00", "21", position=2, quantity="2", description="Free installation")
+    invoice = builders.invoice([builders.line("100.00", "21"), free])
+    rows = mapping.sales_invoice(invoice, settings())[7]
+    assert [row.findtext("{*}Description") for row in rows] == ["Consultancy"]
+    assert all(row.findtext("{*}Product/{*}SalesPrice") != "0.00" for row in rows)
+    nothing = builders.invoice([builders.line("0.00", "21")])
+    problems = mapping.validate(nothing, settings())
+    assert [p.error_class for p in problems] == [ErrorClass.DATA] and "catalogue price" in problems[0].message

@@ -97,16 +97,12 @@ def line(
     ]
     if gl is not None:
         product.append(sales("GLAccountCode", gl))
-    parts = [
-        sales("Description", "Work"),
-        sales("ProductQuantity", quantity),
-        sales("Product", None, *product),
-    ]
+    parts = [sales("Description", "Work"), sales("ProductQuantity", quantity)]
     if amount is not None:
         parts.append(sales("LineAmount", amount))
     if vat is not None:
         parts.append(sales("LineVATAmount", vat))
-    return sales("InvoiceLine", None, *parts)
+    return sales("InvoiceLine", None, *parts, sales("Product", None, *product))
 
 
 def invoice(
@@ -279,7 +275,7 @@ def test_administrations_and_administration_id(yuki):
     base, _ = yuki
     session = authenticate(base)
     holder = result(call(base, "Accounting", "Administrations", [("sessionID", session)]), "Administrations")
-    rows = {node.get("ID"): node.findtext("{*}Name") for node in holder.iter(f"{{{YUKI_NS}}}Administration")}
+    rows = {node.get("ID"): node.findtext("{*}Name") for node in holder.iter("Administration")}
     assert rows[ADMINISTRATION_ID] == ADMINISTRATION_NAME and SECOND_ADMINISTRATION_ID in rows
     params: list[Param] = [("sessionID", session), ("administrationName", ADMINISTRATION_NAME)]
     assert (
@@ -295,16 +291,51 @@ def test_administrations_and_administration_id(yuki):
 @pytest.mark.parametrize(
     ("mangle", "expected"),
     [
-        (lambda inv: inv.insert(0, inv[4]), "has invalid child element 'Date'"),  # Date before Reference
-        (lambda inv: inv.remove(inv[2]), "List of possible elements expected: 'Process'"),
-        (lambda inv: setattr(inv[4], "text", "02-03-2026"), "'Date' element is invalid"),
-        (lambda inv: setattr(inv[2], "text", "yes"), "'Process' element is invalid"),
-        (lambda inv: setattr(inv[5][1], "text", "x" * 101), "MaxLength"),
+        (
+            lambda inv: inv.insert(0, inv[4]),
+            "Element 'Date': This element is not expected",
+        ),  # before Reference
+        (
+            lambda inv: inv.remove(inv[2]),
+            "Element 'EmailToCustomer': This element is not expected",
+        ),  # no Process
+        (
+            lambda inv: setattr(inv[4], "text", "02-03-2026"),
+            "'02-03-2026' is not a valid value of the atomic type 'xs:date'",
+        ),
+        (
+            lambda inv: setattr(inv[2], "text", "yes"),
+            "'yes' is not a valid value of the atomic type 'xs:boolean'",
+        ),
+        (
+            lambda inv: inv.insert(2, sales("PaymentMethod", "x" * 61)),
+            "exceeds the allowed maximum length of '60'",
+        ),
         (
             lambda inv: inv[6][0][2].insert(1, inv[6][0][2][4]),
-            "element 'VATType'. List of possible elements expected: 'SalesPrice', 'VATPercentage'",
+            "'VATType': This element is not expected. Expected is one of ( Reference, Category, SalesPrice )",
         ),
-        (lambda inv: setattr(inv[6][0][2][1], "text", "1O.00"), "'SalesPrice' element is invalid"),
+        (
+            lambda inv: setattr(inv[6][0][2][1], "text", "1O.00"),
+            "Element 'SalesPrice': '1O.00' is not a valid",
+        ),
+        (
+            lambda inv: setattr(inv[6][0][2][1], "text", "10.00001"),
+            "more fractional digits than are allowed ('4')",
+        ),
+        (
+            lambda inv: inv[5].append(sales("ContactType", "Firm")),
+            "Element 'ContactType': This element is not",
+        ),
+        # the order before the 2026-12-04 correction: e-mail last, line amounts after the product
+        (
+            lambda inv: inv[5].append(sales("EmailAddress", "a@b.be")),
+            "Element 'EmailAddress': This element is not",
+        ),
+        (
+            lambda inv: inv[6][0].append(sales("LineAmount", "100.00")),
+            "Element 'LineAmount': This element is not",
+        ),
     ],
 )
 def test_a_schema_failure_rejects_the_whole_call_with_one_message(yuki, mangle, expected):
@@ -408,7 +439,7 @@ def test_booked_invoices_get_item_ids_that_lookups_return(yuki):
         call(base, "Accounting", "CheckOutstandingItem", [("sessionID", session), ("Reference", "I2")]),
         "CheckOutstandingItem",
     )
-    assert [n.get("ID") for n in holder.iter(f"{{{YUKI_NS}}}Item")] == [booked["I2"]["item_id"]]
+    assert [n.get("ID") for n in holder.iter("Item")] == [booked["I2"]["item_id"]]
 
 
 def test_contacts_match_by_code_or_name_and_address_and_search_pages_by_100(yuki):
@@ -438,10 +469,10 @@ def test_contacts_match_by_code_or_name_and_address_and_search_pages_by_100(yuki
             ("pageNumber", str(page)),
         ]
         holder = result(call(base, "Contact", "SearchContacts", params), "SearchContacts")
-        return list(holder.iter(f"{{{YUKI_NS}}}Contact"))
+        return list(holder.iter("Contact"))  # a result's children carry no namespace
 
     assert [len(search(page)) for page in (1, 2, 3)] == [100, 5, 0]
-    assert [c.findtext("{*}Code") for c in search(1, "klant 10")] == ["N100", "N101", "N102"]
+    assert [c.findtext("Code") for c in search(1, "klant 10")] == ["N100", "N101", "N102"]
 
 
 # -- limits, faults, forms, persistence --------------------------------------------------------------
@@ -566,3 +597,66 @@ def test_state_survives_a_restart(tmp_path: Path):
         assert [c["code"] for c in simulator.customers()] == ["C1042"]
     finally:
         second.stop()
+
+
+# -- issue #12: answers by local name, paid items, SalesPrice 0, what the XSD lets out ----------------
+
+
+@pytest.mark.parametrize("as_text", [False, True])
+def test_the_children_of_a_result_carry_no_namespace(yuki, as_text):
+    """Yuki's results hold their children with xmlns="" (DatrixFinances XMLService.cs reads them so): a
+    client that looked them up in the result's namespace would find nothing."""
+    base, simulator = yuki
+    simulator.configure(response_as_text=as_text)
+    session = authenticate(base)
+    response = process(base, session, invoice("NS1"))
+    assert etree.QName(response).namespace == "urn:xmlns:http://www.theyukicompany.com:salesinvoicesresponse"
+    assert {etree.QName(c).namespace for c in response.iter() if c is not response} == {None}
+    assert response.find("Invoice/Succeeded").text == "true"  # type: ignore[union-attr]
+    found = items(base, session, "NS1")
+    assert [etree.QName(node).namespace for node in found] == [None]
+
+
+def test_a_paid_invoice_leaves_the_outstanding_items_but_keeps_its_reference(yuki):
+    base, simulator = yuki
+    session = authenticate(base)
+    process(base, session, invoice("P1"))
+    assert len(items(base, session, "P1")) == 1
+    assert simulator.mark_paid("P1") == 1
+    assert items(base, session, "P1") == []  # silence: no proof that nothing was booked
+    again = results(process(base, session, invoice("P1")))
+    assert again[0]["Succeeded"] == "false" and "duplicate invoice number" in again[0]["Message"]
+    assert len(simulator.booked()) == 1
+
+
+def test_a_sales_price_of_zero_bills_the_catalogue_price(yuki):
+    base, simulator = yuki
+    session = authenticate(base)
+    process(base, session, invoice("Z1", line("80.00")))  # puts "Consultancy" at 80.00 in the catalogue
+    process(base, session, invoice("Z2", line("0.00", amount="0.00", vat="0.00")))
+    zero = next(b for b in simulator.booked() if b["reference"] == "Z2")
+    assert zero["total_excl_vat"] == Decimal("80.00") and zero["lines"][0]["sales_price"] == Decimal("80.00")
+
+
+def test_negative_lines_two_zero_rate_types_and_no_reference_are_accepted(yuki):
+    base, simulator = yuki
+    session = authenticate(base)
+    numbered = invoice(
+        "R0", line("100.00"), line("20.00", quantity="-1"), line("-5.00"), line("10.00", "0", "5")
+    )
+    numbered.remove(numbered[0])  # no Reference: Yuki numbers the invoice itself
+    process(base, session, invoice("R1", line("10.00", "0", "5"), line("30.00", "0", "3")), numbered)
+    first, second = simulator.booked()
+    assert [(ln["vat_percentage"], ln["vat_type"]) for ln in first["lines"]] == [("0", "5"), ("0", "3")]
+    assert second["reference"] == "2" and second["total_excl_vat"] == Decimal("85.00")
+
+
+def test_a_new_contact_needs_a_full_name(yuki):
+    base, simulator = yuki
+    nameless = invoice("C1", code="UNKNOWN")
+    contact = nameless.find(f"{{{SALES_INVOICES_NS}}}Contact")
+    assert contact is not None
+    contact.remove(contact.find(f"{{{SALES_INVOICES_NS}}}FullName"))
+    refused = results(process(base, authenticate(base), nameless))
+    assert refused[0]["Succeeded"] == "false" and "without a FullName" in refused[0]["Message"]
+    assert simulator.booked() == [] and simulator.customers() == []

@@ -13,15 +13,26 @@ Choices where the reference says "unconfirmed" (each is what the connector is te
 
 - Schema failure: answered with HTTP 200 and a ``SalesInvoicesImportResponse`` that holds no ``Invoice``
   results, all totals 0 and one root-level ``Message`` with the validation text; nothing is processed.
-- Elements the reference lists only as "also sent by one client" (``LineAmount``, ``LineVATAmount``,
-  ``Contact/EmailAddress``, ``PurchaseOrderNumber``, ...) are accepted at the end of their sequence.
-  Required: ``Reference``, ``Process``, ``EmailToCustomer``, ``Date``, ``Contact/FullName``, at least one
-  ``InvoiceLine`` with ``ProductQuantity`` and ``Product{Description, SalesPrice, VATPercentage, VATType}``.
-  String lengths are limited as in :data:`MAX_LENGTHS`.
+- The ``xmlDoc`` is validated with lxml against ``yuki_sales_invoices.xsd``, the project's
+  ``SalesInvoices.xsd`` written from three independent clients (sources and the unconfirmed choices in the
+  file): a misplaced element refuses the whole call, as an XSD ``sequence`` does. The wording of the
+  failure is lxml's; Yuki's own is unconfirmed.
+- ``Reference`` may be left out: the invoice is then numbered by the sandbox, as Yuki does (its numbering
+  scheme is unconfirmed: here the administration's count of invoices plus one). A contact that no
+  ``ContactCode`` or name + address matches needs a ``FullName`` to be created (refused per invoice).
+- A line with ``SalesPrice`` 0 is billed at the catalogue price of the product its description matches
+  (reference, 2026-12-04: "Yuki would bill the catalogue price"; bvolders/yuki-cli refuses such a line);
+  its ``LineAmount``/``LineVATAmount`` are then not taken (unconfirmed), since they contradict that price.
+- Answers: the root of a result (``SalesInvoicesImportResponse``, ``OutstandingItems``, ...) is in its
+  namespace, its children in none (``xmlns=""``), as DatrixFinances XMLService.cs reads them
+  (``XName.Get("TimeStamp", "")``, ``Elements("Administration")``): a client must match on local names.
 - Skipped invoices (after the sixth faulty one) get no ``Invoice`` result; only ``TotalSkipped`` counts them.
 - A reference already used by an invoice of the administration (booked or draft) is refused with
   "... already exists ... (duplicate invoice number)".
-- Booked invoices are visible to ``CheckOutstandingItemAdmin`` at once; paid items are never hidden.
+- Booked invoices are visible to ``CheckOutstandingItemAdmin`` at once; an item that is fully paid
+  (:meth:`YukiSandbox.mark_paid`) drops out of it, as its name says ("outstanding"; unconfirmed, and the
+  harder case for a client: a lookup that finds nothing is no proof that nothing was booked). The
+  reference of a paid invoice stays used: a second invoice with it is refused as a duplicate.
 - A refused call (bad key, unknown session, quota) does not count toward the daily limit; a quota refusal
   and an injected 429 count as ``rate_limited``. There is no per-minute limit.
 
@@ -32,6 +43,7 @@ with the common control API under ``/_sandbox``.
 from __future__ import annotations
 
 import copy
+import functools
 import secrets
 import uuid
 from collections import Counter
@@ -39,6 +51,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from importlib import resources
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -70,106 +83,22 @@ CONTACT_PAGE_SIZE = 100
 _CENT = Decimal("0.01")
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False, remove_comments=True)
 
-MAX_LENGTHS = {
-    "Reference": 50,
-    "Subject": 250,
-    "ContactCode": 50,
-    "FullName": 100,
-    "AddressLine_1": 100,
-    "AddressLine_2": 100,
-    "City": 50,
-    "Zipcode": 20,
-    "CountryCode": 2,
-    "VATNumber": 30,
-    "EmailAddress": 100,
-    "Description": 250,
-    "Currency": 3,
-    "GLAccountCode": 20,
-}
-"""Longest value the simulated schema accepts per element name (Yuki's XSD facets are unconfirmed; the
-connector's mapping checks the same limits before sending, because one too-long value rejects the call)."""
+SCHEMA_FILE = "yuki_sales_invoices.xsd"
+"""The project's ``SalesInvoices.xsd``, written from public evidence (sources in the file itself)."""
 
 
 # ------------------------------------------------------------------ schema
 
 
-@dataclass(frozen=True, slots=True)
-class _Node:
-    """One element of the simulated ``SalesInvoices.xsd``: name, type, occurrence and children."""
-
-    name: str
-    kind: str = "string"  # string, date, boolean, decimal, int, enum, complex
-    required: bool = False
-    repeat: bool = False
-    min_length: int = 0
-    values: tuple[str, ...] = ()
-    children: tuple[_Node, ...] = ()
-
-
-def _strings(*names: str) -> tuple[_Node, ...]:
-    return tuple(_Node(name) for name in names)
-
-
-_PRODUCT = (
-    _Node("Description", required=True, min_length=1),
-    _Node("Reference", min_length=1),
-    _Node("Category"),
-    _Node("SalesPrice", "decimal", required=True),
-    _Node("VATPercentage", "decimal", required=True),
-    _Node("VATIncluded", "boolean"),
-    _Node("VATType", "int", required=True),
-    _Node("GLAccountCode"),
-    _Node("Remarks"),
-)
-_INVOICE_LINE = (
-    _Node("Description"),
-    _Node("Remarks"),
-    _Node("ProductQuantity", "decimal", required=True),
-    _Node("Product", "complex", required=True, children=_PRODUCT),
-    _Node("AccrualDate", "date"),
-    _Node("AccrualPeriods", "int"),
-    _Node("LineAmount", "decimal"),
-    _Node("LineVATAmount", "decimal"),
-)
-_CONTACT = (
-    _Node("ContactCode"),
-    _Node("FullName", required=True, min_length=1),
-    *_strings("FirstName", "MiddleName", "LastName", "Gender", "CountryCode", "City", "Zipcode"),
-    *_strings("AddressLine_1", "AddressLine_2", "Website", "CoCNumber", "VATNumber"),
-    _Node("ContactType", "enum", values=("Company", "Person")),
-    *_strings("BankAccount", "PhoneHome", "MobileHome", "EmailAddress"),
-)
-_SALES_INVOICE = (
-    _Node("Reference", required=True, min_length=1),
-    _Node("Subject"),
-    _Node("PaymentMethod"),
-    _Node("PaymentID"),
-    _Node("Process", "boolean", required=True),
-    _Node("EmailToCustomer", "boolean", required=True),
-    _Node("Layout"),
-    _Node("Date", "date", required=True),
-    _Node("DueDate", "date"),
-    *_strings("PriceList", "Currency", "ProjectID", "ProjectCode", "Remarks"),
-    _Node("Contact", "complex", required=True, children=_CONTACT),
-    _Node("ContactPerson", "complex", children=_strings("FirstName", "LastName", "Gender", "EmailAddress")),
-    _Node(
-        "InvoiceLines",
-        "complex",
-        required=True,
-        children=(_Node("InvoiceLine", "complex", required=True, repeat=True, children=_INVOICE_LINE),),
-    ),
-    *_strings("PurchaseOrderNumber", "DocumentFileName", "DocumentBase64"),
-    _Node("SentToPeppol", "boolean"),
-)
-_SALES_INVOICES = _Node(
-    "SalesInvoices",
-    "complex",
-    children=(_Node("SalesInvoice", "complex", required=True, repeat=True, children=_SALES_INVOICE),),
-)
-
-
 class SchemaError(Exception):
     """The ``xmlDoc`` does not satisfy the schema; the whole call is refused with this text."""
+
+
+@functools.cache
+def sales_invoices_schema() -> etree.XMLSchema:
+    """The ``SalesInvoices`` schema every incoming ``xmlDoc`` is checked against (loaded once)."""
+    source = resources.files("invoice_sync.sandbox").joinpath(SCHEMA_FILE).read_bytes()
+    return etree.XMLSchema(etree.fromstring(source, parser=_PARSER))
 
 
 def _local(node: Any) -> str:
@@ -180,116 +109,45 @@ def _elements(node: Any) -> list[Any]:
     return [c for c in node if isinstance(c.tag, str)]
 
 
-def _check_value(node: _Node, element: Any) -> None:
-    if _elements(element):
-        raise SchemaError(f"The element '{node.name}' cannot contain child element '{_local(element[0])}'")
-    value = (element.text or "").strip()
-    problem = None
-    if node.kind == "date":
-        problem = None if _iso_date(value) else "date"
-    elif node.kind == "boolean":
-        problem = None if value in ("true", "false", "1", "0") else "boolean"
-    elif node.kind == "decimal":
-        problem = None if _decimal(value) is not None else "decimal"
-    elif node.kind == "int":
-        problem = None if value.lstrip("-").isdigit() else "int"
-    elif node.kind == "enum" and value not in node.values:
-        raise SchemaError(
-            f"The '{node.name}' element is invalid - The value '{value}' is invalid according to its "
-            f"datatype - The Enumeration constraint failed (expected one of {', '.join(node.values)})"
-        )
-    if problem:
-        raise SchemaError(
-            f"The '{node.name}' element is invalid - The value '{value}' is invalid according to its "
-            f"datatype '{problem}'"
-        )
-    limit = MAX_LENGTHS.get(node.name)
-    raw = element.text or ""
-    if node.kind == "string" and limit is not None and len(raw) > limit:
-        raise SchemaError(
-            f"The '{node.name}' element is invalid - The value '{raw[:40]}' is invalid according to its "
-            f"datatype 'String' - The actual length is greater than the MaxLength value ({limit})"
-        )
-    if node.kind == "string" and len(raw) < node.min_length:
-        raise SchemaError(
-            f"The '{node.name}' element is invalid - The value '' is invalid according to its datatype "
-            f"'String' - The actual length is less than the MinLength value ({node.min_length})"
-        )
-
-
-def _check_element(node: _Node, element: Any) -> None:
-    """Check ``element`` against ``node`` like an XSD ``sequence``: order, occurrence, types."""
-    if node.kind != "complex":
-        _check_value(node, element)
-        return
-    if (element.text or "").strip():
-        raise SchemaError(f"The element '{node.name}' cannot contain text")
-    expected = node.children
-    position = 0
-    seen: set[str] = set()
-    for child in _elements(element):
-        name = _local(child)
-        if etree.QName(child).namespace != SALES_INVOICES_NS:
-            raise SchemaError(
-                f"The element '{node.name}' has invalid child element '{name}' in namespace "
-                f"'{etree.QName(child).namespace or ''}'"
-            )
-        match = next((i for i in range(position, len(expected)) if expected[i].name == name), None)
-        missing = [
-            n.name for n in expected[position : match if match is not None else position] if _needed(n, seen)
-        ]
-        if match is None or missing:
-            wanted = missing or [n.name for n in expected[position:]]
-            listed = ", ".join(f"'{w}'" for w in wanted[:6]) or "none"
-            raise SchemaError(
-                f"The element '{node.name}' has invalid child element '{name}'. "
-                f"List of possible elements expected: {listed}."
-            )
-        _check_element(expected[match], child)
-        seen.add(name)
-        position = match if expected[match].repeat else match + 1
-    missing = [n.name for n in expected[position:] if _needed(n, seen)]
-    if missing:
-        raise SchemaError(
-            f"The element '{node.name}' has incomplete content. List of possible elements expected: "
-            f"'{missing[0]}'."
-        )
-
-
-def _needed(node: _Node, seen: set[str]) -> bool:
-    return node.required and node.name not in seen
+def _schema_problem(document: Any) -> str | None:
+    """The first schema error of ``document`` (namespace braces dropped for a readable text), or None."""
+    schema = sales_invoices_schema()
+    if schema.validate(document):
+        return None
+    error = schema.error_log.filter_from_errors()[0]
+    return error.message.replace(f"{{{SALES_INVOICES_NS}}}", "")
 
 
 def validate_sales_invoices(root: Any) -> None:
-    """Raise :class:`SchemaError` when ``root`` is not a valid ``SalesInvoices`` document."""
-    if root is None or _local(root) != "SalesInvoices" or etree.QName(root).namespace != SALES_INVOICES_NS:
-        found = f"'{_local(root)}'" if root is not None else "no element"
-        raise SchemaError(
-            f"The xmlDoc must hold a 'SalesInvoices' element in namespace '{SALES_INVOICES_NS}'; "
-            f"found {found}"
-        )
-    invoices = _elements(root)
-    if (root.text or "").strip() or not invoices:
-        raise SchemaError("The element 'SalesInvoices' has incomplete content. Expected: 'SalesInvoice'.")
-    spec = _SALES_INVOICES.children[0]
-    for index, invoice in enumerate(invoices, start=1):
-        if _local(invoice) != "SalesInvoice" or etree.QName(invoice).namespace != SALES_INVOICES_NS:
-            raise SchemaError(f"The element 'SalesInvoices' has invalid child element '{_local(invoice)}'.")
-        try:
-            _check_element(spec, invoice)
-        except SchemaError as exc:
-            reference = _text(invoice, "Reference")
-            raise SchemaError(f"SalesInvoice {index} (Reference '{reference}'): {exc}") from None
+    """Raise :class:`SchemaError` when ``root`` is not a valid ``SalesInvoices`` document.
+
+    The first error names the invoice it is in (``SalesInvoice 2 (Reference 'X')``), so that a bookkeeper
+    finds it in a batch: each invoice is checked on its own to find it. Yuki's own wording of a schema
+    failure is unconfirmed (reference section 8 says only "one validation message for the whole call");
+    the detail is lxml's, the way .NET's validator names the element and what it expected.
+    """
+    if root is None:
+        raise SchemaError(f"The xmlDoc must hold a 'SalesInvoices' element in namespace {SALES_INVOICES_NS}")
+    problem = _schema_problem(etree.ElementTree(copy.deepcopy(root)))
+    if problem is None:
+        return
+    if _local(root) == "SalesInvoices":
+        for index, invoice in enumerate(_elements(root), start=1):
+            single = etree.Element(root.tag, nsmap=root.nsmap)
+            single.append(copy.deepcopy(invoice))
+            own = _schema_problem(etree.ElementTree(single))
+            if own is not None:
+                reference = _text(invoice, "Reference")
+                raise SchemaError(f"SalesInvoice {index} (Reference '{reference}'): {own}")
+    raise SchemaError(problem)
 
 
 # ------------------------------------------------------------------ values
 
 
-def _iso_date(value: str) -> date | None:
-    try:
-        return date.fromisoformat(value) if len(value) == 10 else None
-    except ValueError:
-        return None
+def _xs_date(value: str) -> date:
+    """An ``xs:date`` the schema accepted; a time-zone suffix (``2026-03-02Z``) is allowed and ignored."""
+    return date.fromisoformat(value[:10])
 
 
 def _decimal(value: str | None) -> Decimal | None:
@@ -364,14 +222,39 @@ def _answer(operation: str, result: Any) -> bytes:
     if isinstance(result, str):
         holder.text = result
     elif result is not None:
-        holder.append(result)
+        holder.append(with_unqualified_children(result))
     return etree.tostring(envelope, xml_declaration=True, encoding="utf-8")
 
 
+def with_unqualified_children(root: Any) -> Any:
+    """``root`` (in its namespace, without attributes) rebuilt so its children are written with ``xmlns=""``.
+
+    libxml2 writes no ``xmlns=""`` for an element without namespace under a default-namespace parent, so
+    its children would read back in the root's namespace. Written with the declaration and parsed again,
+    they keep it, as in Yuki's answers (see the module docstring).
+    """
+    name = _local(root)
+    children = []
+    for node in _elements(root):
+        written = etree.tostring(_plain(node), encoding="unicode")
+        children.append(written.replace(f"<{_local(node)}", f'<{_local(node)} xmlns=""', 1))
+    namespace = etree.QName(root).namespace or ""
+    return etree.fromstring(f'<{name} xmlns="{namespace}">{"".join(children)}</{name}>')
+
+
+def _plain(node: Any) -> Any:
+    """A copy of ``node`` and its descendants outside any namespace scope (nothing declared in scope)."""
+    copied = etree.Element(_local(node), dict(node.attrib))
+    copied.text = node.text
+    copied.extend(_plain(c) for c in _elements(node))
+    return copied
+
+
 def _yuki(parent: Any, name: str, text: Any = None, **attributes: str) -> Any:
-    """A child in the parent's namespace (results use Yuki's service namespace)."""
-    namespace = etree.QName(parent).namespace
-    node = etree.SubElement(parent, f"{{{namespace}}}{name}" if namespace else name, **attributes)
+    """A child of a result, in no namespace (``xmlns=""`` under the result's namespaced root), as Yuki
+    answers (DatrixFinances XMLService.cs reads ``TimeStamp``, ``Invoice``, ``Item`` with an empty
+    namespace)."""
+    node = etree.SubElement(parent, name, **attributes)
     if text is not None:
         node.text = str(text).lower() if isinstance(text, bool) else str(text)
     return node
@@ -604,14 +487,15 @@ class YukiSandbox(Simulator[YukiFixtures, YukiConfig]):
                 if failed >= MAX_FAULTY_INVOICES:
                     skipped += 1
                     continue
-                reference = _text(invoice, "Reference")
+                reference = _text(invoice, "Reference") or self._next_reference(administration.id)
                 self._create_posts[reference] += 1
                 result = _yuki(response, "Invoice")
                 process = _boolean(_text(invoice, "Process"))
                 contact_name = _text(invoice, "Contact", "FullName")
                 try:
-                    booked = self._process_invoice(caller, administration, invoice, process)
+                    booked = self._process_invoice(caller, administration, invoice, reference, process)
                     message, ok, email_sent = "", True, booked["email_sent"]
+                    contact_name = booked["contact_name"]
                     succeeded += 1
                 except _InvoiceRefused as exc:
                     message, ok, process, email_sent = str(exc), False, False, False
@@ -629,11 +513,19 @@ class YukiSandbox(Simulator[YukiFixtures, YukiConfig]):
                 self._changed()
             return response
 
+    def _next_reference(self, administration_id: str) -> str:
+        """The number Yuki gives an invoice sent without ``Reference`` (scheme unconfirmed)."""
+        return str(len(self._invoices.get(administration_id, [])) + 1)
+
     def _process_invoice(
-        self, caller: _Caller, administration: AdministrationFixture, invoice: Any, process: bool
+        self,
+        caller: _Caller,
+        administration: AdministrationFixture,
+        invoice: Any,
+        reference: str,
+        process: bool,
     ) -> dict[str, Any]:
         """Check and book one invoice; nothing is stored unless every check passes."""
-        reference = _text(invoice, "Reference")
         invoices = self._invoices.setdefault(administration.id, [])
         references = self._references.setdefault(administration.id, set())
         if reference in references:
@@ -657,7 +549,7 @@ class YukiSandbox(Simulator[YukiFixtures, YukiConfig]):
         for line in lines:
             products[line["product"]["description"]] = line["product"]
         now = self.clock.now()
-        invoice_date = date.fromisoformat(_text(invoice, "Date"))
+        invoice_date = _xs_date(_text(invoice, "Date"))
         due = _text(invoice, "DueDate")
         total_excl = sum((line["amount"] for line in lines), Decimal("0"))
         total_vat = sum((line["vat_amount"] for line in lines), Decimal("0"))
@@ -713,6 +605,10 @@ class YukiSandbox(Simulator[YukiFixtures, YukiConfig]):
             for contact in contacts.values():
                 if contact["name"] == name and (contact["address_line1"], contact["zipcode"]) == address:
                     return contact, False
+        if not name:  # the schema lets FullName out (a known ContactCode is enough); a new contact needs it
+            raise _InvoiceRefused(
+                f"Contact '{code}' does not exist, and a new contact cannot be created without a FullName."
+            )
         now = self.clock.now()
         contact = {
             "id": str(uuid.uuid4()),
@@ -758,9 +654,9 @@ class YukiSandbox(Simulator[YukiFixtures, YukiConfig]):
         vat_included = _boolean(_text(product, "VATIncluded"))
         given_amount = _decimal(_text(element, "LineAmount"))
         given_vat = _decimal(_text(element, "LineVATAmount"))
-        for label, given in (("line amount", given_amount), ("line VAT amount", given_vat)):
-            if given is not None and given != given.quantize(_CENT):
-                raise _InvoiceRefused(f"The {label} {given} has too many decimals (at most 2 are allowed).")
+        catalogue = self._products.get(administration.id, {}).get(_text(product, "Description"))
+        if not price and catalogue is not None:  # Yuki bills the catalogue price (see the module docstring)
+            price, given_amount, given_vat = catalogue["sales_price"], None, None
         if given_amount is not None:
             amount = given_amount
         elif vat_included:
@@ -997,7 +893,9 @@ def _op_process_sales_invoices(sandbox: YukiSandbox, service: str, content: Any)
     document = _elements(holder)[0] if holder is not None and _elements(holder) else None
     response = sandbox.process_sales_invoices(caller, _param(content, "administrationId"), document)
     if sandbox.config.response_as_text:
-        return _answer("ProcessSalesInvoices", etree.tostring(response, encoding="unicode"))
+        return _answer(
+            "ProcessSalesInvoices", etree.tostring(with_unqualified_children(response), encoding="unicode")
+        )
     return _answer("ProcessSalesInvoices", response)
 
 

@@ -6,7 +6,8 @@ namespace, stable across restarts and machines.
 
 Yuki pairs a ``VATPercentage`` with a numeric ``VATType`` to find a tax code; the code table itself is
 unconfirmed (reference section 3), so the demo administration knows the pairs in :data:`TAX_CODES`: type 2
-for the ordinary Belgian sales rates and type 5 for 0 %, and deliberately not ("12", "9"), the kind of
+for the ordinary Belgian sales rates and one type per 0 % regime (:data:`VAT_TYPES_BY_REGIME`), and
+deliberately not ("12", "9"), the kind of
 mismatch that gives "No tax code for VATPercentage 12 & VATType 9".
 """
 
@@ -35,9 +36,22 @@ ADMINISTRATION_NAME = "Demo Yuki BV"
 SECOND_ADMINISTRATION_ID = fixture_guid("administration", "demo-nl")
 SECOND_ADMINISTRATION_NAME = "Demo Yuki Nederland BV"
 """An administration on the Minimal bundle without the Sales web-service feature: sales calls fail."""
+THIRD_ADMINISTRATION_ID = fixture_guid("administration", "demo-nl-sales")
+THIRD_ADMINISTRATION_NAME = "Demo Yuki Handel Nederland BV"
+"""A Dutch administration with the Sales web service (21 % and 9 %, the 0 % regimes, GL 8000/8010)."""
 
+VAT_TYPES_BY_REGIME: dict[str, str] = {
+    "exempt": "5",
+    "intra_community": "3",
+    "export": "4",
+    "reverse_charge": "6",
+}
+"""The sandbox administrations' VAT type for each 0 % regime (the demo maps the app's 0 % tax rates through
+it). Yuki pairs ``VATPercentage`` 0 with a different ``VATType`` per regime, so each lands in its own box
+of the VAT return; the numbers themselves are unconfirmed (Yuki's table is per administration, under
+Settings > VAT rates, as bvolders/yuki-cli says)."""
 TAX_CODES: frozenset[tuple[str, str]] = frozenset(
-    {("21", "2"), ("12", "2"), ("6", "2"), ("0", "5"), ("0", "3")}
+    {("21", "2"), ("12", "2"), ("6", "2"), *(("0", vat_type) for vat_type in VAT_TYPES_BY_REGIME.values())}
 )
 """Valid (VATPercentage, VATType) pairs of the demo administration, as Yuki receives them."""
 GL_ACCOUNTS = ("7000", "7010", "7020")
@@ -107,6 +121,18 @@ _DEMO_NL = AdministrationFixture(
     default_gl_account="8000",
     sales_bundle=False,
 )
+_DEMO_NL_SALES = AdministrationFixture(
+    id=THIRD_ADMINISTRATION_ID,
+    name=THIRD_ADMINISTRATION_NAME,
+    country="NL",
+    vat_number="NL999000032B01",
+    domain_id=DOMAIN_ID,
+    tax_codes=frozenset(
+        {("21", "2"), ("9", "2"), *(("0", vat_type) for vat_type in VAT_TYPES_BY_REGIME.values())}
+    ),
+    gl_accounts=("8000", "8010"),
+    default_gl_account="8000",
+)
 
 
 BENCH_TENANTS = 24
@@ -144,7 +170,7 @@ def _bench_domains() -> tuple[tuple[AccessKeyFixture, ...], dict[str, Administra
 
 def default_fixtures() -> YukiFixtures:
     """The demo configuration every fresh (or reset) Yuki sandbox starts from."""
-    administrations = (_DEMO_BE.id, _DEMO_NL.id)
+    administrations = (_DEMO_BE.id, _DEMO_NL.id, _DEMO_NL_SALES.id)
     bench_keys, bench_administrations = _bench_domains()
     return YukiFixtures(
         keys=(
@@ -154,5 +180,10 @@ def default_fixtures() -> YukiFixtures:
             ),
             *bench_keys,
         ),
-        administrations={_DEMO_BE.id: _DEMO_BE, _DEMO_NL.id: _DEMO_NL, **bench_administrations},
+        administrations={
+            _DEMO_BE.id: _DEMO_BE,
+            _DEMO_NL.id: _DEMO_NL,
+            _DEMO_NL_SALES.id: _DEMO_NL_SALES,
+            **bench_administrations,
+        },
     )

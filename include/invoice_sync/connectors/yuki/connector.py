@@ -65,6 +65,17 @@ class YukiConnector(HookConnector[YukiHook]):
 
         Yuki has no batched lookup by reference. When it holds several items for one reference (an entry
         made by hand as well, say), the first Yuki lists wins, so repeated lookups agree.
+
+        A reference missing from the answer is no proof that Yuki holds no such invoice: the call lists
+        *outstanding* items, and a paid invoice may have dropped out (reference section 6 and its
+        2026-12-04 correction). No public Yuki call finds a sales invoice by its reference whatever its
+        payment state: the Sales service offers only ``ProcessSalesInvoices``,
+        ``ProcessRecognizedSalesInvoices``, ``SalesInvoiceSchemaPath`` and ``GetSalesItems``
+        (the classmap of maartendeblock/yuki-api-client's Sales client; dedene/yuki-cli
+        ``internal/api/sales.go``), and the ``OutstandingDebtorItems*`` calls list outstanding items too
+        (dedene/yuki-cli ``docs/proofs/2026-06-24-docs-parity.md``). So the guard against a second
+        booking is Yuki's own: it refuses a reference it already holds (FunkyTime/Yuki ``src/Yuki.php``:
+        "e.g. duplicate invoice number"), whatever the lookup said; see :meth:`_settle_duplicates`.
         """
         found: dict[str, Booking] = {}
         for reference in dict.fromkeys(references):
@@ -179,7 +190,13 @@ class YukiConnector(HookConnector[YukiHook]):
         return Rejected(invoice.id, invoice_error_class(text_), f"{where}: {text_}")
 
     def _settle_duplicates(self, duplicates: Mapping[str, tuple[Invoice, str]]) -> list[Outcome]:
-        """Yuki already holds these references: booked by an earlier attempt of ours, or by someone else."""
+        """Yuki already holds these references: booked by an earlier attempt of ours, or by someone else.
+
+        Booked only when the lookup then finds the item (its GUID is the proof). When it does not, the
+        invoice may be ours and paid meanwhile, or another entry that uses the number: either way it was
+        not booked a second time, and only a bookkeeper can tell which, so it is refused as a data problem
+        that says so (not resent unchanged, so it costs no calls run after run).
+        """
         if not duplicates:
             return []
         try:
@@ -194,7 +211,15 @@ class YukiConnector(HookConnector[YukiHook]):
             if booking is not None:
                 outcomes.append(Booked(invoice.id, booking.registration_number, booking.external_id))
             else:
-                outcomes.append(Rejected(invoice.id, ErrorClass.DATA, f"{self.hook.context}: {message}"))
+                outcomes.append(
+                    Rejected(
+                        invoice.id,
+                        ErrorClass.DATA,
+                        f"{self.hook.context}: {message} It was not booked again. Yuki lists no outstanding "
+                        f"item for {reference}: if this invoice was booked earlier and paid since, nothing "
+                        "is left to do; otherwise the number is used by another entry in Yuki",
+                    )
+                )
         return outcomes
 
 

@@ -38,6 +38,7 @@ from invoice_sync.connectors.soap import (
     element,
     find,
     find_all,
+    local,
     parse,
     text,
 )
@@ -283,10 +284,10 @@ class YukiHook(SoapHook):
             if safe:
                 raise TransientError(detail, status=status)
             raise self._unknown(detail)
-        if content.tag != f"{{{YUKI_NS}}}{operation}Response":
-            detail = (
-                f"{self.context}: {operation} answered with an unexpected {etree.QName(content).localname}"
-            )
+        # Matched by local name, like every element of an answer: Yuki's results carry children without a
+        # namespace (xmlns=""; DatrixFinances XMLService.cs reads them so), and only the name is certain.
+        if local(content) != f"{operation}Response":
+            detail = f"{self.context}: {operation} answered with an unexpected {local(content)}"
             if safe:
                 raise TransientError(detail)
             raise self._unknown(detail)

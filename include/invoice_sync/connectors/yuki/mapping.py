@@ -9,16 +9,33 @@ Decisions (Yuki's behaviour behind them is unconfirmed where noted):
 
 - ``Reference`` is our invoice number: it is Yuki's registration number for us and how a lookup finds the
   invoice again. ``Contact/ContactCode`` is our customer id, so Yuki matches the same contact every time.
+- Element order: ``SalesInvoices.xsd`` is a sequence, so one misplaced element refuses the whole call. The
+  order is the one three independent clients send (bvolders/yuki-cli ``src/cli/sales_invoice.rs``
+  ``render``, which says it follows the XSD; FunkyTime/Yuki ``src/Yuki.php`` ``ProcessInvoice``;
+  dtrx-bv/DatrixFinances ``Services/XMLService.cs``): ``Contact/EmailAddress`` right after the address lines,
+  ``InvoiceLine/LineAmount`` and ``LineVATAmount`` before ``Product``. The sandbox holds the resulting XSD
+  (``invoice_sync/sandbox/yuki_sales_invoices.xsd``), and ``tests/contract/test_yuki_xsd.py`` validates
+  every document this module can build against it.
+- Lines: the invoice's bookable lines (:func:`~invoice_sync.domain.discounts.bookable_lines`: its own lines
+  plus one negative line per group for an invoice-level discount), so a discount lowers each VAT rate's
+  base, or lands on the integration's discount GL account when one is mapped.
 - Amounts: each line carries ``LineAmount`` and ``LineVATAmount`` so Yuki books exactly the app's totals;
   the app rounds VAT on the total, so the cents that per-line rounding leaves over are spread one by one
   over the largest lines (:func:`line_vat_amounts`). ``SalesPrice`` is the unit price when it has at most
-  two decimals and times the quantity gives the line amount; otherwise the line goes as quantity 1 at the
-  line amount (Yuki refuses prices with more than two decimals).
-- Credit notes are stored with positive amounts in the app; they go to Yuki with a negative quantity (and
-  negative ``LineAmount``/``LineVATAmount``) at a positive price, the way a credit line is keyed in Yuki.
-- Products: Yuki matches products on their description and overwrites their price, VAT and GL account
-  from each invoice. One product per Yuki GL account and VAT rate ("Sales 7000 21%") keeps Yuki's product
-  list small; the line's own text goes into ``InvoiceLine/Description``.
+  two decimals, the quantity at most four (the XSD's ``fractionDigits``) and together they give the line
+  amount; otherwise the line goes as quantity 1 at the line amount (Yuki refuses prices with more than two
+  decimals).
+- Signs: the price is never negative; the sign goes in the quantity (and ``LineAmount``/``LineVATAmount``),
+  the way a credit line is keyed in Yuki. A credit note (decided by the invoice's kind only) negates every
+  line; a discount line of an invoice is negative on its own.
+- A line without an amount is left out: a ``SalesPrice`` of 0 makes Yuki bill the product's catalogue price
+  instead (reference, 2026-12-04; bvolders/yuki-cli refuses such a line for that reason), and a line of 0
+  adds nothing to the books.
+- Products: Yuki matches products on their description (and item number, ``Product/Reference``) and
+  overwrites their price, VAT and GL account from each invoice. One product per Yuki GL account, VAT rate
+  and VAT type ("Sales 7000 21% type 2") keeps Yuki's product list small, and keeps two 0 % lines of
+  different VAT regimes (an exempt and an intra-community supply, say) on products of their own; the line's
+  own text goes into ``InvoiceLine/Description``.
 - ``Process=true`` (book, not draft) and ``EmailToCustomer=false``: the app already sent the invoice, and
   the Minimal bundle with the Sales web-service feature allows only this combination.
 """
@@ -40,6 +57,7 @@ from invoice_sync.connectors.amounts import (
     vat_rounding_problem,
 )
 from invoice_sync.connectors.soap import child, element
+from invoice_sync.domain.discounts import bookable_lines
 from invoice_sync.domain.models import (
     Customer,
     CustomerKind,
@@ -96,23 +114,48 @@ def contact_code(customer_id: int) -> str:
     return str(customer_id)
 
 
+QUANTITY = Decimal("0.0001")
+"""``ProductQuantity`` carries at most four decimals (``fractionDigits`` 4; bvolders/yuki-cli)."""
+
+
 def quantity_and_price(line: InvoiceLine) -> tuple[Decimal, Decimal]:
-    """``(ProductQuantity, SalesPrice)`` for a line: its own when they give its amount with a price of at
-    most two decimals, else ``(1, amount)``."""
-    if line.quantity and line.unit_price == line.unit_price.quantize(CENT):
-        if (line.quantity * line.unit_price).quantize(CENT) == line.amount:
-            return line.quantity, line.unit_price
-    return Decimal(1), line.amount
+    """``(ProductQuantity, SalesPrice)`` for a line, the price never negative and the sign in the quantity.
+
+    The line's own quantity and price when they give its amount with a price of at most two decimals and
+    a quantity of at most four; else one unit at the line amount.
+    """
+    sign = Decimal(-1) if line.amount < 0 else Decimal(1)
+    quantity, price = abs(line.quantity), abs(line.unit_price)
+    if quantity and quantity == quantity.quantize(QUANTITY) and price == price.quantize(CENT):
+        if (quantity * price).quantize(CENT) == abs(line.amount):
+            return sign * quantity, price
+    return sign, abs(line.amount)
 
 
-def product_description(gl_account: str, vat_rate: Decimal) -> str:
-    return f"Sales {gl_account} {rate_key(vat_rate)}%"
+def product_description(gl_account: str, vat_rate: Decimal, vat_type: str) -> str:
+    return f"Sales {gl_account} {rate_key(vat_rate)}% type {vat_type}"
+
+
+def product_reference(gl_account: str, vat_rate: Decimal, vat_type: str) -> str:
+    """The product's item number: one per GL account, VAT rate and VAT type (see the module docstring)."""
+    return f"{gl_account}-{rate_key(vat_rate)}-{vat_type}"
+
+
+def booked_lines(invoice: Invoice) -> list[tuple[InvoiceLine, Decimal]]:
+    """The lines Yuki receives with their VAT: the bookable lines, without those of no amount.
+
+    A line of 0 would go with ``SalesPrice`` 0, and Yuki bills the product's catalogue price instead.
+    """
+    lines = bookable_lines(invoice)
+    vat_amounts = line_vat_amounts(lines, invoice.total_vat)
+    return [(line, vat) for line, vat in zip(lines, vat_amounts, strict=True) if line.amount or vat]
 
 
 def sales_invoice(invoice: Invoice, settings: IntegrationSettings) -> etree._Element:
     """The ``SalesInvoice`` element that books ``invoice``; its contact is matched by our customer id.
 
-    Call :func:`validate` first; this raises ``ValueError`` for what validation reports.
+    Children in the order of ``SalesInvoices.xsd`` (see the module docstring). Call :func:`validate`
+    first; this raises ``ValueError`` for what validation reports.
     """
     problems = validate(invoice, settings)
     if problems:
@@ -130,29 +173,31 @@ def sales_invoice(invoice: Invoice, settings: IntegrationSettings) -> etree._Ele
         child(node, "DueDate", invoice.due_date.isoformat())
     child(node, "Currency", invoice.currency)
     _contact(child(node, "Contact"), invoice.customer)
-    lines = child(node, "InvoiceLines")
-    vat_amounts = line_vat_amounts(invoice.lines, invoice.total_vat)
-    for line, vat_amount in zip(invoice.lines, vat_amounts, strict=True):
+    rows = child(node, "InvoiceLines")
+    for line, vat_amount in booked_lines(invoice):
         gl_account = gl_account_for(line, settings) or ""
+        vat_type = vat_code_for(line, settings) or ""
         quantity, price = quantity_and_price(line)
-        row = child(lines, "InvoiceLine")
-        child(row, "Description", line.description or product_description(gl_account, line.vat_rate))
+        description = product_description(gl_account, line.vat_rate, vat_type)
+        row = child(rows, "InvoiceLine")
+        child(row, "Description", line.description or description)
         child(row, "ProductQuantity", number(sign * quantity))
+        child(row, "LineAmount", money(sign * line.amount))
+        child(row, "LineVATAmount", money(sign * vat_amount))
         product = child(row, "Product")
-        child(product, "Description", product_description(gl_account, line.vat_rate))
-        child(product, "Reference", f"{gl_account}-{rate_key(line.vat_rate)}")
+        child(product, "Description", description)
+        child(product, "Reference", product_reference(gl_account, line.vat_rate, vat_type))
         child(product, "SalesPrice", money(price))
         child(product, "VATPercentage", rate_key(line.vat_rate))
         child(product, "VATIncluded", "false")
-        child(product, "VATType", vat_code_for(line, settings))
+        child(product, "VATType", vat_type)
         child(product, "GLAccountCode", gl_account)
-        child(row, "LineAmount", money(sign * line.amount))
-        child(row, "LineVATAmount", money(sign * vat_amount))
     return node
 
 
 def _contact(node: etree._Element, customer: Customer) -> None:
-    """Fill ``Contact`` in the schema's order; empty fields are left out so Yuki's defaults apply."""
+    """Fill ``Contact`` in the schema's order (``EmailAddress`` right after the address lines: bvolders/
+    yuki-cli and FunkyTime/Yuki); empty fields are left out so Yuki's defaults apply."""
     fields = (
         ("ContactCode", contact_code(customer.id)),
         ("FullName", customer.name),
@@ -160,9 +205,9 @@ def _contact(node: etree._Element, customer: Customer) -> None:
         ("City", customer.city),
         ("Zipcode", customer.postcode),
         ("AddressLine_1", customer.address_line1),
+        ("EmailAddress", customer.email),
         ("VATNumber", customer.vat_number),
         ("ContactType", "Person" if customer.kind is CustomerKind.CONTACT else "Company"),
-        ("EmailAddress", customer.email),
     )
     for name, value in fields:
         if value:
@@ -219,6 +264,8 @@ def validate(invoice: Invoice, settings: IntegrationSettings) -> list[Problem]:
             data(f"{label}: line {line.position} has an amount with more than two decimals ({line.amount})")
     if (rounding := vat_rounding_problem(invoice)) is not None:
         data(rounding)
+    elif invoice.lines and not booked_lines(invoice):
+        data(f"{label}: no line has an amount, and Yuki would bill a line of 0 at its catalogue price")
     return problems
 
 
