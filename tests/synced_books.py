@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from invoice_sync.connectors.registry import connector_for
 from invoice_sync.engine.sync import IntegrationSync, SyncOptions
 from invoice_sync.sandbox.demo import SeedResult
-from invoice_sync.store.models import InvoiceRow, LedgerRow
+from invoice_sync.store.models import IntegrationRow, InvoiceLineRow, InvoiceRow, LedgerRow
 from invoice_sync.store.repository import SyncStore
 from invoice_sync.store.tokens import SqlTokenVault
 
@@ -34,6 +34,10 @@ TOOL_OF: dict[int, str] = {
     5: "twinfield",
     6: "xero",
     7: "quickbooks",
+    8: "yuki",
+    9: "twinfield",
+    10: "xero",
+    11: "quickbooks",
 }
 """The accounting tool of each demo integration (``invoice_sync.sandbox.demo``)."""
 
@@ -67,6 +71,30 @@ def books(sandbox: Any) -> dict[str, list[Booking]]:
             booking = Booking(tool, str(item["registration_number"]), str(item["external_id"]), item)
             found.setdefault(item["reference"], []).append(booking)
     return found
+
+
+def line_values(booking: Booking) -> set[str]:
+    """Every value on the booked lines of a booking, as text (the VAT codes among them)."""
+    lines = booking.record.get("SalesEntryLines") or booking.record.get("lines") or []
+    return {str(value) for line in lines for value in line.values() if isinstance(value, str | int)}
+
+
+def zero_rate_codes(store: SyncStore) -> dict[str, set[str]]:
+    """Per invoice number with 0 % lines of two or more tax rates that its integration maps to different
+    VAT codes: those codes (each must reach the tool on its own line)."""
+    with Session(store.engine) as session:
+        settings = {row.id: row.settings for row in session.scalars(select(IntegrationRow))}
+        rows = session.execute(
+            select(InvoiceRow.number, InvoiceRow.integration_id, InvoiceLineRow.tax_rate)
+            .join(InvoiceLineRow, InvoiceLineRow.invoice_id == InvoiceRow.id)
+            .where(InvoiceLineRow.vat_rate == 0, InvoiceLineRow.tax_rate.is_not(None))
+        )
+        codes: dict[str, set[str]] = {}
+        for number, integration_id, tax_rate in rows:
+            mapped = (settings[integration_id] or {}).get("tax_rates", {}).get(tax_rate)
+            if number and mapped:
+                codes.setdefault(number, set()).add(mapped)
+    return {number: found for number, found in codes.items() if len(found) > 1}
 
 
 def invoices(store: SyncStore) -> list[InvoiceRow]:

@@ -1,9 +1,10 @@
 """Both DAGs end to end, on SQLite and PostgreSQL, checking the invoicing database and the sandbox's books.
 
-The demo data (``invoice_sync.sandbox.demo``) holds seven integrations: Exact Online 1 and 2, Yuki 4,
-Twinfield 5, Xero 6 and QuickBooks Online 7 sync nightly, Exact 3 only by hand; drafts, paid,
-already-synced invoices, credit notes, and invoices that must be rejected (by our checks or by the tool, next
-to valid ones of the same batch), each for a known reason.
+The demo data (``invoice_sync.sandbox.demo``) holds eleven integrations: Exact Online 1 (BE) and 2 (NL),
+Yuki 4 (BE) and 8 (NL), Twinfield 5 (NL) and 9 (BE), Xero 6 (NL) and 10 (BE) and QuickBooks Online 7 (NL)
+and 11 (BE) sync nightly, Exact 3 only by hand; drafts, paid, already-synced invoices, credit notes,
+discount lines, invoice-level discounts, 0 % lines of different tax rates, and invoices that must be
+rejected (by our checks or by the tool, next to valid ones of the same batch), each for a known reason.
 """
 
 from __future__ import annotations
@@ -17,14 +18,14 @@ import pytest
 import synced_books
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
-from synced_books import BATCH_TOOLS, Booking
+from synced_books import BATCH_TOOLS, TOOL_OF, Booking
 
 from invoice_sync.store.models import InvoiceRow, LedgerRow, NotificationRow, RunRow
 
 pytestmark = pytest.mark.e2e
 
 NIGHTLY, MANUAL = "invoice_sync_nightly", "invoice_sync_manual"
-NIGHTLY_INTEGRATIONS = {1, 2, 4, 5, 6, 7}
+NIGHTLY_INTEGRATIONS = {1, 2, 4, 5, 6, 7, 8, 9, 10, 11}
 
 
 def invoices(demo: Any) -> list[InvoiceRow]:
@@ -78,15 +79,27 @@ def test_nightly_syncs_auto_integrations_once_and_a_second_run_sends_nothing(dem
         assert (entry["Journal"], entry["Type"]) == ("71", 21)
         assert Decimal(str(entry["AmountFC"])) == -row.total_excl_vat
         assert Decimal(str(entry["VATAmountFC"])) == -row.total_vat
-    # the batching tools book exactly the app's totals, to the cent
+    # every tool books exactly the app's totals, to the cent (discount lines and invoice-level discounts
+    # among them)
     by_number = {row.number: row for row in before}
     for number in synced:
         (booking,) = books(demo)[number]
+        row = by_number[number]
+        sign = -1 if row.kind == "credit_note" else 1  # booked from the debtor's side
         if booking.tool in BATCH_TOOLS:
-            row = by_number[number]
-            sign = -1 if row.kind == "credit_note" else 1  # booked from the debtor's side
             assert Decimal(str(booking.record["total_incl_vat"])) == sign * row.total_incl_vat, number
             assert Decimal(str(booking.record["total_vat"])) == sign * row.total_vat, number
+        else:
+            assert Decimal(str(booking.record["AmountFC"])) == sign * row.total_excl_vat, number
+            assert Decimal(str(booking.record["VATAmountFC"])) == sign * row.total_vat, number
+    discounted = [row for row in before if row.discount_percentage and row.number in synced]
+    assert {TOOL_OF[row.integration_id] for row in discounted} == {"exact_online", *BATCH_TOOLS}
+    # 0 % lines of different tax rates reach each tool on their own VAT codes, BE and NL alike
+    regimes = {n: codes for n, codes in synced_books.zero_rate_codes(demo.store).items() if n in synced}
+    assert {by_number[number].integration_id for number in regimes} == NIGHTLY_INTEGRATIONS
+    for number, codes in regimes.items():
+        (booking,) = books(demo)[number]
+        assert codes <= synced_books.line_values(booking), (number, codes)
 
     entries_posted, accounts_posted = demo.posts("SalesEntries"), demo.posts("Accounts")
     batch_creates = demo.batch_creates()

@@ -1,10 +1,17 @@
 """Realistic demo data for the invoicing app, matching the sandbox's accounting administrations.
 
 Several integrations: three on Exact Online (auto sync on and off, all on one OAuth connection the way
-several administrations behind one consent are), one on Yuki and one on Twinfield. Companies and contacts
-with valid VAT numbers (two with names that test XML escaping and Unicode), drafts, registered, paid and
-already-synced invoices, credit notes, multi-line invoices at 21/12/6/0 % (BE) and 21/9/0 % (NL), and a
-fixed set of invoices the sync must refuse or the tool must reject, each for a different reason.
+several administrations behind one consent are), and a Belgian and a Dutch one on each of Yuki, Twinfield,
+Xero and QuickBooks Online. Companies and contacts with valid VAT numbers (two with names that test XML
+escaping and Unicode), drafts, registered, paid and already-synced invoices, credit notes, multi-line
+invoices at 21/12/6/0 % (BE) and 21/9/0 % (NL), and a fixed set of invoices the sync must refuse or the
+tool must reject, each for a different reason.
+
+Lines carry the app's tax rate (:data:`APP_TAX_RATES`: several at 0 %, for exempt supplies,
+intra-community supplies, exports and co-contractor / reverse charge), which every integration but one maps
+to its tool's VAT codes (``tax_rates``); *Demo Nederland Projecten* keeps a percentage-only mapping, as an
+app without tax rates has. Every integration also gets an invoice with a discount line, one with an
+invoice-level discount and one with two 0 % lines of different tax rates.
 ``--invoices N`` scales the regular invoices; the broken ones are always there.
 
 Each tool's invoices come from a random stream of their own, so adding a tool never changes the data of
@@ -49,6 +56,52 @@ OTHER_TOOLS = TOOLS[1:]
 SEEDED_AT = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
 
 
+APP_TAX_RATES: dict[str, str] = {
+    "BE-21": "21",
+    "BE-12": "12",
+    "BE-6": "6",
+    "BE-0-EXEMPT": "0",
+    "BE-0-IC": "0",
+    "BE-0-EXPORT": "0",
+    "BE-0-COCONTRACTOR": "0",
+    "NL-21": "21",
+    "NL-9": "9",
+    "NL-6": "6",
+    "NL-0-EXEMPT": "0",
+    "NL-0-IC": "0",
+    "NL-0-EXPORT": "0",
+    "NL-0-REVERSE": "0",
+}
+"""The app's tax rates (Teamleader's ``taxRates``: a department's rates, several at 0 %) -> percentage.
+``NL-6`` is the Dutch low rate before 2019, still on old price lists. The 0 % ones are exempt supplies,
+intra-community supplies, exports outside the EU and Belgian co-contractor / Dutch reverse-charge sales:
+each lands in its own box of the VAT return."""
+ZERO_RATE_REGIMES = ("EXEMPT", "IC", "EXPORT", "COCONTRACTOR", "REVERSE")
+"""The last part of the 0 % tax-rate codes, in the order the demo uses them."""
+
+
+def tax_rates(country: str, by_percentage: dict[str, str], by_regime: dict[str, str]) -> dict[str, str]:
+    """An integration's ``tax_rates``: the country's app tax rates -> the tool's VAT codes, the standard
+    ones by their percentage and the 0 % ones by regime (``exempt``, ``intra_community``, ``export``,
+    ``reverse_charge``, the keys the simulators' fixtures use)."""
+    regimes = {
+        "EXEMPT": "exempt",
+        "IC": "intra_community",
+        "EXPORT": "export",
+        "COCONTRACTOR": "reverse_charge",
+        "REVERSE": "reverse_charge",
+    }
+    mapped = {}
+    for code, percentage in APP_TAX_RATES.items():
+        if not code.startswith(f"{country}-"):
+            continue
+        if percentage != "0" and percentage in by_percentage:
+            mapped[code] = by_percentage[percentage]
+        elif percentage == "0" and regimes[code.rsplit("-", 1)[1]] in by_regime:
+            mapped[code] = by_regime[regimes[code.rsplit("-", 1)[1]]]
+    return mapped
+
+
 @dataclass(frozen=True)
 class DemoIntegration:
     id: int
@@ -62,6 +115,13 @@ class DemoIntegration:
     vat_rates: tuple[str, ...]
     gl_accounts: tuple[str, ...]
     country: str = "NL"
+    first_of_tool: bool = True
+    """The tool's first demo integration: it also gets the invoices the tool must refuse and those for the
+    customers with unusual names (a second one shares its tenant's customers, which must stay apart)."""
+
+    def zero_rate_regimes(self) -> list[str]:
+        """The 0 % tax rates this integration maps, each to its own VAT code."""
+        return [code for code in self.settings.get("tax_rates", {}) if code.startswith(f"{self.country}-0-")]
 
 
 def _nl_settings(*, default_gl: str, payment_condition: str) -> dict[str, Any]:
@@ -74,6 +134,10 @@ def _nl_settings(*, default_gl: str, payment_condition: str) -> dict[str, Any]:
         "default_gl_account": exact.GL_ACCOUNTS_234567[default_gl],
         "payment_condition": payment_condition,
     }
+
+
+_EXACT_REGIMES = {"exempt": "0", "intra_community": "IC", "export": "EX"}
+"""Exact's 0 % VAT codes per regime in both demo divisions (``MC``, co-contractor, exists in BE only)."""
 
 
 INTEGRATIONS = (
@@ -89,6 +153,9 @@ INTEGRATIONS = (
             "journal": "70",
             "credit_note_journal": "71",
             "vat_codes": {"21": "4", "12": "3", "6": "1", "0": "0"},
+            "tax_rates": tax_rates(
+                "BE", {"21": "4", "12": "3", "6": "1"}, {**_EXACT_REGIMES, "reverse_charge": "MC"}
+            ),
             "gl_accounts": {code: exact.GL_ACCOUNTS_123456[code] for code in ("7000", "7010", "7020")},
             "default_gl_account": exact.GL_ACCOUNTS_123456["7000"],
             "payment_condition": "30",
@@ -105,7 +172,11 @@ INTEGRATIONS = (
         conn_id=DEMO_CONN_ID,
         auto_sync=True,
         sync_from=None,
-        settings=_nl_settings(default_gl="8000", payment_condition="30"),
+        settings={
+            **_nl_settings(default_gl="8000", payment_condition="30"),
+            "tax_rates": tax_rates("NL", {"21": "2", "9": "1"}, _EXACT_REGIMES),
+            "discount_gl_account": exact.GL_ACCOUNTS_234567["8090"],
+        },
         number_format="NL2026-{:04d}",
         vat_rates=("21", "9", "0"),
         gl_accounts=("8000", "8010"),
@@ -136,6 +207,7 @@ INTEGRATIONS = (
         settings={
             "administration_id": yuki.ADMINISTRATION_ID,
             "vat_codes": {"21": "2", "6": "2", "0": "5", "12": "9"},
+            "tax_rates": tax_rates("BE", {"21": "2", "6": "2", "12": "9"}, yuki.VAT_TYPES_BY_REGIME),
             "gl_accounts": {"7000": "7000", "7010": "7010"},
             "default_gl_account": "7000",
         },
@@ -158,8 +230,14 @@ INTEGRATIONS = (
             "journal": twinfield.DAYBOOK,
             "debtors_account": twinfield.DEBTORS_ACCOUNT,
             "vat_codes": {"21": "VH", "9": "VL", "0": "VN", "6": twinfield.INACTIVE_VAT_CODE},
+            "tax_rates": tax_rates(
+                "NL",
+                {"21": "VH", "9": "VL", "6": twinfield.INACTIVE_VAT_CODE},
+                twinfield.ZERO_RATE_VAT_CODES,
+            ),
             "gl_accounts": {"8000": "8000", "8010": "8010", "8020": "8999"},
             "default_gl_account": "8000",
+            "discount_gl_account": twinfield.DISCOUNT_ACCOUNT,
         },
         number_format="T2026-{:04d}",
         vat_rates=("21", "9", "0"),
@@ -182,8 +260,14 @@ INTEGRATIONS = (
                 "0": xero.TAX_ZERO,
                 "6": xero.TAX_DELETED,
             },
+            "tax_rates": tax_rates(
+                "NL",
+                {"21": xero.TAX_STANDARD, "9": xero.TAX_REDUCED, "6": xero.TAX_DELETED},
+                xero.TAX_TYPES_BY_TAX_RATE,
+            ),
             "gl_accounts": {"8000": "200", "8010": "260", "8020": "210"},
             "default_gl_account": "200",
+            "discount_gl_account": xero.DISCOUNT_ACCOUNT,
         },
         number_format="X2026-{:04d}",
         vat_rates=("21", "9", "0"),
@@ -202,12 +286,99 @@ INTEGRATIONS = (
         settings={
             "realm_id": quickbooks.REALM_DEMO,
             "vat_codes": dict(quickbooks.TAX_CODES_BY_RATE),
+            "tax_rates": tax_rates("NL", quickbooks.TAX_CODES_BY_RATE, quickbooks.TAX_CODES_BY_TAX_RATE),
             "gl_accounts": {"8000": quickbooks.ITEM_SERVICES, "8010": quickbooks.ITEM_HOURS, "8020": "999"},
             "default_gl_account": quickbooks.ITEM_SERVICES,
+            "discount_gl_account": quickbooks.ITEM_DISCOUNT,
         },
         number_format="Q2026-{:04d}",
         vat_rates=("21", "9", "0"),
         gl_accounts=("8000", "8010"),
+    ),
+    # The second country on each tool that has one integration above: a Dutch Yuki administration and
+    # Belgian companies on Twinfield (the organisation's second office), Xero (a second organisation) and
+    # QuickBooks (the demo company: its Dutch integration's customers and these are apart). They book at
+    # 21 % and on the 0 % regimes, with discounts lowering revenue (no discount account mapped).
+    DemoIntegration(
+        id=8,
+        name="Demo Yuki Handel Nederland BV",
+        tool="yuki",
+        conn_id=YUKI_CONN_ID,
+        auto_sync=True,
+        sync_from=None,
+        settings={
+            "administration_id": yuki.THIRD_ADMINISTRATION_ID,
+            "vat_codes": {"21": "2", "9": "2", "0": "5"},
+            "tax_rates": tax_rates("NL", {"21": "2", "9": "2"}, yuki.VAT_TYPES_BY_REGIME),
+            "gl_accounts": {"8000": "8000", "8010": "8010"},
+            "default_gl_account": "8000",
+        },
+        number_format="YN2026-{:04d}",
+        vat_rates=("21", "9", "0"),
+        gl_accounts=("8000", "8010"),
+        first_of_tool=False,
+    ),
+    DemoIntegration(
+        id=9,
+        name="Demo Twinfield België BV",
+        tool="twinfield",
+        conn_id=TWINFIELD_CONN_ID,
+        auto_sync=True,
+        sync_from=None,
+        settings={
+            "office": twinfield.SECOND_OFFICE,
+            "journal": twinfield.DAYBOOK,
+            "debtors_account": twinfield.DEBTORS_ACCOUNT,
+            "vat_codes": {"21": "VH", "0": "VN"},
+            "tax_rates": tax_rates("BE", {"21": "VH"}, twinfield.ZERO_RATE_VAT_CODES),
+            "gl_accounts": {"8000": "8000", "8010": "8010"},
+            "default_gl_account": "8000",
+        },
+        number_format="TB2026-{:04d}",
+        vat_rates=("21", "0"),
+        gl_accounts=("8000", "8010"),
+        country="BE",
+        first_of_tool=False,
+    ),
+    DemoIntegration(
+        id=10,
+        name="Demo Xero België BV",
+        tool="xero",
+        conn_id=XERO_CONN_ID,
+        auto_sync=True,
+        sync_from=None,
+        settings={
+            "tenant_id": xero.SECOND_TENANT_ID,
+            "vat_codes": {"21": xero.TAX_STANDARD, "0": xero.TAX_ZERO},
+            "tax_rates": tax_rates("BE", {"21": xero.TAX_STANDARD}, xero.TAX_TYPES_BY_TAX_RATE),
+            "gl_accounts": {"8000": "200", "8010": "260"},
+            "default_gl_account": "200",
+        },
+        number_format="XB2026-{:04d}",
+        vat_rates=("21", "0"),
+        gl_accounts=("8000", "8010"),
+        country="BE",
+        first_of_tool=False,
+    ),
+    DemoIntegration(
+        id=11,
+        name="Demo QuickBooks België BV",
+        tool="quickbooks",
+        conn_id=QUICKBOOKS_CONN_ID,
+        auto_sync=True,
+        sync_from=None,
+        settings={
+            "realm_id": quickbooks.REALM_DEMO,
+            "vat_codes": {"21": quickbooks.TAX_CODE_21, "0": quickbooks.TAX_CODE_0},
+            "tax_rates": tax_rates("BE", {"21": quickbooks.TAX_CODE_21}, quickbooks.TAX_CODES_BY_TAX_RATE),
+            "gl_accounts": {"8000": quickbooks.ITEM_SERVICES, "8010": quickbooks.ITEM_HOURS},
+            "default_gl_account": quickbooks.ITEM_SERVICES,
+        },
+        number_format="QB2026-{:04d}",
+        vat_rates=("21", "0"),
+        gl_accounts=("8000", "8010"),
+        country="BE",
+        first_of_tool=False,
     ),
 )
 
@@ -217,7 +388,7 @@ TOOL_REFUSALS: dict[str, tuple[tuple[str, str, tuple[str, str], date], ...]] = {
     # refuse: inside a batch whose other invoices book, by the tool or (unmapped rates) by our checks.
     "yuki": (
         ("12", "7000", ("config", "No tax code for VATPercentage 12 & VATType 9"), REFUSED_ON),
-        ("9", "7000", ("config", "VAT rate 9% is not mapped"), REFUSED_ON),
+        ("9", "7000", ("config", "Tax rate 'BE-9' (9%) is not mapped"), REFUSED_ON),
     ),
     "twinfield": (
         ("6", "8000", ("config", f"btw-code({twinfield.INACTIVE_VAT_CODE})"), REFUSED_ON),
@@ -309,6 +480,7 @@ def seed(
         if "exact_online" in tools:
             builder.regular_invoices(invoices)
             builder.broken_invoices()
+            builder.exact_discounts_and_regimes()
         for offset, tool in enumerate(OTHER_TOOLS, start=1):
             if tool in tools:
                 builder.rng = random.Random(seed_value + offset)
@@ -413,6 +585,11 @@ class _Builder:
                 credit_of=self.rng.choice(self.registered[integration.id]) if credit else None,
             )
 
+    def exact_discounts_and_regimes(self) -> None:
+        for integration in INTEGRATIONS:
+            if integration.tool == "exact_online":
+                self.discounts_and_regimes(integration)
+
     def broken_invoices(self) -> None:
         """One invoice per reason the sync or the tool must refuse; each has a different cause."""
         be, nl = INTEGRATIONS[0], INTEGRATIONS[1]
@@ -423,7 +600,7 @@ class _Builder:
                 date(2026, 3, 4),
                 [("Import goods", Decimal("1"), Decimal("300"), "9", "7000")],
                 {},
-                ("config", "VAT rate 9% is not mapped"),
+                ("config", "Tax rate 'BE-9' (9%) is not mapped"),
             ),
             (be, date(2026, 1, 20), ok, {}, ("data", "Periode is afgesloten: 2026-01")),
             (
@@ -460,7 +637,7 @@ class _Builder:
                 date(2026, 6, 2),
                 [("Onderhoud", Decimal("1"), Decimal("120"), "6", "8010")],
                 {},
-                ("config", "VAT rate 6% is not mapped"),
+                ("config", "Tax rate 'NL-6' (6%) is not mapped"),
             ),
         ]
         for integration, invoice_date, lines, extra, expected in cases:
@@ -474,7 +651,10 @@ class _Builder:
         """The invoices of a non-Exact tool's integration: regular ones (as many as one Exact integration
         gets), two for the customers with unusual names, and the ones the tool must refuse
         (:data:`TOOL_REFUSALS`)."""
-        (integration,) = [i for i in INTEGRATIONS if i.tool == tool]
+        for integration in (i for i in INTEGRATIONS if i.tool == tool):
+            self._tool_integration_invoices(integration, count)
+
+    def _tool_integration_invoices(self, integration: DemoIntegration, count: int) -> None:
         for _ in range(max(count // 3, 1)):
             roll = self.rng.random()
             status = "draft" if roll < 0.1 else "paid" if roll < 0.3 else "registered"
@@ -488,6 +668,9 @@ class _Builder:
                 already_synced=synced,
                 credit_of=self.rng.choice(self.registered[integration.id]) if credit else None,
             )
+        self.discounts_and_regimes(integration)
+        if not integration.first_of_tool:
+            return
         for customer_id in self.unusual_customer_ids.values():
             self._invoice(
                 integration,
@@ -495,10 +678,52 @@ class _Builder:
                 lines=self._lines(integration),
                 customer_id=customer_id,
             )
-        for rate, gl_account, expected, invoice_date in TOOL_REFUSALS[tool]:
+        for rate, gl_account, expected, invoice_date in TOOL_REFUSALS[integration.tool]:
             lines = [("Consultancy", Decimal("2"), Decimal("95.00"), rate, gl_account)]
             number = self._invoice(integration, invoice_date=invoice_date, lines=lines)
             self.expected_rejections[number] = expected
+
+    def discounts_and_regimes(self, integration: DemoIntegration) -> None:
+        """What ordinary invoices of real companies carry: a discount line (a negative line on a positive
+        invoice), a discount over the whole invoice (7.5 %, so its cents need rounding per VAT rate), and
+        two or more 0 % lines of different tax rates that must book on different VAT codes."""
+        standard, gl = integration.vat_rates[0], integration.gl_accounts[0]
+        self._invoice(
+            integration,
+            invoice_date=date(2026, 8, 3),
+            lines=[
+                ("Consultancy", Decimal("6"), Decimal("95.00"), standard, gl),
+                ("Loyalty discount", Decimal("1"), Decimal("-57.00"), standard, gl),
+            ],
+        )
+        self._invoice(
+            integration,
+            invoice_date=date(2026, 8, 4),
+            lines=[
+                ("Design work", Decimal("3"), Decimal("133.33"), standard, gl),
+                ("Materials", Decimal("7.25"), Decimal("18.45"), integration.vat_rates[1], gl),
+                ("Installation", Decimal("1"), Decimal("249.99"), standard, integration.gl_accounts[-1]),
+            ],
+            discount_percentage=Decimal("7.5"),
+        )
+        regimes = integration.zero_rate_regimes()
+        if len(regimes) >= 2:
+            self._invoice(
+                integration,
+                invoice_date=date(2026, 8, 5),
+                lines=[
+                    (
+                        f"Delivery ({code.rsplit('-', 1)[1].lower()})",
+                        Decimal("1"),
+                        Decimal(f"{n}00.00"),
+                        "0",
+                        gl,
+                        code,
+                    )
+                    for n, code in enumerate(regimes, start=1)
+                ]
+                + [("Consultancy", Decimal("1"), Decimal("80.00"), standard, gl)],
+            )
 
     def _lines(self, integration: DemoIntegration) -> list[tuple[str, Decimal, Decimal, str, str]]:
         descriptions = (
@@ -529,13 +754,18 @@ class _Builder:
         integration: DemoIntegration,
         *,
         invoice_date: date,
-        lines: list[tuple[str, Decimal, Decimal, str, str]],
+        lines: list[tuple[Any, ...]],
         status: str = "registered",
         already_synced: bool = False,
         credit_of: dict[str, Any] | None = None,
         customer_id: int | None = None,
         total_excl_override: Decimal | None = None,
+        discount_percentage: Decimal | None = None,
     ) -> str:
+        """``lines``: (description, quantity, unit price, VAT rate, GL account[, tax rate]); a line without
+        a tax rate gets its country's (a 0 % line one of the regimes the integration maps), unless the
+        integration maps percentages only. The totals are the app's: per tax rate, less the invoice's
+        discount rounded per tax rate, then VAT per rate on what is left."""
         invoice_id = self.next_invoice_id
         self.next_invoice_id += 1
         country = integration.country
@@ -543,15 +773,26 @@ class _Builder:
             customer_id = credit_of["customer_id"]
             invoice_date = max(invoice_date, credit_of["invoice_date"])
         customer_id = customer_id or self.rng.choice(self.customers_by_country[country])
-        amounts = [(quantity * price).quantize(CENT, ROUND_HALF_UP) for _, quantity, price, _, _ in lines]
+        lines = [
+            (*line[:5], line[5] if len(line) > 5 else self._tax_rate(integration, line[3])) for line in lines
+        ]
+        amounts = [(line[1] * line[2]).quantize(CENT, ROUND_HALF_UP) for line in lines]
+        by_tax_rate: dict[tuple[str, str | None], Decimal] = defaultdict(Decimal)
+        for amount, line in zip(amounts, lines, strict=True):
+            by_tax_rate[line[3], line[5]] += amount
+        if discount_percentage:
+            by_tax_rate = {
+                key: base - (base * discount_percentage / 100).quantize(CENT, ROUND_HALF_UP)
+                for key, base in by_tax_rate.items()
+            }
         by_rate: dict[str, Decimal] = defaultdict(Decimal)
-        for amount, (_, _, _, rate, _) in zip(amounts, lines, strict=True):
-            by_rate[rate] += amount
+        for (rate, _), base in by_tax_rate.items():
+            by_rate[rate] += base
         total_vat = sum(
             ((base * Decimal(rate) / 100).quantize(CENT, ROUND_HALF_UP) for rate, base in by_rate.items()),
             Decimal("0"),
         )
-        total_excl = total_excl_override or sum(amounts, Decimal("0"))
+        total_excl = total_excl_override or sum(by_tax_rate.values(), Decimal("0"))
         number = None
         if status != "draft":
             number = integration.number_format.format(self.next_number[integration.id])
@@ -575,9 +816,10 @@ class _Builder:
             "updated_at": registered_at,
             "registration_number": f"{25700000 + invoice_id}" if already_synced else None,
             "synced_at": registered_at + timedelta(days=1) if already_synced else None,
+            "discount_percentage": discount_percentage,
         }
         self.rows[InvoiceRow].append(row)
-        for position, ((description, quantity, price, rate, gl), amount) in enumerate(
+        for position, ((description, quantity, price, rate, gl, tax_rate), amount) in enumerate(
             zip(lines, amounts, strict=True), start=1
         ):
             self.rows[InvoiceLineRow].append(
@@ -590,11 +832,20 @@ class _Builder:
                     "vat_rate": Decimal(rate),
                     "amount": amount,
                     "gl_account": gl,
+                    "tax_rate": tax_rate,
                 }
             )
         if status != "draft" and credit_of is None:
             self.registered[integration.id].append(row)
         return number or ""
+
+    def _tax_rate(self, integration: DemoIntegration, rate: str) -> str | None:
+        """The app tax rate of a line at ``rate`` % (see :meth:`_invoice`)."""
+        if "tax_rates" not in integration.settings:
+            return None
+        if rate != "0":
+            return f"{integration.country}-{rate}"
+        return self.rng.choice(integration.zero_rate_regimes())
 
     def flush(self, session: Session) -> dict[str, int]:
         counts = {}

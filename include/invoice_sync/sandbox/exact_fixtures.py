@@ -151,6 +151,7 @@ _DIVISION_NL = DivisionFixture(
     gl_accounts=(
         GLAccountFixture("8000", "Omzet"),
         GLAccountFixture("8010", "Omzet diensten"),
+        GLAccountFixture("8090", "Verleende kortingen"),  # commercial discounts (discount_gl_account)
     ),
     financial_years=_FINANCIAL_YEARS,
     payment_conditions=_PAYMENT_CONDITIONS,
