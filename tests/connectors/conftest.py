@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from datetime import UTC, date, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import pytest
@@ -50,6 +50,9 @@ def vault() -> InMemoryTokenVault:
     return InMemoryTokenVault()
 
 
+CENT = Decimal("0.01")
+
+
 def make_line(
     amount: str,
     vat_rate: str = "21",
@@ -79,16 +82,25 @@ def make_invoice(
     customer: Customer | None = None,
     total_vat: str | None = None,
     invoice_date: date = date(2026, 3, 2),
+    discount: str | None = None,
 ) -> Invoice:
-    """An invoice whose totals follow from its lines unless ``total_vat`` says otherwise."""
+    """An invoice whose totals follow from its lines unless ``total_vat`` says otherwise.
+
+    :param discount: an invoice-level discount in percent; the totals are then the app's: each VAT rate's
+        lines less that rate's share of the discount (rounded half up to the cent), VAT on what is left.
+    """
     lines = lines if lines is not None else [make_line("250.00")]
-    excl = sum((line.amount for line in lines), Decimal("0"))
+    by_rate: dict[Decimal, Decimal] = {}
+    for line in lines:
+        by_rate[line.vat_rate] = by_rate.get(line.vat_rate, Decimal("0")) + line.amount
+    if discount:
+        cut = Decimal(discount) / 100
+        by_rate = {rate: base - (base * cut).quantize(CENT, ROUND_HALF_UP) for rate, base in by_rate.items()}
+    excl = sum(by_rate.values(), Decimal("0"))
     vat = (
         Decimal(total_vat)
         if total_vat is not None
-        else sum((line.amount * line.vat_rate / 100 for line in lines), Decimal("0")).quantize(
-            Decimal("0.01")
-        )
+        else sum((base * rate / 100 for rate, base in by_rate.items()), Decimal("0")).quantize(CENT)
     )
     return Invoice(
         id=invoice_id,
@@ -105,6 +117,7 @@ def make_invoice(
         total_incl_vat=excl + vat,
         lines=tuple(lines),
         updated_at=datetime(2026, 3, 2, 9, 0, tzinfo=UTC),
+        discount_percentage=Decimal(discount) if discount else None,
     )
 
 

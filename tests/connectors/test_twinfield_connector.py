@@ -481,13 +481,10 @@ def test_negative_and_discount_lines_are_booked_to_the_cent(twinfield, connect, 
     )
     lines = [builders.line("100.00", "21"), builders.line("33.33", "9", position=2, gl_account="7010")]
     # 10 % off: cuts 10.00 and 3.33; VAT 21 % of 90.00 = 18.90 and 9 % of 30.00 = 2.70.
-    totals = {"total_excl_vat": Decimal("120.00"), "total_vat": Decimal("21.60")}
-    totals["total_incl_vat"] = totals["total_excl_vat"] + totals["total_vat"]
-    discount = replace(
-        builders.invoice(lines, customer=customer(builders, 1)), discount_percentage=Decimal("10")
-    )
-    plain = replace(discount, id=2, number="D-1", **totals)
-    on_account = replace(discount, id=3, number="D-2", **totals)
+    discount = builders.invoice(lines, customer=customer(builders, 1), discount="10")
+    assert (discount.total_excl_vat, discount.total_vat) == (Decimal("120.00"), Decimal("21.60"))
+    plain = replace(discount, id=2, number="D-1")
+    on_account = replace(discount, id=3, number="D-2")
     assert book(connect(), goodwill, plain) == [
         Booked(1, "202600001", f"{OFFICE}/{DAYBOOK}/202600001"),
         Booked(2, "202600002", f"{OFFICE}/{DAYBOOK}/202600002"),
@@ -581,8 +578,12 @@ def test_an_unknown_invoice_is_never_recorded_as_booked_under_someone_elses_numb
         [{"path": "#ProcessXmlString/transactions$", "kind": "status", "status": 503, "times": 1}],
     )
     first = run("run-1")
-    unknown = {n for n, row in ledger_by_number(store).items() if row.state == "unknown"}
-    assert first.unknown == len(unknown) > 1
+    # The call that failed leaves its invoices unknown; the run stops there, so the page's invoices that
+    # were on their way in the next call stay claimed: both are settled by lookup before any new push.
+    # A credit note of one of them is held back (refused until its invoice is booked): it follows then.
+    states = {n: row.state for n, row in ledger_by_number(store).items()}
+    unknown = {n for n, state in states.items() if state in ("unknown", "claimed", "rejected")}
+    assert first.unknown == sum(state == "unknown" for state in states.values()) > 1
     # Someone books a transaction by hand in the same office and daybook.
     hand = builders.invoice(invoice_id=999, number="HAND-1", customer=customer(builders, 1))
     assert [type(o) for o in book(connect(), hand)] == [Booked]
