@@ -72,14 +72,15 @@ def test_summary_and_notification_match_the_database(run, demo, store):
             "WHERE l.run_id = 'manual-1' AND l.state = 'rejected'"
         )
         rejected = {(number, error_class) for number, error_class in conn.execute(query)}
+    assert sum(drafts.values()) > 0  # the demo has drafts (not necessarily in every integration)
     for integration_id, name in names.items():
         row = table.loc[name]
-        assert row["synced"] == synced[integration_id]
-        assert row["customers_created"] == customers[integration_id]
-        assert row["skipped_draft"] == drafts[integration_id]
+        assert row["synced"] == synced.get(integration_id, 0)
+        assert row["customers_created"] == customers.get(integration_id, 0)
+        assert row["skipped_draft"] == drafts.get(integration_id, 0)
         changed = 1 if integration_id == 1 else 0
         assert row["changed_after_sync"] == changed
-        assert row["skipped_already_synced"] == seeded_synced[integration_id] - changed
+        assert row["skipped_already_synced"] == seeded_synced.get(integration_id, 0) - changed
         assert row["deferred"] == 0 and row["failed_auth"] == 0 and row["still_failing"] == 0
     assert table.loc[names[1], "skipped_before_cutover"] == len(demo.before_cutover)
     assert int(table["failed_data"].sum()) == sum(1 for _, c in rejected if c == "data")
