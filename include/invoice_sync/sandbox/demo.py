@@ -668,9 +668,11 @@ class _Builder:
                 already_synced=synced,
                 credit_of=self.rng.choice(self.registered[integration.id]) if credit else None,
             )
+        if integration.first_of_tool:
+            self._unusual_names_and_refusals(integration)
         self.discounts_and_regimes(integration)
-        if not integration.first_of_tool:
-            return
+
+    def _unusual_names_and_refusals(self, integration: DemoIntegration) -> None:
         for customer_id in self.unusual_customer_ids.values():
             self._invoice(
                 integration,
@@ -774,7 +776,8 @@ class _Builder:
             invoice_date = max(invoice_date, credit_of["invoice_date"])
         customer_id = customer_id or self.rng.choice(self.customers_by_country[country])
         lines = [
-            (*line[:5], line[5] if len(line) > 5 else self._tax_rate(integration, line[3])) for line in lines
+            (*line[:5], line[5] if len(line) > 5 else self._tax_rate(integration, line[3], invoice_id + n))
+            for n, line in enumerate(lines)
         ]
         amounts = [(line[1] * line[2]).quantize(CENT, ROUND_HALF_UP) for line in lines]
         by_tax_rate: dict[tuple[str, str | None], Decimal] = defaultdict(Decimal)
@@ -839,13 +842,16 @@ class _Builder:
             self.registered[integration.id].append(row)
         return number or ""
 
-    def _tax_rate(self, integration: DemoIntegration, rate: str) -> str | None:
-        """The app tax rate of a line at ``rate`` % (see :meth:`_invoice`)."""
+    @staticmethod
+    def _tax_rate(integration: DemoIntegration, rate: str, turn: int) -> str | None:
+        """The app tax rate of a line at ``rate`` % (see :meth:`_invoice`); 0 % lines take the regimes in
+        turn, not from the random stream, so the rest of the data stays what it was before tax rates."""
         if "tax_rates" not in integration.settings:
             return None
         if rate != "0":
             return f"{integration.country}-{rate}"
-        return self.rng.choice(integration.zero_rate_regimes())
+        regimes = integration.zero_rate_regimes()
+        return regimes[turn % len(regimes)]
 
     def flush(self, session: Session) -> dict[str, int]:
         counts = {}
