@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +30,9 @@ from exactonline.storage.ini import IniStorage
 
 from invoice_sync.sandbox import exact_fixtures as fx
 from invoice_sync.sandbox.exact_online import TOO_EARLY, ExactOnlineSandbox
-from invoice_sync.sandbox.server import SandboxHandle, start_in_thread
+from invoice_sync.sandbox.server import SandboxHandle
 
 GL_7000 = fx.GL_ACCOUNTS_123456["7000"]
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[SandboxHandle]:
-    handle = start_in_thread()
-    yield handle
-    handle.stop()
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ How the SDKs are pointed at the sandbox, without touching their source:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
@@ -59,16 +58,9 @@ from invoice_sync.sandbox.quickbooks_fixtures import (
     TAX_CODE_9,
     TAX_CODE_21,
 )
-from invoice_sync.sandbox.server import SandboxHandle, start_in_thread
+from invoice_sync.sandbox.server import SandboxHandle
 
 REDIRECT_URI = "https://invoice-sync.example/callback"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[SandboxHandle]:
-    handle = start_in_thread()
-    yield handle
-    handle.stop()
 
 
 @pytest.fixture(autouse=True)

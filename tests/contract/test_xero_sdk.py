@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -55,13 +54,6 @@ from invoice_sync.sandbox.xero import (
 )
 
 TENANT = fx.DEMO_TENANT_ID
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[SandboxHandle]:
-    handle = start_in_thread()
-    yield handle
-    handle.stop()
 
 
 @pytest.fixture
