@@ -30,9 +30,14 @@ def money(amount: Decimal) -> str:
 
 
 def gl_account_for(line: InvoiceLine, settings: IntegrationSettings) -> str | None:
-    """The tool's G/L account of a line: the discount account for a line derived from an invoice-level
-    discount when the integration has one, else its own account's mapping, else the integration's default."""
-    if line.discount and settings.discount_gl_account:
+    """The tool's G/L account of a line: the integration's discount account for a discount when it has
+    one, else the line's own account's mapping, else the integration's default.
+
+    A discount is a line derived from an invoice-level discount, or a negative line of the app (the
+    app's discount lines: the document as a whole, not a line, decides invoice or credit note). Without a
+    discount account both lower the revenue account of their line.
+    """
+    if settings.discount_gl_account and (line.discount or line.amount < 0):
         return settings.discount_gl_account
     if line.gl_account and line.gl_account in settings.gl_accounts:
         return settings.gl_accounts[line.gl_account]
@@ -75,11 +80,11 @@ def unmapped_problems(
         elif tax_rate is None and rate not in settings.vat_codes:
             message = f"VAT rate {rate}% is not mapped to {vat_code} for {where}"
             problems.append(Problem(ErrorClass.CONFIG, message))
-    for account in dict.fromkeys(line.gl_account for line in invoice.lines):
-        if (account is None or account not in settings.gl_accounts) and not settings.default_gl_account:
-            what = f"GL account {account}" if account else "Lines without a GL account"
-            message = f"{what} is not mapped to {gl_account} for {where}, and no default is set"
-            problems.append(Problem(ErrorClass.CONFIG, message))
+    unmapped = (line.gl_account for line in invoice.lines if gl_account_for(line, settings) is None)
+    for account in dict.fromkeys(unmapped):  # neither mapped nor a default (nor a discount account)
+        what = f"GL account {account}" if account else "Lines without a GL account"
+        message = f"{what} is not mapped to {gl_account} for {where}, and no default is set"
+        problems.append(Problem(ErrorClass.CONFIG, message))
     return problems
 
 

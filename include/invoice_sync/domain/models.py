@@ -99,8 +99,8 @@ class IntegrationSettings:
     ``tax_rates`` by the app's tax-rate code (a line that carries one is mapped through ``tax_rates``
     only, so an exempt and an intra-community 0 % line can book on different VAT codes), ``gl_accounts``
     by the app's GL account code. ``discount_gl_account`` is the tool's account for commercial discounts:
-    when set, the lines derived from an invoice-level discount are booked there instead of lowering each
-    revenue account.
+    when set, the app's negative lines and the lines derived from an invoice-level discount are booked
+    there instead of lowering each revenue account.
     """
 
     journal: str | None = None
