@@ -9,7 +9,8 @@ Integration settings: ``extra.realm_id`` (the company), ``gl_accounts`` and ``de
 account -> QuickBooks **Item** id: QuickBooks books a sales line on its item's income account),
 ``vat_codes`` (app VAT rate -> QuickBooks TaxCode id), ``tax_rates`` (app tax-rate code -> TaxCode id, for
 lines that carry one), ``discount_gl_account`` (an **Item** id as well: a "Discount" item whose income
-account takes invoice-level discounts; unset, they go on the discounted lines' items),
+account takes discounts, the app's negative lines and invoice-level discounts; unset, they go on their
+lines' items),
 ``extra.home_currency`` (default EUR) and ``extra.currencies`` (further currencies, when multicurrency is
 on in QuickBooks). The company must have custom transaction numbers on (checked by the connection test
 and before a run's first write).

@@ -8,8 +8,9 @@ Integration settings: ``extra.office`` (office code), ``journal`` (sales daybook
 ``credit_note_journal`` (optional, default the same), ``extra.debtors_account`` (debtors control account
 of the total line), ``vat_codes`` (app rate -> Twinfield VAT code), ``tax_rates`` (app tax-rate code ->
 Twinfield VAT code, for apps whose lines carry one), ``gl_accounts`` and ``default_gl_account`` (app GL ->
-Twinfield revenue account), ``discount_gl_account`` (optional: where invoice-level discounts are booked)
-and ``extra.customer_code_offset`` (default 1000: debtor code = offset + customer id).
+Twinfield revenue account), ``discount_gl_account`` (optional: where discounts are booked, the app's
+negative lines and invoice-level discounts) and ``extra.customer_code_offset`` (default 1000: debtor code =
+offset + customer id).
 """
 
 from __future__ import annotations

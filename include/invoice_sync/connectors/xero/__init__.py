@@ -7,9 +7,9 @@ texts into error classes, and ``connector`` puts them behind the engine's ``Conn
 Integration settings: ``extra.tenant_id`` (the organisation's tenant id) or ``extra.tenant`` (its name,
 resolved through ``/connections``), ``vat_codes`` (app rate -> Xero ``TaxType``), ``tax_rates`` (app
 tax-rate code -> ``TaxType``, for lines that carry one), ``gl_accounts`` and ``default_gl_account`` (app GL
--> Xero account code), ``discount_gl_account`` (the account code invoice-level discounts are booked on;
-unset, on the discounted lines' accounts) and, optionally, ``extra.currencies`` (the currencies the
-organisation accepts, checked before sending).
+-> Xero account code), ``discount_gl_account`` (the account code discounts are booked on, the app's
+negative lines and invoice-level discounts; unset, on their lines' accounts) and, optionally,
+``extra.currencies`` (the currencies the organisation accepts, checked before sending).
 """
 
 from __future__ import annotations
