@@ -127,11 +127,16 @@ class IntegrationSettings:
             raise SettingsError(f"the settings are {_shown(data)}, not a JSON object")
         data = dict(data)
         kwargs: dict[str, Any] = {}
-        for key in ("journal", "credit_note_journal", "default_gl_account", "discount_gl_account"):
+        codes = (
+            "journal",
+            "credit_note_journal",
+            "default_gl_account",
+            "discount_gl_account",
+            "payment_condition",
+        )
+        for key in codes:
             if key in data:
                 kwargs[key] = _code(key, data.pop(key))
-        if "payment_condition" in data:
-            kwargs["payment_condition"] = _code("payment_condition", data.pop("payment_condition"))
         for key in ("vat_codes", "tax_rates", "gl_accounts"):
             if key in data:
                 kwargs[key] = _code_map(key, data.pop(key))
