@@ -1,36 +1,32 @@
-# The invoice-sync image: the official Airflow image plus the `invoice_sync` package from include/.
-# Used by every Airflow service in docker-compose.yaml (and by the optional sandbox service).
+# The invoice-sync images, on the official Airflow image.
 #
 #   docker compose build
 #
-FROM apache/airflow:3.3.2-python3.11
+# Stage `runtime` (the default, what every Airflow service runs): the runtime lock and the runtime
+# project (include/invoice_sync), nothing else. No simulator, bench or chaos code is in it.
+# Stage `sandbox` (the demo profile's simulator service only): the runtime plus the development package
+# (include/invoice_sync_dev).
+FROM apache/airflow:3.3.2-python3.11 AS runtime
 
-ARG AIRFLOW_VERSION=3.3.2
-
-# Why not `pip install -r requirements.lock`: the lock is the resolution for a plain venv (make run /
-# make test). The image already carries Airflow with dozens of providers, resolved against Airflow's own
-# constraints; syncing our lock over it would move packages those providers were built against.
-# Everything our package imports at run time (SQLAlchemy, Alembic, pandas, psycopg2, requests, FastAPI,
-# uvicorn, tenacity, the http/standard/postgres providers) is an Airflow dependency already in the image.
-# So:
-#   1. install the project itself without dependencies (`--no-deps`), editable, so the code stays in
-#      /opt/airflow/project/include where it was copied;
-#   2. pin the two providers whose APIs our code is written against to the lock's versions, in the same
-#      command as `apache-airflow==<image version>` so pip can never up- or downgrade Airflow itself
-#      (the pattern the Airflow image docs recommend for extra packages);
-#   3. import the DAG factory at build time, so a package missing from the image fails the build, not
-#      the first DAG parse in production.
-# requirements.lock is copied for reference and for tooling inside the image; it is not installed.
+# Installed with --no-deps from the hashed lock: exactly the resolution `make test` ran against (the
+# image's Airflow is the lock's Airflow; --require-hashes refuses any file that is not the locked one).
+# Then the project itself, not editable, so only the package's files land in site-packages. The build
+# imports every runtime module, so a package missing from the image fails the build, not the first DAG
+# parse in production (tests/deploy/test_runtime_package.py does the same without Docker).
 WORKDIR /opt/airflow/project
-COPY --chown=airflow:0 requirements.txt requirements.lock pyproject.toml ./
-COPY --chown=airflow:0 include/ ./include/
+COPY --chown=airflow:0 requirements.lock pyproject.toml ./
+COPY --chown=airflow:0 include/invoice_sync/ ./include/invoice_sync/
 
-RUN pip install --no-cache-dir \
-        "apache-airflow==${AIRFLOW_VERSION}" \
-        $(grep -E '^apache-airflow-providers-(http|standard)==' requirements.txt) \
-    && pip install --no-cache-dir --no-deps -e /opt/airflow/project \
+RUN pip install --no-cache-dir --no-deps --require-hashes -r requirements.lock \
+    && pip install --no-cache-dir --no-deps /opt/airflow/project \
     && AIRFLOW_HOME=/tmp/build-check python -c \
-        "import invoice_sync.airflow.dag_factory, invoice_sync.cli, invoice_sync.sandbox.server" \
+        "import pkgutil, importlib, invoice_sync; [importlib.import_module(m.name) for m in pkgutil.walk_packages(invoice_sync.__path__, 'invoice_sync.') if '.migrations' not in m.name]" \
     && rm -rf /tmp/build-check
 
 WORKDIR /opt/airflow
+
+FROM runtime AS sandbox
+COPY --chown=airflow:0 include/invoice_sync_dev/ /opt/airflow/project/include/invoice_sync_dev/
+RUN pip install --no-cache-dir --no-deps /opt/airflow/project/include/invoice_sync_dev
+
+FROM runtime

@@ -20,16 +20,18 @@ help:
 	@echo "make chaos  nightly runs under random faults (CHAOS_INVOICES, CHAOS_RUNS, CHAOS_SEED), then a check of the books"
 	@echo "make bench  throughput at the tools' limits, our overhead, memory, parse time: JSON lines, then a table"
 	@echo "make test   fresh machine -> the full test suite (PostgreSQL tests run when a server is reachable)"
-	@echo "make lint   ruff check + format check;  make lock  re-resolve requirements.lock"
+	@echo "make lint   ruff check + format check + mypy;  make lock  re-resolve both locks (runtime, dev)"
 	@echo "make browser  Debian chromium + chromium-driver for tests/browser (make test runs it)"
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.lock pyproject.toml
+# The development venv: the dev lock (the runtime lock plus test and lint tools, hash-checked), the runtime
+# project and the development package (include/invoice_sync_dev: simulators, demo, bench, chaos), editable.
+$(VENV)/.installed: requirements.lock requirements-dev.lock pyproject.toml include/invoice_sync_dev/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet "uv==0.13.9"
-	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements.lock
-	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	$(BIN)/uv pip sync --quiet --require-hashes --python $(BIN)/python requirements-dev.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e . -e include/invoice_sync_dev
 	touch $@
 
 run: venv
@@ -41,11 +43,11 @@ CHAOS_RUNS ?= 6
 CHAOS_SEED ?= 1
 CHAOS_KILLS ?= 1
 chaos: venv
-	$(BIN)/invoice-sync chaos --invoices $(CHAOS_INVOICES) --runs $(CHAOS_RUNS) --seed $(CHAOS_SEED) --kills $(CHAOS_KILLS)
+	$(BIN)/invoice-sync-dev chaos --invoices $(CHAOS_INVOICES) --runs $(CHAOS_RUNS) --seed $(CHAOS_SEED) --kills $(CHAOS_KILLS)
 
 # Its own throw-away state under var/bench/ (wiped first); BENCH_ARGS="--scenario extract" picks scenarios.
 bench: venv
-	$(BIN)/invoice-sync bench $(BENCH_ARGS)
+	$(BIN)/invoice-sync-dev bench $(BENCH_ARGS)
 
 # Debian's chromium + chromium-driver for tests/browser (Selenium drives them; nothing downloads a browser).
 # Installed only when missing; sudo only when not root. Where apt-get is missing the browser tests skip,
@@ -70,8 +72,11 @@ format: venv
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# Runtime lock first; the dev lock is constrained to it, so both agree on every runtime package.
 lock: venv
-	$(BIN)/uv pip compile --quiet --no-header --python-version 3.11 requirements.txt -o requirements.lock
+	$(BIN)/uv pip compile --quiet --no-header --generate-hashes --python-version 3.11 requirements.txt -o requirements.lock
+	$(BIN)/uv pip compile --quiet --no-header --generate-hashes --python-version 3.11 requirements-dev.txt \
+	  -c requirements.lock -o requirements-dev.lock
 
 clean:
 	rm -rf var .airflow

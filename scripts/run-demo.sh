@@ -12,7 +12,7 @@ $BIN/python -m invoice_sync.airflow.pools var/pools.json
 $BIN/airflow pools import var/pools.json >var/airflow-pools.log 2>&1 || { cat var/airflow-pools.log; exit 1; }
 
 echo "==> Invoicing database and demo data"
-seeded=$($BIN/invoice-sync demo seed --if-empty)
+seeded=$($BIN/invoice-sync-dev demo seed --if-empty)
 echo "    $seeded"
 if [[ $seeded == seeded* ]]; then
     rm -f var/sandbox-state.json  # new books in the app: the sandbox starts with new books as well
@@ -20,7 +20,7 @@ fi
 
 port=${INVOICE_SYNC_SANDBOX_PORT:-$($BIN/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
 echo "==> Accounting sandbox on 127.0.0.1:$port (books kept in var/sandbox-state.json)"
-$BIN/invoice-sync sandbox serve --port "$port" --state var/sandbox-state.json >var/sandbox.log 2>&1 &
+$BIN/invoice-sync-dev sandbox serve --port "$port" --state var/sandbox-state.json >var/sandbox.log 2>&1 &
 sandbox_pid=$!
 trap 'kill $sandbox_pid 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do
@@ -32,7 +32,7 @@ done
 # One connection per demo tool (Exact Online, Yuki, Twinfield, Xero, QuickBooks Online), all pointing at
 # the sandbox; in production they come from a secrets backend.
 for conn_id in exact_demo yuki_demo twinfield_demo xero_demo quickbooks_demo; do
-    export "AIRFLOW_CONN_${conn_id^^}=$($BIN/python -m invoice_sync.sandbox.connections "$conn_id" "http://127.0.0.1:$port")"
+    export "AIRFLOW_CONN_${conn_id^^}=$($BIN/python -m invoice_sync_dev.sandbox.connections "$conn_id" "http://127.0.0.1:$port")"
 done
 
 echo "==> airflow dags test invoice_sync_nightly (log: var/last-run.log)"

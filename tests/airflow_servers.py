@@ -29,8 +29,8 @@ from urllib.parse import quote
 import pytest
 
 from invoice_sync.airflow.pools import pools
-from invoice_sync.sandbox.connections import DEMO_CONNECTIONS
-from invoice_sync.sandbox.process import airflow_bin, connection_env, free_port
+from invoice_sync_dev.sandbox.connections import DEMO_CONNECTIONS
+from invoice_sync_dev.sandbox.process import airflow_bin, connection_env, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 AIRFLOW = airflow_bin()

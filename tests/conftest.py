@@ -62,7 +62,7 @@ IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 @pytest.fixture
 def sandbox() -> Iterator[object]:
     """A fresh set of accounting-tool simulators over real HTTP on a free loopback port."""
-    from invoice_sync.sandbox.server import start_in_thread
+    from invoice_sync_dev.sandbox.server import start_in_thread
 
     handle = start_in_thread()
     try:

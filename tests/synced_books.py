@@ -4,7 +4,7 @@ the one-off engine sync the page tests start from.
 Both ``tests/e2e/test_sync_dags.py`` and ``tests/deploy/test_distributed.py`` must judge a sync the same way:
 every valid invoice booked once in its tool and written back, everything else untouched. This module is the
 one definition of that, read from the invoicing database and the in-process sandbox
-(``invoice_sync.sandbox.server.start_in_thread()``).
+(``invoice_sync_dev.sandbox.server.start_in_thread()``).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from sqlalchemy.orm import Session
 
 from invoice_sync.connectors.registry import connector_for
 from invoice_sync.engine.sync import IntegrationSync, SyncOptions
-from invoice_sync.sandbox.demo import SeedResult
 from invoice_sync.store.models import IntegrationRow, InvoiceLineRow, InvoiceRow, LedgerRow
 from invoice_sync.store.repository import SyncStore
 from invoice_sync.store.tokens import SqlTokenVault
+from invoice_sync_dev.sandbox.demo import SeedResult
 
 BATCH_TOOLS = ("yuki", "twinfield", "xero", "quickbooks")
 """The tools that book many invoices per call and judge each invoice of it on its own."""
@@ -39,7 +39,7 @@ TOOL_OF: dict[int, str] = {
     10: "xero",
     11: "quickbooks",
 }
-"""The accounting tool of each demo integration (``invoice_sync.sandbox.demo``)."""
+"""The accounting tool of each demo integration (``invoice_sync_dev.sandbox.demo``)."""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Smoke test of ``invoice-sync bench``: the runner and the overhead, extract, memory and parse scenarios
+"""Smoke test of ``invoice-sync-dev bench``: the runner and the overhead, extract, memory and parse scenarios
 in quick mode (small sizes).
 
 The figures are not asserted: on a shared 2-core machine timings say little, and a missed target is a
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from invoice_sync.bench import (
+from invoice_sync_dev.bench import (
     MARKER,
     extract,
     memory,

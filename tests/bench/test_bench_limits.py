@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import requests
 
-from invoice_sync.bench import limits, tenants
-from invoice_sync.bench.tenants import CallLog
+from invoice_sync_dev.bench import limits, tenants
+from invoice_sync_dev.bench.tenants import CallLog
 
 CALLS_PER_INVOICE_BOUND = {
     # one entry per invoice plus, in the quick backlog of 50, ten customers created once and one lookup

@@ -44,11 +44,11 @@ from airflow_servers import (
 )
 from synced_books import sync_and_write_back
 
-from invoice_sync.sandbox.demo import seed
-from invoice_sync.sandbox.server import SandboxHandle, start_in_thread
 from invoice_sync.store.db import make_engine
 from invoice_sync.store.migrate import prepare
 from invoice_sync.store.repository import SyncStore
+from invoice_sync_dev.sandbox.demo import seed
+from invoice_sync_dev.sandbox.server import SandboxHandle, start_in_thread
 
 ROOT = Path(__file__).resolve().parents[2]
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}

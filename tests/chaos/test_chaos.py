@@ -1,4 +1,4 @@
-"""A small ``invoice-sync chaos`` session: the whole chain under faults must still book exactly once.
+"""A small ``invoice-sync-dev chaos`` session: the whole chain under faults must still book exactly once.
 
 One nightly run with the sandbox's faults at six times ``make chaos``'s rate and the access tokens expired
 mid-sync, then clean runs until nothing is left (usually one); no SIGKILL. Each ``airflow dags test`` costs
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from invoice_sync.chaos import ChaosSettings, run_chaos
-from invoice_sync.sandbox.faults import FAULT_KINDS
+from invoice_sync_dev.chaos import ChaosSettings, run_chaos
+from invoice_sync_dev.sandbox.faults import FAULT_KINDS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos, pytest.mark.timeout(240)]
 

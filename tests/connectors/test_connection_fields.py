@@ -17,8 +17,8 @@ from invoice_sync.connectors.base import Connector, TokenSet
 from invoice_sync.connectors.registry import TOOLS, connector_for
 from invoice_sync.domain.errors import ConfigError
 from invoice_sync.domain.models import Integration, IntegrationSettings
-from invoice_sync.sandbox.connections import DEMO_CONNECTIONS
-from invoice_sync.sandbox.demo import INTEGRATIONS
+from invoice_sync_dev.sandbox.connections import DEMO_CONNECTIONS
+from invoice_sync_dev.sandbox.demo import INTEGRATIONS
 
 NOWHERE = "http://127.0.0.1:9"
 """The discard port: nothing answers there, so any network I/O would fail the test."""

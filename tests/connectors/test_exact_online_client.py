@@ -29,14 +29,14 @@ from invoice_sync.domain.errors import (
     TransientError,
 )
 from invoice_sync.domain.models import Booked, ErrorClass, InvoiceKind, Rejected, Unknown
-from invoice_sync.sandbox.exact_fixtures import (
+from invoice_sync_dev.sandbox.exact_fixtures import (
     BOOTSTRAP_REFRESH_TOKEN,
     CLIENT_ID,
     CLIENT_SECRET,
     DIVISION_BE,
     GL_ACCOUNTS_123456,
 )
-from invoice_sync.sandbox.server import start_in_thread
+from invoice_sync_dev.sandbox.server import start_in_thread
 
 CONN_ID = "exact_test"
 CLIENT_TIMEOUT_S = 1.0

@@ -26,8 +26,8 @@ from invoice_sync.connectors.quickbooks import QuickBooksConnector, QuickBooksHo
 from invoice_sync.connectors.quickbooks.hook import BATCH_MAX, SlidingBudget
 from invoice_sync.domain.errors import AuthError, ConfigError, QuotaExceededError
 from invoice_sync.domain.models import Booked, Booking, ErrorClass, InvoiceKind, Rejected, Unknown
-from invoice_sync.sandbox.connections import quickbooks_connection
-from invoice_sync.sandbox.quickbooks_fixtures import (
+from invoice_sync_dev.sandbox.connections import quickbooks_connection
+from invoice_sync_dev.sandbox.quickbooks_fixtures import (
     BOOTSTRAP_REFRESH_TOKEN,
     CLIENT_ID,
     CLIENT_SECRET,
@@ -42,7 +42,7 @@ from invoice_sync.sandbox.quickbooks_fixtures import (
     TAX_CODE_9,
     TAX_CODE_21,
 )
-from invoice_sync.sandbox.server import start_in_thread
+from invoice_sync_dev.sandbox.server import start_in_thread
 
 CONN_ID = "quickbooks_test"
 CLIENT_TIMEOUT_S = 2.0

@@ -28,10 +28,13 @@ from invoice_sync.connectors.twinfield.connector import BATCH_SIZE
 from invoice_sync.domain.errors import AuthError, ConfigError
 from invoice_sync.domain.models import Booked, ErrorClass, InvoiceKind, Rejected, Unknown
 from invoice_sync.engine.sync import IntegrationSync
-from invoice_sync.sandbox.connections import twinfield_connection
-from invoice_sync.sandbox.demo import TWINFIELD_CONN_ID, seed
-from invoice_sync.sandbox.server import start_in_thread
-from invoice_sync.sandbox.twinfield_fixtures import (
+from invoice_sync.store.models import InvoiceRow, LedgerRow
+from invoice_sync.store.repository import SyncStore
+from invoice_sync.store.tokens import SqlTokenVault
+from invoice_sync_dev.sandbox.connections import twinfield_connection
+from invoice_sync_dev.sandbox.demo import TWINFIELD_CONN_ID, seed
+from invoice_sync_dev.sandbox.server import start_in_thread
+from invoice_sync_dev.sandbox.twinfield_fixtures import (
     BOOTSTRAP_REFRESH_TOKEN,
     CLIENT_ID,
     CLIENT_SECRET,
@@ -43,9 +46,6 @@ from invoice_sync.sandbox.twinfield_fixtures import (
     OFFICE,
     ZERO_RATE_VAT_CODES,
 )
-from invoice_sync.store.models import InvoiceRow, LedgerRow
-from invoice_sync.store.repository import SyncStore
-from invoice_sync.store.tokens import SqlTokenVault
 
 CONN_ID = "twinfield_test"
 CLIENT_TIMEOUT_S = 2.0
@@ -55,7 +55,7 @@ DIMENSIONS = "POST /cluster/webservices/processxml.asmx#ProcessXmlString/dimensi
 TOKEN = "POST /auth/authentication/connect/token"
 VALIDATION = "GET /auth/authentication/connect/accesstokenvalidation"
 TWINFIELD_INTEGRATION = 5
-"""The demo's Twinfield integration (``invoice_sync.sandbox.demo``)."""
+"""The demo's Twinfield integration (``invoice_sync_dev.sandbox.demo``)."""
 
 
 def set_connection(monkeypatch: pytest.MonkeyPatch, host: str, **extra: Any) -> None:

@@ -23,9 +23,9 @@ from invoice_sync.connectors.xero import XeroConnector, XeroHook, build_connecto
 from invoice_sync.connectors.xero.connector import BATCH_SIZE
 from invoice_sync.domain.errors import AuthError, ConfigError, QuotaExceededError
 from invoice_sync.domain.models import Booked, Booking, ErrorClass, InvoiceKind, Rejected, Unknown
-from invoice_sync.sandbox.connections import xero_connection
-from invoice_sync.sandbox.server import start_in_thread
-from invoice_sync.sandbox.xero_fixtures import (
+from invoice_sync_dev.sandbox.connections import xero_connection
+from invoice_sync_dev.sandbox.server import start_in_thread
+from invoice_sync_dev.sandbox.xero_fixtures import (
     ARCHIVED_REVENUE_ACCOUNT,
     CLIENT_ID,
     DEMO_TENANT_ID,

@@ -27,9 +27,9 @@ from invoice_sync.domain.models import (
     Rejected,
     Unknown,
 )
-from invoice_sync.sandbox.connections import yuki_connection
-from invoice_sync.sandbox.yuki import YukiSandbox
-from invoice_sync.sandbox.yuki_fixtures import (
+from invoice_sync_dev.sandbox.connections import yuki_connection
+from invoice_sync_dev.sandbox.yuki import YukiSandbox
+from invoice_sync_dev.sandbox.yuki_fixtures import (
     ADMINISTRATION_ID,
     ADMINISTRATION_NAME,
     LIMITED_ACCESS_KEY,

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from invoice_sync.sandbox.server import SandboxHandle, start_in_thread
+from invoice_sync_dev.sandbox.server import SandboxHandle, start_in_thread
 
 
 @pytest.fixture(scope="module")

@@ -28,9 +28,9 @@ from exactonline.api import ExactApi
 from exactonline.http import HTTPError, opt_secure
 from exactonline.storage.ini import IniStorage
 
-from invoice_sync.sandbox import exact_fixtures as fx
-from invoice_sync.sandbox.exact_online import TOO_EARLY, ExactOnlineSandbox
-from invoice_sync.sandbox.server import SandboxHandle
+from invoice_sync_dev.sandbox import exact_fixtures as fx
+from invoice_sync_dev.sandbox.exact_online import TOO_EARLY, ExactOnlineSandbox
+from invoice_sync_dev.sandbox.server import SandboxHandle
 
 GL_7000 = fx.GL_ACCOUNTS_123456["7000"]
 

@@ -44,8 +44,8 @@ from quickbooks.objects.item import Item
 from quickbooks.objects.preferences import Preferences
 from quickbooks.objects.tax import TxnTaxDetail
 
-from invoice_sync.sandbox.quickbooks import QuickBooksSandbox
-from invoice_sync.sandbox.quickbooks_fixtures import (
+from invoice_sync_dev.sandbox.quickbooks import QuickBooksSandbox
+from invoice_sync_dev.sandbox.quickbooks_fixtures import (
     BOOTSTRAP_REFRESH_TOKEN,
     CLIENT_ID,
     CLIENT_SECRET,
@@ -58,7 +58,7 @@ from invoice_sync.sandbox.quickbooks_fixtures import (
     TAX_CODE_9,
     TAX_CODE_21,
 )
-from invoice_sync.sandbox.server import SandboxHandle
+from invoice_sync_dev.sandbox.server import SandboxHandle
 
 REDIRECT_URI = "https://invoice-sync.example/callback"
 

@@ -41,9 +41,9 @@ from xero_python.api_client.oauth2 import OAuth2Token, TokenApi
 from xero_python.exceptions import AccountingBadRequestException, ApiException, RateLimitException
 from xero_python.identity import IdentityApi
 
-from invoice_sync.sandbox import xero_fixtures as fx
-from invoice_sync.sandbox.server import SandboxHandle, start_in_thread
-from invoice_sync.sandbox.xero import (
+from invoice_sync_dev.sandbox import xero_fixtures as fx
+from invoice_sync_dev.sandbox.server import SandboxHandle, start_in_thread
+from invoice_sync_dev.sandbox.xero import (
     API_PREFIX,
     CONTACT_NAME_NOT_UNIQUE,
     IDEMPOTENCY_MISMATCH,

@@ -1,6 +1,6 @@
 """Contract test: every ``SalesInvoices`` document the Yuki connector can build is valid against the XSD.
 
-The XSD (``invoice_sync/sandbox/yuki_sales_invoices.xsd``) is written from public evidence, not from the
+The XSD (``invoice_sync_dev/sandbox/yuki_sales_invoices.xsd``) is written from public evidence, not from the
 connector (its sources are in the file); the sandbox refuses any document it rejects, as Yuki refuses a
 document that fails ``SalesInvoices.xsd``. Here the connector's mapping is driven through every optional
 element it may send (present and absent): full and minimal customers, company and person, due date or
@@ -30,7 +30,7 @@ from invoice_sync.domain.models import (
     InvoiceLine,
     InvoiceStatus,
 )
-from invoice_sync.sandbox.yuki import sales_invoices_schema
+from invoice_sync_dev.sandbox.yuki import sales_invoices_schema
 
 SETTINGS = IntegrationSettings.from_json(
     {

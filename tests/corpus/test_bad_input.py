@@ -29,16 +29,6 @@ from sqlalchemy.orm import Session
 
 from invoice_sync.connectors.registry import connector_for
 from invoice_sync.engine.sync import IntegrationSync, SyncOptions
-from invoice_sync.sandbox import exact_fixtures as fx
-from invoice_sync.sandbox import quickbooks_fixtures, twinfield_fixtures, xero_fixtures, yuki_fixtures
-from invoice_sync.sandbox.connections import (
-    exact_online_connection,
-    quickbooks_connection,
-    twinfield_connection,
-    xero_connection,
-    yuki_connection,
-)
-from invoice_sync.sandbox.demo import be_vat_number
 from invoice_sync.store.models import (
     CustomerLinkRow,
     CustomerRow,
@@ -50,6 +40,16 @@ from invoice_sync.store.models import (
 )
 from invoice_sync.store.repository import SyncStore
 from invoice_sync.store.tokens import SqlTokenVault
+from invoice_sync_dev.sandbox import exact_fixtures as fx
+from invoice_sync_dev.sandbox import quickbooks_fixtures, twinfield_fixtures, xero_fixtures, yuki_fixtures
+from invoice_sync_dev.sandbox.connections import (
+    exact_online_connection,
+    quickbooks_connection,
+    twinfield_connection,
+    xero_connection,
+    yuki_connection,
+)
+from invoice_sync_dev.sandbox.demo import be_vat_number
 
 NOW = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
 CENT = Decimal("0.01")

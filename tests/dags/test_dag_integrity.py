@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from invoice_sync.airflow.pools import pool_name, pools
-from invoice_sync.bench.parse import PROBE
+from invoice_sync_dev.bench.parse import PROBE
 
 ROOT = Path(__file__).resolve().parents[2]
 DAG_FILES = sorted((ROOT / "dags").glob("*.py"))

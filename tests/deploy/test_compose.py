@@ -156,7 +156,7 @@ def test_tasks_use_the_invoicing_database_service(common: dict[str, Any]) -> Non
 def test_sandbox_is_a_demo_profile_service(services: dict[str, dict[str, Any]]) -> None:
     sandbox = services["sandbox"]
     assert sandbox["profiles"] == ["demo"]
-    assert command_text(sandbox).startswith("invoice-sync sandbox serve --host 0.0.0.0 --port 8765")
+    assert command_text(sandbox).startswith("invoice-sync-dev sandbox serve --host 0.0.0.0 --port 8765")
 
 
 @pytest.mark.parametrize("name", ["postgres", "invoicing-db"])
@@ -243,24 +243,53 @@ def test_long_running_airflow_services_wait_for_init(services: dict[str, dict[st
 def test_project_images_build_from_the_dockerfile(services: dict[str, dict[str, Any]]) -> None:
     built = {name for name, service in services.items() if "build" in service}
     assert AIRFLOW_SERVICES | {"sandbox"} <= built
-    for name in built:
-        assert services[name]["build"] == ".", name
+    for name in AIRFLOW_SERVICES:
+        assert services[name]["build"] == {"context": ".", "target": "runtime"}, name
         assert services[name]["image"] == services["airflow-apiserver"]["image"], name
+    # The simulators come from the development stage, under an image name of their own.
+    assert services["sandbox"]["build"] == {"context": ".", "target": "sandbox"}
+    assert services["sandbox"]["image"] != services["airflow-apiserver"]["image"]
 
 
-def test_dockerfile_installs_include_on_the_airflow_image() -> None:
-    lines = [
-        line.strip()
-        for line in DOCKERFILE.read_text().splitlines()
-        if line.strip() and not line.lstrip().startswith("#")
+def _stages() -> dict[str, list[str]]:
+    """The Dockerfile's instructions per stage (comments dropped, continuation lines joined)."""
+    text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
+    stages: dict[str, list[str]] = {}
+    current = ""
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("FROM "):
+            parts = line.split()
+            current = parts[3] if len(parts) > 3 and parts[2] == "AS" else f"final:{parts[1]}"
+            stages[current] = [line]
+        else:
+            stages[current].append(line)
+    return stages
+
+
+def test_runtime_stage_installs_the_runtime_lock_and_the_project_only() -> None:
+    stages = _stages()
+    runtime = stages["runtime"]
+    assert runtime[0] == "FROM apache/airflow:3.3.2-python3.11 AS runtime"
+    sources = [
+        word
+        for line in runtime
+        if line.startswith("COPY")
+        for word in line.split()[1:-1]
+        if not word.startswith("--")
     ]
-    assert lines[0] == "FROM apache/airflow:3.3.2-python3.11"
-    copies = " ".join(line for line in lines if line.startswith("COPY"))
-    for source in ("include/", "pyproject.toml", "requirements.lock"):
-        assert source in copies, f"Dockerfile does not copy {source}"
-    install = " ".join(lines)
-    assert re.search(r"pip install [^&]*--no-deps -e /opt/airflow/project", install)
-    assert '"apache-airflow==${AIRFLOW_VERSION}"' in install  # Airflow itself must not move
+    assert sorted(sources) == ["include/invoice_sync/", "pyproject.toml", "requirements.lock"]
+    installs = re.findall(r"pip install ([^&]*)", " ".join(runtime))
+    assert [i.split() for i in installs] == [
+        ["--no-cache-dir", "--no-deps", "--require-hashes", "-r", "requirements.lock"],
+        ["--no-cache-dir", "--no-deps", "/opt/airflow/project"],
+    ]
+    assert not any("invoice_sync_dev" in line or "requirements-dev" in line for line in runtime)
+    # The default target (the last stage) is the runtime, so a plain `docker build` never has the simulators.
+    assert list(stages)[-1] == "final:runtime"
+    assert "invoice_sync_dev" in " ".join(stages["sandbox"])
 
 
 def test_env_example_lists_every_required_variable() -> None:
@@ -286,7 +315,7 @@ def test_env_example_holds_placeholders_only() -> None:
 def test_env_example_demo_connections_reach_the_sandbox_service(services: dict[str, dict[str, Any]]) -> None:
     """Each demo integration's connection is in .env.example, exactly as the sandbox service (reached by
     its compose name and port) expects it: uncommenting the lines is all a demo needs."""
-    from invoice_sync.sandbox.connections import DEMO_CONNECTIONS
+    from invoice_sync_dev.sandbox.connections import DEMO_CONNECTIONS
 
     port = services["sandbox"]["command"].split("--port ")[1].split()[0]
     listed = {}

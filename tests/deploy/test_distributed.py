@@ -46,12 +46,12 @@ from airflow_servers import (
 from sqlalchemy import make_url
 from synced_books import assert_synced_exactly_once, invoices
 
-from invoice_sync.sandbox.demo import SeedResult, seed
-from invoice_sync.sandbox.server import SandboxHandle, start_in_thread
 from invoice_sync.store.db import make_engine
 from invoice_sync.store.migrate import prepare
 from invoice_sync.store.models import InvoiceRow
 from invoice_sync.store.repository import SyncStore
+from invoice_sync_dev.sandbox.demo import SeedResult, seed
+from invoice_sync_dev.sandbox.server import SandboxHandle, start_in_thread
 
 MANUAL = "invoice_sync_manual"
 WORKERS = ("worker-1", "worker-2")

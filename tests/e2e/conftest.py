@@ -16,10 +16,10 @@ import pytest
 from airflow_servers import AIRFLOW, demo_connection_env, run_airflow
 from synced_books import BATCH_TOOLS
 
-from invoice_sync.sandbox.demo import SeedResult, seed
 from invoice_sync.store.db import make_engine
 from invoice_sync.store.migrate import prepare
 from invoice_sync.store.repository import SyncStore
+from invoice_sync_dev.sandbox.demo import SeedResult, seed
 
 
 @pytest.fixture(scope="session")

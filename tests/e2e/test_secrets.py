@@ -21,15 +21,15 @@ from cryptography.fernet import Fernet
 from sqlalchemy import inspect, select, text
 from sqlalchemy.orm import Session
 
-from invoice_sync.sandbox import (
+from invoice_sync.store.models import TokenRow
+from invoice_sync.store.tokens import SqlTokenVault
+from invoice_sync_dev.sandbox import (
     exact_fixtures,
     quickbooks_fixtures,
     twinfield_fixtures,
     xero_fixtures,
     yuki_fixtures,
 )
-from invoice_sync.store.models import TokenRow
-from invoice_sync.store.tokens import SqlTokenVault
 
 ROOT = Path(__file__).resolve().parents[2]
 WEBHOOK_PASSWORD = "whk-PASSWORD-7f3a9c2e"

@@ -1,6 +1,6 @@
 """Both DAGs end to end, on SQLite and PostgreSQL, checking the invoicing database and the sandbox's books.
 
-The demo data (``invoice_sync.sandbox.demo``) holds eleven integrations: Exact Online 1 (BE) and 2 (NL),
+The demo data (``invoice_sync_dev.sandbox.demo``) holds eleven integrations: Exact Online 1 (BE) and 2 (NL),
 Yuki 4 (BE) and 8 (NL), Twinfield 5 (NL) and 9 (BE), Xero 6 (NL) and 10 (BE) and QuickBooks Online 7 (NL)
 and 11 (BE) sync nightly, Exact 3 only by hand; drafts, paid, already-synced invoices, credit notes,
 discount lines, invoice-level discounts, 0 % lines of different tax rates, and invoices that must be

@@ -13,11 +13,11 @@ from sqlalchemy.orm import Session
 
 from invoice_sync.connectors.registry import connector_for
 from invoice_sync.engine.sync import IntegrationSync, SyncOptions
-from invoice_sync.sandbox.connections import exact_online_connection
-from invoice_sync.sandbox.demo import SeedResult, seed
 from invoice_sync.store.models import InvoiceRow, LedgerRow
 from invoice_sync.store.repository import SyncStore
 from invoice_sync.store.tokens import SqlTokenVault
+from invoice_sync_dev.sandbox.connections import exact_online_connection
+from invoice_sync_dev.sandbox.demo import SeedResult, seed
 
 CLIENT_TIMEOUT_S = 1.0
 SALES_ENTRIES_POST = "POST /api/v1/{division}/salesentry/SalesEntries"

@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session
 from invoice_sync.connectors.base import BudgetLeft
 from invoice_sync.connectors.http import RateBudget, Window
 from invoice_sync.connectors.registry import connector_for
-from invoice_sync.sandbox.connections import exact_online_connection, twinfield_connection
 from invoice_sync.store.models import IntegrationRow
 from invoice_sync.store.tokens import SqlTokenVault
+from invoice_sync_dev.sandbox.connections import exact_online_connection, twinfield_connection
 
 PROGRESS = re.compile(
     r"Atelier Demo BV \(exact_online, integration 1\): (?P<done>\d+)/(?P<total>\d+) invoices done "
@@ -145,7 +145,7 @@ def test_budget_wording() -> None:
 
 def test_twinfield_counts_credits(store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """The budget's unit comes from the tool's hook; the numbers from the connection's credit allowance."""
-    from invoice_sync.sandbox.demo import INTEGRATIONS, seed
+    from invoice_sync_dev.sandbox.demo import INTEGRATIONS, seed
 
     seed(store.engine, tools=("twinfield",))
     demo = next(i for i in INTEGRATIONS if i.tool == "twinfield")

@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session
 
 from invoice_sync.domain.errors import AuthError, LeaseLostError
 from invoice_sync.engine.sync import IntegrationSync, SyncOptions
-from invoice_sync.sandbox.exact_fixtures import DIVISION_BE, DIVISION_NL
 from invoice_sync.store import claims
 from invoice_sync.store.models import ClaimRow, CustomerLinkRow, InvoiceLineRow, InvoiceRow, LedgerRow
+from invoice_sync_dev.sandbox.exact_fixtures import DIVISION_BE, DIVISION_NL
 
 DIVISIONS = {1: DIVISION_BE, 2: DIVISION_NL, 3: DIVISION_NL}
 

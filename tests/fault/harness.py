@@ -72,7 +72,7 @@ class ToolHarness(ABC):
     # -- faults and switches --------------------------------------------------------------------------
 
     def create_rule(self, kind: str, *, times: int | None, **extra: Any) -> dict[str, Any]:
-        """A fault rule on the create call (see :class:`~invoice_sync.sandbox.faults.FaultInjector`)."""
+        """A fault rule on the create call (see :class:`~invoice_sync_dev.sandbox.faults.FaultInjector`)."""
         return {"kind": kind, "method": self.create_method, "path": self.create_path, "times": times, **extra}
 
     @abstractmethod
@@ -152,7 +152,7 @@ class ToolHarness(ABC):
 
 
 class SandboxHarness(ToolHarness):
-    """A tool served by the project's own sandbox server (``invoice_sync.sandbox.server``).
+    """A tool served by the project's own sandbox server (``invoice_sync_dev.sandbox.server``).
 
     Subclasses name the simulator (``sandbox_tool``) and say how to read its books; starting, stopping,
     faults and switches work the same for every simulator.
@@ -168,7 +168,7 @@ class SandboxHarness(ToolHarness):
         self._options: dict[str, Any] = {}
 
     def start(self, *, time_scale: float = 1.0, state_path: Path | None = None, port: int = 0) -> None:
-        from invoice_sync.sandbox.server import start_in_thread
+        from invoice_sync_dev.sandbox.server import start_in_thread
 
         self._options = {"time_scale": time_scale, "state_path": state_path}
         self._handle = start_in_thread(port=port, time_scale=time_scale, state_path=state_path)
@@ -219,7 +219,7 @@ class SandboxHarness(ToolHarness):
         return Counter(self.simulator.create_posts())
 
     def seed(self, engine: Engine, *, invoices: int) -> Seeded:
-        from invoice_sync.sandbox.demo import seed
+        from invoice_sync_dev.sandbox.demo import seed
 
         result = seed(engine, invoices=invoices, tools=(self.tool,))
         refused = frozenset(result.expected_rejections)
@@ -254,7 +254,7 @@ class ExactOnlineHarness(SandboxHarness):
     primary_integration = 3
 
     def __init__(self) -> None:
-        from invoice_sync.sandbox.demo import DEMO_CONN_ID
+        from invoice_sync_dev.sandbox.demo import DEMO_CONN_ID
 
         super().__init__()
         self.conn_id = DEMO_CONN_ID
@@ -307,7 +307,7 @@ class ExactOnlineHarness(SandboxHarness):
         return {"daily_limit": 5000 if calls is None else used + calls}
 
     def connection(self, *, timeout_s: float) -> dict[str, Any]:
-        from invoice_sync.sandbox.connections import exact_online_connection
+        from invoice_sync_dev.sandbox.connections import exact_online_connection
 
         connection = exact_online_connection(self.url)
         connection["extra"]["timeout"] = timeout_s  # type: ignore[index]
@@ -361,13 +361,13 @@ class YukiHarness(SoapHarness):
     create_marker = b"ProcessSalesInvoices"
 
     def __init__(self) -> None:
-        from invoice_sync.sandbox.demo import YUKI_CONN_ID
+        from invoice_sync_dev.sandbox.demo import YUKI_CONN_ID
 
         super().__init__()
         self.conn_id = YUKI_CONN_ID
 
     def connection(self, *, timeout_s: float) -> dict[str, Any]:
-        from invoice_sync.sandbox.connections import yuki_connection
+        from invoice_sync_dev.sandbox.connections import yuki_connection
 
         connection = yuki_connection(self.url)
         connection["extra"]["timeout"] = timeout_s  # type: ignore[index]
@@ -391,13 +391,13 @@ class TwinfieldHarness(SoapHarness):
     create_marker = b"&lt;transactions"
 
     def __init__(self) -> None:
-        from invoice_sync.sandbox.demo import TWINFIELD_CONN_ID
+        from invoice_sync_dev.sandbox.demo import TWINFIELD_CONN_ID
 
         super().__init__()
         self.conn_id = TWINFIELD_CONN_ID
 
     def connection(self, *, timeout_s: float) -> dict[str, Any]:
-        from invoice_sync.sandbox.connections import twinfield_connection
+        from invoice_sync_dev.sandbox.connections import twinfield_connection
 
         connection = twinfield_connection(self.url)
         connection["extra"]["timeout"] = timeout_s  # type: ignore[index]
@@ -421,13 +421,13 @@ class XeroHarness(BookedHarness):
     create_operations = ("PUT Invoices", "PUT CreditNotes")
 
     def __init__(self) -> None:
-        from invoice_sync.sandbox.demo import XERO_CONN_ID
+        from invoice_sync_dev.sandbox.demo import XERO_CONN_ID
 
         super().__init__()
         self.conn_id = XERO_CONN_ID
 
     def connection(self, *, timeout_s: float) -> dict[str, Any]:
-        from invoice_sync.sandbox.connections import xero_connection
+        from invoice_sync_dev.sandbox.connections import xero_connection
 
         connection = xero_connection(self.url)
         connection["extra"]["timeout"] = timeout_s  # type: ignore[index]
@@ -445,7 +445,7 @@ class XeroHarness(BookedHarness):
         return {"minute_limit": calls}
 
     def day_limit(self, calls: int | None) -> dict[str, Any] | None:
-        from invoice_sync.sandbox.xero_fixtures import DEMO_TENANT_ID
+        from invoice_sync_dev.sandbox.xero_fixtures import DEMO_TENANT_ID
 
         used = self.simulator.calls_today(DEMO_TENANT_ID)
         return {"day_limit": 5000 if calls is None else used + calls}
@@ -462,7 +462,7 @@ class QuickBooksHarness(BookedHarness):
     primary_integration = 7
 
     def __init__(self) -> None:
-        from invoice_sync.sandbox.demo import QUICKBOOKS_CONN_ID
+        from invoice_sync_dev.sandbox.demo import QUICKBOOKS_CONN_ID
 
         super().__init__()
         self.conn_id = QUICKBOOKS_CONN_ID
@@ -477,7 +477,7 @@ class QuickBooksHarness(BookedHarness):
         self.configure(second_limit=100)
 
     def connection(self, *, timeout_s: float) -> dict[str, Any]:
-        from invoice_sync.sandbox.connections import quickbooks_connection
+        from invoice_sync_dev.sandbox.connections import quickbooks_connection
 
         connection = quickbooks_connection(self.url)
         # No Retry-After either: after a 429 the connector waits a minute, a sandbox minute here.
@@ -490,7 +490,7 @@ class QuickBooksHarness(BookedHarness):
         return sum(int(n) for operation, n in calls.items() if re.match(self.booking_batch, operation))
 
     def is_create_request(self, method: str, url: str, body: Any) -> bool:
-        from invoice_sync.sandbox.quickbooks import batch_kind
+        from invoice_sync_dev.sandbox.quickbooks import batch_kind
 
         if method.upper() != "POST" or not url.split("?", 1)[0].endswith("/batch"):
             return False

@@ -23,14 +23,14 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from synced_books import sync_and_write_back
 
-from invoice_sync.sandbox.connections import exact_online_connection
-from invoice_sync.sandbox.demo import seed
-from invoice_sync.sandbox.server import start_in_thread
 from invoice_sync.store.claims import utcnow
 from invoice_sync.store.db import make_engine
 from invoice_sync.store.migrate import prepare
 from invoice_sync.store.models import InvoiceRow, LedgerState
 from invoice_sync.store.repository import SyncStore
+from invoice_sync_dev.sandbox.connections import exact_online_connection
+from invoice_sync_dev.sandbox.demo import seed
+from invoice_sync_dev.sandbox.server import start_in_thread
 
 ROOT = Path(__file__).resolve().parents[2]
 EXACT_INTEGRATIONS = (1, 2)

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from invoice_sync.sandbox.demo import SeedResult
 from invoice_sync.store.repository import SyncStore
+from invoice_sync_dev.sandbox.demo import SeedResult
 
 
 @dataclass

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import requests
 
-from invoice_sync.sandbox import odata
-from invoice_sync.sandbox.clock import SandboxClock
-from invoice_sync.sandbox.exact_fixtures import (
+from invoice_sync_dev.sandbox import odata
+from invoice_sync_dev.sandbox.clock import SandboxClock
+from invoice_sync_dev.sandbox.exact_fixtures import (
     BOOTSTRAP_REFRESH_TOKEN,
     CLIENT_ID,
     CLIENT_SECRET,
@@ -23,8 +23,8 @@ from invoice_sync.sandbox.exact_fixtures import (
     GL_ACCOUNTS_123456,
     default_fixtures,
 )
-from invoice_sync.sandbox.exact_online import ExactApiError, ExactOnlineSandbox
-from invoice_sync.sandbox.server import SandboxHandle, start_in_thread
+from invoice_sync_dev.sandbox.exact_online import ExactApiError, ExactOnlineSandbox
+from invoice_sync_dev.sandbox.server import SandboxHandle, start_in_thread
 
 GL_7000 = GL_ACCOUNTS_123456["7000"]
 
@@ -697,8 +697,8 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
 def test_fields_longer_than_exact_accepts_are_refused_like_exact_does():
     """The simulator enforces the widths the connector checks first (see mapping.ACCOUNT_FIELD_LIMITS)."""
     from invoice_sync.connectors.exact_online import mapping
-    from invoice_sync.sandbox.exact_fixtures import DIVISION_BE
-    from invoice_sync.sandbox.exact_online import (
+    from invoice_sync_dev.sandbox.exact_fixtures import DIVISION_BE
+    from invoice_sync_dev.sandbox.exact_online import (
         ACCOUNT_FIELD_LIMITS,
         SALES_ENTRY_LINE_FIELD_LIMITS,
         ExactApiError,

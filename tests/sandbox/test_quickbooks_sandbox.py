@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import requests
 
-from invoice_sync.sandbox.quickbooks import QuickBooksSandbox
-from invoice_sync.sandbox.quickbooks_fixtures import (
+from invoice_sync_dev.sandbox.quickbooks import QuickBooksSandbox
+from invoice_sync_dev.sandbox.quickbooks_fixtures import (
     BOOTSTRAP_REFRESH_TOKEN,
     CLIENT_ID,
     CLIENT_SECRET,
@@ -32,7 +32,7 @@ from invoice_sync.sandbox.quickbooks_fixtures import (
     TAX_CODE_21,
     TAX_CODE_INACTIVE,
 )
-from invoice_sync.sandbox.server import SandboxHandle, start_in_thread
+from invoice_sync_dev.sandbox.server import SandboxHandle, start_in_thread
 
 THROTTLE = "message=ThrottleExceeded; errorCode=003001; statusCode=429"
 

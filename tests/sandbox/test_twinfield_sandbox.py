@@ -12,9 +12,9 @@ import pytest
 import requests
 from lxml import etree
 
-from invoice_sync.sandbox.server import SandboxHandle, start_in_thread
-from invoice_sync.sandbox.twinfield import COMPANY_MISSING, TOKEN_INVALID, TwinfieldSandbox
-from invoice_sync.sandbox.twinfield_fixtures import (
+from invoice_sync_dev.sandbox.server import SandboxHandle, start_in_thread
+from invoice_sync_dev.sandbox.twinfield import COMPANY_MISSING, TOKEN_INVALID, TwinfieldSandbox
+from invoice_sync_dev.sandbox.twinfield_fixtures import (
     BOOTSTRAP_REFRESH_TOKEN,
     CLIENT_ID,
     CLIENT_SECRET,

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import requests
 
-from invoice_sync.sandbox import xero_fixtures as fx
-from invoice_sync.sandbox.server import SandboxHandle, start_in_thread
-from invoice_sync.sandbox.xero import (
+from invoice_sync_dev.sandbox import xero_fixtures as fx
+from invoice_sync_dev.sandbox.server import SandboxHandle, start_in_thread
+from invoice_sync_dev.sandbox.xero import (
     ACCOUNT_CODE_ARCHIVED,
     ACCOUNT_CODE_INVALID,
     CONTACT_NOT_FOUND,

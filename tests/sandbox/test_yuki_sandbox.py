@@ -12,9 +12,9 @@ import pytest
 import requests
 from lxml import etree
 
-from invoice_sync.sandbox.server import SandboxHandle, start_in_thread
-from invoice_sync.sandbox.yuki import SALES_INVOICES_NS, SOAP_ENV, YUKI_NS, YukiSandbox
-from invoice_sync.sandbox.yuki_fixtures import (
+from invoice_sync_dev.sandbox.server import SandboxHandle, start_in_thread
+from invoice_sync_dev.sandbox.yuki import SALES_INVOICES_NS, SOAP_ENV, YUKI_NS, YukiSandbox
+from invoice_sync_dev.sandbox.yuki_fixtures import (
     ACCESS_KEY,
     ADMINISTRATION_ID,
     ADMINISTRATION_NAME,

@@ -14,7 +14,7 @@ Decisions (Yuki's behaviour behind them is unconfirmed where noted):
   ``render``, which says it follows the XSD; FunkyTime/Yuki ``src/Yuki.php`` ``ProcessInvoice``;
   dtrx-bv/DatrixFinances ``Services/XMLService.cs``): ``Contact/EmailAddress`` right after the address lines,
   ``InvoiceLine/LineAmount`` and ``LineVATAmount`` before ``Product``. The sandbox holds the resulting XSD
-  (``invoice_sync/sandbox/yuki_sales_invoices.xsd``), and ``tests/contract/test_yuki_xsd.py`` validates
+  (``invoice_sync_dev/sandbox/yuki_sales_invoices.xsd``), and ``tests/contract/test_yuki_xsd.py`` validates
   every document this module can build against it.
 - Lines: the invoice's bookable lines (:func:`~invoice_sync.domain.discounts.bookable_lines`: its own lines
   plus one negative line per group for an invoice-level discount), so a discount lowers each VAT rate's

@@ -170,7 +170,7 @@ BENCH_CLIENT_ID = "sandbox-bench-client"
 BENCH_CLIENT_SECRET = "sandbox-bench-secret"
 BENCH_REFRESH_TOKEN = "sandbox-bench-refresh-token"
 BENCH_DIVISIONS = tuple(range(300001, 300001 + 24))
-"""Divisions of a separate app client for ``invoice-sync bench``: each benchmark tenant needs a rate window
+"""Divisions of a separate app client for ``make bench``: each benchmark tenant needs a rate window
 of its own (Exact counts per app and division), and the demo client's divisions must stay as they are.
 Each is a copy of the Dutch demo division under its own number (its GL account GUIDs differ)."""
 

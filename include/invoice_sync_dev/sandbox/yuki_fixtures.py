@@ -136,7 +136,7 @@ _DEMO_NL_SALES = AdministrationFixture(
 
 
 BENCH_TENANTS = 24
-"""Domains for ``invoice-sync bench``: Yuki's daily quota is per domain and shared by all its integrations,
+"""Domains for ``make bench``: Yuki's daily quota is per domain and shared by all its integrations,
 so each benchmark tenant gets a domain of its own, with one access key and one administration (a copy of
 the Belgian demo administration)."""
 

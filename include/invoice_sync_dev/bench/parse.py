@@ -20,8 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from invoice_sync.bench import common
 from invoice_sync.store.db import PROJECT_ROOT
+from invoice_sync_dev.bench import common
 
 ROUNDS = 3
 QUICK_ROUNDS = 1

@@ -49,7 +49,7 @@ from typing import Any
 import requests
 from sqlalchemy import Engine
 
-from invoice_sync.bench.common import (
+from invoice_sync_dev.bench.common import (
     Sandbox,
     Tenant,
     fresh_dir,
@@ -58,16 +58,16 @@ from invoice_sync.bench.common import (
     seed_tenants,
     sqlite_url,
 )
-from invoice_sync.sandbox import (
+from invoice_sync_dev.sandbox import (
     exact_fixtures,
     quickbooks_fixtures,
     twinfield_fixtures,
     xero_fixtures,
     yuki_fixtures,
 )
-from invoice_sync.sandbox.connections import quickbooks_connection, xero_connection
-from invoice_sync.sandbox.process import connection_env
-from invoice_sync.sandbox.server import EXACT_MOUNT, TWINFIELD_MOUNT, YUKI_MOUNT
+from invoice_sync_dev.sandbox.connections import quickbooks_connection, xero_connection
+from invoice_sync_dev.sandbox.process import connection_env
+from invoice_sync_dev.sandbox.server import EXACT_MOUNT, TWINFIELD_MOUNT, YUKI_MOUNT
 
 TOOLS = ("exact_online", "yuki", "twinfield")
 """The tools of the ``tenants`` scenario: those whose sandbox has :data:`SLOTS` bench tenants."""

@@ -148,6 +148,6 @@ BENCH_CLIENT_SECRET = "twinfield-bench-secret"
 BENCH_REFRESH_TOKEN = "twinfield-bench-refresh-token"
 BENCH_ORGANISATION = "BENCH-ORG"
 BENCH_OFFICES = tuple(f"BNC{index:03d}" for index in range(1, 25))
-"""An app client of its own with an organisation of many offices, for ``invoice-sync bench``: Twinfield
+"""An app client of its own with an organisation of many offices, for ``invoice-sync-dev bench``: Twinfield
 counts credits per client id, so the benchmark's credits never mix with the demo client's; every office is
 a copy of the demo office (same daybook, accounts and VAT codes)."""

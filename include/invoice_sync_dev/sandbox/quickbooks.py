@@ -72,9 +72,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from invoice_sync.sandbox import qbo_query
-from invoice_sync.sandbox.faults import CannedResponse, Scope, route_path
-from invoice_sync.sandbox.quickbooks_fixtures import (
+from invoice_sync_dev.sandbox import qbo_query
+from invoice_sync_dev.sandbox.faults import CannedResponse, Scope, route_path
+from invoice_sync_dev.sandbox.quickbooks_fixtures import (
     FIRST_DOC_NUMBER,
     FIRST_NAME_ID,
     FIRST_TXN_ID,
@@ -82,7 +82,7 @@ from invoice_sync.sandbox.quickbooks_fixtures import (
     RealmFixture,
     default_fixtures,
 )
-from invoice_sync.sandbox.simulator import (
+from invoice_sync_dev.sandbox.simulator import (
     OAuthError,
     Simulator,
     SimulatorConfig,
@@ -94,7 +94,7 @@ from invoice_sync.sandbox.simulator import (
 
 TOOL = "quickbooks"
 SIMULATOR = "QuickBooksSandbox"
-"""The simulator class the sandbox server builds (see :data:`invoice_sync.sandbox.server.SIMULATORS`)."""
+"""The simulator class the sandbox server builds (see :data:`invoice_sync_dev.sandbox.server.SIMULATORS`)."""
 
 ACCESS_TOKEN_LIFETIME_S = 3600
 REFRESH_TOKEN_LIFETIME_S = 8_726_400

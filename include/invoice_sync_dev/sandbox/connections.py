@@ -1,6 +1,6 @@
 """Airflow connections that point the demo integrations at a running sandbox.
 
-``python -m invoice_sync.sandbox.connections exact_demo http://127.0.0.1:8765`` prints the JSON form that
+``python -m invoice_sync_dev.sandbox.connections exact_demo http://127.0.0.1:8765`` prints the JSON form that
 ``AIRFLOW_CONN_EXACT_DEMO`` accepts (``yuki_demo``, ``twinfield_demo``, ``xero_demo`` and ``quickbooks_demo``
 likewise). Production connections
 carry the real host and the credentials from the tool's developer portal instead (see the README).
@@ -12,21 +12,21 @@ import json
 import sys
 from collections.abc import Callable
 
-from invoice_sync.sandbox import (
+from invoice_sync_dev.sandbox import (
     exact_fixtures,
     quickbooks_fixtures,
     twinfield_fixtures,
     xero_fixtures,
     yuki_fixtures,
 )
-from invoice_sync.sandbox.demo import (
+from invoice_sync_dev.sandbox.demo import (
     DEMO_CONN_ID,
     QUICKBOOKS_CONN_ID,
     TWINFIELD_CONN_ID,
     XERO_CONN_ID,
     YUKI_CONN_ID,
 )
-from invoice_sync.sandbox.server import (
+from invoice_sync_dev.sandbox.server import (
     EXACT_MOUNT,
     QUICKBOOKS_MOUNT,
     TWINFIELD_MOUNT,
@@ -116,7 +116,7 @@ DEMO_CONNECTIONS: dict[str, Callable[[str], dict[str, object]]] = {
 def main(argv: list[str]) -> int:
     if len(argv) != 2 or argv[0] not in DEMO_CONNECTIONS:
         print(
-            "usage: python -m invoice_sync.sandbox.connections CONN_ID SANDBOX_URL "
+            "usage: python -m invoice_sync_dev.sandbox.connections CONN_ID SANDBOX_URL "
             f"(CONN_ID: {' | '.join(DEMO_CONNECTIONS)})",
             file=sys.stderr,
         )

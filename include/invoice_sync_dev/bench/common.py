@@ -2,7 +2,7 @@
 measurements (wall time and peak RSS) and ``airflow dags test`` runs.
 
 The scenarios measure our own code, so everything around it is real and separate: the simulators run in
-their own process (``invoice-sync sandbox serve``) the way the accounting tools are another machine, and a
+their own process (``invoice-sync-dev sandbox serve``) the way the accounting tools are another machine, and a
 DAG run is a real ``airflow dags test`` subprocess whose peak RSS the kernel reports when it is reaped.
 
 Seeding writes rows with SQLAlchemy Core in chunks instead of going through the demo seeder: a million
@@ -27,8 +27,11 @@ from typing import Any
 
 from sqlalchemy import Engine, insert
 
-from invoice_sync.sandbox.connections import DEMO_CONNECTIONS
-from invoice_sync.sandbox.demo import (
+from invoice_sync.store.db import PROJECT_ROOT, make_engine
+from invoice_sync.store.migrate import prepare
+from invoice_sync.store.models import CustomerRow, IntegrationRow, InvoiceLineRow, InvoiceRow
+from invoice_sync_dev.sandbox.connections import DEMO_CONNECTIONS
+from invoice_sync_dev.sandbox.demo import (
     INTEGRATIONS,
     TOOLS,
     DemoIntegration,
@@ -36,14 +39,11 @@ from invoice_sync.sandbox.demo import (
     be_vat_number,
     nl_vat_number,
 )
-from invoice_sync.sandbox.process import (
+from invoice_sync_dev.sandbox.process import (
     SandboxProcess,
     airflow_bin,
     airflow_env,
 )
-from invoice_sync.store.db import PROJECT_ROOT, make_engine
-from invoice_sync.store.migrate import prepare
-from invoice_sync.store.models import CustomerRow, IntegrationRow, InvoiceLineRow, InvoiceRow
 
 WORKDIR = PROJECT_ROOT / "var" / "bench"
 TEMPLATES: dict[str, DemoIntegration] = {

@@ -11,7 +11,7 @@ import threading
 from collections import Counter, defaultdict
 from typing import Any
 
-from invoice_sync.sandbox.faults import ASGIApp, Message, Receive, Scope, Send
+from invoice_sync_dev.sandbox.faults import ASGIApp, Message, Receive, Scope, Send
 
 UNMATCHED_ROUTE = "<unmatched>"
 

@@ -1,4 +1,4 @@
-"""``invoice-sync chaos``: many nightly runs under random faults, then a check of the books.
+"""``invoice-sync-dev chaos``: many nightly runs under random faults, then a check of the books.
 
 The tests prove each exactly-once mechanism in isolation; this command shows that they hold together, at
 volume, when failures pile up the way they do in production: 5xx before the tool acted, answers lost
@@ -12,7 +12,7 @@ Everything runs on its own throw-away state under ``var/chaos/`` (invoicing DB, 
 because it wipes and reseeds the invoicing DB: ``CHAOS_DB_URL`` and ``CHAOS_AIRFLOW_HOME`` move it, the
 general ``INVOICE_SYNC_DB_URL`` and ``AIRFLOW_HOME`` are deliberately ignored so it can never erase the
 data ``make run`` works on. Each DAG run is a real ``airflow dags test invoice_sync_nightly`` subprocess
-against the sandbox, itself a subprocess (``invoice-sync sandbox serve``).
+against the sandbox, itself a subprocess (``invoice-sync-dev sandbox serve``).
 """
 
 from __future__ import annotations
@@ -36,15 +36,15 @@ from typing import Any, TextIO
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
-from invoice_sync.sandbox.connections import exact_online_connection
-from invoice_sync.sandbox.demo import DEMO_CONN_ID, seed
-from invoice_sync.sandbox.faults import FAULT_KINDS
-from invoice_sync.sandbox.process import SandboxProcess, airflow_bin
-from invoice_sync.sandbox.process import airflow_env as isolated_airflow_env
 from invoice_sync.store.claims import DEFAULT_LEASE
 from invoice_sync.store.db import PROJECT_ROOT, make_engine
 from invoice_sync.store.migrate import prepare
 from invoice_sync.store.models import ClaimRow, IntegrationRow, InvoiceRow, LedgerRow, LedgerState, TokenRow
+from invoice_sync_dev.sandbox.connections import exact_online_connection
+from invoice_sync_dev.sandbox.demo import DEMO_CONN_ID, seed
+from invoice_sync_dev.sandbox.faults import FAULT_KINDS
+from invoice_sync_dev.sandbox.process import SandboxProcess, airflow_bin
+from invoice_sync_dev.sandbox.process import airflow_env as isolated_airflow_env
 
 DAG_ID = "invoice_sync_nightly"
 WORKDIR = PROJECT_ROOT / "var" / "chaos"
@@ -621,6 +621,6 @@ def run_chaos(settings: ChaosSettings, *, out: TextIO = sys.stdout, err: TextIO 
 
 
 def main(*, invoices: int, runs: int, seed: int, kills: int = 1) -> int:
-    """Entry point of ``invoice-sync chaos``; non-zero when an invariant broke."""
+    """Entry point of ``invoice-sync-dev chaos``; non-zero when an invariant broke."""
     verdict = run_chaos(ChaosSettings(invoices=invoices, runs=runs, seed=seed, kills=kills))
     return 0 if verdict.ok else 1

@@ -30,11 +30,6 @@ from typing import Any
 from sqlalchemy import Engine, delete, func, insert, select
 from sqlalchemy.orm import Session
 
-from invoice_sync.sandbox import exact_fixtures as exact
-from invoice_sync.sandbox import quickbooks_fixtures as quickbooks
-from invoice_sync.sandbox import twinfield_fixtures as twinfield
-from invoice_sync.sandbox import xero_fixtures as xero
-from invoice_sync.sandbox import yuki_fixtures as yuki
 from invoice_sync.store.models import (
     CustomerRow,
     IntegrationRow,
@@ -43,6 +38,11 @@ from invoice_sync.store.models import (
     NotificationRow,
     SyncBase,
 )
+from invoice_sync_dev.sandbox import exact_fixtures as exact
+from invoice_sync_dev.sandbox import quickbooks_fixtures as quickbooks
+from invoice_sync_dev.sandbox import twinfield_fixtures as twinfield
+from invoice_sync_dev.sandbox import xero_fixtures as xero
+from invoice_sync_dev.sandbox import yuki_fixtures as yuki
 
 CENT = Decimal("0.01")
 DEMO_CONN_ID = "exact_demo"

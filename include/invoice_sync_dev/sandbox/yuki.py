@@ -58,20 +58,20 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from lxml import etree
 
-from invoice_sync.sandbox import yuki_fixtures as fx
-from invoice_sync.sandbox.faults import CannedResponse, Scope
-from invoice_sync.sandbox.simulator import (
+from invoice_sync_dev.sandbox import yuki_fixtures as fx
+from invoice_sync_dev.sandbox.faults import CannedResponse, Scope
+from invoice_sync_dev.sandbox.simulator import (
     CONTROL_PREFIX,
     Simulator,
     SimulatorConfig,
     create_simulator_app,
     json_ready,
 )
-from invoice_sync.sandbox.yuki_fixtures import AccessKeyFixture, AdministrationFixture, YukiFixtures
+from invoice_sync_dev.sandbox.yuki_fixtures import AccessKeyFixture, AdministrationFixture, YukiFixtures
 
 TOOL = "yuki"
 SIMULATOR = "YukiSandbox"
-"""The simulator class the sandbox server builds (see :data:`invoice_sync.sandbox.server.SIMULATORS`)."""
+"""The simulator class the sandbox server builds (see :data:`invoice_sync_dev.sandbox.server.SIMULATORS`)."""
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 YUKI_NS = "http://www.theyukicompany.com/"
@@ -97,7 +97,7 @@ class SchemaError(Exception):
 @functools.cache
 def sales_invoices_schema() -> etree.XMLSchema:
     """The ``SalesInvoices`` schema every incoming ``xmlDoc`` is checked against (loaded once)."""
-    source = resources.files("invoice_sync.sandbox").joinpath(SCHEMA_FILE).read_bytes()
+    source = resources.files("invoice_sync_dev.sandbox").joinpath(SCHEMA_FILE).read_bytes()
     return etree.XMLSchema(etree.fromstring(source, parser=_PARSER))
 
 

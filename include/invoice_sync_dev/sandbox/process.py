@@ -19,14 +19,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from invoice_sync.sandbox.server import (
+from invoice_sync.store.db import PROJECT_ROOT
+from invoice_sync_dev.sandbox.server import (
     EXACT_MOUNT,
     QUICKBOOKS_MOUNT,
     TWINFIELD_MOUNT,
     XERO_MOUNT,
     YUKI_MOUNT,
 )
-from invoice_sync.store.db import PROJECT_ROOT
 
 MOUNTS: dict[str, str] = {
     "exact_online": EXACT_MOUNT,
@@ -45,7 +45,7 @@ def free_port() -> int:
 
 
 class SandboxProcess:
-    """``invoice-sync sandbox serve`` as a subprocess, steered through each tool's control API.
+    """``invoice-sync-dev sandbox serve`` as a subprocess, steered through each tool's control API.
 
     Use as a context manager; ``stop`` terminates it. ``time_scale`` is sandbox seconds per real second
     (the limit scenarios compress the tools' minute windows with it).
@@ -61,7 +61,7 @@ class SandboxProcess:
         command = [
             sys.executable,
             "-m",
-            "invoice_sync.cli",
+            "invoice_sync_dev.cli",
             "sandbox",
             "serve",
             "--port",

@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, cast
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from invoice_sync.sandbox.clock import SandboxClock
-from invoice_sync.sandbox.faults import CannedResponse, FaultInjector, FaultMiddleware, Scope
-from invoice_sync.sandbox.stats import CallStats, CallStatsMiddleware
+from invoice_sync_dev.sandbox.clock import SandboxClock
+from invoice_sync_dev.sandbox.faults import CannedResponse, FaultInjector, FaultMiddleware, Scope
+from invoice_sync_dev.sandbox.stats import CallStats, CallStatsMiddleware
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -298,7 +298,7 @@ def add_middleware(app: FastAPI, simulator: Simulator[Any, Any], *, operation_ke
 
     Faults sit outside: a request a fault answers without processing never reached the tool, so it is not
     counted as a call the tool served. The control API is exempt from both. ``operation_key``: see
-    :class:`~invoice_sync.sandbox.stats.CallStatsMiddleware`.
+    :class:`~invoice_sync_dev.sandbox.stats.CallStatsMiddleware`.
     """
     app.add_middleware(
         CallStatsMiddleware,

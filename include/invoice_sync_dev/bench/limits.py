@@ -47,7 +47,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from invoice_sync.bench.common import (
+from invoice_sync.connectors.registry import TOOLS
+from invoice_sync_dev.bench.common import (
     Sandbox,
     fresh_dir,
     note,
@@ -55,7 +56,7 @@ from invoice_sync.bench.common import (
     seed_tenants,
     sqlite_url,
 )
-from invoice_sync.bench.tenants import (
+from invoice_sync_dev.bench.tenants import (
     EXACT_CONN_ID,
     CallLog,
     Limits,
@@ -67,9 +68,8 @@ from invoice_sync.bench.tenants import (
     hook_options,
     sync_tenant,
 )
-from invoice_sync.connectors.registry import TOOLS
-from invoice_sync.sandbox import twinfield_fixtures
-from invoice_sync.sandbox.process import connection_env
+from invoice_sync_dev.sandbox import twinfield_fixtures
+from invoice_sync_dev.sandbox.process import connection_env
 
 INTEGRATION_ID = 1
 SLOT = 1

@@ -79,9 +79,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from invoice_sync.sandbox import xero_fixtures as fx
-from invoice_sync.sandbox.faults import CannedResponse, Scope
-from invoice_sync.sandbox.simulator import (
+from invoice_sync_dev.sandbox import xero_fixtures as fx
+from invoice_sync_dev.sandbox.faults import CannedResponse, Scope
+from invoice_sync_dev.sandbox.simulator import (
     OAuthError,
     Simulator,
     SimulatorConfig,
@@ -89,11 +89,11 @@ from invoice_sync.sandbox.simulator import (
     add_consent_route,
     create_simulator_app,
 )
-from invoice_sync.sandbox.xero_fixtures import TenantFixture, XeroFixtures
+from invoice_sync_dev.sandbox.xero_fixtures import TenantFixture, XeroFixtures
 
 TOOL = "xero"
 SIMULATOR = "XeroSandbox"
-"""The simulator class the sandbox server builds (see :data:`invoice_sync.sandbox.server.SIMULATORS`)."""
+"""The simulator class the sandbox server builds (see :data:`invoice_sync_dev.sandbox.server.SIMULATORS`)."""
 
 API_PREFIX = "/api.xro/2.0"
 TOKEN_PATH = "/identity/connect/token"

@@ -24,7 +24,7 @@ SANDBOX_NAMESPACE = uuid.UUID("0b6d1f1e-5c3a-4e6f-8d2b-9a7c4e1f3d20")
 CLIENT_ID = "xero-sandbox-client"
 CLIENT_SECRET = "xero-sandbox-secret"
 BOOTSTRAP_REFRESH_TOKEN = "xero-sandbox-refresh-token"
-APP_NAME = "invoice-sync sandbox app"
+APP_NAME = "invoice-sync-dev sandbox app"
 """What Xero answers as ``ProviderName``: the name of the app that made the call."""
 
 SCOPES = ("offline_access", "accounting.transactions", "accounting.contacts", "accounting.settings")

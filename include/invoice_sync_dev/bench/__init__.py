@@ -1,4 +1,4 @@
-"""``invoice-sync bench`` (``make bench``): throughput at the accounting APIs' own limits.
+"""``invoice-sync-dev bench`` (``make bench``): throughput at the accounting APIs' own limits.
 
 The physical limit of a sync is the fewest calls the tools allow, spent at exactly the rate they allow,
 in parallel across tenants; and our own code must cost little next to that. Each scenario measures one
@@ -50,8 +50,8 @@ def scenario_names() -> list[str]:
 def module_of(name: str) -> str:
     """The module that implements scenario ``name``."""
     if name.startswith("limit_") or name == "naive":
-        return "invoice_sync.bench.limits"
-    return f"invoice_sync.bench.{name}"
+        return "invoice_sync_dev.bench.limits"
+    return f"invoice_sync_dev.bench.{name}"
 
 
 # -- targets ----------------------------------------------------------------------------------------
@@ -144,7 +144,7 @@ def prepare_workdir(workdir: Path) -> Path:
     if workdir.exists() and any(workdir.iterdir()):
         if not (workdir / MARKER).exists():
             raise RuntimeError(
-                f"{workdir} is not empty and was not made by invoice-sync bench; not wiping it"
+                f"{workdir} is not empty and was not made by invoice-sync-dev bench; not wiping it"
             )
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -165,7 +165,7 @@ def run_bench(
     A module that does not exist (yet) is skipped with a message; a scenario that raises gets an
     ``error`` line and the others still run.
     """
-    from invoice_sync.bench.common import WORKDIR
+    from invoice_sync_dev.bench.common import WORKDIR
 
     chosen = list(names or scenario_names())
     unknown = [name for name in chosen if name not in scenario_names()]
@@ -213,7 +213,7 @@ def _emit(out: TextIO, line: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(names: Sequence[str] | None = None, *, quick: bool = False, workdir: Path | None = None) -> int:
-    """Entry point of ``invoice-sync bench``: 0 unless a scenario could not run."""
+    """Entry point of ``invoice-sync-dev bench``: 0 unless a scenario could not run."""
     started = time.monotonic()
     results = sys.stdout
     try:
@@ -222,7 +222,7 @@ def main(names: Sequence[str] | None = None, *, quick: bool = False, workdir: Pa
         with contextlib.redirect_stdout(sys.stderr):
             lines = run_bench(names, quick=quick, workdir=workdir, out=results)
     except (RuntimeError, ValueError) as exc:
-        print(f"invoice-sync bench: {exc}", file=sys.stderr)
+        print(f"invoice-sync-dev bench: {exc}", file=sys.stderr)
         return 2
     print()
     print(table(lines))

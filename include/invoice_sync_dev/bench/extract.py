@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from invoice_sync.bench import common
 from invoice_sync.engine.sync import SyncOptions
 from invoice_sync.store.db import make_engine
 from invoice_sync.store.repository import SyncStore
+from invoice_sync_dev.bench import common
 
 UNSYNCED = 1_000
 TOTALS = (10_000, 1_000_000)

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from invoice_sync.bench import common
+from invoice_sync_dev.bench import common
 
 TOOL = "yuki"
 SIZES = (10_000, 100_000)
@@ -49,7 +49,7 @@ def run(workdir: Path, *, quick: bool = False) -> list[dict[str, Any]]:
             env = common.airflow_env(workdir / "airflow", db_url, conns)
             log_path = workdir / f"sync-{size}.log"
             measured = common.run_measured(
-                [sys.executable, "-m", "invoice_sync.bench.memory", db_url, "1", str(size)],
+                [sys.executable, "-m", "invoice_sync_dev.bench.memory", db_url, "1", str(size)],
                 env=env,
                 log_path=log_path,
                 timeout_s=RUN_TIMEOUT_S,

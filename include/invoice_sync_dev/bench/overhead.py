@@ -23,8 +23,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from invoice_sync.bench import common
 from invoice_sync.store.models import InvoiceRow
+from invoice_sync_dev.bench import common
 
 DAG_ID = "invoice_sync_manual"
 INVOICES = 10_000

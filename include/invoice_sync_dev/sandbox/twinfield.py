@@ -53,9 +53,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from lxml import etree
 
-from invoice_sync.sandbox.clock import SandboxClock
-from invoice_sync.sandbox.faults import CannedResponse, Scope, route_path
-from invoice_sync.sandbox.simulator import (
+from invoice_sync_dev.sandbox.clock import SandboxClock
+from invoice_sync_dev.sandbox.faults import CannedResponse, Scope, route_path
+from invoice_sync_dev.sandbox.simulator import (
     CONTROL_PREFIX,
     Simulator,
     SimulatorConfig,
@@ -63,12 +63,12 @@ from invoice_sync.sandbox.simulator import (
     add_consent_route,
     create_simulator_app,
 )
-from invoice_sync.sandbox.simulator import OAuthError as OAuthError  # raised by the token endpoint
-from invoice_sync.sandbox.twinfield_fixtures import OfficeFixture, TwinfieldFixtures, default_fixtures
+from invoice_sync_dev.sandbox.simulator import OAuthError as OAuthError  # raised by the token endpoint
+from invoice_sync_dev.sandbox.twinfield_fixtures import OfficeFixture, TwinfieldFixtures, default_fixtures
 
 TOOL = "twinfield"
 SIMULATOR = "TwinfieldSandbox"
-"""The simulator class the sandbox server builds (see :data:`invoice_sync.sandbox.server.SIMULATORS`)."""
+"""The simulator class the sandbox server builds (see :data:`invoice_sync_dev.sandbox.server.SIMULATORS`)."""
 
 TWF_NS = "http://www.twinfield.com/"
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"

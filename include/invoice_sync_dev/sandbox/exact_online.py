@@ -31,21 +31,26 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from invoice_sync.sandbox import odata
-from invoice_sync.sandbox.exact_fixtures import DivisionFixture, ExactFixtures, default_fixtures, fixture_guid
-from invoice_sync.sandbox.faults import CannedResponse, Scope, route_path
-from invoice_sync.sandbox.simulator import (
+from invoice_sync_dev.sandbox import odata
+from invoice_sync_dev.sandbox.exact_fixtures import (
+    DivisionFixture,
+    ExactFixtures,
+    default_fixtures,
+    fixture_guid,
+)
+from invoice_sync_dev.sandbox.faults import CannedResponse, Scope, route_path
+from invoice_sync_dev.sandbox.simulator import (
     CONTROL_PREFIX,
     Simulator,
     SimulatorConfig,
     add_consent_route,
     create_simulator_app,
 )
-from invoice_sync.sandbox.simulator import OAuthError as OAuthError  # raised by the token endpoint
+from invoice_sync_dev.sandbox.simulator import OAuthError as OAuthError  # raised by the token endpoint
 
 TOOL = "exact"
 SIMULATOR = "ExactOnlineSandbox"
-"""The simulator class the sandbox server builds (see :data:`invoice_sync.sandbox.server.SIMULATORS`)."""
+"""The simulator class the sandbox server builds (see :data:`invoice_sync_dev.sandbox.server.SIMULATORS`)."""
 ACCESS_TOKEN_LIFETIME_S = 600
 EARLY_REFRESH_WINDOW_S = 570
 """A refresh while the chain's newest access token is younger than this is refused: Exact issues a new

@@ -2,7 +2,7 @@
 
 A connection's host points at the tool's mount (``http://127.0.0.1:8765/exact``), so connectors call
 the same paths as against the real tool. ``serve`` is the blocking entry point of
-``invoice-sync sandbox serve`` (and of ``make run``); ``start_in_thread`` gives tests and benchmarks a
+``invoice-sync-dev sandbox serve`` (and of ``make run``); ``start_in_thread`` gives tests and benchmarks a
 server on a free loopback port. With a state path, every tool's state survives restarts.
 """
 
@@ -20,9 +20,9 @@ import uvicorn
 from fastapi import FastAPI
 from starlette.routing import Mount
 
-from invoice_sync.sandbox.exact_online import ExactOnlineSandbox
-from invoice_sync.sandbox.faults import FaultInjector
-from invoice_sync.sandbox.persistence import StateFile
+from invoice_sync_dev.sandbox.exact_online import ExactOnlineSandbox
+from invoice_sync_dev.sandbox.faults import FaultInjector
+from invoice_sync_dev.sandbox.persistence import StateFile
 
 EXACT_MOUNT = "/exact"
 YUKI_MOUNT = "/yuki"
@@ -31,11 +31,11 @@ XERO_MOUNT = "/xero"
 QUICKBOOKS_MOUNT = "/quickbooks"
 
 SIMULATORS: dict[str, tuple[str, str]] = {
-    "exact": (EXACT_MOUNT, "invoice_sync.sandbox.exact_online"),
-    "twinfield": (TWINFIELD_MOUNT, "invoice_sync.sandbox.twinfield"),
-    "yuki": (YUKI_MOUNT, "invoice_sync.sandbox.yuki"),
-    "xero": (XERO_MOUNT, "invoice_sync.sandbox.xero"),
-    "quickbooks": (QUICKBOOKS_MOUNT, "invoice_sync.sandbox.quickbooks"),
+    "exact": (EXACT_MOUNT, "invoice_sync_dev.sandbox.exact_online"),
+    "twinfield": (TWINFIELD_MOUNT, "invoice_sync_dev.sandbox.twinfield"),
+    "yuki": (YUKI_MOUNT, "invoice_sync_dev.sandbox.yuki"),
+    "xero": (XERO_MOUNT, "invoice_sync_dev.sandbox.xero"),
+    "quickbooks": (QUICKBOOKS_MOUNT, "invoice_sync_dev.sandbox.quickbooks"),
 }
 """State-file section (the module's ``TOOL``) -> (mount, module). Each module has a simulator class
 named in its ``SIMULATOR`` (constructed with ``time_scale``, ``saved_state`` and ``on_change``, with
@@ -85,7 +85,7 @@ def create_root_app(
         for tool, (mount, module_name) in SIMULATORS.items()
     ]
     app = FastAPI(
-        title="invoice-sync sandbox", routes=routes, openapi_url=None, docs_url=None, redoc_url=None
+        title="invoice-sync-dev sandbox", routes=routes, openapi_url=None, docs_url=None, redoc_url=None
     )
     app.state.simulators = simulators
 
