@@ -20,7 +20,8 @@ import pytest
 import requests
 
 from invoice_sync.connectors.base import CustomerLinkFailure, TokenSet
-from invoice_sync.connectors.exact_online import ExactOnlineConnector, ExactOnlineHook
+from invoice_sync.connectors.exact_online.connector import ExactOnlineConnector
+from invoice_sync.connectors.exact_online.hook import ExactOnlineHook
 from invoice_sync.connectors.registry import connector_for
 from invoice_sync.domain.errors import (
     AuthError,

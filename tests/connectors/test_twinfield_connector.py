@@ -23,8 +23,8 @@ from sqlalchemy.orm import Session
 from invoice_sync.connectors.base import CustomerLinkFailure
 from invoice_sync.connectors.http import RateBudget
 from invoice_sync.connectors.registry import connector_for
-from invoice_sync.connectors.twinfield import TwinfieldConnector, TwinfieldHook, build_connector
-from invoice_sync.connectors.twinfield.connector import BATCH_SIZE
+from invoice_sync.connectors.twinfield.connector import BATCH_SIZE, TwinfieldConnector, build_connector
+from invoice_sync.connectors.twinfield.hook import TwinfieldHook
 from invoice_sync.domain.errors import AuthError, ConfigError
 from invoice_sync.domain.models import Booked, ErrorClass, InvoiceKind, Rejected, Unknown
 from invoice_sync.engine.sync import IntegrationSync

@@ -19,8 +19,8 @@ import requests
 from flows import book, connector_factory
 
 from invoice_sync.connectors.base import CustomerLinkFailure
-from invoice_sync.connectors.xero import XeroConnector, XeroHook, build_connector
-from invoice_sync.connectors.xero.connector import BATCH_SIZE
+from invoice_sync.connectors.xero.connector import BATCH_SIZE, XeroConnector, build_connector
+from invoice_sync.connectors.xero.hook import XeroHook
 from invoice_sync.domain.errors import AuthError, ConfigError, QuotaExceededError
 from invoice_sync.domain.models import Booked, Booking, ErrorClass, InvoiceKind, Rejected, Unknown
 from invoice_sync_dev.sandbox.connections import xero_connection

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from invoice_sync.connectors.yuki import YukiConnector, build_connector
 from invoice_sync.connectors.yuki import mapping as yuki_mapping
+from invoice_sync.connectors.yuki.connector import YukiConnector, build_connector
 from invoice_sync.domain.errors import AuthError, ConfigError, QuotaExceededError
 from invoice_sync.domain.models import (
     Booked,

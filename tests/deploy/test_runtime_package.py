@@ -1,8 +1,8 @@
-"""The runtime package as the image installs it: built into a wheel from the repository root, it holds no
-simulator, bench or chaos code, and every one of its modules imports with the development package absent.
+"""The runtime package as the image installs it: built into a wheel from what the Dockerfile's runtime stage
+copies (``pyproject.toml`` and ``include/invoice_sync/``), it holds no simulator, bench or chaos code, and
+every one of its modules imports with the development package absent.
 
-The Dockerfile's runtime stage copies ``pyproject.toml`` and ``include/invoice_sync/`` and installs exactly this (`pip install --no-deps /opt/airflow/project` after the runtime lock);
-here the wheel is unpacked beside the venv's third-party packages in an interpreter started without site
+The wheel is unpacked beside the venv's third-party packages in an interpreter started without site
 processing, so neither editable install (runtime or development) is on its path.
 """
 

@@ -28,7 +28,7 @@ class SyncIntegrationsOperator(BaseOperator):
     without retry when only authorisation/configuration problems remain (retrying cannot fix those and
     Exact blocks keys that keep failing), and fails with retry for anything transient.
 
-    :param tool: the accounting tool, a key of :data:`invoice_sync.connectors.registry.CONNECTORS`.
+    :param tool: the accounting tool, a name in :data:`invoice_sync.connectors.registry.TOOLS`.
     :param integration_ids: the integrations to sync.
     :param dry_run: validate and look up, but push and write nothing.
     :param invoice_numbers: restrict the run to these invoice numbers.

@@ -16,29 +16,23 @@ import json
 import sys
 from pathlib import Path
 
-from invoice_sync.connectors.registry import TOOLS
-
-POOL_SLOTS: dict[str, int] = {"exact_online": 8, "yuki": 4, "twinfield": 2, "xero": 8, "quickbooks": 8}
-"""Concurrent sync tasks per tool. Twinfield's per-IP credit budget is shared by every tenant behind one
-address, so it gets the fewest. Xero and QuickBooks Online ration per tenant (Xero also 10,000 calls a
-minute per app, which eight tenants at 60 a minute stay far below); a tool missing here gets
-:data:`DEFAULT_SLOTS`."""
-DEFAULT_SLOTS = 4
+from invoice_sync.connectors.registry import DESCRIPTORS, descriptor_of
 
 
 def pool_name(tool: str) -> str:
-    return f"invoice_sync_{tool}"
+    return descriptor_of(tool).pool
 
 
 def pools() -> dict[str, dict[str, object]]:
-    """Every tool's pool in the shape ``airflow pools import`` reads."""
+    """Every tool's pool in the shape ``airflow pools import`` reads; each tool's descriptor says how many
+    of its tasks may run at once (and why, beside the number)."""
     return {
-        pool_name(tool): {
-            "slots": POOL_SLOTS.get(tool, DEFAULT_SLOTS),
-            "description": f"invoice-sync: concurrent syncs to {tool}",
+        descriptor.pool: {
+            "slots": descriptor.pool_slots,
+            "description": f"invoice-sync: concurrent syncs to {descriptor.label}",
             "include_deferred": False,
         }
-        for tool in TOOLS
+        for descriptor in DESCRIPTORS
     }
 
 

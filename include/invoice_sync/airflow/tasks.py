@@ -10,7 +10,7 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowFailException
 
 from invoice_sync.airflow.runtime import holder_id, open_store, sync_run_id
-from invoice_sync.connectors.registry import CONNECTORS, TOOLS
+from invoice_sync.connectors.registry import BY_NAME, TOOLS
 from invoice_sync.domain.models import Integration
 from invoice_sync.store.claims import ClaimHeldError, utcnow
 
@@ -72,7 +72,7 @@ def filter_syncable(extracted: list[dict[str, Any]]) -> dict[str, list[list[int]
     """
     by_tool: dict[str, list[int]] = {tool: [] for tool in TOOLS}
     for item in extracted:
-        if item["tool"] not in CONNECTORS:
+        if item["tool"] not in BY_NAME:
             log.error("%s", unknown_tool(item))
             continue
         if item["unsynced"] > 0:
@@ -168,7 +168,7 @@ def notify(
             }
         ]
     # An integration whose tool has no connector never reached a connector task: no invoice says why.
-    orphans = [item for item in extracted or [] if item["tool"] not in CONNECTORS]
+    orphans = [item for item in extracted or [] if item["tool"] not in BY_NAME]
     body["errors"] += [
         {
             "integration": item["integration_id"],

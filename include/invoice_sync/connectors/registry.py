@@ -1,34 +1,42 @@
-"""Which connector serves which accounting tool (the ``tool`` column of an integration).
+"""The accounting tools this installation supports: the only list of tools in the project.
 
-Connectors are named by import path and loaded on first use: the DAG files need the list of tools to
-build one TaskGroup per tool, and parsing a DAG must not import every HTTP client there is.
+Adding a tool is its package under ``invoice_sync/connectors/`` (exporting a ``DESCRIPTOR``) plus one line
+here; see ``docs/adding-a-connector.md``. Everything else (pools, DAG task groups, the provider's
+connection types, the page's filters, the development package's simulators and demo) reads this list.
+Importing it imports only the descriptors, never a connector or an HTTP client.
 """
 
 from __future__ import annotations
 
-from importlib import import_module
+from collections.abc import Mapping
 from typing import cast
 
+from invoice_sync.connectors import exact_online, quickbooks, twinfield, xero, yuki
 from invoice_sync.connectors.base import Connector, ConnectorFactory, TokenVault
+from invoice_sync.connectors.descriptor import ToolDescriptor
 from invoice_sync.domain.errors import ConfigError
 from invoice_sync.domain.models import Integration
 
-CONNECTORS: dict[str, str] = {
-    "exact_online": "invoice_sync.connectors.exact_online:build_connector",
-    "yuki": "invoice_sync.connectors.yuki:build_connector",
-    "twinfield": "invoice_sync.connectors.twinfield:build_connector",
-    "xero": "invoice_sync.connectors.xero:build_connector",
-    "quickbooks": "invoice_sync.connectors.quickbooks:build_connector",
-}
-TOOLS: tuple[str, ...] = tuple(CONNECTORS)
+DESCRIPTORS: tuple[ToolDescriptor, ...] = (
+    exact_online.DESCRIPTOR,
+    yuki.DESCRIPTOR,
+    twinfield.DESCRIPTOR,
+    xero.DESCRIPTOR,
+    quickbooks.DESCRIPTOR,
+)
+
+BY_NAME: Mapping[str, ToolDescriptor] = {descriptor.name: descriptor for descriptor in DESCRIPTORS}
+TOOLS: tuple[str, ...] = tuple(BY_NAME)
+"""The tools' names (the ``tool`` values integrations may have), in the registry's order."""
+
+
+def descriptor_of(tool: str) -> ToolDescriptor:
+    """The descriptor of ``tool``; :class:`KeyError` when no connector exists for it."""
+    return BY_NAME[tool]
 
 
 def factory_for(tool: str) -> ConnectorFactory:
-    path = CONNECTORS.get(tool)
-    if path is None:
-        raise KeyError(tool)
-    module, _, name = path.partition(":")
-    return cast(ConnectorFactory, getattr(import_module(module), name))
+    return cast(ConnectorFactory, descriptor_of(tool).load_connector())
 
 
 def connector_for(integration: Integration, vault: TokenVault) -> Connector:
@@ -40,7 +48,7 @@ def connector_for(integration: Integration, vault: TokenVault) -> Connector:
     try:
         factory = factory_for(integration.tool)
     except KeyError:
-        known = ", ".join(sorted(CONNECTORS))
+        known = ", ".join(sorted(TOOLS))
         raise ConfigError(
             f"Integration {integration.name}: no connector for accounting tool {integration.tool!r} "
             f"(known: {known})"

@@ -6,7 +6,14 @@ holds the pure payload rules, ``connector`` puts both behind the engine's ``Conn
 
 from __future__ import annotations
 
-from invoice_sync.connectors.exact_online.connector import ExactOnlineConnector, build_connector
-from invoice_sync.connectors.exact_online.hook import ExactOnlineHook
+from invoice_sync.connectors.descriptor import ToolDescriptor
 
-__all__ = ["ExactOnlineConnector", "ExactOnlineHook", "build_connector"]
+DESCRIPTOR = ToolDescriptor(
+    name="exact_online",
+    label="Exact Online",
+    connector="invoice_sync.connectors.exact_online.connector:build_connector",
+    hook="invoice_sync.connectors.exact_online.hook:ExactOnlineHook",
+    # Exact rations calls per app and division; eight tenants' minute windows stay far below the app-wide
+    # limits.
+    pool_slots=8,
+)

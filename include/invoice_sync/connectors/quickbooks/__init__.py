@@ -18,7 +18,13 @@ and before a run's first write).
 
 from __future__ import annotations
 
-from invoice_sync.connectors.quickbooks.connector import QuickBooksConnector, build_connector
-from invoice_sync.connectors.quickbooks.hook import QuickBooksHook
+from invoice_sync.connectors.descriptor import ToolDescriptor
 
-__all__ = ["QuickBooksConnector", "QuickBooksHook", "build_connector"]
+DESCRIPTOR = ToolDescriptor(
+    name="quickbooks",
+    label="QuickBooks Online",
+    connector="invoice_sync.connectors.quickbooks.connector:build_connector",
+    hook="invoice_sync.connectors.quickbooks.hook:QuickBooksHook",
+    # QuickBooks Online rations per company (realm).
+    pool_slots=8,
+)

@@ -15,7 +15,14 @@ offset + customer id).
 
 from __future__ import annotations
 
-from invoice_sync.connectors.twinfield.connector import TwinfieldConnector, build_connector
-from invoice_sync.connectors.twinfield.hook import TwinfieldHook
+from invoice_sync.connectors.descriptor import ToolDescriptor
 
-__all__ = ["TwinfieldConnector", "TwinfieldHook", "build_connector"]
+DESCRIPTOR = ToolDescriptor(
+    name="twinfield",
+    label="Twinfield",
+    connector="invoice_sync.connectors.twinfield.connector:build_connector",
+    hook="invoice_sync.connectors.twinfield.hook:TwinfieldHook",
+    # Twinfield's credits are per IP address and per client id, shared by every tenant behind them, and it
+    # advises one concurrent action per organisation.
+    pool_slots=2,
+)

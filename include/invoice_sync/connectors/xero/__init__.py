@@ -14,7 +14,14 @@ negative lines and invoice-level discounts; unset, on their lines' accounts) and
 
 from __future__ import annotations
 
-from invoice_sync.connectors.xero.connector import XeroConnector, build_connector
-from invoice_sync.connectors.xero.hook import XeroHook
+from invoice_sync.connectors.descriptor import ToolDescriptor
 
-__all__ = ["XeroConnector", "XeroHook", "build_connector"]
+DESCRIPTOR = ToolDescriptor(
+    name="xero",
+    label="Xero",
+    connector="invoice_sync.connectors.xero.connector:build_connector",
+    hook="invoice_sync.connectors.xero.hook:XeroHook",
+    # Xero rations per organisation (60 a minute) and per app (10,000 a minute), which eight tenants stay far
+    # below.
+    pool_slots=8,
+)

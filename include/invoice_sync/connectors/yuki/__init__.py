@@ -7,7 +7,13 @@ both behind the engine's ``Connector`` contract.
 
 from __future__ import annotations
 
-from invoice_sync.connectors.yuki.connector import YukiConnector, build_connector
-from invoice_sync.connectors.yuki.hook import YukiHook
+from invoice_sync.connectors.descriptor import ToolDescriptor
 
-__all__ = ["YukiConnector", "YukiHook", "build_connector"]
+DESCRIPTOR = ToolDescriptor(
+    name="yuki",
+    label="Yuki",
+    connector="invoice_sync.connectors.yuki.connector:build_connector",
+    hook="invoice_sync.connectors.yuki.hook:YukiHook",
+    # Yuki's daily quota is per domain; four at once keep one slow SOAP call from starving the others.
+    pool_slots=4,
+)

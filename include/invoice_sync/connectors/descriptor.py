@@ -1,0 +1,61 @@
+"""What the rest of the project needs to know about an accounting tool, in one place per tool.
+
+Each tool's package (``invoice_sync.connectors.<tool>``) exports one :class:`ToolDescriptor` as
+``DESCRIPTOR``, and :mod:`invoice_sync.connectors.registry` lists them. Pools, the DAGs' task groups, the
+Airflow provider's connection types, the page's filters and the development package's simulators, demo
+and harnesses all derive from that list, so adding a tool never means typing its name into them.
+
+The connector and hook are named by import path, not imported: parsing a DAG file needs the list of
+tools, and must not import every HTTP client to get it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import import_module
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class ToolDescriptor:
+    """One accounting tool as the project wires it.
+
+    :param name: the ``tool`` value of an integration (``"exact_online"``); also the Airflow connection
+        type of its hook, the suffix of its pool, and the module name of its simulator in the development
+        package.
+    :param label: the tool's name for people (``"Exact Online"``), in the page, notifications and the
+        Connections form.
+    :param connector: ``"module:attribute"`` of its ``ConnectorFactory``.
+    :param hook: ``"module:attribute"`` of its Airflow hook class (the provider's connection type).
+    :param pool_slots: how many of its sync tasks may run at once across all DAG runs (its Airflow pool):
+        what the tool's app-wide or per-address limits allow.
+    """
+
+    name: str
+    label: str
+    connector: str
+    hook: str
+    pool_slots: int
+
+    @property
+    def conn_type(self) -> str:
+        """The Airflow connection type of the tool's hook (the provider registers one per tool)."""
+        return self.name
+
+    @property
+    def pool(self) -> str:
+        """The Airflow pool its sync tasks run in."""
+        return f"invoice_sync_{self.name}"
+
+    def load_connector(self) -> Any:
+        """The connector factory, imported now (a task is about to use it)."""
+        return _load(self.connector)
+
+    def load_hook(self) -> Any:
+        """The hook class, imported now."""
+        return _load(self.hook)
+
+
+def _load(path: str) -> Any:
+    module, _, attribute = path.partition(":")
+    return getattr(import_module(module), attribute)
