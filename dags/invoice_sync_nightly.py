@@ -15,14 +15,13 @@ Schedule: `INVOICE_SYNC_NIGHTLY_CRON` (default 02:00) in `INVOICE_SYNC_TIMEZONE`
 
 from __future__ import annotations
 
-import os
-
+from invoice_sync import config
 from invoice_sync.airflow.dag_factory import build_sync_dag
 
 dag = build_sync_dag(
     dag_id="invoice_sync_nightly",
     doc_md=__doc__,
     manual=False,
-    schedule=os.environ.get("INVOICE_SYNC_NIGHTLY_CRON", "0 2 * * *"),
-    timezone=os.environ.get("INVOICE_SYNC_TIMEZONE", "Europe/Brussels"),
+    schedule=config.nightly_schedule(),
+    timezone=config.timezone(),
 )

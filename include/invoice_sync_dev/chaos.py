@@ -36,8 +36,10 @@ from typing import Any, TextIO
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
+from invoice_sync import config
+from invoice_sync.config import PROJECT_ROOT
 from invoice_sync.store.claims import DEFAULT_LEASE
-from invoice_sync.store.db import PROJECT_ROOT, make_engine
+from invoice_sync.store.db import make_engine
 from invoice_sync.store.migrate import prepare
 from invoice_sync.store.models import ClaimRow, IntegrationRow, InvoiceRow, LedgerRow, LedgerState, TokenRow
 from invoice_sync_dev.sandbox.connections import exact_online_connection
@@ -50,7 +52,7 @@ DAG_ID = "invoice_sync_nightly"
 WORKDIR = PROJECT_ROOT / "var" / "chaos"
 SYNC_STARTED = "unsynced registered invoices to consider"
 """Logged by the engine once an integration's sync began: from then on a kill or a token expiry hurts."""
-LEASE_ENV = "INVOICE_SYNC_LEASE_SECONDS"
+LEASE_ENV = config.LEASE_ENV
 
 # Paths inside the Exact mount the fault rules aim at.
 ENTRIES_POST = r"^/api/v1/\d+/salesentry/SalesEntries$"

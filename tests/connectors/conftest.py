@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from invoice_sync.connectors.base import TokenSet
 from invoice_sync.domain.models import (
     Customer,
     CustomerKind,
@@ -21,6 +20,7 @@ from invoice_sync.domain.models import (
     InvoiceLine,
     InvoiceStatus,
 )
+from invoice_sync.domain.ports import TokenSet
 
 
 class InMemoryTokenVault:

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from invoice_sync.connectors.base import Connector, TokenSet
 from invoice_sync.connectors.registry import TOOLS, connector_for
 from invoice_sync.domain.errors import ConfigError
 from invoice_sync.domain.models import Integration, IntegrationSettings
+from invoice_sync.domain.ports import Connector, TokenSet
 from invoice_sync_dev.sandbox.connections import DEMO_CONNECTIONS
 from invoice_sync_dev.sandbox.demo import INTEGRATIONS
 

@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 import requests
 
-from invoice_sync.connectors.base import CustomerLinkFailure, TokenSet
 from invoice_sync.connectors.exact_online.connector import ExactOnlineConnector
 from invoice_sync.connectors.exact_online.hook import ExactOnlineHook
 from invoice_sync.connectors.registry import connector_for
@@ -30,6 +29,7 @@ from invoice_sync.domain.errors import (
     TransientError,
 )
 from invoice_sync.domain.models import Booked, ErrorClass, InvoiceKind, Rejected, Unknown
+from invoice_sync.domain.ports import CustomerLinkFailure, TokenSet
 from invoice_sync_dev.sandbox.exact_fixtures import (
     BOOTSTRAP_REFRESH_TOKEN,
     CLIENT_ID,

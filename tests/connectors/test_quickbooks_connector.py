@@ -21,11 +21,11 @@ import pytest
 import requests
 from flows import book, connector_factory
 
-from invoice_sync.connectors.base import BudgetLeft, CustomerLinkFailure
 from invoice_sync.connectors.quickbooks.connector import QuickBooksConnector, build_connector
 from invoice_sync.connectors.quickbooks.hook import BATCH_MAX, QuickBooksHook, SlidingBudget
 from invoice_sync.domain.errors import AuthError, ConfigError, QuotaExceededError
 from invoice_sync.domain.models import Booked, Booking, ErrorClass, InvoiceKind, Rejected, Unknown
+from invoice_sync.domain.ports import BudgetLeft, CustomerLinkFailure
 from invoice_sync_dev.sandbox.connections import quickbooks_connection
 from invoice_sync_dev.sandbox.quickbooks_fixtures import (
     BOOTSTRAP_REFRESH_TOKEN,

@@ -20,13 +20,13 @@ from flows import book, connector_factory
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from invoice_sync.connectors.base import CustomerLinkFailure
 from invoice_sync.connectors.http import RateBudget
 from invoice_sync.connectors.registry import connector_for
 from invoice_sync.connectors.twinfield.connector import BATCH_SIZE, TwinfieldConnector, build_connector
 from invoice_sync.connectors.twinfield.hook import TwinfieldHook
 from invoice_sync.domain.errors import AuthError, ConfigError
 from invoice_sync.domain.models import Booked, ErrorClass, InvoiceKind, Rejected, Unknown
+from invoice_sync.domain.ports import CustomerLinkFailure
 from invoice_sync.engine.sync import IntegrationSync
 from invoice_sync.store.models import InvoiceRow, LedgerRow
 from invoice_sync.store.repository import SyncStore

@@ -18,11 +18,11 @@ import pytest
 import requests
 from flows import book, connector_factory
 
-from invoice_sync.connectors.base import CustomerLinkFailure
 from invoice_sync.connectors.xero.connector import BATCH_SIZE, XeroConnector, build_connector
 from invoice_sync.connectors.xero.hook import XeroHook
 from invoice_sync.domain.errors import AuthError, ConfigError, QuotaExceededError
 from invoice_sync.domain.models import Booked, Booking, ErrorClass, InvoiceKind, Rejected, Unknown
+from invoice_sync.domain.ports import CustomerLinkFailure
 from invoice_sync_dev.sandbox.connections import xero_connection
 from invoice_sync_dev.sandbox.server import start_in_thread
 from invoice_sync_dev.sandbox.xero_fixtures import (

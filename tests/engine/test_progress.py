@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from invoice_sync.connectors.base import BudgetLeft
 from invoice_sync.connectors.http import RateBudget, Window
 from invoice_sync.connectors.registry import connector_for
+from invoice_sync.domain.ports import BudgetLeft
 from invoice_sync.store.models import IntegrationRow
 from invoice_sync.store.tokens import SqlTokenVault
 from invoice_sync_dev.sandbox.connections import exact_online_connection, twinfield_connection

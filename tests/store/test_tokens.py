@@ -13,8 +13,8 @@ from cryptography.fernet import Fernet
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from invoice_sync.connectors.base import TokenSet
 from invoice_sync.domain.errors import ConfigError
+from invoice_sync.domain.ports import TokenSet
 from invoice_sync.store.db import make_engine
 from invoice_sync.store.models import TokenRow
 from invoice_sync.store.tokens import SqlTokenVault

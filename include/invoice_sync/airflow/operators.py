@@ -12,8 +12,8 @@ from airflow.sdk.exceptions import AirflowFailException
 from invoice_sync.domain.errors import AuthError, ConfigError
 
 if TYPE_CHECKING:
-    from invoice_sync.connectors.base import Connector
     from invoice_sync.domain.models import Integration
+    from invoice_sync.domain.ports import Connector
     from invoice_sync.engine.sync import IntegrationSync, SyncOptions
     from invoice_sync.store.repository import SyncStore
 

@@ -2,29 +2,22 @@
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 from typing import Any
 
+from invoice_sync import config
 from invoice_sync.store.claims import DEFAULT_LEASE
 from invoice_sync.store.db import database_url, shared_engine
 from invoice_sync.store.repository import SyncStore
 from invoice_sync.store.tokens import SqlTokenVault
 
-LEASE_ENV = "INVOICE_SYNC_LEASE_SECONDS"
+LEASE_ENV = config.LEASE_ENV
 
 
 def lease_length() -> timedelta:
-    """How long a task's claim on an integration lasts unless renewed: ``INVOICE_SYNC_LEASE_SECONDS``, else
-    :data:`~invoice_sync.store.claims.DEFAULT_LEASE`. Short leases let tests and the chaos command see a
-    killed task's integration taken over in seconds; production keeps the default."""
-    value = os.environ.get(LEASE_ENV, "").strip()
-    if not value:
-        return DEFAULT_LEASE
-    seconds = float(value)
-    if seconds <= 0:
-        raise ValueError(f"{LEASE_ENV} must be a positive number of seconds, not {value!r}")
-    return timedelta(seconds=seconds)
+    """How long a task's claim on an integration lasts unless renewed (``INVOICE_SYNC_LEASE_SECONDS``, else
+    :data:`~invoice_sync.store.claims.DEFAULT_LEASE`)."""
+    return config.lease_length(DEFAULT_LEASE)
 
 
 def open_store() -> SyncStore:

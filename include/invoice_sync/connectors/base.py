@@ -1,137 +1,27 @@
-"""The contract every accounting-tool connector implements, and the token vault it is given."""
+"""What every connector does the same way (:class:`HookConnector`); the contract itself, the token vault
+and the token set are ports of the domain (:mod:`invoice_sync.domain.ports`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from invoice_sync.connectors.amounts import document_label
 from invoice_sync.domain.models import (
-    Booking,
-    Customer,
     ErrorClass,
     Integration,
     IntegrationSettings,
     Invoice,
-    Outcome,
     Problem,
     Rejected,
 )
+from invoice_sync.domain.ports import BudgetLeft
 
 if TYPE_CHECKING:
     from invoice_sync.connectors.hooks import AccountingHook
 
 HookT = TypeVar("HookT", bound="AccountingHook")
 PayloadT = TypeVar("PayloadT")
-
-
-@dataclass(frozen=True, slots=True)
-class TokenSet:
-    """An OAuth access token with the refresh token that replaces it."""
-
-    access_token: str
-    refresh_token: str
-    expires_at: datetime
-
-    def __repr__(self) -> str:  # never show secrets in logs or tracebacks
-        return f"TokenSet(expires_at={self.expires_at.isoformat()})"
-
-
-@dataclass(frozen=True, slots=True)
-class BudgetLeft:
-    """What a tool's rate budget may still spend, as far as the client knows, for progress lines.
-
-    ``None`` means "not known": the tool has not said yet (a header-announced window before the first
-    answer, or right after it reopened), or it announces no such window at all.
-    """
-
-    short: int | None
-    """Left in the short window (a minute for every tool so far)."""
-    long: int | None
-    """Left in the long window (a day)."""
-    unit: str = "calls"
-    """What the budget counts: ``"calls"``, or ``"credits"`` for a tool that prices calls differently."""
-
-    def describe(self) -> str:
-        """``"37 calls left this minute, 4,812 today"``; the windows the client does not know are left out."""
-        parts = []
-        if self.short is not None:
-            parts.append(f"{self.short:,} {self.unit} left this minute")
-        if self.long is not None:
-            parts.append(f"{self.long:,} today" if parts else f"{self.long:,} {self.unit} left today")
-        return ", ".join(parts) if parts else "not announced yet"
-
-
-class TokenVault(Protocol):
-    """Durable, process-safe storage of one connection's rotating tokens.
-
-    ``refresh`` runs ``refresher`` while holding a lock on the connection's row, so two workers never
-    spend the same refresh token. The refresher receives the tokens stored *now* (another process may
-    have rotated them meanwhile) and returns either those, still valid, or new ones to persist.
-    """
-
-    def load(self, conn_id: str) -> TokenSet | None: ...
-
-    def refresh(self, conn_id: str, refresher: Callable[[TokenSet | None], TokenSet]) -> TokenSet: ...
-
-
-@dataclass(frozen=True, slots=True)
-class CustomerLinkFailure:
-    """A customer the tool would not create or match; its invoices are rejected with this reason."""
-
-    error_class: str
-    message: str
-
-
-class Connector(Protocol):
-    """What the engine needs from an accounting tool.
-
-    ``validate`` does no I/O; the others are batched as far as the tool's API allows and raise the typed
-    errors of :mod:`invoice_sync.domain.errors` for failures that concern the whole call.
-    """
-
-    tool: str
-    invoices_per_call: int
-    """The most invoices one create call carries (1 for a tool without batches)."""
-
-    @property
-    def request_timeout_s(self) -> float:
-        """The longest one request to the tool can take; a run taking over an expired claim waits this
-        long past the old lease, so a request the old holder sent has finished before the lookup."""
-        ...
-
-    @property
-    def budget_left(self) -> BudgetLeft:
-        """What the tool's rate budget may still spend; no I/O (for the task log's progress lines)."""
-        ...
-
-    def check_connection(self) -> None:
-        """Raise :class:`~invoice_sync.domain.errors.ConfigError` naming every field of the Airflow
-        connection that is not filled in; no network I/O, so a task can call it before anything else."""
-        ...
-
-    def keep_alive_while_waiting(self, renew: Callable[[], None], every_s: float) -> None:
-        """Call ``renew`` at least every ``every_s`` seconds while the connector waits (rate limits,
-        back-off), letting its error end the wait; the engine renews its claim's lease this way."""
-        ...
-
-    def validate(self, invoice: Invoice) -> list[Problem]: ...
-
-    def find_booked(self, references: Sequence[str]) -> dict[str, Booking]: ...
-
-    def ensure_customers(self, customers: Sequence[Customer]) -> dict[int, str | CustomerLinkFailure]: ...
-
-    def push(self, invoices: Sequence[Invoice], customer_ids: Mapping[int, str]) -> Iterator[Outcome]:
-        """Send ``invoices`` and yield one outcome per invoice as soon as it is known.
-
-        Yielding (rather than returning a list) lets the engine record each outcome durably before the
-        next request goes out, so a crash mid-batch loses nothing. A failure of one invoice's request is
-        an outcome (``Rejected`` or ``Unknown``); a failure that stops the whole batch before a request is
-        sent (quota spent, authorisation withdrawn) is raised, and the invoices not yet yielded were not sent.
-        """
-        ...
 
 
 class HookConnector(Generic[HookT]):
@@ -219,7 +109,3 @@ class HookConnector(Generic[HookT]):
     def check(invoice: Invoice, settings: IntegrationSettings) -> list[Problem]:
         """The mapping module's ``validate``; each connector names its own."""
         raise NotImplementedError
-
-
-class ConnectorFactory(Protocol):
-    def __call__(self, integration: Integration, vault: TokenVault) -> Connector: ...

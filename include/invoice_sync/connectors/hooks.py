@@ -28,7 +28,6 @@ import tenacity
 from airflow.providers.http.hooks.http import HttpHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
-from invoice_sync.connectors.base import BudgetLeft, TokenSet, TokenVault
 from invoice_sync.connectors.http import RateBudget, mask_tokens, request_never_sent
 from invoice_sync.domain.errors import (
     ConfigError,
@@ -36,6 +35,7 @@ from invoice_sync.domain.errors import (
     RateLimitedError,
     TransientError,
 )
+from invoice_sync.domain.ports import BudgetLeft, TokenSet, TokenVault
 
 T = TypeVar("T")
 

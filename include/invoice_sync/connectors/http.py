@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 import requests
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
-from invoice_sync.connectors.base import BudgetLeft, TokenSet
 from invoice_sync.domain.errors import QuotaExceededError, RateLimitedError
+from invoice_sync.domain.ports import BudgetLeft, TokenSet
 
 __all__ = ["RateBudget", "Window", "epoch_to_datetime", "request_never_sent"]
 

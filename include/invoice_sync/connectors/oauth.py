@@ -27,7 +27,6 @@ from typing import Any, ClassVar
 
 import requests
 
-from invoice_sync.connectors.base import TokenSet, TokenVault
 from invoice_sync.connectors.hooks import (
     OAUTH_CONNECTION_FIELDS,
     AccountingHook,
@@ -37,6 +36,7 @@ from invoice_sync.connectors.hooks import (
 )
 from invoice_sync.connectors.http import RateBudget
 from invoice_sync.domain.errors import AuthError, RateLimitedError, SyncError, TransientError
+from invoice_sync.domain.ports import TokenSet, TokenVault
 
 
 class OAuthRestHook(AccountingHook):

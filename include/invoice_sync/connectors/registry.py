@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from typing import cast
 
 from invoice_sync.connectors import exact_online, quickbooks, twinfield, xero, yuki
-from invoice_sync.connectors.base import Connector, ConnectorFactory, TokenVault
 from invoice_sync.connectors.descriptor import ToolDescriptor
 from invoice_sync.domain.errors import ConfigError
 from invoice_sync.domain.models import Integration
+from invoice_sync.domain.ports import Connector, ConnectorFactory, TokenVault
 
 DESCRIPTORS: tuple[ToolDescriptor, ...] = (
     exact_online.DESCRIPTOR,

@@ -21,10 +21,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from invoice_sync.connectors.base import Connector, CustomerLinkFailure
 from invoice_sync.domain import rules
 from invoice_sync.domain.errors import AuthError, ConfigError, QuotaExceededError
 from invoice_sync.domain.models import Booked, ErrorClass, Integration, Invoice, Rejected, Unknown
+from invoice_sync.domain.ports import Connector, CustomerLinkFailure
 from invoice_sync.engine.report import IntegrationReport
 from invoice_sync.store.claims import Claim
 from invoice_sync.store.models import LedgerState

@@ -1,23 +1,18 @@
 """Where the invoicing database is and how to open it.
 
-``INVOICE_SYNC_DB_URL`` names it (PostgreSQL in production); the embedded default is a SQLite file in
-the project's ``var/`` directory, so ``make run`` needs nothing installed.
+``INVOICE_SYNC_DB_URL`` names it (see :mod:`invoice_sync.config`, which reads every environment variable).
 """
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 
-PROJECT_ROOT = Path(__file__).resolve().parents[3]
-DEFAULT_SQLITE_PATH = PROJECT_ROOT / "var" / "invoicing.db"
+from invoice_sync.config import database_url
 
-
-def database_url() -> str:
-    return os.environ.get("INVOICE_SYNC_DB_URL") or f"sqlite:///{DEFAULT_SQLITE_PATH}"
+__all__ = ["database_url", "make_engine", "shared_engine"]
 
 
 def make_engine(url: str | None = None) -> Engine:

@@ -13,7 +13,6 @@ tokens stored before a key was set stay readable and are encrypted on their next
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -21,17 +20,13 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from invoice_sync.connectors.base import TokenSet
+from invoice_sync.config import token_key
 from invoice_sync.domain.errors import ConfigError
+from invoice_sync.domain.ports import TokenSet
 from invoice_sync.store.claims import utcnow
 from invoice_sync.store.models import TokenRow
 
 ENCRYPTED_PREFIX = "fernet:"
-KEY_ENV_VARS = ("INVOICE_SYNC_FERNET_KEY", "AIRFLOW__CORE__FERNET_KEY")
-
-
-def configured_key() -> str | None:
-    return next((os.environ[name] for name in KEY_ENV_VARS if os.environ.get(name)), None)
 
 
 class TokenCipher:
@@ -67,7 +62,7 @@ class SqlTokenVault:
 
     def __init__(self, engine: Engine, *, key: str | None = None) -> None:
         self._engine = engine
-        self._cipher = TokenCipher(key if key is not None else configured_key())
+        self._cipher = TokenCipher(key if key is not None else token_key())
 
     def load(self, conn_id: str) -> TokenSet | None:
         with Session(self._engine) as session:

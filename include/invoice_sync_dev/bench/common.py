@@ -27,7 +27,8 @@ from typing import Any
 
 from sqlalchemy import Engine, insert
 
-from invoice_sync.store.db import PROJECT_ROOT, make_engine
+from invoice_sync.config import PROJECT_ROOT
+from invoice_sync.store.db import make_engine
 from invoice_sync.store.migrate import prepare
 from invoice_sync.store.models import CustomerRow, IntegrationRow, InvoiceLineRow, InvoiceRow
 from invoice_sync_dev.sandbox.connections import DEMO_CONNECTIONS

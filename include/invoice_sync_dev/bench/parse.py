@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from invoice_sync.store.db import PROJECT_ROOT
+from invoice_sync.config import PROJECT_ROOT
 from invoice_sync_dev.bench import common
 
 ROUNDS = 3

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from invoice_sync.store.db import PROJECT_ROOT
+from invoice_sync.config import PROJECT_ROOT
 from invoice_sync_dev.sandbox.server import (
     EXACT_MOUNT,
     QUICKBOOKS_MOUNT,

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
-from invoice_sync.connectors.base import CustomerLinkFailure, HookConnector, TokenVault
+from invoice_sync.connectors.base import HookConnector
 from invoice_sync.connectors.exact_online import mapping
 from invoice_sync.connectors.exact_online.errors import ALREADY_EXISTS
 from invoice_sync.connectors.exact_online.hook import ExactOnlineHook
@@ -27,6 +27,7 @@ from invoice_sync.domain.models import (
     Rejected,
     Unknown,
 )
+from invoice_sync.domain.ports import CustomerLinkFailure, TokenVault
 
 TOOL = "exact_online"
 ENTRIES = "salesentry/SalesEntries"

@@ -24,7 +24,6 @@ from typing import Any
 
 import requests
 
-from invoice_sync.connectors.base import TokenSet, TokenVault
 from invoice_sync.connectors.exact_online.errors import classify, error_text
 from invoice_sync.connectors.hooks import token_answer
 from invoice_sync.connectors.http import Window
@@ -35,6 +34,7 @@ from invoice_sync.domain.errors import (
     SyncError,
     TransientError,
 )
+from invoice_sync.domain.ports import TokenSet, TokenVault
 
 TOKEN_PATH = "/api/oauth2/token"
 REFRESH_MARGIN_S = 30.0

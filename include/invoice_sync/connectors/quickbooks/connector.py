@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from invoice_sync.connectors.amounts import document_label
-from invoice_sync.connectors.base import CustomerLinkFailure, HookConnector, TokenVault
+from invoice_sync.connectors.base import HookConnector
 from invoice_sync.connectors.quickbooks import mapping
 from invoice_sync.connectors.quickbooks.errors import (
     DUPLICATE_DOC_NUMBER,
@@ -54,6 +54,7 @@ from invoice_sync.domain.models import (
     Rejected,
     Unknown,
 )
+from invoice_sync.domain.ports import CustomerLinkFailure, TokenVault
 
 TOOL = "quickbooks"
 QUERIES_PER_BATCH = BATCH_MAX

@@ -33,7 +33,6 @@ from typing import Any, ClassVar
 
 import requests
 
-from invoice_sync.connectors.base import BudgetLeft, TokenVault
 from invoice_sync.connectors.hooks import positive_extra
 from invoice_sync.connectors.http import RateBudget
 from invoice_sync.connectors.oauth import OAuthRestHook
@@ -47,6 +46,7 @@ from invoice_sync.connectors.quickbooks.errors import (
 )
 from invoice_sync.connectors.quickbooks.mapping import custom_numbers_problem
 from invoice_sync.domain.errors import RateLimitedError, SyncError, TransientError
+from invoice_sync.domain.ports import BudgetLeft, TokenVault
 
 MINOR_VERSION = 75
 """The API minor version every call asks for. Intuit stopped supporting minor versions 1-74 on

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from invoice_sync.connectors.base import CustomerLinkFailure, HookConnector, TokenVault
+from invoice_sync.connectors.base import HookConnector
 from invoice_sync.connectors.soap import Element, find_all, local, text
 from invoice_sync.connectors.twinfield import mapping
 from invoice_sync.connectors.twinfield.errors import message_class
@@ -27,6 +27,7 @@ from invoice_sync.domain.models import (
     Rejected,
     Unknown,
 )
+from invoice_sync.domain.ports import CustomerLinkFailure, TokenVault
 
 TOOL = "twinfield"
 BATCH_SIZE = 25

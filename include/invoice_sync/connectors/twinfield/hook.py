@@ -34,7 +34,6 @@ from typing import Any, ClassVar
 import requests
 from lxml import etree
 
-from invoice_sync.connectors.base import TokenSet, TokenVault
 from invoice_sync.connectors.hooks import (
     OAUTH_CONNECTION_FIELDS,
     StoredToken,
@@ -56,6 +55,7 @@ from invoice_sync.domain.errors import (
     SyncError,
     TransientError,
 )
+from invoice_sync.domain.ports import TokenSet, TokenVault
 
 TOKEN_PATH = "/auth/authentication/connect/token"
 VALIDATION_PATH = "/auth/authentication/connect/accesstokenvalidation"

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from invoice_sync.connectors.base import CustomerLinkFailure, HookConnector, TokenVault
+from invoice_sync.connectors.base import HookConnector
 from invoice_sync.connectors.xero import mapping
 from invoice_sync.connectors.xero.errors import (
     DUPLICATE_NUMBER,
@@ -55,6 +55,7 @@ from invoice_sync.domain.models import (
     Rejected,
     Unknown,
 )
+from invoice_sync.domain.ports import CustomerLinkFailure, TokenVault
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,6 @@ from typing import Any, ClassVar
 
 import requests
 
-from invoice_sync.connectors.base import TokenVault
 from invoice_sync.connectors.hooks import positive_extra
 from invoice_sync.connectors.http import RateBudget, Window, epoch_to_datetime
 from invoice_sync.connectors.oauth import OAuthRestHook, retry_after_s
@@ -46,6 +45,7 @@ from invoice_sync.domain.errors import (
     SyncError,
     TransientError,
 )
+from invoice_sync.domain.ports import TokenVault
 
 API = "/api.xro/2.0"
 CONNECTIONS = "/connections"

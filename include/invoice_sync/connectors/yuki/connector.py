@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from invoice_sync.connectors.base import CustomerLinkFailure, HookConnector, TokenVault
+from invoice_sync.connectors.base import HookConnector
 from invoice_sync.connectors.soap import Element, find, find_all, text
 from invoice_sync.connectors.yuki import mapping
 from invoice_sync.connectors.yuki.errors import DUPLICATE, invoice_error_class
@@ -38,6 +38,7 @@ from invoice_sync.domain.models import (
     Rejected,
     Unknown,
 )
+from invoice_sync.domain.ports import CustomerLinkFailure, TokenVault
 
 TOOL = "yuki"
 BATCH_SIZE = 25

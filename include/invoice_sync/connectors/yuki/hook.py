@@ -27,7 +27,6 @@ from typing import Any, ClassVar
 
 from lxml import etree
 
-from invoice_sync.connectors.base import TokenSet, TokenVault
 from invoice_sync.connectors.hooks import BASE_URL, ConnectionField, StoredToken
 from invoice_sync.connectors.http import RateBudget, Window
 from invoice_sync.connectors.soap import (
@@ -51,6 +50,7 @@ from invoice_sync.domain.errors import (
     SyncError,
     TransientError,
 )
+from invoice_sync.domain.ports import TokenSet, TokenVault
 
 YUKI_NS = "http://www.theyukicompany.com/"
 SESSION_LIFETIME_S = 24 * 3600.0

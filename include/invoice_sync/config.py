@@ -1,0 +1,61 @@
+"""Every environment variable the runtime reads, in one module, each with its default and why.
+
+Values are read when asked for, not at import: a DAG file, a task process and a test may each set them
+differently, and none should have to re-import anything to be heard.
+
+``INVOICE_SYNC_DB_URL``             the invoicing database (PostgreSQL in production); default a SQLite file
+                                    in the project's ``var/``, so ``make run`` needs nothing installed.
+``INVOICE_SYNC_LEASE_SECONDS``      how long a task's claim on an integration lasts unless renewed.
+``INVOICE_SYNC_FERNET_KEY``         the key sealing stored OAuth tokens; else Airflow's
+                                    ``AIRFLOW__CORE__FERNET_KEY``; else tokens are stored as they are.
+``INVOICE_SYNC_NIGHTLY_CRON``       when the nightly DAG runs (default 02:00) ...
+``INVOICE_SYNC_TIMEZONE``           ... in which time zone (default Europe/Brussels).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+"""The checkout (``include/invoice_sync/config.py`` -> two levels up); only the embedded defaults use it."""
+DEFAULT_SQLITE_PATH = PROJECT_ROOT / "var" / "invoicing.db"
+
+DB_URL_ENV = "INVOICE_SYNC_DB_URL"
+LEASE_ENV = "INVOICE_SYNC_LEASE_SECONDS"
+KEY_ENV_VARS = ("INVOICE_SYNC_FERNET_KEY", "AIRFLOW__CORE__FERNET_KEY")
+NIGHTLY_CRON_ENV = "INVOICE_SYNC_NIGHTLY_CRON"
+TIMEZONE_ENV = "INVOICE_SYNC_TIMEZONE"
+
+
+def database_url() -> str:
+    return os.environ.get(DB_URL_ENV) or f"sqlite:///{DEFAULT_SQLITE_PATH}"
+
+
+def lease_length(default: timedelta) -> timedelta:
+    """``INVOICE_SYNC_LEASE_SECONDS``, else ``default``. Short leases let tests and the chaos command see a
+    killed task's integration taken over in seconds; production keeps the default.
+
+    :raises ValueError: the value is not a positive number of seconds (named, with the variable).
+    """
+    value = os.environ.get(LEASE_ENV, "").strip()
+    if not value:
+        return default
+    seconds = float(value)
+    if seconds <= 0:
+        raise ValueError(f"{LEASE_ENV} must be a positive number of seconds, not {value!r}")
+    return timedelta(seconds=seconds)
+
+
+def token_key() -> str | None:
+    """The Fernet key that seals stored tokens, or ``None`` when none is configured."""
+    return next((os.environ[name] for name in KEY_ENV_VARS if os.environ.get(name)), None)
+
+
+def nightly_schedule() -> str:
+    return os.environ.get(NIGHTLY_CRON_ENV, "0 2 * * *")
+
+
+def timezone() -> str:
+    return os.environ.get(TIMEZONE_ENV, "Europe/Brussels")
