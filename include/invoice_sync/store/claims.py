@@ -20,8 +20,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import Engine, insert, update
+from sqlalchemy import CursorResult, Engine, insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -121,7 +122,7 @@ def check(session: Session, claim: Claim) -> None:
     the claim row until commit, so a takeover cannot slip in between the check and the write.
     """
     now = utcnow()
-    renewed = session.execute(
+    result = session.execute(
         update(ClaimRow)
         .where(
             ClaimRow.integration_id == claim.integration_id,
@@ -130,8 +131,9 @@ def check(session: Session, claim: Claim) -> None:
             ClaimRow.lease_expires_at >= now,
         )
         .values(lease_expires_at=now + claim.lease)
-    ).rowcount
-    if renewed != 1:
+    )
+    # An UPDATE answers with a cursor result, which is what carries the row count.
+    if cast(CursorResult[Any], result).rowcount != 1:
         raise LeaseLostError(
             f"lost the claim on integration {claim.integration_id} (fencing token {claim.fencing_token})"
         )

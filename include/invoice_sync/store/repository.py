@@ -13,9 +13,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from sqlalchemy import Engine, and_, bindparam, case, func, insert, or_, select, update
+from sqlalchemy import Engine, Table, and_, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased, selectinload
 
 from invoice_sync.domain.models import (
@@ -224,7 +224,7 @@ class SyncStore:
             )
         )
         with Session(self.engine) as session:
-            return {invoice_id: number for invoice_id, number in session.execute(query)}
+            return {invoice_id: number for invoice_id, number in session.execute(query) if number is not None}
 
     def load_invoices(self, invoice_ids: Iterable[int]) -> list[Invoice | UnreadableInvoice]:
         """The invoices with their lines and customers; a row the domain cannot read comes back as an
@@ -397,7 +397,7 @@ class SyncStore:
         ledger per page) rather than through ORM objects: with a large backlog, ORM rows in the session
         made every flush scan all of them, and the write-back grew with the square of the invoices.
         """
-        invoices, ledger = InvoiceRow.__table__, LedgerRow.__table__
+        invoices, ledger = cast(Table, InvoiceRow.__table__), cast(Table, LedgerRow.__table__)
         set_number = (
             update(invoices)
             .where(invoices.c.id == bindparam("b_invoice"), invoices.c.registration_number.is_(None))
