@@ -623,10 +623,11 @@ class ExactOnlineSandbox(Simulator[ExactFixtures, ExactConfig]):
             account = dict.fromkeys(ACCOUNT_FIELDS) | {
                 k: v for k, v in payload.items() if k in ACCOUNT_WRITABLE
             }
-            account |= {"ID": str(uuid.uuid4()), "Code": code, "Name": name, "Status": status}
+            account_id = str(uuid.uuid4())
+            account |= {"ID": account_id, "Code": code, "Name": name, "Status": status}
             account |= {"Blocked": bool(payload.get("Blocked", False)), "Division": division.division}
             account |= {"Created": now, "Modified": now}
-            accounts[account["ID"]] = account
+            accounts[account_id] = account
             self._changed()
             return account
 

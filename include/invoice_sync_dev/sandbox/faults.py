@@ -180,7 +180,7 @@ class FaultInjector:
         return CannedResponse(rule.status, body.encode())
 
 
-def route_path(scope: Scope) -> str:
+def route_path(scope: Mapping[str, Any]) -> str:
     """The request path inside the mount (Starlette keeps the full path and moves the prefix to root_path)."""
     path: str = scope["path"]
     root = scope.get("root_path", "")

@@ -277,7 +277,9 @@ def parse_query(params: Mapping[str, str], fields: Collection[str]) -> QueryOpti
 def _sort(rows: list[Row], orderby: Sequence[tuple[str, bool]]) -> list[Row]:
     for name, descending in reversed(orderby):  # stable sorts, least significant key first
         rows = sorted(
-            rows, key=lambda r, n=name: (r.get(n) is not None, normalize(r.get(n))), reverse=descending
+            rows,
+            key=lambda r, n=name: (r.get(n) is not None, normalize(r.get(n))),  # type: ignore[misc]  # mypy cannot infer a lambda with a bound default
+            reverse=descending,
         )
     return rows
 

@@ -55,7 +55,8 @@ class StateFile:
     def _read(self) -> dict[str, Any]:
         if not self.path.exists():
             return {}
-        return decode(json.loads(self.path.read_text(encoding="utf-8")))
+        sections: dict[str, Any] = decode(json.loads(self.path.read_text(encoding="utf-8")))
+        return sections
 
     def section(self, tool: str) -> Any | None:
         """The saved state of one tool, or None when there is none yet."""

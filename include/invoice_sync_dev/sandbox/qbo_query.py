@@ -319,7 +319,7 @@ def execute(
         rows = [r for r in rows if r.get("Active", True)]
     rows = [r for r in rows if all(_matches(r, c, name) for c, name in conditions)]
     for name, descending in reversed(order):
-        rows.sort(key=lambda r, name=name: _sort_key(r.get(name)), reverse=descending)
+        rows.sort(key=lambda r, name=name: _sort_key(r.get(name)), reverse=descending)  # type: ignore[misc]  # mypy cannot infer a lambda with a bound default
     total = len(rows)
     if query.count:
         return QueryResult(entity, [], total)

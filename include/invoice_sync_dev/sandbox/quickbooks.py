@@ -314,11 +314,9 @@ def _tidy(payload: Mapping[str, Any]) -> dict[str, Any]:
 def to_wire(value: Any) -> Any:
     """JSON form of a stored entity: amounts as JSON numbers."""
     if isinstance(value, Decimal):
-        return (
-            int(value)
-            if value == value.to_integral_value() and value.as_tuple().exponent >= 0
-            else float(value)
-        )
+        exponent = value.as_tuple().exponent  # a str only for NaN and infinities, which never reach here
+        whole = value == value.to_integral_value() and isinstance(exponent, int) and exponent >= 0
+        return int(value) if whole else float(value)
     if isinstance(value, dict):
         return {k: to_wire(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -675,7 +673,8 @@ class QuickBooksSandbox(Simulator[QuickBooksFixtures, QuickBooksConfig]):
             else:
                 entity = self._write_transaction(caller.realm, kind, payload)
             self._changed()
-            return to_wire(entity)
+            wire: dict[str, Any] = to_wire(entity)
+            return wire
 
     def _existing(
         self, realm: RealmFixture, kind: _Kind, payload: Mapping[str, Any]

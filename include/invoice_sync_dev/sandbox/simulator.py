@@ -97,7 +97,8 @@ def resume_instant(saved_state: Mapping[str, Any] | None) -> datetime | None:
     """
     if not saved_state or "saved_at" not in saved_state:
         return None
-    return max(datetime.now(UTC), saved_state["saved_at"])
+    saved_at: datetime = saved_state["saved_at"]
+    return max(datetime.now(UTC), saved_at)
 
 
 FixturesT = TypeVar("FixturesT")

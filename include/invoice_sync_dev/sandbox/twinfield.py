@@ -208,7 +208,7 @@ def _warn(node: etree._Element, message: str) -> None:
 
 
 def _sub(parent: etree._Element, tag: str, value: Any = None, **attributes: str) -> etree._Element:
-    node = etree.SubElement(parent, tag, **attributes)
+    node = etree.SubElement(parent, tag, attributes)
     if value is not None:
         node.text = str(value)
     return node
@@ -239,7 +239,7 @@ def soap_fault(text: str, code: str = "soap:Server") -> bytes:
 
 
 def _process_xml_result(result: etree._Element) -> bytes:
-    response = etree.Element(f"{{{TWF_NS}}}ProcessXmlStringResponse", nsmap={None: TWF_NS})
+    response = etree.Element(f"{{{TWF_NS}}}ProcessXmlStringResponse", nsmap={None: TWF_NS})  # type: ignore[dict-item]  # lxml-stubs reject the None key lxml uses for the default namespace
     # The result travels as text inside the SOAP answer: lxml escapes it, as Twinfield's .NET stack does.
     node = etree.SubElement(response, f"{{{TWF_NS}}}ProcessXmlStringResult")
     node.text = etree.tostring(result, encoding="unicode")
@@ -630,7 +630,10 @@ class TwinfieldSandbox(Simulator[TwinfieldFixtures, TwinfieldConfig]):
             code_node = code_node if code_node is not None else _sub(answer, "code")
             code_node.text = code
         elif not re.fullmatch(office.customer_code_format, code):
-            _fail(code_node, f"The code does not conform to the format {office.customer_code_format}")
+            _fail(
+                code_node if code_node is not None else answer,
+                f"The code does not conform to the format {office.customer_code_format}",
+            )
             errors += 1
         existing = customers.get(code)
         name_node = _child(answer, "name")
@@ -680,11 +683,14 @@ class TwinfieldSandbox(Simulator[TwinfieldFixtures, TwinfieldConfig]):
             return None, errors
         addresses = []
         for node in _children(container, "address"):
-            address = {"type": node.get("type", "invoice"), "default": node.get("default", "false") == "true"}
+            address: dict[str, Any] = {
+                "type": node.get("type", "invoice"),
+                "default": node.get("default", "false") == "true",
+            }
             address |= {
-                name: (_child(node, name).text or "")
+                name: (child.text or "")
                 for name in _ADDRESS_FIELDS
-                if _child(node, name) is not None
+                if (child := _child(node, name)) is not None
             }
             country = _child(node, "country")
             if country is not None and not re.fullmatch(r"[A-Z]{2}", _text(country)):
@@ -700,11 +706,9 @@ class TwinfieldSandbox(Simulator[TwinfieldFixtures, TwinfieldConfig]):
             return None, errors
         banks = []
         for node in _children(container, "bank"):
-            bank = {"default": node.get("default", "false") == "true"}
+            bank: dict[str, Any] = {"default": node.get("default", "false") == "true"}
             bank |= {
-                name: (_child(node, name).text or "")
-                for name in _BANK_FIELDS
-                if _child(node, name) is not None
+                name: (child.text or "") for name in _BANK_FIELDS if (child := _child(node, name)) is not None
             }
             ascription = _child(node, "ascription")
             if ascription is not None and len(ascription.text or "") > ASCRIPTION_MAX:

@@ -114,8 +114,8 @@ def _schema_problem(document: Any) -> str | None:
     schema = sales_invoices_schema()
     if schema.validate(document):
         return None
-    error = schema.error_log.filter_from_errors()[0]
-    return error.message.replace(f"{{{SALES_INVOICES_NS}}}", "")
+    error = schema.error_log.filter_from_errors()[0]  # type: ignore[attr-defined]  # lxml-stubs declare _ErrorLog with no methods
+    return str(error.message).replace(f"{{{SALES_INVOICES_NS}}}", "")
 
 
 def validate_sales_invoices(root: Any) -> None:
@@ -217,7 +217,7 @@ def _answer(operation: str, result: Any) -> bytes:
     """
     envelope = etree.Element(f"{{{SOAP_ENV}}}Envelope", nsmap={"soap": SOAP_ENV})
     body = etree.SubElement(envelope, f"{{{SOAP_ENV}}}Body")
-    response = etree.SubElement(body, f"{{{YUKI_NS}}}{operation}Response", nsmap={None: YUKI_NS})
+    response = etree.SubElement(body, f"{{{YUKI_NS}}}{operation}Response", nsmap={None: YUKI_NS})  # type: ignore[dict-item]  # lxml-stubs reject the None key lxml uses for the default namespace
     holder = etree.SubElement(response, f"{{{YUKI_NS}}}{operation}Result")
     if isinstance(result, str):
         holder.text = result
@@ -254,14 +254,14 @@ def _yuki(parent: Any, name: str, text: Any = None, **attributes: str) -> Any:
     """A child of a result, in no namespace (``xmlns=""`` under the result's namespaced root), as Yuki
     answers (DatrixFinances XMLService.cs reads ``TimeStamp``, ``Invoice``, ``Item`` with an empty
     namespace)."""
-    node = etree.SubElement(parent, name, **attributes)
+    node = etree.SubElement(parent, name, attributes)
     if text is not None:
         node.text = str(text).lower() if isinstance(text, bool) else str(text)
     return node
 
 
 def _root(namespace: str, name: str) -> Any:
-    return etree.Element(f"{{{namespace}}}{name}", nsmap={None: namespace})
+    return etree.Element(f"{{{namespace}}}{name}", nsmap={None: namespace})  # type: ignore[dict-item]  # lxml-stubs reject the None key lxml uses for the default namespace
 
 
 def soap_operation(headers: Mapping[str, str], body: bytes) -> str:
