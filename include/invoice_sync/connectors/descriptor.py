@@ -27,6 +27,8 @@ class ToolDescriptor:
         Connections form.
     :param connector: ``"module:attribute"`` of its ``ConnectorFactory``.
     :param hook: ``"module:attribute"`` of its Airflow hook class (the provider's connection type).
+    :param form: ``"module:attribute"`` of its :class:`~invoice_sync.connectors.forms.ConnectionForm`, how
+        Airflow's Connections form shows the connection type (importable without the hook).
     :param pool_slots: how many of its sync tasks may run at once across all DAG runs (its Airflow pool):
         what the tool's app-wide or per-address limits allow.
     """
@@ -35,6 +37,7 @@ class ToolDescriptor:
     label: str
     connector: str
     hook: str
+    form: str
     pool_slots: int
 
     @property
@@ -54,6 +57,10 @@ class ToolDescriptor:
     def load_hook(self) -> Any:
         """The hook class, imported now."""
         return _load(self.hook)
+
+    def load_form(self) -> Any:
+        """The connection form, imported now (no hook, no HTTP client comes with it)."""
+        return _load(self.form)
 
 
 def _load(path: str) -> Any:

@@ -12,10 +12,16 @@ names the fields its tool cannot work without in :attr:`AccountingHook.required_
 :meth:`AccountingHook.check_connection` reports every one that is empty in one message. People fill these
 connections in by hand; without the check, a forgotten client secret surfaces only as the tool's refusal
 of a token request, minutes into a run, in the tool's words rather than the form's.
+
+Each hook is also a connection type of the project's Airflow provider (:mod:`invoice_sync.airflow.provider`):
+``conn_type`` is the tool's name, the form is declared beside it (:mod:`invoice_sync.connectors.forms`),
+and :meth:`AccountingHook.test_connection` is what the form's Test button runs. Connections stored with
+``conn_type`` ``http`` keep working: a hook reads its connection by id and never looks at the type.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -33,6 +39,7 @@ from invoice_sync.domain.errors import (
     ConfigError,
     OutcomeUnknownError,
     RateLimitedError,
+    SyncError,
     TransientError,
 )
 from invoice_sync.domain.ports import BudgetLeft, TokenSet, TokenVault
@@ -78,6 +85,28 @@ CONSENT_REFRESH_TOKEN = ConnectionField(
 )
 OAUTH_CONNECTION_FIELDS = (BASE_URL, CLIENT_ID, CLIENT_SECRET, CONSENT_REFRESH_TOKEN)
 """What an OAuth 2.0 app's connection needs: where the API is, the app's credentials, the user's consent."""
+
+
+class MemoryTokenVault:
+    """Tokens kept by one hook object only: for hooks Airflow builds itself (the Connections form's Test),
+    which have no durable vault.
+
+    What a hook stores here is lost with it, so a hook holding one never spends a refresh token that the
+    tool replaces on use (see :attr:`AccountingHook.keeps_tokens`).
+    """
+
+    def __init__(self) -> None:
+        self._tokens: dict[str, TokenSet] = {}
+        self._lock = threading.Lock()
+
+    def load(self, conn_id: str) -> TokenSet | None:
+        return self._tokens.get(conn_id)
+
+    def refresh(self, conn_id: str, refresher: Callable[[TokenSet | None], TokenSet]) -> TokenSet:
+        with self._lock:
+            tokens = refresher(self._tokens.get(conn_id))
+            self._tokens[conn_id] = tokens
+            return tokens
 
 
 class AccountingHook(HttpHook):
@@ -198,6 +227,29 @@ class AccountingHook(HttpHook):
                 f"{where}: missing {enumeration([f.label for f in missing])}; "
                 f"fill {them} in under {CONNECTIONS_PAGE}"
             )
+
+    @property
+    def keeps_tokens(self) -> bool:
+        """Whether tokens this hook obtains outlive it: false for a hook Airflow built for the Connections
+        form (its vault is a :class:`MemoryTokenVault`), true for a sync task's."""
+        return not isinstance(self.vault, MemoryTokenVault)
+
+    def test_connection(self) -> tuple[bool, str]:
+        """What the Connections form's Test button and ``airflow connections test`` run.
+
+        First the fields the tool cannot work without (so a half-filled form is told what is missing in
+        the form's words), then a real call to the tool (:meth:`_try_connection`). A refusal comes back as
+        ``(False, message)`` with the tool's own words in it, the way a task would report it.
+        """
+        try:
+            self.check_connection()
+            return True, self._try_connection()
+        except SyncError as error:
+            return False, error.message
+
+    def _try_connection(self) -> str:
+        """Call the tool with the connection; the message of a success. Each tool's hook says how."""
+        raise NotImplementedError
 
     def budget_left(self) -> BudgetLeft:
         """What the rate budget may still spend, in the tool's unit; no I/O beyond reading the connection

@@ -9,13 +9,23 @@ asked before every call, and the typed error of a write whose answer was lost. W
 the tenant goes, how limits are announced, how errors read) is left to three methods a subclass overrides:
 :meth:`OAuthRestHook._observe`, :meth:`OAuthRestHook._throttled` and :meth:`OAuthRestHook._error`.
 
-Connection (``conn_type`` http):
+Connection (``conn_type``: the tool's name, ``exact_online``, ``xero``, ``quickbooks``; connections stored
+as ``http`` work alike):
 
 - ``host``: the API's base URL (``https://api.xero.com``, ``https://quickbooks.api.intuit.com``, or the
   sandbox's mount); paths are relative to it
 - ``login`` / ``password``: the app's OAuth client id and client secret
 - ``extra``: ``{"refresh_token": "<from the consent>", "timeout": 30}``; ``token_url`` replaces the tool's
   token endpoint (the sandbox serves its own). ``refresh_token`` is used only while the vault holds none.
+
+Testing a connection (the Connections form's Test button) must not break it. All three tools rotate
+refresh tokens, and a hook that Airflow builds for the form has no durable vault to keep a successor in;
+spending the form's refresh token there would leave the connection with a dead one. Such a hook therefore
+proves what it can without spending it: it asks the token endpoint to redeem an authorization code that
+cannot exist. OAuth 2.0 authenticates the client before it looks at the grant (RFC 6749, sections 3.2.1
+and 5.2), so ``invalid_client`` means a wrong client id or secret, in the tool's own words, and any other
+refusal of the made-up code means the tool knows the app. A hook with a durable vault (a task's) tests
+with real calls.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ import requests
 from invoice_sync.connectors.hooks import (
     OAUTH_CONNECTION_FIELDS,
     AccountingHook,
+    MemoryTokenVault,
     StoredToken,
     token_answer,
     url_path,
@@ -37,6 +48,9 @@ from invoice_sync.connectors.hooks import (
 from invoice_sync.connectors.http import RateBudget
 from invoice_sync.domain.errors import AuthError, RateLimitedError, SyncError, TransientError
 from invoice_sync.domain.ports import TokenSet, TokenVault
+
+PROBE_CODE = "invoice-sync-connection-test"
+"""The authorization code a connection test asks the token endpoint to redeem: no tool ever issued it."""
 
 
 class OAuthRestHook(AccountingHook):
@@ -46,7 +60,9 @@ class OAuthRestHook(AccountingHook):
 
     :param conn_id: Airflow connection with the base URL, client id/secret and the consent's refresh token.
     :param context: where calls happen, for messages (``"Xero organisation Demo Ltd"``).
-    :param vault: durable, locked storage of the connection's rotating tokens, shared by every task.
+    :param vault: durable, locked storage of the connection's rotating tokens, shared by every task; None
+        (Airflow building the hook for the Connections form) keeps them in this hook only, and then no
+        refresh token is spent (see the module's docstring).
     :param budget: rate budget of this tenant; by default the one :meth:`_new_budget` makes on first use.
     :param sleep: how to wait for the budget, after a 429 and between retries (injectable for tests).
     :param get_attempts: tries of a call that is safe to repeat and fails transiently (5xx, network).
@@ -66,7 +82,7 @@ class OAuthRestHook(AccountingHook):
         *,
         conn_id: str,
         context: str,
-        vault: TokenVault,
+        vault: TokenVault | None = None,
         budget: RateBudget | None = None,
         sleep: Callable[[float], None] = time.sleep,
         get_attempts: int = 3,
@@ -78,11 +94,13 @@ class OAuthRestHook(AccountingHook):
         super().__init__(
             conn_id=conn_id, context=context, sleep=sleep, get_attempts=get_attempts, backoff_s=backoff_s
         )
-        self.vault = vault
+        self.vault = vault if vault is not None else MemoryTokenVault()
         self._budget = budget
         self._max_throttled = max_throttled
         self._clock = clock
-        self._token = StoredToken(vault, conn_id, margin=timedelta(seconds=refresh_margin_s), clock=clock)
+        self._token = StoredToken(
+            self.vault, conn_id, margin=timedelta(seconds=refresh_margin_s), clock=clock
+        )
 
     @property
     def budget(self) -> RateBudget:
@@ -114,6 +132,54 @@ class OAuthRestHook(AccountingHook):
     def _error(self, response: requests.Response) -> SyncError:
         """The typed error of a non-2xx answer (other than a first 401 or a 429), with the tool's words."""
         return TransientError(f"{self.context}: HTTP {response.status_code}", status=response.status_code)
+
+    def _token_response(self, connection: Any, form: Mapping[str, str]) -> requests.Response:
+        """POST ``form`` to the token endpoint with the app's credentials where the tool wants them: here
+        HTTP Basic (RFC 6749, section 2.3.1), at the ``token_url`` extra or :attr:`token_url`."""
+        url = str(connection.extra_dejson.get("token_url") or self.token_url)
+        credentials = (connection.login or "", connection.password or "")
+        return self._transmit(
+            "POST", url, safe=True, data=dict(form), auth=credentials, headers={"Accept": "application/json"}
+        )
+
+    def _try_api(self) -> str:
+        """Test the connection with real API calls (the hook keeps the tokens they need); the message."""
+        raise NotImplementedError
+
+    # -- connection test -------------------------------------------------------------------------------
+
+    def _try_connection(self) -> str:
+        """Real API calls when the tokens they take outlive the hook, else the client-only check."""
+        if self.keeps_tokens:
+            return self._try_api()
+        return self._check_client()
+
+    def _check_client(self) -> str:
+        """Ask the token endpoint to redeem :data:`PROBE_CODE`: proves the URL, client id and secret
+        without spending the refresh token (see the module's docstring).
+
+        :raises AuthError: the tool refused the client id or secret (its words in the message).
+        :raises TransientError: the token endpoint failed or could not be reached.
+        """
+        connection = self.get_connection(self.conn_id)
+        form = {"grant_type": "authorization_code", "code": PROBE_CODE}
+        response = self._retrying(lambda: self._token_response(connection, form))
+        if response.status_code >= 500:
+            raise TransientError(
+                f"{self.hook_name}: the token endpoint failed with HTTP {response.status_code}",
+                status=response.status_code,
+            )
+        text = oauth_error_text(response)
+        if response.status_code == 401 or text.split(":", 1)[0] == "invalid_client":
+            raise AuthError(
+                f"{self.hook_name}: {self.tool_name} refused the client ID and secret: {text}",
+                status=response.status_code,
+            )
+        return (
+            f"{self.tool_name} accepted the client ID and secret. The refresh token was not tried: "
+            f"{self.tool_name} replaces it when it is used, and this test keeps no tokens, so the first "
+            "sync run is the one to spend it"
+        )
 
     # -- calls ---------------------------------------------------------------------------------------
 
@@ -216,17 +282,13 @@ class OAuthRestHook(AccountingHook):
             raise AuthError(
                 f"{where}: no refresh token is stored; connect the integration to {self.tool_name} first"
             )
-        url = str(extra.get("token_url") or self.token_url)
         form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
-        credentials = (connection.login or "", connection.password or "")
 
         def call() -> Any:
             # Token calls do not count toward the tenant's limits, so the budget is not asked. A repeat
             # after a lost answer spends a refresh token that may already be replaced; the tool's answer
             # (invalid_grant) then tells the user to reconnect, which is then the truth.
-            response = self._transmit(
-                "POST", url, safe=True, data=form, auth=credentials, headers={"Accept": "application/json"}
-            )
+            response = self._token_response(connection, form)
             if response.status_code >= 500:
                 raise TransientError(f"{where}: token refresh failed with HTTP {response.status_code}")
             if not response.ok:
@@ -235,7 +297,7 @@ class OAuthRestHook(AccountingHook):
                     f"reconnect the integration to {self.tool_name} (give consent again)",
                     status=response.status_code,
                 )
-            return self._json(response, url, safe=True)
+            return self._json(response, response.url or self.token_url, safe=True)
 
         body = self._retrying(call)
         return token_answer(body, refresh_token=refresh_token, now=self._clock(), where=self.context)

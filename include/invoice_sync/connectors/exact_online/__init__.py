@@ -13,6 +13,7 @@ DESCRIPTOR = ToolDescriptor(
     label="Exact Online",
     connector="invoice_sync.connectors.exact_online.connector:build_connector",
     hook="invoice_sync.connectors.exact_online.hook:ExactOnlineHook",
+    form="invoice_sync.connectors.exact_online.form:FORM",
     # Exact rations calls per app and division; eight tenants' minute windows stay far below the app-wide
     # limits.
     pool_slots=8,

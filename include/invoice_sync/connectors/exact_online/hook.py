@@ -6,7 +6,7 @@ budget, retries and the translation of failures into typed errors. The machinery
 :class:`~invoice_sync.connectors.oauth.OAuthRestHook`'s; what is Exact's own is its rate headers, its
 error texts and its token request.
 
-Connection (``conn_type`` http):
+Connection (``conn_type`` ``exact_online``; one stored as ``http`` works alike):
 
 - ``host``: base URL, e.g. ``https://start.exactonline.be`` (or the sandbox's ``.../exact``)
 - ``login`` / ``password``: the app's OAuth client id and client secret
@@ -24,8 +24,11 @@ from typing import Any
 
 import requests
 
+from invoice_sync.connectors.exact_online import DESCRIPTOR
 from invoice_sync.connectors.exact_online.errors import classify, error_text
-from invoice_sync.connectors.hooks import token_answer
+from invoice_sync.connectors.hooks import (
+    token_answer,
+)
 from invoice_sync.connectors.http import Window
 from invoice_sync.connectors.oauth import OAuthRestHook
 from invoice_sync.domain.errors import (
@@ -61,8 +64,10 @@ class ExactOnlineHook(OAuthRestHook):
 
     :param exact_online_conn_id: Airflow connection holding base URL, client id/secret and the
         consent's refresh token.
-    :param vault: durable, locked storage of the connection's rotating tokens.
-    :param division: Exact division (administration) every call addresses.
+    :param vault: durable, locked storage of the connection's rotating tokens (None: see
+        :class:`~invoice_sync.connectors.oauth.OAuthRestHook`).
+    :param division: the Exact division (administration) the sync's calls address; a hook Airflow builds
+        for the Connections form has none, and its test needs none.
     :param token_calls_per_day: token calls this hook sends in a UTC day before it stops (see
         :class:`TokenCallBudget`).
     :param hook_options: the base's keyword arguments (``budget``, ``sleep``, ``get_attempts``,
@@ -73,8 +78,8 @@ class ExactOnlineHook(OAuthRestHook):
 
     conn_name_attr = "exact_online_conn_id"
     default_conn_name = "exact_online_default"
-    conn_type = "http"
-    hook_name = "Exact Online"
+    conn_type = DESCRIPTOR.conn_type
+    hook_name = DESCRIPTOR.label
     tool_name = "Exact"
     token_url = TOKEN_PATH
 
@@ -82,15 +87,15 @@ class ExactOnlineHook(OAuthRestHook):
         self,
         *,
         exact_online_conn_id: str = default_conn_name,
-        vault: TokenVault,
-        division: int,
+        vault: TokenVault | None = None,
+        division: int | None = None,
         refresh_margin_s: float = REFRESH_MARGIN_S,
         token_calls_per_day: int = TOKEN_CALLS_PER_DAY,
         **hook_options: Any,
     ) -> None:
         super().__init__(
             conn_id=exact_online_conn_id,
-            context=f"Exact Online division {division}",
+            context=f"Exact Online division {division}" if division is not None else "Exact Online",
             vault=vault,
             refresh_margin_s=refresh_margin_s,
             **hook_options,
@@ -103,27 +108,17 @@ class ExactOnlineHook(OAuthRestHook):
             token_calls_per_day, self._clock, f"Exact Online connection {exact_online_conn_id}"
         )
 
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Label the generic HTTP form fields with what Exact calls them."""
-        return {
-            "hidden_fields": ["schema", "port"],
-            "relabeling": {"host": "Base URL", "login": "Client ID", "password": "Client secret"},
-            "placeholders": {
-                "host": "https://start.exactonline.be",
-                "extra": '{"refresh_token": "<from the consent>", "timeout": 30}',
-            },
-        }
-
     # -- connection ------------------------------------------------------------------------------
 
-    def test_connection(self) -> tuple[bool, str]:
-        """Check the credentials with a call that does not count toward the division's daily limit."""
-        try:
-            self.call("GET", "/api/v1/current/Me", params={"$select": "CurrentDivision"})
-        except SyncError as error:
-            return False, error.message
-        return True, "Connection successfully tested"
+    def _try_api(self) -> str:
+        """Check the tokens with a call that does not count toward the division's daily limit."""
+        self.call("GET", "/api/v1/current/Me", params={"$select": "CurrentDivision"})
+        return "Connection successfully tested"
+
+    def _token_response(self, connection: Any, form: Mapping[str, str]) -> requests.Response:
+        """Exact takes the client credentials in the form, on the API's own host."""
+        credentials = {"client_id": connection.login or "", "client_secret": connection.password or ""}
+        return self._transmit("POST", self._url(self.token_url), safe=True, data={**form, **credentials})
 
     # -- public calls ---------------------------------------------------------------------------
 
@@ -132,7 +127,7 @@ class ExactOnlineHook(OAuthRestHook):
 
         Transient failures are retried with exponential back-off: reading twice is harmless.
         """
-        url = path if "://" in path else self._url(f"/api/v1/{self.division}/{path}")
+        url = path if "://" in path else self._url(self._in_division(path))
         return _object(
             self._retrying(
                 lambda: self._json(self.send("GET", url, safe=True, params=params), url, safe=True)
@@ -160,7 +155,7 @@ class ExactOnlineHook(OAuthRestHook):
         entity = _object(
             self.call(
                 "POST",
-                f"/api/v1/{self.division}/{path}",
+                self._in_division(path),
                 json=dict(payload),
                 headers={"Prefer": "return=representation"},
             )
@@ -168,6 +163,11 @@ class ExactOnlineHook(OAuthRestHook):
         if not isinstance(entity, dict):
             raise self._unknown(f"{self.context}: POST {path} answered without the created record")
         return entity
+
+    def _in_division(self, path: str) -> str:
+        if self.division is None:
+            raise ValueError("this Exact Online hook was made without a division; it can only be tested")
+        return f"/api/v1/{self.division}/{path}"
 
     # -- what Exact differs in ------------------------------------------------------------------
 
@@ -232,12 +232,7 @@ class ExactOnlineHook(OAuthRestHook):
                 f"Exact Online connection {self.exact_online_conn_id}: no refresh token is stored; "
                 "connect the integration to Exact Online first"
             )
-        form = {
-            "grant_type": "refresh_token",
-            "refresh_token": refresh_token,
-            "client_id": connection.login or "",
-            "client_secret": connection.password or "",
-        }
+        form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
         url = self._url(self.token_url)
 
         def call() -> dict[str, Any]:
@@ -246,7 +241,7 @@ class ExactOnlineHook(OAuthRestHook):
             # replaced refresh token valid for ~10 minutes until its successor is used; where it does
             # not, the retry's invalid_grant tells the user to reconnect, which is then the truth.
             self._token_calls.spend()
-            response = self._transmit("POST", url, safe=True, data=form)
+            response = self._token_response(connection, form)
             if response.ok:
                 return _object(self._json(response, url, safe=True))
             text = error_text(response)

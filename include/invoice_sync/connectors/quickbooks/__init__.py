@@ -25,6 +25,7 @@ DESCRIPTOR = ToolDescriptor(
     label="QuickBooks Online",
     connector="invoice_sync.connectors.quickbooks.connector:build_connector",
     hook="invoice_sync.connectors.quickbooks.hook:QuickBooksHook",
+    form="invoice_sync.connectors.quickbooks.form:FORM",
     # QuickBooks Online rations per company (realm).
     pool_slots=8,
 )

@@ -12,7 +12,7 @@ The shared OAuth hook keeps the rotating refresh tokens in the vault, re-tokens 
   every realm under 500 requests a minute and 10 a second, and batch calls under 40 a minute besides;
   a 429 (or throttle fault 3001) is waited out for a minute, as Intuit asks, and the call repeated.
 
-Connection (``conn_type`` http):
+Connection (``conn_type`` ``quickbooks``; one stored as ``http`` works alike):
 
 - ``host``: ``https://quickbooks.api.intuit.com`` (or the sandbox's ``.../quickbooks`` mount)
 - ``login`` / ``password``: the app's OAuth client id and client secret
@@ -36,6 +36,7 @@ import requests
 from invoice_sync.connectors.hooks import positive_extra
 from invoice_sync.connectors.http import RateBudget
 from invoice_sync.connectors.oauth import OAuthRestHook
+from invoice_sync.connectors.quickbooks import DESCRIPTOR
 from invoice_sync.connectors.quickbooks.errors import (
     SEVERE_FROM,
     describe,
@@ -45,7 +46,7 @@ from invoice_sync.connectors.quickbooks.errors import (
     status_error,
 )
 from invoice_sync.connectors.quickbooks.mapping import custom_numbers_problem
-from invoice_sync.domain.errors import RateLimitedError, SyncError, TransientError
+from invoice_sync.domain.errors import ConfigError, RateLimitedError, SyncError, TransientError
 from invoice_sync.domain.ports import BudgetLeft, TokenVault
 
 MINOR_VERSION = 75
@@ -165,7 +166,8 @@ class QuickBooksHook(OAuthRestHook):
     :param quickbooks_conn_id: Airflow connection with base URL, client id/secret and the consent's
         refresh token.
     :param vault: durable, locked storage of the connection's rotating tokens.
-    :param realm_id: the company every call addresses.
+    :param realm_id: the company every call addresses; a hook Airflow builds for the Connections form has
+        none, and can only be tested.
     :param batch_budget: budget of batch calls; by default made from the connection (40 a minute).
     :param options: further keyword arguments of :class:`~invoice_sync.connectors.oauth.OAuthRestHook`
         (``budget``, ``sleep``, ``backoff_s``, ``refresh_margin_s``, ...).
@@ -173,8 +175,8 @@ class QuickBooksHook(OAuthRestHook):
 
     conn_name_attr = "quickbooks_conn_id"
     default_conn_name = "quickbooks_default"
-    conn_type = "http"
-    hook_name = "QuickBooks Online"
+    conn_type = DESCRIPTOR.conn_type
+    hook_name = DESCRIPTOR.label
     tool_name = "QuickBooks"
     token_url: ClassVar[str] = TOKEN_URL
 
@@ -182,29 +184,20 @@ class QuickBooksHook(OAuthRestHook):
         self,
         *,
         quickbooks_conn_id: str = default_conn_name,
-        vault: TokenVault,
-        realm_id: str,
+        vault: TokenVault | None = None,
+        realm_id: str | None = None,
         batch_budget: RateBudget | None = None,
         **options: Any,
     ) -> None:
         super().__init__(
-            conn_id=quickbooks_conn_id, context=f"QuickBooks company {realm_id}", vault=vault, **options
+            conn_id=quickbooks_conn_id,
+            context=f"QuickBooks company {realm_id}" if realm_id else DESCRIPTOR.label,
+            vault=vault,
+            **options,
         )
         self.quickbooks_conn_id = quickbooks_conn_id
-        self.realm_id = realm_id
+        self.realm_id = realm_id or ""
         self._batch_budget = batch_budget
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Label the generic HTTP form fields with what Intuit calls them."""
-        return {
-            "hidden_fields": ["schema", "port"],
-            "relabeling": {"host": "Base URL", "login": "Client ID", "password": "Client secret"},
-            "placeholders": {
-                "host": "https://quickbooks.api.intuit.com",
-                "extra": '{"refresh_token": "<from the consent>", "timeout": 30}',
-            },
-        }
 
     # -- budgets ------------------------------------------------------------------------------------
 
@@ -260,18 +253,15 @@ class QuickBooksHook(OAuthRestHook):
 
     # -- calls ----------------------------------------------------------------------------------------
 
-    def test_connection(self) -> tuple[bool, str]:
+    def _try_api(self) -> str:
         """Read the company's information and preferences: proves the tokens, the client and the realm, and
         that the company keeps the invoice numbers we send (custom transaction numbers on; see
         :func:`.mapping.custom_numbers_problem`)."""
-        try:
-            self.company_info()
-            problem = custom_numbers_problem(self.preferences(), where=self.context)
-        except SyncError as error:
-            return False, error.message
+        self.company_info()
+        problem = custom_numbers_problem(self.preferences(), where=self.context)
         if problem is not None:
-            return False, problem
-        return True, "Connection successfully tested"
+            raise ConfigError(problem)
+        return "Connection successfully tested"
 
     def company_info(self) -> dict[str, Any]:
         """``GET companyinfo/{realm}``: the company's name, country and settings."""
@@ -342,6 +332,8 @@ class QuickBooksHook(OAuthRestHook):
     ) -> dict[str, Any]:
         """One call to ``/v3/company/{realm}/{path}`` with the minor version; a ``Fault`` in a 2xx answer
         is raised like a refused call's (a throttle fault is waited out and the call repeated)."""
+        if not self.realm_id:
+            raise ValueError("this QuickBooks hook was made without a company (realm); it can only be tested")
         query = {"minorversion": str(MINOR_VERSION), **(params or {})}
         endpoint = f"/v3/company/{self.realm_id}/{path}"
         for attempt in range(self._max_throttled + 1):

@@ -5,7 +5,7 @@ the refresh token is reusable and, as far as anyone knows, not rotated) kept in 
 :class:`~invoice_sync.connectors.base.TokenVault` so all tasks share them, the cluster URL that the token
 validation endpoint names, the credit budget, and the translation of faults into typed errors.
 
-Connection (``conn_type`` http):
+Connection (``conn_type`` ``twinfield``; one stored as ``http`` works alike):
 
 - ``host``: the login host, ``https://login.twinfield.com`` (or the sandbox's ``.../twinfield``); the
   cluster that serves ProcessXml is learnt from ``accesstokenvalidation`` (``twf.clusterUrl``)
@@ -36,6 +36,7 @@ from lxml import etree
 
 from invoice_sync.connectors.hooks import (
     OAUTH_CONNECTION_FIELDS,
+    MemoryTokenVault,
     StoredToken,
     positive_extra,
     token_answer,
@@ -43,6 +44,7 @@ from invoice_sync.connectors.hooks import (
 from invoice_sync.connectors.http import RateBudget, Window
 from invoice_sync.connectors.oauth import oauth_error_text
 from invoice_sync.connectors.soap import Element, SoapFault, SoapHook, child, element, parse, text
+from invoice_sync.connectors.twinfield import DESCRIPTOR
 from invoice_sync.connectors.twinfield.errors import (
     is_token_fault,
     plain_text,
@@ -82,8 +84,11 @@ class TwinfieldHook(SoapHook):
 
     :param twinfield_conn_id: Airflow connection with the login host, client id/secret and the consent's
         refresh token.
-    :param vault: durable, locked storage of the connection's tokens, shared by every task.
-    :param office: the Twinfield office (company) code every call addresses (SOAP ``CompanyCode``).
+    :param vault: durable, locked storage of the connection's tokens, shared by every task; None (Airflow
+        building the hook for the Connections form) keeps them in this hook only, which is safe here:
+        Twinfield does not replace a refresh token when it is used.
+    :param office: the Twinfield office (company) code every call addresses (SOAP ``CompanyCode``); a hook
+        Airflow builds for the Connections form has none and can list the offices, nothing else.
     :param budget: credit budget of this client id; by default a fresh one per hook, sized from the
         connection's ``credits_per_minute`` and ``minute_s`` extras (read on first use).
     :param sleep: how to wait for the budget and between retries (injectable for tests).
@@ -96,8 +101,8 @@ class TwinfieldHook(SoapHook):
 
     conn_name_attr = "twinfield_conn_id"
     default_conn_name = "twinfield_default"
-    conn_type = "http"
-    hook_name = "Twinfield"
+    conn_type = DESCRIPTOR.conn_type
+    hook_name = DESCRIPTOR.label
     tool_name = "Twinfield"
     required_connection_fields = OAUTH_CONNECTION_FIELDS
     budget_unit = "credits"
@@ -107,8 +112,8 @@ class TwinfieldHook(SoapHook):
         self,
         *,
         twinfield_conn_id: str = default_conn_name,
-        vault: TokenVault,
-        office: str,
+        vault: TokenVault | None = None,
+        office: str | None = None,
         budget: RateBudget | None = None,
         sleep: Callable[[float], None] = time.sleep,
         get_attempts: int = 3,
@@ -119,19 +124,19 @@ class TwinfieldHook(SoapHook):
     ) -> None:
         super().__init__(
             conn_id=twinfield_conn_id,
-            context=f"Twinfield office {office}",
+            context=f"Twinfield office {office}" if office else DESCRIPTOR.label,
             sleep=sleep,
             get_attempts=get_attempts,
             backoff_s=backoff_s,
         )
         self.twinfield_conn_id = twinfield_conn_id
-        self.vault = vault
+        self.vault = vault if vault is not None else MemoryTokenVault()
         self.office = office
         self._budget = budget
         self._max_throttled = max_throttled
         self._clock = clock
         self._token = StoredToken(
-            vault, twinfield_conn_id, margin=timedelta(seconds=refresh_margin_s), clock=clock
+            self.vault, twinfield_conn_id, margin=timedelta(seconds=refresh_margin_s), clock=clock
         )
         self._cluster: tuple[str, str] | None = None
         """(access token, cluster URL) the validation endpoint last answered."""
@@ -157,31 +162,17 @@ class TwinfieldHook(SoapHook):
             )
         return self._budget
 
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Label the generic HTTP form fields with what Twinfield calls them."""
-        return {
-            "hidden_fields": ["schema", "port"],
-            "relabeling": {"host": "Login host", "login": "Client ID", "password": "Client secret"},
-            "placeholders": {
-                "host": "https://login.twinfield.com",
-                "extra": '{"refresh_token": "<from the consent>", "timeout": 30}',
-            },
-        }
-
-    def test_connection(self) -> tuple[bool, str]:
-        """List the organisation's offices (one credit) and check this office is among them."""
-        try:
-            offices = self.process_xml(_list_offices(), read=True)
-        except SyncError as error:
-            return False, error.message
+    def _try_connection(self) -> str:
+        """List the organisation's offices (one credit) and check this office, if any, is among them."""
+        offices = self.process_xml(_list_offices(), read=True)
         codes = [text(node) for node in offices if isinstance(node.tag, str)]
+        if self.office is None:
+            return f"Connection successfully tested; offices: {', '.join(codes) or 'none'}"
         if self.office not in codes:
-            return (
-                False,
-                f"{self.context}: the user has no access to this office (offices: {', '.join(codes)})",
+            raise ConfigError(
+                f"{self.context}: the user has no access to this office (offices: {', '.join(codes)})"
             )
-        return True, "Connection successfully tested"
+        return "Connection successfully tested"
 
     # -- ProcessXml -------------------------------------------------------------------------------------
 
@@ -220,7 +211,8 @@ class TwinfieldHook(SoapHook):
             child(body, "xmlRequest", xml)
             header = element(TWF_NS, "Header")
             child(header, "AccessToken", token)
-            child(header, "CompanyCode", self.office)
+            if self.office is not None:  # listing the offices needs none
+                child(header, "CompanyCode", self.office)
             try:
                 response, content = self.post_envelope(
                     cluster + PROCESS_XML_PATH, PROCESS_XML_ACTION, body, header=header, safe=safe

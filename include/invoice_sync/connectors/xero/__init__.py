@@ -21,6 +21,7 @@ DESCRIPTOR = ToolDescriptor(
     label="Xero",
     connector="invoice_sync.connectors.xero.connector:build_connector",
     hook="invoice_sync.connectors.xero.hook:XeroHook",
+    form="invoice_sync.connectors.xero.form:FORM",
     # Xero rations per organisation (60 a minute) and per app (10,000 a minute), which eight tenants stay far
     # below.
     pool_slots=8,

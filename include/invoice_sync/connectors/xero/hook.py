@@ -7,7 +7,7 @@ out, lost writes reported as unknown) comes from the base; what is Xero's own li
 ``X-DayLimit-Remaining``, the ``X-Rate-Limit-Problem`` of a 429, Xero's error bodies, and the
 ``Idempotency-Key`` of every create.
 
-Connection (``conn_type`` http):
+Connection (``conn_type`` ``xero``; one stored as ``http`` works alike):
 
 - ``host``: ``https://api.xero.com`` (or the sandbox's ``.../xero``); the API is under ``/api.xro/2.0``
   and the tenant list at ``/connections``
@@ -36,6 +36,7 @@ import requests
 from invoice_sync.connectors.hooks import positive_extra
 from invoice_sync.connectors.http import RateBudget, Window, epoch_to_datetime
 from invoice_sync.connectors.oauth import OAuthRestHook, retry_after_s
+from invoice_sync.connectors.xero import DESCRIPTOR
 from invoice_sync.connectors.xero.errors import error_text, validation_error
 from invoice_sync.domain.errors import (
     AuthError,
@@ -84,15 +85,16 @@ class XeroHook(OAuthRestHook):
         token.
     :param vault: durable, locked storage of the connection's rotating tokens, shared by every task.
     :param tenant_id: the organisation's tenant id; or
-    :param tenant: its name, resolved through ``GET /connections`` once per hook.
+    :param tenant: its name, resolved through ``GET /connections`` once per hook. Neither (a hook Airflow
+        builds for the Connections form): the hook can be tested, not used on an organisation.
     :param options: further keyword arguments of :class:`~invoice_sync.connectors.oauth.OAuthRestHook`
         (budget, sleep, get_attempts, backoff_s, max_throttled, refresh_margin_s, clock).
     """
 
     conn_name_attr = "xero_conn_id"
     default_conn_name = "xero_default"
-    conn_type = "http"
-    hook_name = "Xero"
+    conn_type = DESCRIPTOR.conn_type
+    hook_name = DESCRIPTOR.label
     tool_name = "Xero"
     token_url: ClassVar[str] = TOKEN_URL
 
@@ -100,16 +102,14 @@ class XeroHook(OAuthRestHook):
         self,
         *,
         xero_conn_id: str = default_conn_name,
-        vault: TokenVault,
+        vault: TokenVault | None = None,
         tenant_id: str | None = None,
         tenant: str | None = None,
         **options: Any,
     ) -> None:
-        if not tenant_id and not tenant:
-            raise ValueError("a Xero hook needs a tenant id or an organisation name")
-        super().__init__(
-            conn_id=xero_conn_id, context=f"Xero organisation {tenant or tenant_id}", vault=vault, **options
-        )
+        organisation = tenant or tenant_id
+        context = f"Xero organisation {organisation}" if organisation else DESCRIPTOR.label
+        super().__init__(conn_id=xero_conn_id, context=context, vault=vault, **options)
         self.xero_conn_id = xero_conn_id
         self._tenant_id = tenant_id
         self.tenant_name = tenant
@@ -117,25 +117,10 @@ class XeroHook(OAuthRestHook):
         self._day_start: float | None = None
         self._checking_access = False
 
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Label the generic HTTP form fields with what Xero calls them."""
-        return {
-            "hidden_fields": ["schema", "port"],
-            "relabeling": {"host": "Base URL", "login": "Client ID", "password": "Client secret"},
-            "placeholders": {
-                "host": "https://api.xero.com",
-                "extra": '{"refresh_token": "<from the consent>", "timeout": 30}',
-            },
-        }
-
-    def test_connection(self) -> tuple[bool, str]:
+    def _try_api(self) -> str:
         """List the organisations the connection may use (``/connections`` does not count toward limits)."""
-        try:
-            names = [str(row.get("tenantName")) for row in self.connections()]
-        except SyncError as error:
-            return False, error.message
-        return True, f"Connection successfully tested; organisations: {', '.join(names) or 'none'}"
+        names = [str(row.get("tenantName")) for row in self.connections()]
+        return f"Connection successfully tested; organisations: {', '.join(names) or 'none'}"
 
     # -- organisation ----------------------------------------------------------------------------------
 
@@ -147,7 +132,9 @@ class XeroHook(OAuthRestHook):
         :raises AuthError: the connection may use no organisation at all (consent withdrawn).
         """
         if self._tenant_id is None:
-            wanted = (self.tenant_name or "").strip().lower()
+            if not self.tenant_name:
+                raise ValueError("this Xero hook was made without an organisation; it can only be tested")
+            wanted = self.tenant_name.strip().lower()
             rows = self.connections()
             found = [row for row in rows if str(row.get("tenantName") or "").strip().lower() == wanted]
             if not found:

@@ -14,6 +14,7 @@ DESCRIPTOR = ToolDescriptor(
     label="Yuki",
     connector="invoice_sync.connectors.yuki.connector:build_connector",
     hook="invoice_sync.connectors.yuki.hook:YukiHook",
+    form="invoice_sync.connectors.yuki.form:FORM",
     # Yuki's daily quota is per domain; four at once keep one slow SOAP call from starving the others.
     pool_slots=4,
 )

@@ -5,7 +5,7 @@ The hook owns every piece of I/O with Yuki: the connection contract, the session
 session instead of opening one per task: each ``Authenticate`` costs one of the domain's daily calls), the
 daily call budget, and the translation of SOAP faults into typed errors.
 
-Connection (``conn_type`` http):
+Connection (``conn_type`` ``yuki``; one stored as ``http`` works alike):
 
 - ``host``: base URL, e.g. ``https://api.yukiworks.be`` (or the sandbox's ``.../yuki``)
 - ``password``: the web-service access key (Yuki: Settings > Web services)
@@ -23,11 +23,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from lxml import etree
 
-from invoice_sync.connectors.hooks import BASE_URL, ConnectionField, StoredToken
+from invoice_sync.connectors.hooks import (
+    BASE_URL,
+    ConnectionField,
+    MemoryTokenVault,
+    StoredToken,
+)
 from invoice_sync.connectors.http import RateBudget, Window
 from invoice_sync.connectors.soap import (
     Element,
@@ -41,6 +46,7 @@ from invoice_sync.connectors.soap import (
     parse,
     text,
 )
+from invoice_sync.connectors.yuki import DESCRIPTOR
 from invoice_sync.connectors.yuki.errors import classify_fault, is_quota_fault, is_session_fault
 from invoice_sync.domain.errors import (
     AuthError,
@@ -70,9 +76,11 @@ class YukiHook(SoapHook):
     No I/O happens in the constructor; the connection is read on the first call.
 
     :param yuki_conn_id: Airflow connection holding base URL and access key.
-    :param vault: durable, locked storage of the connection's session id.
+    :param vault: durable, locked storage of the connection's session id; None (Airflow building the hook
+        for the Connections form) keeps it in this hook only.
     :param administration_id: the administration's GUID; or
-    :param administration: its name, resolved through ``Administrations`` once per hook.
+    :param administration: its name, resolved through ``Administrations`` once per hook. Neither (a hook
+        Airflow builds for the Connections form): the hook can be tested, not used on an administration.
     :param budget: the domain's daily call budget; by default one per hook sized from the connection.
     :param sleep: how to wait between retries (injectable for tests).
     :param get_attempts: tries of a read that fails transiently (5xx, network).
@@ -84,8 +92,8 @@ class YukiHook(SoapHook):
 
     conn_name_attr = "yuki_conn_id"
     default_conn_name = "yuki_default"
-    conn_type = "http"
-    hook_name = "Yuki"
+    conn_type = DESCRIPTOR.conn_type
+    hook_name = DESCRIPTOR.label
     tool_name = "Yuki"
     required_connection_fields = (BASE_URL, ConnectionField("password", "Access key (password)"))
     default_headers: ClassVar[dict[str, str]] = {}
@@ -94,7 +102,7 @@ class YukiHook(SoapHook):
         self,
         *,
         yuki_conn_id: str = default_conn_name,
-        vault: TokenVault,
+        vault: TokenVault | None = None,
         administration_id: str | None = None,
         administration: str | None = None,
         budget: RateBudget | None = None,
@@ -105,37 +113,24 @@ class YukiHook(SoapHook):
         session_margin_s: float = SESSION_MARGIN_S,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        if not administration_id and not administration:
-            raise ValueError("a Yuki hook needs an administration id or name")
+        named = administration or administration_id
         super().__init__(
             conn_id=yuki_conn_id,
-            context=f"Yuki administration {administration or administration_id}",
+            context=f"Yuki administration {named}" if named else DESCRIPTOR.label,
             sleep=sleep,
             get_attempts=get_attempts,
             backoff_s=backoff_s,
         )
         self.yuki_conn_id = yuki_conn_id
-        self.vault = vault
+        self.vault = vault if vault is not None else MemoryTokenVault()
         self._administration_id = administration_id
         self.administration_name = administration
         self._budget = budget
         self._session_lifetime = timedelta(seconds=session_lifetime_s - session_margin_s)
         self._clock = clock
-        self._token = StoredToken(vault, yuki_conn_id, clock=clock)
+        self._token = StoredToken(self.vault, yuki_conn_id, clock=clock)
         self.authentications = 0
         """Sessions this hook opened (each costs one of the domain's daily calls)."""
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Label the generic HTTP form fields with what Yuki calls them."""
-        return {
-            "hidden_fields": ["schema", "port", "login"],
-            "relabeling": {"host": "Base URL", "password": "Web service access key"},
-            "placeholders": {
-                "host": "https://api.yukiworks.be",
-                "extra": '{"timeout": 30, "daily_limit": 1000}',
-            },
-        }
 
     @property
     def budget(self) -> RateBudget:
@@ -146,13 +141,13 @@ class YukiHook(SoapHook):
             self._budget = RateBudget(label=self.context, sleep=self._sleep, long_limit=limit)
         return self._budget
 
-    def test_connection(self) -> tuple[bool, str]:
-        """Open a session and list the administrations the key sees (two of the day's calls)."""
-        try:
-            names = [row["name"] for row in self.administrations()]
-        except SyncError as error:
-            return False, error.message
-        return True, f"Connection successfully tested; administrations: {', '.join(names) or 'none'}"
+    def _try_connection(self) -> str:
+        """Open a session and list the administrations the key sees (two of the day's calls).
+
+        Safe with any vault: the access key does not change by being used.
+        """
+        names = [row["name"] for row in self.administrations()]
+        return f"Connection successfully tested; administrations: {', '.join(names) or 'none'}"
 
     # -- public calls ---------------------------------------------------------------------------
 
@@ -163,7 +158,9 @@ class YukiHook(SoapHook):
         :raises ConfigError: no administration of that name is visible to the access key.
         """
         if self._administration_id is None:
-            wanted = (self.administration_name or "").strip().lower()
+            if not self.administration_name:
+                raise ValueError("this Yuki hook was made without an administration; it can only be tested")
+            wanted = self.administration_name.strip().lower()
             rows = self.administrations()
             found = next((row["id"] for row in rows if row["name"].strip().lower() == wanted), None)
             if found is None:
