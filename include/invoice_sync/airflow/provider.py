@@ -9,8 +9,9 @@ generic HTTP fields and tested nothing of the tool.
 The form is declared the way Airflow 3.2+ reads it from provider info (``ui-field-behaviour`` and
 ``conn-fields`` per connection type); the older hook methods ``get_ui_field_behaviour`` and
 ``get_connection_form_widgets`` are deprecated there. Each tool declares its form in its package's
-``form`` module, beside its hook; this module only collects them for the tools the registry lists. It imports no hook: Airflow asks for provider info while
-the HTTP provider is being imported, which a hook module does first.
+``form`` module, beside its hook; this module only collects them for the tools the registry lists. It
+imports no hook: Airflow asks for provider info while the HTTP provider is being imported, which a hook
+module does first, so importing the hooks here would go in a circle.
 """
 
 from __future__ import annotations
