@@ -21,6 +21,7 @@ import requests
 
 from invoice_sync.connectors.exact_online.connector import ExactOnlineConnector
 from invoice_sync.connectors.exact_online.hook import ExactOnlineHook
+from invoice_sync.connectors.exact_online.settings import ExactOnlineSettings
 from invoice_sync.connectors.registry import connector_for
 from invoice_sync.domain.errors import (
     AuthError,
@@ -94,10 +95,10 @@ def connect(builders: Any, vault: Any, settings: Any) -> Callable[..., ExactOnli
         hook = ExactOnlineHook(
             exact_online_conn_id=CONN_ID,
             vault=token_vault or vault,
-            division=integration.settings.division,
+            division=ExactOnlineSettings.of(integration).division,
             **options,
         )
-        return ExactOnlineConnector(integration, hook)
+        return ExactOnlineConnector(ExactOnlineSettings.of(integration).applied_to(integration), hook)
 
     return build
 
@@ -387,7 +388,7 @@ def test_two_workers_refreshing_at_once_spend_the_refresh_token_once(exact, conn
 
 
 def test_wrong_division_is_an_auth_error(exact, connect, builders, settings):
-    connector = connect(integration_settings=replace(settings, division=999999))
+    connector = connect(integration_settings=replace(settings, extra={**settings.extra, "division": 999999}))
     with pytest.raises(AuthError, match="Wrong Division"):
         connector.find_booked(["x"])
 

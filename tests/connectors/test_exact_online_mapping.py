@@ -5,11 +5,19 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import date
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
 from invoice_sync.connectors.exact_online import mapping
+from invoice_sync.connectors.exact_online.settings import ExactOnlineSettings
 from invoice_sync.domain.models import ErrorClass, InvoiceKind
+
+
+def exact_settings(builders: Any, **overrides: Any) -> ExactOnlineSettings:
+    """The builders' settings (of division 123456) as Exact reads them; a missing division is refused by
+    the parse itself (tests/connectors/test_settings.py), so validation never sees one."""
+    return ExactOnlineSettings.parse(builders.settings(**overrides))
 
 
 @pytest.mark.parametrize(
@@ -57,7 +65,7 @@ def test_account_payload_leaves_out_empty_fields(builders):
 
 def test_sales_entry_payload_for_an_invoice(builders):
     invoice = builders.invoice([builders.line("250.00", "21", gl_account="7010", quantity="2")])
-    payload = mapping.sales_entry_payload(invoice, builders.settings(), "cust-guid")
+    payload = mapping.sales_entry_payload(invoice, exact_settings(builders), "cust-guid")
     assert payload == {
         "Journal": "70",
         "Customer": "cust-guid",
@@ -85,7 +93,7 @@ def test_credit_note_is_booked_negative_in_its_own_journal(builders):
         kind=InvoiceKind.CREDIT_NOTE,
         number="CN-2026/0007",
     )
-    payload = mapping.sales_entry_payload(invoice, builders.settings(), "cust-guid")
+    payload = mapping.sales_entry_payload(invoice, exact_settings(builders), "cust-guid")
     assert payload["Journal"] == "71"
     assert payload["Description"] == "Credit note CN-2026/0007"
     lines = payload["SalesEntryLines"]
@@ -94,14 +102,14 @@ def test_credit_note_is_booked_negative_in_its_own_journal(builders):
 
 
 def test_credit_note_falls_back_to_the_sales_journal(builders):
-    settings = builders.settings(credit_note_journal=None)
+    settings = exact_settings(builders, credit_note_journal=None)
     invoice = builders.invoice(kind=InvoiceKind.CREDIT_NOTE)
     assert mapping.sales_entry_payload(invoice, settings, "g")["Journal"] == "70"
     assert mapping.journals(settings) == ["70"]
 
 
 def test_unmapped_gl_account_uses_the_default(builders):
-    settings = builders.settings(default_gl_account="default-guid")
+    settings = exact_settings(builders, default_gl_account="default-guid")
     invoice = builders.invoice(
         [builders.line("10.00", gl_account="9999"), builders.line("5.00", gl_account=None)]
     )
@@ -110,7 +118,9 @@ def test_unmapped_gl_account_uses_the_default(builders):
 
 
 def test_payment_condition_is_left_to_exact_when_not_set(builders):
-    payload = mapping.sales_entry_payload(builders.invoice(), builders.settings(payment_condition=None), "g")
+    payload = mapping.sales_entry_payload(
+        builders.invoice(), exact_settings(builders, payment_condition=None), "g"
+    )
     assert "PaymentCondition" not in payload
 
 
@@ -136,29 +146,29 @@ class TestVatCents:
     def test_remainder_never_dropped_on_credit_notes(self, builders):
         lines = [builders.line("0.05", "21"), builders.line("0.05", "21", position=2)]  # 0.0105 -> 0.01 each
         invoice = builders.invoice(lines, kind=InvoiceKind.CREDIT_NOTE, total_vat="0.03")
-        payload = mapping.sales_entry_payload(invoice, builders.settings(), "g")
+        payload = mapping.sales_entry_payload(invoice, exact_settings(builders), "g")
         vat = [Decimal(line["VATAmountFC"]) for line in payload["SalesEntryLines"]]
         assert sum(vat) == Decimal("-0.03")
 
     def test_amounts_are_two_decimal_strings(self, builders):
         invoice = builders.invoice([builders.line("12.5", "6")])
-        line = mapping.sales_entry_payload(invoice, builders.settings(), "g")["SalesEntryLines"][0]
+        line = mapping.sales_entry_payload(invoice, exact_settings(builders), "g")["SalesEntryLines"][0]
         assert (line["AmountFC"], line["VATAmountFC"]) == ("12.50", "0.75")
 
 
 class TestValidate:
     def test_valid_invoice_has_no_problems(self, builders):
-        assert mapping.validate(builders.invoice(), builders.settings()) == []
+        assert mapping.validate(builders.invoice(), exact_settings(builders)) == []
 
     def test_missing_journal_is_a_config_problem(self, builders):
-        problems = mapping.validate(builders.invoice(), builders.settings(journal=None))
+        problems = mapping.validate(builders.invoice(), exact_settings(builders, journal=None))
         assert [(p.error_class, p.message) for p in problems] == [
             (ErrorClass.CONFIG, "No sales journal is set for Exact division 123456")
         ]
 
     def test_unmapped_vat_rate_names_rate_and_division(self, builders):
         invoice = builders.invoice([builders.line("100.00", "9"), builders.line("1.00", "9.00", position=2)])
-        problems = mapping.validate(invoice, builders.settings())
+        problems = mapping.validate(invoice, exact_settings(builders))
         assert [p.message for p in problems] == [
             "VAT rate 9% is not mapped to an Exact VAT code for Exact division 123456"
         ]
@@ -166,28 +176,25 @@ class TestValidate:
 
     def test_unresolvable_gl_account(self, builders):
         invoice = builders.invoice([builders.line("100.00", gl_account="7999")])
-        problems = mapping.validate(invoice, builders.settings())
+        problems = mapping.validate(invoice, exact_settings(builders))
         assert [p.error_class for p in problems] == [ErrorClass.CONFIG]
         assert "GL account 7999" in problems[0].message
 
-    def test_missing_division(self, builders):
-        problems = mapping.validate(builders.invoice(), builders.settings(division=None))
-        assert ErrorClass.CONFIG in {p.error_class for p in problems}
-        assert any("division" in p.message for p in problems)
-
     def test_reference_must_fit_your_ref(self, builders):
-        problems = mapping.validate(builders.invoice(number="X" * 31), builders.settings())
+        problems = mapping.validate(builders.invoice(number="X" * 31), exact_settings(builders))
         assert [p.error_class for p in problems] == [ErrorClass.DATA]
 
     def test_vat_total_far_from_the_lines_is_a_data_problem(self, builders):
-        problems = mapping.validate(builders.invoice(total_vat="60.00"), builders.settings())
+        problems = mapping.validate(builders.invoice(total_vat="60.00"), exact_settings(builders))
         assert [p.error_class for p in problems] == [ErrorClass.DATA]
         assert "VAT total 60.00" in problems[0].message
 
     def test_payload_refuses_an_invalid_invoice(self, builders):
         with pytest.raises(ValueError, match="VAT rate 9%"):
             mapping.sales_entry_payload(
-                builders.invoice([builders.line("1.00", "9")]), builders.settings(), "g"
+                builders.invoice([builders.line("1.00", "9")]),
+                exact_settings(builders),
+                "g",
             )
 
 
@@ -196,15 +203,18 @@ class TestValidate:
 
 def test_the_apps_due_date_is_sent(builders):
     invoice = replace(builders.invoice(), due_date=date(2026, 4, 17))
-    assert mapping.sales_entry_payload(invoice, builders.settings(), "g")["DueDate"] == "2026-04-17T00:00:00Z"
-    assert "DueDate" not in mapping.sales_entry_payload(builders.invoice(), builders.settings(), "g")
+    assert (
+        mapping.sales_entry_payload(invoice, exact_settings(builders), "g")["DueDate"]
+        == "2026-04-17T00:00:00Z"
+    )
+    assert "DueDate" not in mapping.sales_entry_payload(builders.invoice(), exact_settings(builders), "g")
 
 
 def test_a_negative_line_on_an_invoice_is_booked_as_a_negative_line(builders):
     invoice = builders.invoice(
         [builders.line("200.00", "21"), builders.line("-20.00", "21", position=2, description="Loyalty")]
     )
-    payload = mapping.sales_entry_payload(invoice, builders.settings(), "g")
+    payload = mapping.sales_entry_payload(invoice, exact_settings(builders), "g")
     lines = payload["SalesEntryLines"]
     assert [(line["AmountFC"], line["VATAmountFC"]) for line in lines] == [
         ("200.00", "42.00"),
@@ -228,7 +238,7 @@ def _discounted(builders):
 def test_an_invoice_level_discount_is_one_negative_line_per_vat_code(
     builders, discount_gl_account, expected_accounts
 ):
-    settings = builders.settings(discount_gl_account=discount_gl_account)
+    settings = exact_settings(builders, discount_gl_account=discount_gl_account)
     lines = mapping.sales_entry_payload(_discounted(builders), settings, "g")["SalesEntryLines"]
     discount_lines = lines[2:]
     assert [(line["AmountFC"], line["VATCode"]) for line in discount_lines] == [
@@ -242,7 +252,7 @@ def test_an_invoice_level_discount_is_one_negative_line_per_vat_code(
 
 
 def test_two_zero_rated_lines_of_different_regimes_get_their_own_vat_codes(builders):
-    settings = builders.settings(tax_rates={"intra_community": "IC", "export": "EX"})
+    settings = exact_settings(builders, tax_rates={"intra_community": "IC", "export": "EX"})
     invoice = builders.invoice(
         [
             replace(builders.line("50.00", "0"), tax_rate="intra_community"),
@@ -258,5 +268,5 @@ def test_two_zero_rated_lines_of_different_regimes_get_their_own_vat_codes(build
 
 def test_an_unmapped_tax_rate_is_a_config_problem_naming_it(builders):
     invoice = builders.invoice([replace(builders.line("50.00", "0"), tax_rate="exempt")])
-    problems = mapping.validate(invoice, builders.settings(tax_rates={"export": "EX"}))
+    problems = mapping.validate(invoice, exact_settings(builders, tax_rates={"export": "EX"}))
     assert [(p.error_class, "'exempt'" in p.message) for p in problems] == [(ErrorClass.CONFIG, True)]

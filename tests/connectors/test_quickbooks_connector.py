@@ -26,7 +26,7 @@ from invoice_sync.connectors.quickbooks.hook import BATCH_MAX, QuickBooksHook, S
 from invoice_sync.domain.errors import AuthError, ConfigError, QuotaExceededError
 from invoice_sync.domain.models import Booked, Booking, ErrorClass, InvoiceKind, Rejected, Unknown
 from invoice_sync.domain.ports import BudgetLeft, CustomerLinkFailure
-from invoice_sync_dev.sandbox.connections import quickbooks_connection
+from invoice_sync_dev.sandbox.quickbooks import demo_connection as quickbooks_connection
 from invoice_sync_dev.sandbox.quickbooks_fixtures import (
     BOOTSTRAP_REFRESH_TOKEN,
     CLIENT_ID,
@@ -457,7 +457,7 @@ def test_a_company_the_consent_does_not_cover_is_an_auth_error(quickbooks, conne
 
 def test_build_connector_needs_a_realm(builders, vault, settings):
     integration = builders.integration(replace(settings, extra={}), conn_id=CONN_ID)
-    with pytest.raises(ConfigError, match=r"no QuickBooks company is set \(setting extra.realm_id"):
+    with pytest.raises(ConfigError, match=r"realm_id is not set; it must be a QuickBooks company's realm ID"):
         build_connector(integration, vault)
 
 

@@ -18,6 +18,7 @@ from invoice_sync.connectors.quickbooks.errors import (
     message,
 )
 from invoice_sync.connectors.quickbooks.hook import MINOR_VERSION, request_id
+from invoice_sync.connectors.quickbooks.settings import QuickBooksSettings
 from invoice_sync.domain.errors import AuthError, ConfigError, DataError, QuotaExceededError, TransientError
 from invoice_sync.domain.models import CustomerKind, ErrorClass, InvoiceKind
 
@@ -26,12 +27,13 @@ REALM = "9341452710923456"
 
 @pytest.fixture
 def settings(builders: Any) -> Any:
-    return builders.settings(
-        vat_codes={"21": "5", "9": "6", "0": "7"},
-        gl_accounts={"7000": "1", "7010": "2"},
-        default_gl_account=None,
-        division=None,
-        realm_id=REALM,
+    return QuickBooksSettings.parse(
+        builders.settings(
+            vat_codes={"21": "5", "9": "6", "0": "7"},
+            gl_accounts={"7000": "1", "7010": "2"},
+            default_gl_account=None,
+            realm_id=REALM,
+        )
     )
 
 
@@ -124,10 +126,9 @@ def test_validate_reports_what_quickbooks_would_refuse(builders, settings):
         total_vat="1.65",
     )
     usd = replace(invoice, currency="USD", number="2026-INV-0000000000042")
-    problems = mapping.validate(usd, replace(settings, extra={}))
-    where, label = "QuickBooks company (not set)", "Invoice 2026-INV-0000000000042"
+    problems = mapping.validate(usd, settings)
+    where, label = f"QuickBooks company {REALM}", "Invoice 2026-INV-0000000000042"
     assert [(p.error_class, p.message) for p in problems] == [
-        (ErrorClass.CONFIG, "No QuickBooks company is set for this integration (setting extra.realm_id)"),
         (ErrorClass.CONFIG, f"VAT rate 6% is not mapped to a QuickBooks tax code for {where}"),
         (
             ErrorClass.CONFIG,
@@ -137,7 +138,7 @@ def test_validate_reports_what_quickbooks_would_refuse(builders, settings):
         (
             ErrorClass.CONFIG,
             f"{label} is in USD, but {where} takes EUR only; switch on multicurrency in QuickBooks and add "
-            "the currency to the integration's setting extra.currencies",
+            "the currency to the integration's setting currencies",
         ),
         (
             ErrorClass.DATA,
@@ -151,7 +152,7 @@ def test_validate_reports_what_quickbooks_would_refuse(builders, settings):
         (ErrorClass.DATA, f"{label}: line 2 has an amount with more than two decimals (5.005)"),
     ]
     assert len(invoice.number or "") == mapping.DOC_NUMBER_MAX
-    enabled = replace(settings, extra={**settings.extra, "currencies": ["usd"]})
+    enabled = replace(settings, currencies=("USD",))
     assert [p.error_class for p in mapping.validate(replace(usd, number="X"), enabled)] == [
         ErrorClass.CONFIG,
         ErrorClass.CONFIG,

@@ -13,22 +13,24 @@ from lxml import etree
 from invoice_sync.connectors.soap import SoapFault, parse
 from invoice_sync.connectors.twinfield import mapping
 from invoice_sync.connectors.twinfield.errors import message_class, recognised_fault
+from invoice_sync.connectors.twinfield.settings import TwinfieldSettings
 from invoice_sync.domain.errors import AuthError, ConfigError
 from invoice_sync.domain.models import ErrorClass, InvoiceKind
 
 
 @pytest.fixture
 def settings(builders: Any) -> Any:
-    return builders.settings(
-        journal="VRK",
-        credit_note_journal=None,
-        vat_codes={"21": "VH", "9": "VL", "0": "VN"},
-        gl_accounts={"7000": "8000", "7010": "8010"},
-        default_gl_account=None,
-        payment_condition=None,
-        division=None,
-        office="NLA001",
-        debtors_account="1300",
+    return TwinfieldSettings.parse(
+        builders.settings(
+            journal="VRK",
+            credit_note_journal=None,
+            vat_codes={"21": "VH", "9": "VL", "0": "VN"},
+            gl_accounts={"7000": "8000", "7010": "8010"},
+            default_gl_account=None,
+            payment_condition=None,
+            office="NLA001",
+            debtors_account="1300",
+        )
     )
 
 
@@ -202,8 +204,7 @@ def test_customer_dimension_keeps_markup_and_emoji_intact(builders, settings):
 
 def test_customer_code_offset(builders, settings):
     assert mapping.customer_code(16, settings) == "1016"
-    offset = builders.settings(office="NLA001", customer_code_offset=20000)
-    assert mapping.customer_code(16, offset) == "20016"
+    assert mapping.customer_code(16, replace(settings, customer_code_offset=20000)) == "20016"
 
 
 def test_browse_request_sends_every_column_in_full(settings):
@@ -222,23 +223,17 @@ def test_browse_request_sends_every_column_in_full(settings):
 
 
 def test_validate_names_the_missing_settings(builders, settings):
+    """The office and the debtors account cannot be missing here: the parse refuses that already
+    (tests/connectors/test_settings.py); what is left are the shared mappings."""
     invoice = builders.invoice([builders.line("10.00", "6", gl_account="7999")])
-    bare = builders.settings(journal=None, vat_codes={}, gl_accounts={}, default_gl_account=None)
+    bare = replace(settings, journal=None, vat_codes={}, gl_accounts={}, default_gl_account=None)
     messages = [(p.error_class, p.message) for p in mapping.validate(invoice, bare)]
     assert messages == [
-        (ErrorClass.CONFIG, "No Twinfield office is set for this integration (setting extra.office)"),
+        (ErrorClass.CONFIG, "No sales daybook (transaction type) is set for Twinfield office NLA001"),
+        (ErrorClass.CONFIG, "VAT rate 6% is not mapped to a Twinfield VAT code for Twinfield office NLA001"),
         (
             ErrorClass.CONFIG,
-            "No debtors control account is set for the Twinfield integration (setting extra.debtors_account)",
-        ),
-        (ErrorClass.CONFIG, "No sales daybook (transaction type) is set for the Twinfield integration"),
-        (
-            ErrorClass.CONFIG,
-            "VAT rate 6% is not mapped to a Twinfield VAT code for the Twinfield integration",
-        ),
-        (
-            ErrorClass.CONFIG,
-            "GL account 7999 is not mapped to a Twinfield GL account for the Twinfield integration, "
+            "GL account 7999 is not mapped to a Twinfield GL account for Twinfield office NLA001, "
             "and no default is set",
         ),
     ]

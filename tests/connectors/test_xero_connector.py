@@ -23,8 +23,8 @@ from invoice_sync.connectors.xero.hook import XeroHook
 from invoice_sync.domain.errors import AuthError, ConfigError, QuotaExceededError
 from invoice_sync.domain.models import Booked, Booking, ErrorClass, InvoiceKind, Rejected, Unknown
 from invoice_sync.domain.ports import CustomerLinkFailure
-from invoice_sync_dev.sandbox.connections import xero_connection
 from invoice_sync_dev.sandbox.server import start_in_thread
+from invoice_sync_dev.sandbox.xero import demo_connection as xero_connection
 from invoice_sync_dev.sandbox.xero_fixtures import (
     ARCHIVED_REVENUE_ACCOUNT,
     CLIENT_ID,
@@ -576,7 +576,7 @@ def test_the_organisation_can_be_named_instead_of_given_by_id(xero, connect, set
 
 def test_build_connector_needs_an_organisation(builders, vault, settings):
     integration = builders.integration(replace(settings, extra={}), conn_id=CONN_ID)
-    with pytest.raises(ConfigError, match=r"no Xero organisation is set \(setting extra.tenant_id"):
+    with pytest.raises(ConfigError, match=r"tenant_id is not set; it must be a Xero tenant id"):
         build_connector(integration, vault)
 
 

@@ -19,6 +19,7 @@ from invoice_sync.connectors.xero.errors import (
     validation_messages,
 )
 from invoice_sync.connectors.xero.hook import idempotency_key
+from invoice_sync.connectors.xero.settings import XeroSettings
 from invoice_sync.domain.models import ErrorClass, InvoiceKind
 
 TENANT = "7f2c3c1e-0000-4000-8000-000000000001"
@@ -26,15 +27,16 @@ TENANT = "7f2c3c1e-0000-4000-8000-000000000001"
 
 @pytest.fixture
 def settings(builders: Any) -> Any:
-    return builders.settings(
-        journal=None,
-        credit_note_journal=None,
-        vat_codes={"21": "OUTPUT", "9": "OUTPUT2", "0": "ZERORATEDOUTPUT"},
-        gl_accounts={"7000": "200", "7010": "260"},
-        default_gl_account=None,
-        payment_condition=None,
-        division=None,
-        tenant_id=TENANT,
+    return XeroSettings.parse(
+        builders.settings(
+            journal=None,
+            credit_note_journal=None,
+            vat_codes={"21": "OUTPUT", "9": "OUTPUT2", "0": "ZERORATEDOUTPUT"},
+            gl_accounts={"7000": "200", "7010": "260"},
+            default_gl_account=None,
+            payment_condition=None,
+            tenant_id=TENANT,
+        )
     )
 
 
@@ -147,16 +149,18 @@ def test_a_valid_invoice_has_no_problems(builders, settings):
     assert mapping.validate(builders.invoice(), settings) == []
 
 
-def test_missing_mappings_and_organisation_are_config_problems_naming_the_setting(builders, settings):
-    bare = replace(settings, extra={}, vat_codes={}, gl_accounts={})
+def test_missing_mappings_are_config_problems_naming_the_organisation(builders, settings):
+    """A missing organisation is refused by the parse already (tests/connectors/test_settings.py)."""
+    bare = replace(settings, vat_codes={}, gl_accounts={})
     problems = mapping.validate(builders.invoice([builders.line("10.00", "6")]), bare)
-    assert [p.error_class for p in problems] == [ErrorClass.CONFIG] * 3
+    assert [p.error_class for p in problems] == [ErrorClass.CONFIG] * 2
     assert [p.message for p in problems] == [
-        "No Xero organisation is set for this integration (setting extra.tenant_id, or extra.tenant)",
-        "VAT rate 6% is not mapped to a Xero tax rate (TaxType) for Xero organisation (not set)",
-        "GL account 7000 is not mapped to a Xero account code for Xero organisation (not set), "
+        f"VAT rate 6% is not mapped to a Xero tax rate (TaxType) for Xero organisation {TENANT}",
+        f"GL account 7000 is not mapped to a Xero account code for Xero organisation {TENANT}, "
         "and no default is set",
     ]
+    named = replace(bare, tenant="Demo Xero Ltd")
+    assert "for Xero organisation Demo Xero Ltd" in mapping.validate(builders.invoice(), named)[0].message
 
 
 def test_xeros_own_limits_are_refused_before_a_call(builders, settings):
@@ -184,10 +188,10 @@ def test_xeros_own_limits_are_refused_before_a_call(builders, settings):
 def test_a_currency_the_organisation_does_not_take_is_refused_when_the_setting_lists_them(builders, settings):
     usd = replace(builders.invoice(), currency="USD")
     assert mapping.validate(usd, settings) == []  # not listed: Xero judges
-    listed = replace(settings, extra={**settings.extra, "currencies": ["eur"]})
+    listed = replace(settings, currencies=("EUR",))
     (problem,) = mapping.validate(usd, listed)
     assert problem.error_class is ErrorClass.CONFIG
-    assert "takes invoices in EUR only (setting extra.currencies), not in USD" in problem.message
+    assert "takes invoices in EUR only (setting currencies), not in USD" in problem.message
     (bad,) = mapping.validate(replace(builders.invoice(), currency="EURO"), settings)
     assert bad.message == "Invoice 2026/0042: 'EURO' is not a three-letter currency code"
 

@@ -10,11 +10,12 @@ from lxml import etree
 
 from invoice_sync.connectors.yuki import mapping
 from invoice_sync.connectors.yuki.errors import classify_fault, invoice_error_class, is_session_fault
+from invoice_sync.connectors.yuki.settings import YukiSettings
 from invoice_sync.domain.errors import AuthError, ConfigError, QuotaExceededError
 from invoice_sync.domain.models import ErrorClass, IntegrationSettings, InvoiceKind
 
 
-def settings(**overrides) -> IntegrationSettings:
+def settings(**overrides) -> YukiSettings:
     data = {
         "vat_codes": {"21": "2", "12": "2", "6": "2", "0": "5"},
         "gl_accounts": {"7000": "7000", "7010": "7010"},
@@ -22,7 +23,7 @@ def settings(**overrides) -> IntegrationSettings:
         "administration": "Demo Yuki BV",
     }
     data.update(overrides)
-    return IntegrationSettings.from_json(data)
+    return YukiSettings.parse(IntegrationSettings.from_json(data))
 
 
 def names(node: etree._Element) -> list[str]:
@@ -115,13 +116,13 @@ def test_validate_names_the_unmapped_rate_and_account(builders):
     )
 
 
-def test_validate_reports_lengths_decimals_and_a_missing_administration(builders):
+def test_validate_reports_lengths_and_decimals(builders):
+    """A missing administration is refused by the parse already (tests/connectors/test_settings.py)."""
     customer = builders.customer(name="N" * 101)
     invoice = builders.invoice(
         [builders.line("10.005")], customer=customer, number="R" * 51, total_vat="2.10"
     )
-    messages = [p.message for p in mapping.validate(invoice, settings(administration=None))]
-    assert messages[0].startswith("No Yuki administration is set")
+    messages = [p.message for p in mapping.validate(invoice, settings())]
     assert any("longer than the 50 characters of Yuki's Reference" in m for m in messages)
     assert any("name of customer" in m and "100 characters" in m for m in messages)
     assert any("more than two decimals (10.005)" in m for m in messages)

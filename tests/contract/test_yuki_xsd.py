@@ -21,6 +21,7 @@ import pytest
 from lxml import etree
 
 from invoice_sync.connectors.yuki import mapping
+from invoice_sync.connectors.yuki.settings import YukiSettings
 from invoice_sync.domain.models import (
     Customer,
     CustomerKind,
@@ -32,14 +33,16 @@ from invoice_sync.domain.models import (
 )
 from invoice_sync_dev.sandbox.yuki import sales_invoices_schema
 
-SETTINGS = IntegrationSettings.from_json(
-    {
-        "vat_codes": {"21": "2", "12": "2", "6": "2", "0": "5"},
-        "tax_rates": {"exempt": "5", "intra_community": "3", "standard": "2"},
-        "gl_accounts": {"7000": "7000", "7010": "7010"},
-        "default_gl_account": "7000",
-        "administration": "Demo Yuki BV",
-    }
+SETTINGS = YukiSettings.parse(
+    IntegrationSettings.from_json(
+        {
+            "vat_codes": {"21": "2", "12": "2", "6": "2", "0": "5"},
+            "tax_rates": {"exempt": "5", "intra_community": "3", "standard": "2"},
+            "gl_accounts": {"7000": "7000", "7010": "7010"},
+            "default_gl_account": "7000",
+            "administration": "Demo Yuki BV",
+        }
+    )
 )
 
 FULL_CUSTOMER = Customer(

@@ -62,6 +62,7 @@ class SyncIntegrationsOperator(BaseOperator):
         # imported here, not at module level: the DAG files import this module at parse time
         from invoice_sync.airflow.runtime import open_store, open_vault
         from invoice_sync.connectors.registry import connector_for
+        from invoice_sync.connectors.settings import with_tool_settings
         from invoice_sync.engine.sync import SyncOptions
 
         store = open_store()
@@ -78,9 +79,10 @@ class SyncIntegrationsOperator(BaseOperator):
         for integration in store.integrations(list(self.integration_ids)):
             started = False
             try:
-                # Task start, per integration: its row in the app, its settings (build) and its
-                # connection's fields (check) fail here, naming what to fix, before any call; the other
-                # integrations go on.
+                # Task start, per integration: its row in the app, its settings (read once here, the
+                # tool's own fields included) and its connection's fields (check) fail here, naming what
+                # to fix, before any call; the other integrations go on.
+                integration = with_tool_settings(integration)
                 if integration.unreadable:
                     raise ConfigError(integration.unreadable)
                 connector = connector_for(integration, vault)

@@ -111,8 +111,10 @@ class IntegrationSettings:
     default_gl_account: str | None = None
     discount_gl_account: str | None = None
     payment_condition: str | None = None
-    division: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    """Every other key of the settings, unread here: each tool's typed settings read their own fields from
+    it (``invoice_sync.connectors.<tool>.settings``), so a tool's field is checked by the tool that knows
+    what it must be."""
 
     @classmethod
     def from_json(cls, data: Any) -> IntegrationSettings:
@@ -124,7 +126,7 @@ class IntegrationSettings:
         if data is None:
             data = {}
         if not isinstance(data, dict):
-            raise SettingsError(f"the settings are {_shown(data)}, not a JSON object")
+            raise SettingsError(f"the settings are {shown(data)}, not a JSON object")
         data = dict(data)
         kwargs: dict[str, Any] = {}
         codes = (
@@ -142,13 +144,11 @@ class IntegrationSettings:
                 kwargs[key] = _code_map(key, data.pop(key))
         if "vat_codes" in kwargs:
             kwargs["vat_codes"] = {_rate_key_of(k): v for k, v in kwargs["vat_codes"].items()}
-        if data.get("division") is not None:
-            kwargs["division"] = _division(data.pop("division"))
-        data.pop("division", None)
         return cls(**kwargs, extra=data)
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
+    """A settings value as a message quotes it: its repr, cut to 60 characters."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -159,20 +159,20 @@ def _code(key: str, value: Any) -> str | None:
         return value
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
-    raise SettingsError(f"{key} is {_shown(value)}; it must be a code (text)")
+    raise SettingsError(f"{key} is {shown(value)}; it must be a code (text)")
 
 
 def _code_map(key: str, value: Any) -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise SettingsError(f"{key} is {_shown(value)}; it must map the app's codes to the tool's codes")
+        raise SettingsError(f"{key} is {shown(value)}; it must map the app's codes to the tool's codes")
     mapped: dict[str, str] = {}
     for app_code, tool_code in value.items():
         code = _code(f"{key}[{app_code!r}]", tool_code)
         if code is None or not code.strip():
             raise SettingsError(
-                f"{key}[{app_code!r}] is {_shown(tool_code)}; map it to one of the tool's codes"
+                f"{key}[{app_code!r}] is {shown(tool_code)}; map it to one of the tool's codes"
             )
         mapped[str(app_code)] = code
     return mapped
@@ -188,13 +188,13 @@ def _rate_key_of(key: str) -> str:
         ) from None
 
 
-def _division(value: Any) -> int:
-    if isinstance(value, bool):
-        raise SettingsError(f"division is {_shown(value)}; it must be the division number")
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise SettingsError(f"division is {_shown(value)}; it must be the division number") from None
+def unreadable_settings(integration_id: int, problem: SettingsError) -> str:
+    """What the sync says of an integration whose settings it cannot read: the same words whether the
+    settings as a whole (the store) or one tool's field (the tool's typed settings) cannot be read."""
+    return (
+        f"integrations.settings of integration #{integration_id} cannot be read: {problem}; "
+        "correct the integration's settings"
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ from invoice_sync.domain.models import (
     RelatedInvoice,
     SettingsError,
     Unknown,
+    unreadable_settings,
 )
 from invoice_sync.domain.rules import SYNCABLE_STATUSES
 from invoice_sync.store import claims
@@ -742,9 +743,7 @@ def _integration(row: IntegrationRow) -> Integration:
     except UnreadableRowError as exc:
         problem = str(exc)
     except SettingsError as exc:
-        problem = (
-            f"integrations.settings of {where} cannot be read: {exc}; correct the integration's settings"
-        )
+        problem = unreadable_settings(row.id, exc)
     return Integration(
         id=row.id,
         name=row.name or where,

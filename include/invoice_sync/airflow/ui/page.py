@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
+from invoice_sync.connectors.settings import with_tool_settings
 from invoice_sync.domain.hints import fix_hint
 from invoice_sync.domain.models import Integration
 from invoice_sync.store.models import LedgerState
@@ -96,7 +97,7 @@ class PageView:
 
 def build_page(store: SyncStore, filters: Filters, *, limit: int = DEFAULT_LIMIT) -> PageView:
     """Everything the page renders, for the integrations the filters keep."""
-    every = store.integrations()
+    every = [with_tool_settings(integration) for integration in store.integrations()]  # says a bad setting
     chosen = [
         integration
         for integration in every

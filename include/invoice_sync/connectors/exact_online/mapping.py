@@ -21,11 +21,11 @@ from invoice_sync.connectors.amounts import (
     vat_code_for,
     vat_rounding_problem,
 )
+from invoice_sync.connectors.exact_online.settings import ExactOnlineSettings
 from invoice_sync.domain.discounts import bookable_lines
 from invoice_sync.domain.models import (
     Customer,
     ErrorClass,
-    IntegrationSettings,
     Invoice,
     InvoiceKind,
     Problem,
@@ -126,21 +126,21 @@ def account_payload(customer: Customer) -> dict[str, Any]:
     return {key: value for key, value in payload.items() if value not in (None, "")}
 
 
-def journal_for(invoice: Invoice, settings: IntegrationSettings) -> str | None:
+def journal_for(invoice: Invoice, settings: ExactOnlineSettings) -> str | None:
     """The journal code an invoice is booked in; credit notes may have their own journal."""
     if invoice.kind is InvoiceKind.CREDIT_NOTE:
         return settings.credit_note_journal or settings.journal
     return settings.journal
 
 
-def journals(settings: IntegrationSettings) -> list[str]:
+def journals(settings: ExactOnlineSettings) -> list[str]:
     """Every journal this integration books in: lookups ignore entries in any other journal."""
     found = [code for code in (settings.journal, settings.credit_note_journal) if code]
     return list(dict.fromkeys(found))
 
 
 def sales_entry_payload(
-    invoice: Invoice, settings: IntegrationSettings, customer_guid: str
+    invoice: Invoice, settings: ExactOnlineSettings, customer_guid: str
 ) -> dict[str, Any]:
     """The ``salesentry/SalesEntries`` body that books ``invoice`` for the Exact account ``customer_guid``.
 
@@ -189,14 +189,13 @@ def sales_entry_payload(
     return payload
 
 
-def validate(invoice: Invoice, settings: IntegrationSettings) -> list[Problem]:
+def validate(invoice: Invoice, settings: ExactOnlineSettings) -> list[Problem]:
     """Everything Exact would refuse that we can see without asking it.
 
     Config problems name the setting to change; data problems name the invoice. Messages are for a
     bookkeeper, e.g. "VAT rate 9% is not mapped to an Exact VAT code for Exact division 123456".
     """
-    division = settings.division
-    where = f"Exact division {division}" if division is not None else "the Exact integration"
+    where = f"Exact division {settings.division}"
     problems: list[Problem] = []
 
     def config(message: str) -> None:
@@ -205,8 +204,6 @@ def validate(invoice: Invoice, settings: IntegrationSettings) -> list[Problem]:
     def data(message: str) -> None:
         problems.append(Problem(ErrorClass.DATA, message))
 
-    if division is None:
-        config("No Exact division is set for this integration")
     if not journal_for(invoice, settings):
         config(f"No sales journal is set for {where}")
     problems += unmapped_problems(

@@ -65,12 +65,12 @@ from invoice_sync.connectors.amounts import (
     vat_code_for,
     vat_rounding_problem,
 )
+from invoice_sync.connectors.quickbooks.settings import QuickBooksSettings
 from invoice_sync.domain.discounts import bookable_lines
 from invoice_sync.domain.models import (
     Customer,
     CustomerKind,
     ErrorClass,
-    IntegrationSettings,
     Invoice,
     InvoiceKind,
     InvoiceLine,
@@ -107,7 +107,6 @@ NUMBERS_PER_QUERY = 100
 size limits it (:data:`MAX_RESULTS` rows hold ten records per number)."""
 MAX_RESULTS = 1000
 """QuickBooks' largest page of query results."""
-DEFAULT_HOME_CURRENCY = "EUR"
 CUSTOM_NUMBERS_SWITCH = (
     "Settings > Account and settings > Sales > Sales form content > Custom transaction numbers"
 )
@@ -115,22 +114,7 @@ CUSTOM_NUMBERS_SWITCH = (
 "Change the number on invoices or other transactions")."""
 
 
-# -- settings -------------------------------------------------------------------------------------------
-
-
-def realm_of(settings: IntegrationSettings) -> str | None:
-    """The company (``realmId``) the integration books into, from ``settings.extra["realm_id"]``."""
-    value = settings.extra.get("realm_id")
-    text = str(value).strip() if value is not None else ""
-    return text or None
-
-
-def currencies_of(settings: IntegrationSettings) -> list[str]:
-    """Currencies the company takes: its home currency (``extra.home_currency``, default EUR), plus
-    ``extra.currencies`` when multicurrency is switched on in QuickBooks."""
-    home = str(settings.extra.get("home_currency") or DEFAULT_HOME_CURRENCY).upper()
-    others = settings.extra.get("currencies") or []
-    return list(dict.fromkeys([home, *(str(code).upper() for code in others)]))
+# -- the company --------------------------------------------------------------------------------------------
 
 
 def custom_numbers_problem(preferences: Mapping[str, Any], *, where: str) -> str | None:
@@ -252,7 +236,7 @@ def amount(value: Decimal) -> float:
     return float(money(value))
 
 
-def transaction_payload(invoice: Invoice, settings: IntegrationSettings, customer_ref: str) -> dict[str, Any]:
+def transaction_payload(invoice: Invoice, settings: QuickBooksSettings, customer_ref: str) -> dict[str, Any]:
     """The ``Invoice`` or ``CreditMemo`` entity that books ``invoice`` for customer ``customer_ref``.
 
     Call :func:`validate` first; this raises ``ValueError`` for what validation reports.
@@ -293,15 +277,14 @@ def transaction_payload(invoice: Invoice, settings: IntegrationSettings, custome
     return payload
 
 
-def validate(invoice: Invoice, settings: IntegrationSettings) -> list[Problem]:
+def validate(invoice: Invoice, settings: QuickBooksSettings) -> list[Problem]:
     """Everything QuickBooks would refuse that we can see without asking it.
 
     Config problems name the setting to change; data problems name the invoice and what to change in the
     app. A missing number or customer, no lines and totals the lines do not produce are refused for every
     tool by :mod:`invoice_sync.domain.rules`; here only what is particular to QuickBooks.
     """
-    realm = realm_of(settings)
-    where = f"QuickBooks company {realm or '(not set)'}"
+    where = f"QuickBooks company {settings.realm_id}"
     problems: list[Problem] = []
 
     def config(message: str) -> None:
@@ -310,8 +293,6 @@ def validate(invoice: Invoice, settings: IntegrationSettings) -> list[Problem]:
     def data(message: str) -> None:
         problems.append(Problem(ErrorClass.DATA, message))
 
-    if realm is None:
-        config("No QuickBooks company is set for this integration (setting extra.realm_id)")
     problems += unmapped_problems(
         invoice,
         settings,
@@ -321,11 +302,11 @@ def validate(invoice: Invoice, settings: IntegrationSettings) -> list[Problem]:
     )
     name = document_label(invoice)
     currency = (invoice.currency or "").upper()
-    accepted = currencies_of(settings)
+    accepted = settings.accepted_currencies
     if currency and currency not in accepted:
         config(
             f"{name} is in {currency}, but {where} takes {', '.join(accepted)} only; switch on multicurrency "
-            "in QuickBooks and add the currency to the integration's setting extra.currencies"
+            "in QuickBooks and add the currency to the integration's setting currencies"
         )
     if invoice.number and len(invoice.number) > DOC_NUMBER_MAX:
         data(

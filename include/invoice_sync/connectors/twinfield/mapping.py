@@ -49,50 +49,36 @@ from invoice_sync.connectors.amounts import (
     vat_rounding_problem,
 )
 from invoice_sync.connectors.soap import Element, child, element
+from invoice_sync.connectors.twinfield.settings import TwinfieldSettings
 from invoice_sync.domain.discounts import bookable_lines
 from invoice_sync.domain.models import (
     Customer,
     ErrorClass,
-    IntegrationSettings,
     Invoice,
     InvoiceKind,
     InvoiceLine,
     Problem,
 )
 
-DEFAULT_CUSTOMER_CODE_OFFSET = 1000
-"""Customer 1 becomes debtor 1001: Twinfield offices usually number debtors from 1000 (the demo office's
-format is ``1[0-9]{3,5}``)."""
 CUSTOMER_NAME_MAX = 80
 """Longest dimension name we send (Twinfield's limit is unconfirmed; 80 is what its UI accepts)."""
 INVOICE_NUMBER_MAX = 40
 """Longest ``invoicenumber`` we send (unconfirmed); a cut number would break the lookup by number."""
 
 
-def office_of(settings: IntegrationSettings) -> str | None:
-    value = settings.extra.get("office")
-    return str(value).strip() or None if value is not None else None
-
-
-def debtors_account_of(settings: IntegrationSettings) -> str | None:
-    value = settings.extra.get("debtors_account")
-    return str(value).strip() or None if value is not None else None
-
-
-def customer_code(customer_id: int, settings: IntegrationSettings) -> str:
+def customer_code(customer_id: int, settings: TwinfieldSettings) -> str:
     """The Twinfield debtor code of one of our customers: ``str(offset + id)``."""
-    offset = int(settings.extra.get("customer_code_offset", DEFAULT_CUSTOMER_CODE_OFFSET))
-    return str(offset + int(customer_id))
+    return str(settings.customer_code_offset + int(customer_id))
 
 
-def daybook_for(invoice: Invoice, settings: IntegrationSettings) -> str | None:
+def daybook_for(invoice: Invoice, settings: TwinfieldSettings) -> str | None:
     """The transaction type (daybook) code; credit notes may have their own, else the same."""
     if invoice.kind is InvoiceKind.CREDIT_NOTE:
         return settings.credit_note_journal or settings.journal
     return settings.journal
 
 
-def daybooks(settings: IntegrationSettings) -> list[str]:
+def daybooks(settings: TwinfieldSettings) -> list[str]:
     """Every daybook this integration books in: lookups ignore transactions in any other."""
     return list(dict.fromkeys(code for code in (settings.journal, settings.credit_note_journal) if code))
 
@@ -107,7 +93,7 @@ class DetailLine:
     vat: Decimal
 
 
-def detail_lines(invoice: Invoice, settings: IntegrationSettings) -> list[DetailLine]:
+def detail_lines(invoice: Invoice, settings: TwinfieldSettings) -> list[DetailLine]:
     """The bookable lines with the VAT each carries: per VAT code what the app's VAT return would say,
     and over all codes the app's VAT total to the cent.
 
@@ -159,7 +145,7 @@ def _amount_line(parent: Element, kind: str, line_id: int, amount: Decimal, norm
     return node
 
 
-def transaction_element(invoice: Invoice, settings: IntegrationSettings, customer: str) -> Element:
+def transaction_element(invoice: Invoice, settings: TwinfieldSettings, customer: str) -> Element:
     """The ``<transaction>`` that books ``invoice`` in its sales daybook for debtor ``customer``.
 
     ``destiny="final"`` books it (a temporary one could still be changed or deleted by anyone);
@@ -175,7 +161,7 @@ def transaction_element(invoice: Invoice, settings: IntegrationSettings, custome
     sign = Decimal(-1) if invoice.kind is InvoiceKind.CREDIT_NOTE else Decimal(1)
     transaction = element(None, "transaction", destiny="final", raisewarning="false")
     header = child(transaction, "header")
-    child(header, "office", office_of(settings))
+    child(header, "office", settings.office)
     child(header, "code", daybook_for(invoice, settings))
     child(header, "currency", invoice.currency.upper())
     child(header, "date", invoice.invoice_date.strftime("%Y%m%d"))
@@ -185,7 +171,7 @@ def transaction_element(invoice: Invoice, settings: IntegrationSettings, custome
         child(header, "duedate", invoice.due_date.strftime("%Y%m%d"))
     lines = child(transaction, "lines")
     total = _amount_line(lines, "total", 1, sign * invoice.total_incl_vat, "debit")
-    total.insert(0, element(None, "dim1", debtors_account_of(settings)))
+    total.insert(0, element(None, "dim1", settings.debtors_account))
     total.insert(1, element(None, "dim2", customer))
     for line_id, detail in enumerate(detail_lines(invoice, settings), start=2):
         node = _amount_line(lines, "detail", line_id, detail.amount, "credit")
@@ -204,14 +190,14 @@ def transactions_request(transactions: Sequence[Element]) -> Element:
     return root
 
 
-def dimension_element(customer: Customer, settings: IntegrationSettings) -> Element:
+def dimension_element(customer: Customer, settings: TwinfieldSettings) -> Element:
     """The ``<dimension>`` (type ``DEB``) that creates or updates ``customer`` in the office.
 
     The street line goes into ``field2`` and the VAT number into ``field4`` of the invoice address
     (which fields Twinfield uses for them is unconfirmed). Empty fields are left out.
     """
     dimension = element(None, "dimension")
-    child(dimension, "office", office_of(settings))
+    child(dimension, "office", settings.office)
     child(dimension, "type", "DEB")
     child(dimension, "code", customer_code(customer.id, settings))
     child(dimension, "name", customer.name)
@@ -232,7 +218,7 @@ def dimension_element(customer: Customer, settings: IntegrationSettings) -> Elem
     return dimension
 
 
-def dimensions_request(customers: Sequence[Customer], settings: IntegrationSettings) -> Element:
+def dimensions_request(customers: Sequence[Customer], settings: TwinfieldSettings) -> Element:
     root = element(None, "dimensions")
     for customer in customers:
         root.append(dimension_element(customer, settings))
@@ -274,10 +260,9 @@ def browse_request(office: str, reference: str) -> Element:
     return columns
 
 
-def validate(invoice: Invoice, settings: IntegrationSettings) -> list[Problem]:
+def validate(invoice: Invoice, settings: TwinfieldSettings) -> list[Problem]:
     """Everything Twinfield would refuse that we can see without asking it (config names the setting)."""
-    office = office_of(settings)
-    where = f"Twinfield office {office}" if office else "the Twinfield integration"
+    where = f"Twinfield office {settings.office}"
     problems: list[Problem] = []
 
     def config(message: str) -> None:
@@ -286,21 +271,11 @@ def validate(invoice: Invoice, settings: IntegrationSettings) -> list[Problem]:
     def data(message: str) -> None:
         problems.append(Problem(ErrorClass.DATA, message))
 
-    if not office:
-        config("No Twinfield office is set for this integration (setting extra.office)")
-    if not debtors_account_of(settings):
-        config(f"No debtors control account is set for {where} (setting extra.debtors_account)")
     if not daybook_for(invoice, settings):
         config(f"No sales daybook (transaction type) is set for {where}")
     problems += unmapped_problems(
         invoice, settings, vat_code="a Twinfield VAT code", gl_account="a Twinfield GL account", where=where
     )
-    try:
-        int(settings.extra.get("customer_code_offset", DEFAULT_CUSTOMER_CODE_OFFSET))
-    except (TypeError, ValueError):
-        config(
-            f"The customer code offset of {where} is not a whole number (setting extra.customer_code_offset)"
-        )
 
     label = document_label(invoice)
     if invoice.number and len(invoice.number) > INVOICE_NUMBER_MAX:

@@ -55,11 +55,11 @@ from invoice_sync.connectors.amounts import (
     vat_code_for,
     vat_rounding_problem,
 )
+from invoice_sync.connectors.xero.settings import XeroSettings
 from invoice_sync.domain.discounts import bookable_lines
 from invoice_sync.domain.models import (
     Customer,
     ErrorClass,
-    IntegrationSettings,
     Invoice,
     InvoiceKind,
     InvoiceLine,
@@ -82,12 +82,6 @@ ADDRESS_LINE_MAX = 500
 CITY_MAX = 255
 POSTCODE_MAX = 50
 COUNTRY_MAX = 50
-
-
-def tenant_label(settings: IntegrationSettings) -> str:
-    """How messages name the organisation: its name when configured, else its tenant id."""
-    extra = settings.extra
-    return str(extra.get("tenant") or extra.get("tenant_id") or "(not set)")
 
 
 def contact_number(customer_id: int) -> str:
@@ -113,7 +107,7 @@ def quantity_and_price(line: InvoiceLine) -> tuple[Decimal, Decimal]:
     return Decimal(1), line.amount
 
 
-def line_item(line: InvoiceLine, settings: IntegrationSettings, tax_amount: Decimal) -> dict[str, Any]:
+def line_item(line: InvoiceLine, settings: XeroSettings, tax_amount: Decimal) -> dict[str, Any]:
     """One ``LineItems`` element, its tax pinned to ``tax_amount``."""
     quantity, price = quantity_and_price(line)
     return {
@@ -127,7 +121,7 @@ def line_item(line: InvoiceLine, settings: IntegrationSettings, tax_amount: Deci
     }
 
 
-def document(invoice: Invoice, settings: IntegrationSettings, contact_id: str) -> dict[str, Any]:
+def document(invoice: Invoice, settings: XeroSettings, contact_id: str) -> dict[str, Any]:
     """The ``Invoices`` (or ``CreditNotes``) element that books ``invoice`` for the contact ``contact_id``.
 
     Call :func:`validate` first; this raises ``ValueError`` for what validation reports.
@@ -208,14 +202,14 @@ def contact_problems(customer: Customer) -> list[str]:
     return found
 
 
-def validate(invoice: Invoice, settings: IntegrationSettings) -> list[Problem]:
+def validate(invoice: Invoice, settings: XeroSettings) -> list[Problem]:
     """Everything Xero would refuse that we can see without asking it.
 
     Config problems name the setting to change; data problems name the invoice and the field. A missing
     number or customer and totals the lines do not produce are refused for every tool by
     :mod:`invoice_sync.domain.rules`; here what is particular to Xero.
     """
-    where = f"Xero organisation {tenant_label(settings)}"
+    where = f"Xero organisation {settings.label}"
     problems: list[Problem] = []
 
     def config(message: str) -> None:
@@ -224,15 +218,13 @@ def validate(invoice: Invoice, settings: IntegrationSettings) -> list[Problem]:
     def data(message: str) -> None:
         problems.append(Problem(ErrorClass.DATA, message))
 
-    if not settings.extra.get("tenant_id") and not settings.extra.get("tenant"):
-        config("No Xero organisation is set for this integration (setting extra.tenant_id, or extra.tenant)")
     problems += unmapped_problems(
         invoice, settings, vat_code="a Xero tax rate (TaxType)", gl_account="a Xero account code", where=where
     )
-    currencies = [str(code).upper() for code in settings.extra.get("currencies") or ()]
+    currencies = settings.currencies
     if currencies and invoice.currency.upper() not in currencies:
         config(
-            f"{where} takes invoices in {', '.join(currencies)} only (setting extra.currencies), not in "
+            f"{where} takes invoices in {', '.join(currencies)} only (setting currencies), not in "
             f"{invoice.currency}; enable the currency in Xero and add it to the setting"
         )
 

@@ -57,12 +57,12 @@ from invoice_sync.connectors.amounts import (
     vat_rounding_problem,
 )
 from invoice_sync.connectors.soap import child, element
+from invoice_sync.connectors.yuki.settings import YukiSettings
 from invoice_sync.domain.discounts import bookable_lines
 from invoice_sync.domain.models import (
     Customer,
     CustomerKind,
     ErrorClass,
-    IntegrationSettings,
     Invoice,
     InvoiceKind,
     InvoiceLine,
@@ -95,12 +95,6 @@ _FIELD_NAMES = {
     "VATNumber": "VAT number",
     "EmailAddress": "e-mail address",
 }
-
-
-def administration_label(settings: IntegrationSettings) -> str:
-    """How messages name the administration: its name, else its GUID."""
-    extra = settings.extra
-    return str(extra.get("administration") or extra.get("administration_id") or "(not set)")
 
 
 def number(value: Decimal) -> str:
@@ -151,7 +145,7 @@ def booked_lines(invoice: Invoice) -> list[tuple[InvoiceLine, Decimal]]:
     return [(line, vat) for line, vat in zip(lines, vat_amounts, strict=True) if line.amount or vat]
 
 
-def sales_invoice(invoice: Invoice, settings: IntegrationSettings) -> etree._Element:
+def sales_invoice(invoice: Invoice, settings: YukiSettings) -> etree._Element:
     """The ``SalesInvoice`` element that books ``invoice``; its contact is matched by our customer id.
 
     Children in the order of ``SalesInvoices.xsd`` (see the module docstring). Call :func:`validate`
@@ -222,23 +216,18 @@ def sales_invoices(invoices: Sequence[etree._Element]) -> etree._Element:
     return root
 
 
-def validate(invoice: Invoice, settings: IntegrationSettings) -> list[Problem]:
+def validate(invoice: Invoice, settings: YukiSettings) -> list[Problem]:
     """Everything Yuki would refuse that we can see without asking it.
 
     Config problems name the setting to change; data problems name the invoice. Messages are for a
     bookkeeper, e.g. "VAT rate 9% is not mapped to a Yuki VAT type for administration Demo Yuki BV".
     """
-    where = f"administration {administration_label(settings)}"
+    where = f"administration {settings.label}"
     problems: list[Problem] = []
-
-    def config(message: str) -> None:
-        problems.append(Problem(ErrorClass.CONFIG, message))
 
     def data(message: str) -> None:
         problems.append(Problem(ErrorClass.DATA, message))
 
-    if not settings.extra.get("administration_id") and not settings.extra.get("administration"):
-        config("No Yuki administration is set for this integration (administration_id or administration)")
     problems += unmapped_problems(
         invoice, settings, vat_code="a Yuki VAT type", gl_account="a Yuki GL account code", where=where
     )
