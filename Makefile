@@ -1,5 +1,6 @@
-# invoice-sync: `make run` (demo nightly run on embedded defaults) and `make test` (the full suite).
-# Both set everything up themselves: venv, locked install, Airflow metadata DB, invoicing DB.
+# invoice-sync: `make run` (demo nightly run on embedded defaults), `make ui` (Airflow's UI on the same
+# defaults, until Ctrl-C) and `make test` (the full suite).
+# All set everything up themselves: venv, locked install, Airflow metadata DB, invoicing DB.
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -13,10 +14,11 @@ export AIRFLOW__CORE__DAGS_FOLDER ?= $(CURDIR)/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER ?= $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 
-.PHONY: help venv browser run chaos bench test lint format lock clean
+.PHONY: help venv browser run ui chaos bench test lint format lock clean
 
 help:
 	@echo "make run    fresh machine -> a finished nightly sync run against the sandbox, with a summary"
+	@echo "make ui     fresh machine -> Airflow's UI on the demo defaults (INVOICE_SYNC_UI_PORT, default 8080) until Ctrl-C"
 	@echo "make chaos  nightly runs under random faults (CHAOS_INVOICES, CHAOS_RUNS, CHAOS_SEED), then a check of the books"
 	@echo "make bench  throughput at the tools' limits, our overhead, memory, parse time: JSON lines, then a table"
 	@echo "make test   fresh machine -> the full test suite (PostgreSQL tests run when a server is reachable)"
@@ -36,6 +38,11 @@ $(VENV)/.installed: requirements.lock requirements-dev.lock pyproject.toml inclu
 
 run: venv
 	scripts/run-demo.sh
+
+# The same set-up as make run (scripts/demo-env.sh), then api-server, scheduler, dag-processor and triggerer;
+# prints the URL and a login.
+ui: venv
+	scripts/run-ui.sh
 
 # Its own throw-away invoicing DB and Airflow home under var/chaos/ (CHAOS_DB_URL, CHAOS_AIRFLOW_HOME move them).
 CHAOS_INVOICES ?= 2000

@@ -7,11 +7,11 @@ cannot be sure of is reported as :class:`~invoice_sync.domain.models.Unknown` ra
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
-from invoice_sync.connectors.base import HookConnector
+from invoice_sync.connectors.base import HookConnector, Reading
 from invoice_sync.connectors.exact_online import mapping
 from invoice_sync.connectors.exact_online.errors import ALREADY_EXISTS
 from invoice_sync.connectors.exact_online.hook import ExactOnlineHook
@@ -23,8 +23,6 @@ from invoice_sync.domain.models import (
     ErrorClass,
     Integration,
     Invoice,
-    Outcome,
-    Rejected,
     Unknown,
 )
 from invoice_sync.domain.ports import CustomerLinkFailure, TokenVault
@@ -34,8 +32,11 @@ ENTRIES = "salesentry/SalesEntries"
 ACCOUNTS = "crm/Accounts"
 
 
-class ExactOnlineConnector(HookConnector[ExactOnlineHook]):
-    """Books one integration's invoices as Exact Online sales entries in its division.
+class ExactOnlineConnector(HookConnector[ExactOnlineHook, dict[str, Any], dict[str, Any]]):
+    """Books one integration's invoices as Exact Online sales entries in its division, one per call.
+
+    Exact's refusals become ``Rejected`` (an "Already exists" too: the engine looks the invoice up
+    before any new attempt), a lost answer becomes ``Unknown``.
 
     :param integration: the integration; ``settings.division`` says which Exact division.
     :param hook: the client for that division (see :func:`build_connector`).
@@ -143,31 +144,21 @@ class ExactOnlineConnector(HookConnector[ExactOnlineHook]):
             f"in Exact to {customer.id} so the sync links it; otherwise correct the VAT number in the app",
         )
 
-    def push(self, invoices: Sequence[Invoice], customer_ids: Mapping[int, str]) -> Iterator[Outcome]:
-        """Post one sales entry per invoice, yielding each outcome before the next request goes out.
+    def payload(self, invoice: Invoice, customer_id: str) -> dict[str, Any]:
+        return mapping.sales_entry_payload(invoice, self.settings, customer_id)
 
-        Exact's refusals become ``Rejected`` (an "Already exists" too: the engine looks the invoice up),
-        a lost answer becomes ``Unknown``. Quota, authorisation and network errors that occur before a
-        request was sent are raised and stop the batch.
-        """
-        for invoice in invoices:
-            customer_guid = self.customer_or_refusal(invoice, customer_ids)
-            if isinstance(customer_guid, Rejected):
-                yield customer_guid
-                continue
-            payload = mapping.sales_entry_payload(invoice, self.settings, customer_guid)
-            yield self._book(invoice, payload)
+    def send(self, call: list[tuple[Invoice, dict[str, Any]]]) -> dict[str, Any]:
+        """One sales entry per call: Exact's REST API has no batch create."""
+        ((_, payload),) = call
+        return self.hook.post(ENTRIES, payload)
 
-    def _book(self, invoice: Invoice, payload: dict[str, object]) -> Outcome:
-        try:
-            entry = self.hook.post(ENTRIES, payload)
-        except (DataError, ConfigError) as error:
-            return Rejected(invoice.id, error.error_class, error.message)
-        except OutcomeUnknownError as error:
-            return Unknown(invoice.id, error.message)
-        if entry.get("EntryNumber") is None or not entry.get("EntryID"):
-            return Unknown(invoice.id, f"{self.hook.context}: the answer did not say which entry was booked")
-        return Booked(invoice.id, str(entry["EntryNumber"]), str(entry["EntryID"]))
+    def read(self, call: list[tuple[Invoice, dict[str, Any]]], answer: dict[str, Any]) -> list[Reading]:
+        """The created entry's number and id; an answer without them says nothing certain."""
+        ((invoice, _),) = call
+        if answer.get("EntryNumber") is None or not answer.get("EntryID"):
+            message = f"{self.hook.context}: the answer did not say which entry was booked"
+            return [Unknown(invoice.id, message)]
+        return [Booked(invoice.id, str(answer["EntryNumber"]), str(answer["EntryID"]))]
 
     def _accounts_by_code(self, codes: Sequence[str]) -> dict[str, str]:
         """``{padded code: account ID}`` of the accounts Exact has for ``codes``."""

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from invoice_sync.connectors.amounts import document_label
-from invoice_sync.connectors.base import HookConnector
+from invoice_sync.connectors.base import Duplicate, HookConnector, Reading
 from invoice_sync.connectors.quickbooks import mapping
 from invoice_sync.connectors.quickbooks.errors import (
     DUPLICATE_DOC_NUMBER,
@@ -36,13 +36,7 @@ from invoice_sync.connectors.quickbooks.errors import (
     message,
 )
 from invoice_sync.connectors.quickbooks.hook import BATCH_MAX, QuickBooksHook
-from invoice_sync.domain.errors import (
-    ConfigError,
-    DataError,
-    OutcomeUnknownError,
-    SyncError,
-    TransientError,
-)
+from invoice_sync.domain.errors import ConfigError, DataError, OutcomeUnknownError, TransientError
 from invoice_sync.domain.models import (
     Booked,
     Booking,
@@ -64,7 +58,7 @@ _Held = dict[str, dict[str, tuple[tuple[datetime, int], Booking]]]
 """Entity -> DocNumber -> (age key, booking) of the oldest record QuickBooks holds for that number."""
 
 
-class QuickBooksConnector(HookConnector[QuickBooksHook]):
+class QuickBooksConnector(HookConnector[QuickBooksHook, dict[str, Any], list[dict[str, Any]]]):
     """Books one integration's invoices as QuickBooks Online invoices and credit memos in its company.
 
     :param integration: the integration; ``settings.extra["realm_id"]`` names the company.
@@ -252,48 +246,29 @@ class QuickBooksConnector(HookConnector[QuickBooksHook]):
     # -- booking ----------------------------------------------------------------------------------------
 
     def push(self, invoices: Sequence[Invoice], customer_ids: Mapping[int, str]) -> Iterator[Outcome]:
-        """Create the invoices and credit memos, :data:`~.hook.BATCH_MAX` per batch call, yielding each
-        call's outcomes before the next call leaves.
-
-        Each batch item is answered on its own: the entity (Booked with its ``DocNumber`` and ``Id``) or a
-        ``Fault`` (Rejected with its code's class and QuickBooks' text; a duplicate number is settled by a
-        lookup). A lost answer leaves the whole call ``Unknown``. Failures that stop the batch before a
-        call is sent (authorisation, an inactive subscription, custom transaction numbers off) are raised.
-        """
+        """The base's push, once the company's numbering is known to be ours (custom transaction
+        numbers off stops the push before the first call: raised as a ``ConfigError``)."""
         self._require_custom_numbers()
-        for call in self.calls(invoices, customer_ids, self._transaction):
-            if isinstance(call, Rejected):
-                yield call
-            else:
-                yield from self._book(call)
+        yield from super().push(invoices, customer_ids)
 
-    def _transaction(self, invoice: Invoice, customer_ref: str) -> dict[str, Any]:
-        return mapping.transaction_payload(invoice, self.settings, customer_ref)
+    def payload(self, invoice: Invoice, customer_id: str) -> dict[str, Any]:
+        return mapping.transaction_payload(invoice, self.settings, customer_id)
 
-    def _book(self, batch: list[tuple[Invoice, dict[str, Any]]]) -> list[Outcome]:
+    def send(self, call: list[tuple[Invoice, dict[str, Any]]]) -> list[dict[str, Any]]:
+        """One batch call creating the invoices and credit memos, :data:`~.hook.BATCH_MAX` at most."""
         items = [
             {"bId": str(index), "operation": "create", mapping.entity_of(invoice): payload}
-            for index, (invoice, payload) in enumerate(batch, start=1)
+            for index, (invoice, payload) in enumerate(call, start=1)
         ]
-        try:
-            answers = _by_bid(self.hook.batch(items, write=True))
-        except OutcomeUnknownError as error:
-            return [Unknown(invoice.id, error.message) for invoice, _ in batch]
-        except (DataError, ConfigError) as error:  # refused as a whole, before processing
-            return [Rejected(invoice.id, error.error_class, error.message) for invoice, _ in batch]
-        outcomes: dict[int, Outcome] = {}
-        duplicates: list[tuple[Invoice, Fault]] = []
-        for index, (invoice, _) in enumerate(batch, start=1):
-            outcome = self._outcome(invoice, answers.get(str(index)))
-            if isinstance(outcome, Fault):
-                duplicates.append((invoice, outcome))
-            else:
-                outcomes[invoice.id] = outcome
-        outcomes.update(self._settle_duplicates(duplicates))
-        return [outcomes[invoice.id] for invoice, _ in batch]
+        return self.hook.batch(items, write=True)
 
-    def _outcome(self, invoice: Invoice, answer: Mapping[str, Any] | None) -> Outcome | Fault:
-        """The outcome of one batch item; its ``Fault`` when it is a duplicate number (look it up)."""
+    def read(self, call: list[tuple[Invoice, dict[str, Any]]], answer: list[dict[str, Any]]) -> list[Reading]:
+        """Each batch item is answered on its own, by its ``bId``: the entity (booked with its
+        ``DocNumber`` and ``Id``) or a ``Fault`` (refused with its code's class and QuickBooks' text)."""
+        answers = _by_bid(answer)
+        return [self._reading(invoice, answers.get(str(index))) for index, (invoice, _) in enumerate(call, 1)]
+
+    def _reading(self, invoice: Invoice, answer: Mapping[str, Any] | None) -> Reading:
         where = self.hook.context
         if answer is None:
             return Unknown(invoice.id, f"{where}: the batch answer has no item for {document_label(invoice)}")
@@ -301,7 +276,7 @@ class QuickBooksConnector(HookConnector[QuickBooksHook]):
         if faults:
             first = next((f for f in faults if f.code == DUPLICATE_DOC_NUMBER), faults[0])
             if first.code == DUPLICATE_DOC_NUMBER:
-                return first
+                return Duplicate(message(first, context=where))
             cls = error_class(first)
             text = message(first, context=where)
             return Unknown(invoice.id, text) if cls is None else Rejected(invoice.id, cls, text)
@@ -312,27 +287,17 @@ class QuickBooksConnector(HookConnector[QuickBooksHook]):
             )
         return Booked(invoice.id, str(entity["DocNumber"]), str(entity["Id"]))
 
-    def _settle_duplicates(self, duplicates: list[tuple[Invoice, Fault]]) -> dict[int, Outcome]:
-        """QuickBooks already holds these numbers: booked by an earlier attempt of ours, or by hand."""
-        if not duplicates:
-            return {}
-        entities = sorted({mapping.entity_of(invoice) for invoice, _ in duplicates})
-        try:
-            held = self._held([invoice.number or "" for invoice, _ in duplicates], entities)
-        except SyncError as error:
-            # The call's other outcomes must still be yielded; the engine looks these up again later.
-            note = f"{self.hook.context}: QuickBooks already holds these numbers, but the lookup failed: "
-            return {invoice.id: Unknown(invoice.id, note + error.message) for invoice, _ in duplicates}
-        outcomes: dict[int, Outcome] = {}
-        for invoice, fault in duplicates:
-            found = held[mapping.entity_of(invoice)].get(invoice.number or "")
-            if found is not None:
-                booking = found[1]
-                outcomes[invoice.id] = Booked(invoice.id, booking.registration_number, booking.external_id)
-            else:
-                text = message(fault, context=self.hook.context)
-                outcomes[invoice.id] = Rejected(invoice.id, ErrorClass.DATA, text)
-        return outcomes
+    def find_duplicates(self, invoices: Sequence[Invoice]) -> dict[int, Booking]:
+        """The oldest record of each invoice's own entity: QuickBooks keeps numbers unique per entity, so
+        a credit memo holding an invoice's number is not what refused it."""
+        entities = sorted({mapping.entity_of(invoice) for invoice in invoices})
+        held = self._held([invoice.number or "" for invoice in invoices], entities)
+        found: dict[int, Booking] = {}
+        for invoice in invoices:
+            record = held[mapping.entity_of(invoice)].get(invoice.number or "")
+            if record is not None:
+                found[invoice.id] = record[1]
+        return found
 
 
 def _by_bid(answers: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:

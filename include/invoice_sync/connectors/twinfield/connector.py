@@ -7,15 +7,15 @@ every outcome the connector cannot be sure of is reported as :class:`~invoice_sy
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from invoice_sync.connectors.base import HookConnector
+from invoice_sync.connectors.base import HookConnector, Reading
 from invoice_sync.connectors.soap import Element, find_all, local, text
 from invoice_sync.connectors.twinfield import mapping
 from invoice_sync.connectors.twinfield.errors import message_class
 from invoice_sync.connectors.twinfield.hook import TwinfieldHook
-from invoice_sync.domain.errors import ConfigError, DataError, OutcomeUnknownError
+from invoice_sync.domain.errors import ConfigError
 from invoice_sync.domain.models import (
     Booked,
     Booking,
@@ -23,7 +23,6 @@ from invoice_sync.domain.models import (
     ErrorClass,
     Integration,
     Invoice,
-    Outcome,
     Rejected,
     Unknown,
 )
@@ -42,7 +41,7 @@ CUSTOMER_BATCH_SIZE = 100
 """Dimensions per ProcessXml upsert: a page's new customers normally go in one call."""
 
 
-class TwinfieldConnector(HookConnector[TwinfieldHook]):
+class TwinfieldConnector(HookConnector[TwinfieldHook, Element, Element]):
     """Books one integration's invoices as Twinfield sales transactions in its office.
 
     :param integration: the integration; ``settings.extra["office"]`` names the Twinfield office.
@@ -140,36 +139,22 @@ class TwinfieldConnector(HookConnector[TwinfieldHook]):
 
     # -- booking ----------------------------------------------------------------------------------------
 
-    def push(self, invoices: Sequence[Invoice], customer_ids: Mapping[int, str]) -> Iterator[Outcome]:
-        """Send the invoices as sales transactions, :data:`BATCH_SIZE` per call, yielding each call's
-        outcomes before the next call leaves.
+    def payload(self, invoice: Invoice, customer_id: str) -> Element:
+        return mapping.transaction_element(invoice, self.settings, customer_id)
 
-        Twinfield judges each transaction on its own: ``result="1"`` is booked with its number,
-        ``result="0"`` is refused with the texts of the offending elements. A lost or unreadable answer, or
-        a fault we do not recognise, leaves every transaction of that call ``Unknown``. Failures that stop
-        the batch before a call is sent (authorisation, credits) are raised.
-        """
-        for call in self.calls(invoices, customer_ids, self._transaction):
-            if isinstance(call, Rejected):
-                yield call
-            else:
-                yield from self._book(call)
+    def send(self, call: list[tuple[Invoice, Element]]) -> Element:
+        """One ProcessXml call with :data:`BATCH_SIZE` transactions at most; a write costs 3 credits
+        whatever its size. A fault we do not recognise leaves the call's outcome unknown (the hook)."""
+        request = mapping.transactions_request([transaction for _, transaction in call])
+        return self.hook.process_xml(request, read=False)
 
-    def _transaction(self, invoice: Invoice, code: str) -> Element:
-        return mapping.transaction_element(invoice, self.settings, code)
-
-    def _book(self, batch: list[tuple[Invoice, Element]]) -> list[Outcome]:
-        request = mapping.transactions_request([transaction for _, transaction in batch])
-        try:
-            answer = self.hook.process_xml(request, read=False)
-        except OutcomeUnknownError as error:
-            return [Unknown(invoice.id, error.message) for invoice, _ in batch]
-        except (ConfigError, DataError) as error:  # refused as a whole, before processing
-            return [Rejected(invoice.id, error.error_class, error.message) for invoice, _ in batch]
+    def read(self, call: list[tuple[Invoice, Element]], answer: Element) -> list[Reading]:
+        """Twinfield judges each transaction on its own, answering in request order: ``result="1"`` is
+        booked with its number, ``result="0"`` is refused with the texts of the offending elements."""
         results = _items(answer, "transaction")
-        return [self._outcome(invoice, results, index) for index, (invoice, _) in enumerate(batch)]
+        return [self._reading(invoice, results, index) for index, (invoice, _) in enumerate(call)]
 
-    def _outcome(self, invoice: Invoice, results: list[Element], index: int) -> Outcome:
+    def _reading(self, invoice: Invoice, results: list[Element], index: int) -> Reading:
         result = results[index] if index < len(results) else None
         if result is None or text(result, "header", "invoicenumber") != (invoice.number or ""):
             return Unknown(

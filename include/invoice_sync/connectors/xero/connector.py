@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from invoice_sync.connectors.base import HookConnector
+from invoice_sync.connectors.base import SKIPPED, Duplicate, HookConnector, Reading
 from invoice_sync.connectors.xero import mapping
 from invoice_sync.connectors.xero.errors import (
     DUPLICATE_NUMBER,
@@ -43,7 +43,7 @@ from invoice_sync.connectors.xero.errors import (
     warning_messages,
 )
 from invoice_sync.connectors.xero.hook import XeroHook
-from invoice_sync.domain.errors import ConfigError, DataError, OutcomeUnknownError, SyncError
+from invoice_sync.domain.errors import ConfigError, OutcomeUnknownError, SyncError
 from invoice_sync.domain.models import (
     Booked,
     Booking,
@@ -104,10 +104,11 @@ class Record:
         return self.status in BOOKED_STATUSES
 
 
-Pending = tuple[Invoice, dict[str, Any]]
+Answer = list[dict[str, Any]] | XeroValidationError
+"""Xero's answer to a create: one element per element sent, or its refusal of the whole request."""
 
 
-class XeroConnector(HookConnector[XeroHook]):
+class XeroConnector(HookConnector[XeroHook, dict[str, Any], Answer]):
     """Books one integration's invoices and credit notes in its Xero organisation.
 
     :param integration: the integration; ``settings.extra["tenant_id"]`` (or ``["tenant"]``, the
@@ -117,6 +118,8 @@ class XeroConnector(HookConnector[XeroHook]):
 
     tool = TOOL
     invoices_per_call = BATCH_SIZE
+    sends_per_call = 2
+    """A whole-request refusal names the elements it refuses; the others are sent once more."""
 
     check = staticmethod(mapping.validate)
     """Xero-specific problems found without a call (see :func:`.mapping.validate`)."""
@@ -336,83 +339,65 @@ class XeroConnector(HookConnector[XeroHook]):
     # -- booking ---------------------------------------------------------------------------------------
 
     def push(self, invoices: Sequence[Invoice], customer_ids: Mapping[int, str]) -> Iterator[Outcome]:
-        """Send the invoices as ``ACCREC`` invoices, then the credit notes as ``ACCRECCREDIT`` credit
-        notes (the invoice a credit note credits goes first), :data:`BATCH_SIZE` per call, yielding each
-        call's outcomes before the next call leaves.
+        """The base's push for the invoices as ``ACCREC`` invoices, then for the credit notes as
+        ``ACCRECCREDIT`` credit notes (the invoice a credit note credits goes first): one route per kind,
+        so a call carries one kind.
 
         Quota (a spent day), authorisation and throttling that outlasts the waits stop the push before the
         next call and are raised; the invoices not yielded yet were not sent.
         """
-        for kind, credit_notes in ((INVOICES, False), (CREDIT_NOTES, True)):
+        for credit_notes in (False, True):
             of_kind = [invoice for invoice in invoices if mapping.is_credit_note(invoice) is credit_notes]
-            for call in self.calls(of_kind, customer_ids, self._document):
-                if isinstance(call, Rejected):
-                    yield call
-                else:
-                    yield from self._book(kind, call)
+            yield from super().push(of_kind, customer_ids)
 
-    def _document(self, invoice: Invoice, contact_id: str) -> dict[str, Any]:
-        return mapping.document(invoice, self.settings, contact_id)
+    def payload(self, invoice: Invoice, customer_id: str) -> dict[str, Any]:
+        return mapping.document(invoice, self.settings, customer_id)
 
-    def _book(self, kind: Kind, batch: list[Pending]) -> list[Outcome]:
-        """One create call for ``batch``, and once more for those a whole-request refusal did not name."""
-        outcomes, unsent = self._send(kind, batch)
-        if unsent:
-            more, unsent = self._send(kind, unsent)
-            outcomes += more
-        where = self.hook.context
-        for invoice, _ in unsent:  # never expected: the second call names every refused element
-            outcomes.append(
-                Rejected(invoice.id, ErrorClass.TRANSIENT, f"{where}: Xero refused {invoice.number} twice")
-            )
-        return outcomes
-
-    def _send(self, kind: Kind, batch: list[Pending]) -> tuple[list[Outcome], list[Pending]]:
-        """The outcomes of one create call, and the invoices a whole-request refusal left unprocessed."""
-        numbers = [invoice.number or "" for invoice, _ in batch]
+    def send(self, call: list[tuple[Invoice, dict[str, Any]]]) -> Answer:
+        """One create call; a whole-request refusal is an answer too, since it names the elements it
+        refused (without ``summarizeErrors=false`` taking effect, Xero creates nothing then)."""
+        kind = _kind(call[0][0])
         try:
-            answers = self.hook.create(kind.resource, kind.resource, [document for _, document in batch])
-        except OutcomeUnknownError as error:
-            return [Unknown(invoice.id, error.message) for invoice, _ in batch], []
+            return self.hook.create(kind.resource, kind.resource, [document for _, document in call])
         except XeroValidationError as error:
-            answered = _match([e for e in error.elements if has_errors(e)], kind.number, numbers)
-            if not answered:  # nothing names an invoice (an idempotency key clash, say): all refused alike
-                error_class = (
-                    ErrorClass.TRANSIENT if IDEMPOTENCY_MISMATCH.search(error.message) else ErrorClass.DATA
-                )
-                return [Rejected(invoice.id, error_class, error.message) for invoice, _ in batch], []
-            named = [(inv, doc) for inv, doc in batch if (inv.number or "") in answered]
-            unsent = [(inv, doc) for inv, doc in batch if (inv.number or "") not in answered]
-            return self._outcomes(kind, named, answered), unsent
-        except (ConfigError, DataError) as error:  # refused as a whole, before processing
-            return [Rejected(invoice.id, error.error_class, error.message) for invoice, _ in batch], []
-        return self._outcomes(kind, batch, _match(answers, kind.number, numbers)), []
+            return error
 
-    def _outcomes(
-        self, kind: Kind, batch: Sequence[Pending], answers: Mapping[str, Mapping[str, Any]]
-    ) -> list[Outcome]:
-        """One outcome per invoice from Xero's answer for its number; duplicates settled by a lookup."""
-        where = self.hook.context
-        outcomes: dict[int, Outcome] = {}
-        duplicates: dict[str, tuple[Invoice, str]] = {}
-        for invoice, _ in batch:
-            number = invoice.number or ""
-            answer = answers.get(number)
-            if answer is None:
-                outcomes[invoice.id] = Unknown(
-                    invoice.id, f"{where}: Xero's answer said nothing about {kind.label.lower()} {number}"
+    def read(self, call: list[tuple[Invoice, dict[str, Any]]], answer: Answer) -> list[Reading]:
+        """Each invoice from Xero's answer for its number. After a whole-request refusal, the invoices it
+        does not name were not processed and go again; when it names none (an idempotency key clash,
+        say), all are refused alike."""
+        kind = _kind(call[0][0])
+        numbers = [invoice.number or "" for invoice, _ in call]
+        if isinstance(answer, XeroValidationError):
+            answered = _match([e for e in answer.elements if has_errors(e)], kind.number, numbers)
+            if not answered:
+                error_class = (
+                    ErrorClass.TRANSIENT if IDEMPOTENCY_MISMATCH.search(answer.message) else ErrorClass.DATA
                 )
-                continue
-            messages = validation_messages(answer)
-            if not has_errors(answer):
-                outcomes[invoice.id] = self._created(kind, invoice, answer)
-            elif any(DUPLICATE_NUMBER.search(message) for message in messages):
-                duplicates[number] = (invoice, "; ".join(messages))
-            else:
-                text = "; ".join(messages) or "Xero refused it without a message"
-                outcomes[invoice.id] = Rejected(invoice.id, message_class(text), f"{where}: {text}")
-        outcomes.update(self._settle_duplicates(kind, duplicates))
-        return [outcomes[invoice.id] for invoice, _ in batch]
+                return [Rejected(invoice.id, error_class, answer.message) for invoice, _ in call]
+            return [
+                self._reading(kind, invoice, answered[number]) if number in answered else SKIPPED
+                for (invoice, _), number in zip(call, numbers, strict=True)
+            ]
+        answers = _match(answer, kind.number, numbers)
+        return [
+            self._reading(kind, invoice, answers.get(number))
+            for (invoice, _), number in zip(call, numbers, strict=True)
+        ]
+
+    def _reading(self, kind: Kind, invoice: Invoice, answer: Mapping[str, Any] | None) -> Reading:
+        where = self.hook.context
+        if answer is None:
+            return Unknown(
+                invoice.id, f"{where}: Xero's answer said nothing about {kind.label.lower()} {invoice.number}"
+            )
+        messages = validation_messages(answer)
+        if not has_errors(answer):
+            return self._created(kind, invoice, answer)
+        if any(DUPLICATE_NUMBER.search(message) for message in messages):
+            return Duplicate("; ".join(messages))
+        text = "; ".join(messages) or "Xero refused it without a message"
+        return Rejected(invoice.id, message_class(text), f"{where}: {text}")
 
     def _created(self, kind: Kind, invoice: Invoice, answer: Mapping[str, Any]) -> Outcome:
         where = self.hook.context
@@ -431,40 +416,41 @@ class XeroConnector(HookConnector[XeroHook]):
             )
         return Booked(invoice.id, str(answer.get(kind.number) or invoice.number), external_id)
 
-    def _settle_duplicates(
-        self, kind: Kind, duplicates: Mapping[str, tuple[Invoice, str]]
-    ) -> dict[int, Outcome]:
-        """Xero already holds these numbers: booked by an earlier attempt of ours, or by someone else."""
-        if not duplicates:
-            return {}
+    def settle_duplicates(self, duplicates: Sequence[tuple[Invoice, Duplicate]]) -> list[Outcome]:
+        """Xero already holds these numbers: booked when a booked record of the call's kind has it (the
+        oldest wins); refused otherwise, saying so when a draft that is not ours holds the number."""
         where = self.hook.context
-        try:
-            records = self._records(kind, list(duplicates))
-        except SyncError as error:
-            # The call's other outcomes must still be yielded; the engine looks these up again later.
-            note = f"{where}: Xero already holds these numbers, but the lookup failed: "
-            return {inv.id: Unknown(inv.id, note + error.message) for inv, _ in duplicates.values()}
-        outcomes: dict[int, Outcome] = {}
-        for number, (invoice, message) in duplicates.items():
+        kind = _kind(duplicates[0][0])  # one call carries one kind (see push)
+        records = self._records(kind, [invoice.number or "" for invoice, _ in duplicates])
+        outcomes: list[Outcome] = []
+        for invoice, duplicate in duplicates:
+            number = invoice.number or ""
             held = records.get(number, [])
             booked = [record for record in held if record.booked]
             unapproved = [record for record in held if record.status in UNAPPROVED_STATUSES]
             if booked:
                 oldest = min(booked, key=lambda r: (r.updated_ms, r.external_id))
-                outcomes[invoice.id] = Booked(invoice.id, oldest.number, oldest.external_id)
+                outcomes.append(Booked(invoice.id, oldest.number, oldest.external_id))
             elif unapproved:
-                outcomes[invoice.id] = Rejected(
-                    invoice.id,
-                    ErrorClass.DATA,
-                    f"{where}: {message} (Xero holds {kind.label.lower()} {number} as "
-                    f"{unapproved[0].status}, not made by this integration: approve or delete it in Xero)",
+                outcomes.append(
+                    Rejected(
+                        invoice.id,
+                        ErrorClass.DATA,
+                        f"{where}: {duplicate.message} (Xero holds {kind.label.lower()} {number} as "
+                        f"{unapproved[0].status}, not made by this integration: approve or delete it in "
+                        "Xero)",
+                    )
                 )
             else:
-                outcomes[invoice.id] = Rejected(invoice.id, ErrorClass.DATA, f"{where}: {message}")
+                outcomes.append(Rejected(invoice.id, ErrorClass.DATA, f"{where}: {duplicate.message}"))
         return outcomes
 
 
 # -- helpers ---------------------------------------------------------------------------------------------
+
+
+def _kind(invoice: Invoice) -> Kind:
+    return CREDIT_NOTES if mapping.is_credit_note(invoice) else INVOICES
 
 
 def _match(

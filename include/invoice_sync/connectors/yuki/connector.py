@@ -18,15 +18,15 @@ lost answer at most 25 lookups; going to 50 would save 0.02 calls per invoice an
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from invoice_sync.connectors.base import HookConnector
+from invoice_sync.connectors.base import SKIPPED, Duplicate, HookConnector, Reading
 from invoice_sync.connectors.soap import Element, find, find_all, text
 from invoice_sync.connectors.yuki import mapping
 from invoice_sync.connectors.yuki.errors import DUPLICATE, invoice_error_class
 from invoice_sync.connectors.yuki.hook import YukiHook
-from invoice_sync.domain.errors import ConfigError, OutcomeUnknownError, SyncError
+from invoice_sync.domain.errors import ConfigError
 from invoice_sync.domain.models import (
     Booked,
     Booking,
@@ -34,7 +34,6 @@ from invoice_sync.domain.models import (
     ErrorClass,
     Integration,
     Invoice,
-    Outcome,
     Rejected,
     Unknown,
 )
@@ -48,7 +47,7 @@ MAX_ROUNDS = BATCH_SIZE // MAX_FAULTY_PER_CALL + 2
 """Calls one batch may take: each call processes at least six invoices, so skipped ones always progress."""
 
 
-class YukiConnector(HookConnector[YukiHook]):
+class YukiConnector(HookConnector[YukiHook, Element, Element]):
     """Books one integration's invoices as Yuki sales invoices in its administration.
 
     :param integration: the integration; ``settings.extra`` names the administration.
@@ -57,6 +56,10 @@ class YukiConnector(HookConnector[YukiHook]):
 
     tool = TOOL
     invoices_per_call = BATCH_SIZE
+    sends_per_call = MAX_ROUNDS
+    call_refusals = ()
+    """None: Yuki's whole-call faults concern the administration, the key or the subscription, never one
+    call's invoices (:func:`.errors.classify_fault`), so they stop the push and are raised."""
 
     check = staticmethod(mapping.validate)
     """Yuki-specific problems found without a call (see :func:`.mapping.validate`)."""
@@ -76,7 +79,7 @@ class YukiConnector(HookConnector[YukiHook]):
         ``internal/api/sales.go``), and the ``OutstandingDebtorItems*`` calls list outstanding items too
         (dedene/yuki-cli ``docs/proofs/2026-06-24-docs-parity.md``). So the guard against a second
         booking is Yuki's own: it refuses a reference it already holds (FunkyTime/Yuki ``src/Yuki.php``:
-        "e.g. duplicate invoice number"), whatever the lookup said; see :meth:`_settle_duplicates`.
+        "e.g. duplicate invoice number"), whatever the lookup said; see :meth:`duplicate_refusal`.
         """
         found: dict[str, Booking] = {}
         for reference in dict.fromkeys(references):
@@ -107,73 +110,47 @@ class YukiConnector(HookConnector[YukiHook]):
                 links[customer.id] = code
         return links
 
-    def push(self, invoices: Sequence[Invoice], customer_ids: Mapping[int, str]) -> Iterator[Outcome]:
-        """Send the invoices in batches of :data:`BATCH_SIZE`, yielding each call's outcomes before the next.
+    def payload(self, invoice: Invoice, customer_id: str) -> Element:
+        # Yuki matches or creates the contact from the invoice's own ContactCode, the customer id we link.
+        return mapping.sales_invoice(invoice, self.settings)
 
-        Every ``Invoice`` result is read by its ``Reference``; HTTP 200 alone proves nothing. Quota,
-        authorisation and configuration faults refuse a call before anything is processed and are raised.
+    def send(self, call: list[tuple[Invoice, Element]]) -> Element:
+        """One ``ProcessSalesInvoices`` call; quota, authorisation and configuration faults refuse it
+        before anything is processed and are raised (the hook)."""
+        return self.hook.process_sales_invoices(mapping.sales_invoices([element for _, element in call]))
+
+    def read(self, call: list[tuple[Invoice, Element]], answer: Element) -> list[Reading]:
+        """Every ``Invoice`` result is read by its ``Reference``; HTTP 200 alone proves nothing.
+
+        Yuki processes invoices in order, so the ones it skipped after the sixth fault are the last ones
+        without a result, as many as ``TotalSkipped`` says: they are sent again. Anything else without a
+        result is a mystery, and only a lookup can tell.
         """
-        # Yuki matches or creates the contact from each invoice's ContactCode: no payload of our own yet.
-        for call in self.calls(invoices, customer_ids, lambda invoice, _: invoice):
-            if isinstance(call, Rejected):
-                yield call
-            else:
-                yield from self._push_batch([invoice for invoice, _ in call])
-
-    def _push_batch(self, batch: list[Invoice]) -> Iterator[Outcome]:
-        pending = batch
-        for _ in range(MAX_ROUNDS):
-            if not pending:
-                return
-            outcomes, pending = self._send(pending)
-            yield from outcomes
-        for invoice in pending:  # never expected: every call processes at least six invoices
-            yield Rejected(
-                invoice.id,
-                ErrorClass.TRANSIENT,
-                f"{self.hook.context}: Yuki skipped invoice {invoice.number} in {MAX_ROUNDS} calls in a row",
-            )
-
-    def _send(self, invoices: list[Invoice]) -> tuple[list[Outcome], list[Invoice]]:
-        """One ``ProcessSalesInvoices`` call: the outcomes it settled, and the invoices Yuki skipped."""
-        document = mapping.sales_invoices([mapping.sales_invoice(inv, self.settings) for inv in invoices])
-        try:
-            response = self.hook.process_sales_invoices(document)
-        except OutcomeUnknownError as error:
-            return [Unknown(invoice.id, error.message) for invoice in invoices], []
-        results = {text(node, "Reference"): node for node in find_all(response, "Invoice")}
-        if not results:
-            message = text(response, "Message")
-            if message:  # the document failed Yuki's schema check: nothing was processed
-                where = self.hook.context
-                return [Rejected(inv.id, ErrorClass.DATA, f"{where}: {message}") for inv in invoices], []
-        skipped_count = _count(response, "TotalSkipped")
-        outcomes: list[Outcome] = []
-        duplicates: dict[str, tuple[Invoice, str]] = {}
-        missing: list[Invoice] = []
+        results = {text(node, "Reference"): node for node in find_all(answer, "Invoice")}
+        message = text(answer, "Message")
+        if not results and message:  # the document failed Yuki's schema check: nothing was processed
+            return [Rejected(inv.id, ErrorClass.DATA, f"{self.hook.context}: {message}") for inv, _ in call]
+        invoices = [invoice for invoice, _ in call]
+        missing = [invoice for invoice in invoices if (invoice.number or "") not in results]
+        skipped = (
+            bool(missing)
+            and len(missing) == _count(answer, "TotalSkipped")
+            and missing == invoices[len(invoices) - len(missing) :]
+        )
+        readings: list[Reading] = []
         for invoice in invoices:
             node = results.get(invoice.number or "")
-            if node is None:
-                missing.append(invoice)
-                continue
-            outcome = self._outcome(invoice, node)
-            if outcome is None:
-                duplicates[invoice.number or ""] = (invoice, text(node, "Message"))
+            if node is not None:
+                readings.append(self._reading(invoice, node))
+            elif skipped:
+                readings.append(SKIPPED)
             else:
-                outcomes.append(outcome)
-        outcomes += self._settle_duplicates(duplicates)
-        # Yuki processes invoices in order, so the ones it skipped after the sixth fault are the last ones
-        # without a result. Anything else without a result is a mystery, and only a lookup can tell.
-        if missing and len(missing) == skipped_count and missing == invoices[len(invoices) - len(missing) :]:
-            return outcomes, missing
-        for invoice in missing:
-            outcomes.append(
-                Unknown(invoice.id, f"{self.hook.context}: Yuki's answer has no result for {invoice.number}")
-            )
-        return outcomes, []
+                note = f"{self.hook.context}: Yuki's answer has no result for {invoice.number}"
+                readings.append(Unknown(invoice.id, note))
+        return readings
 
-    def _outcome(self, invoice: Invoice, node: Element) -> Outcome | None:
-        """The outcome of one ``Invoice`` result; None for a duplicate-reference refusal (look it up)."""
+    def _reading(self, invoice: Invoice, node: Element) -> Reading:
+        """The reading of one ``Invoice`` result."""
         message = text(node, "Message")
         where = self.hook.context
         if _true(node, "Succeeded") and _true(node, "Processed"):
@@ -186,42 +163,22 @@ class YukiConnector(HookConnector[YukiHook]):
                 "check the administration's Sales settings and book it in Yuki",
             )
         if DUPLICATE.search(message):
-            return None
+            return Duplicate(message)
         text_ = message or "Yuki refused the invoice without a message"
         return Rejected(invoice.id, invoice_error_class(text_), f"{where}: {text_}")
 
-    def _settle_duplicates(self, duplicates: Mapping[str, tuple[Invoice, str]]) -> list[Outcome]:
-        """Yuki already holds these references: booked by an earlier attempt of ours, or by someone else.
-
-        Booked only when the lookup then finds the item (its GUID is the proof). When it does not, the
-        invoice may be ours and paid meanwhile, or another entry that uses the number: either way it was
-        not booked a second time, and only a bookkeeper can tell which, so it is refused as a data problem
-        that says so (not resent unchanged, so it costs no calls run after run).
-        """
-        if not duplicates:
-            return []
-        try:
-            found = self.find_booked(list(duplicates))
-        except SyncError as error:
-            # The call's other outcomes must still be yielded; the engine looks these up again later.
-            note = f"{self.hook.context}: Yuki already holds these references, but the lookup failed: "
-            return [Unknown(inv.id, note + error.message) for inv, _ in duplicates.values()]
-        outcomes: list[Outcome] = []
-        for reference, (invoice, message) in duplicates.items():
-            booking = found.get(reference)
-            if booking is not None:
-                outcomes.append(Booked(invoice.id, booking.registration_number, booking.external_id))
-            else:
-                outcomes.append(
-                    Rejected(
-                        invoice.id,
-                        ErrorClass.DATA,
-                        f"{self.hook.context}: {message} It was not booked again. Yuki lists no outstanding "
-                        f"item for {reference}: if this invoice was booked earlier and paid since, nothing "
-                        "is left to do; otherwise the number is used by another entry in Yuki",
-                    )
-                )
-        return outcomes
+    def duplicate_refusal(self, invoice: Invoice, duplicate: Duplicate) -> Rejected:
+        """Yuki holds the reference, yet the lookup does not find the item: the invoice may be ours and
+        paid meanwhile, or another entry that uses the number. Either way it was not booked a second time,
+        and only a bookkeeper can tell which, so the refusal says both (and, being a data problem, it is
+        not resent unchanged run after run)."""
+        return Rejected(
+            invoice.id,
+            ErrorClass.DATA,
+            f"{self.hook.context}: {duplicate.message} It was not booked again. Yuki lists no outstanding "
+            f"item for {invoice.number}: if this invoice was booked earlier and paid since, nothing "
+            "is left to do; otherwise the number is used by another entry in Yuki",
+        )
 
 
 def _true(node: Element, name: str) -> bool:
