@@ -29,8 +29,8 @@ from urllib.parse import quote
 import pytest
 
 from invoice_sync.airflow.pools import pools
-from invoice_sync_dev.sandbox.connections import DEMO_CONNECTIONS
 from invoice_sync_dev.sandbox.process import airflow_bin, connection_env, free_port
+from invoice_sync_dev.sandbox.tools import demo_connections
 
 ROOT = Path(__file__).resolve().parents[1]
 AIRFLOW = airflow_bin()
@@ -94,9 +94,8 @@ def demo_connection_env(sandbox_url: str, **extra: Any) -> dict[str, str]:
     """The demo integrations' connections, pointed at the sandbox, as ``AIRFLOW_CONN_*`` variables;
     ``extra`` goes into each connection's extra (``timeout=5``, say)."""
     connections = {}
-    for conn_id, make in DEMO_CONNECTIONS.items():
-        connection = make(sandbox_url)
-        connection["extra"] = {**connection["extra"], **extra}  # type: ignore[dict-item]
+    for conn_id, connection in demo_connections(sandbox_url).items():
+        connection["extra"] = {**connection["extra"], **extra}
         connections[conn_id] = connection
     return connection_env(connections)
 

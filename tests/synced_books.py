@@ -10,7 +10,6 @@ one definition of that, read from the invoicing database and the in-process sand
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -21,55 +20,19 @@ from invoice_sync.engine.sync import IntegrationSync, SyncOptions
 from invoice_sync.store.models import IntegrationRow, InvoiceLineRow, InvoiceRow, LedgerRow
 from invoice_sync.store.repository import SyncStore
 from invoice_sync.store.tokens import SqlTokenVault
-from invoice_sync_dev.sandbox.demo import SeedResult
+from invoice_sync_dev.sandbox.demo import INTEGRATIONS, SeedResult
+from invoice_sync_dev.sandbox.tools import Booking, sandbox_tools
 
-BATCH_TOOLS = ("yuki", "twinfield", "xero", "quickbooks")
-"""The tools that book many invoices per call and judge each invoice of it on its own."""
-
-TOOL_OF: dict[int, str] = {
-    1: "exact_online",
-    2: "exact_online",
-    3: "exact_online",
-    4: "yuki",
-    5: "twinfield",
-    6: "xero",
-    7: "quickbooks",
-    8: "yuki",
-    9: "twinfield",
-    10: "xero",
-    11: "quickbooks",
-}
+TOOL_OF: dict[int, str] = {integration.id: integration.tool for integration in INTEGRATIONS}
 """The accounting tool of each demo integration (``invoice_sync_dev.sandbox.demo``)."""
-
-
-@dataclass(frozen=True)
-class Booking:
-    """One booking in a simulator: the tool, its registration number and (where the tool gives one) the
-    external id the ledger must hold, and the simulator's own record."""
-
-    tool: str
-    registration_number: str
-    external_id: str | None
-    record: dict[str, Any]
 
 
 def books(sandbox: Any) -> dict[str, list[Booking]]:
     """Every booking in every simulator of ``sandbox``, by our invoice number."""
     found: dict[str, list[Booking]] = {}
-    for entry in sandbox.exact.entries():
-        booking = Booking("exact_online", str(entry["EntryNumber"]), str(entry["EntryID"]), entry)
-        found.setdefault(entry["YourRef"], []).append(booking)
-    for item in sandbox.simulator("yuki").booked():
-        booking = Booking("yuki", str(item["registration_number"]), None, item)
-        found.setdefault(item["reference"], []).append(booking)
-    for item in sandbox.simulator("twinfield").booked():
-        number = str(item["registration_number"])
-        external_id = f"{item['office']}/{item['code']}/{number}"
-        found.setdefault(item["reference"], []).append(Booking("twinfield", number, external_id, item))
-    for tool in ("xero", "quickbooks"):
-        for item in sandbox.simulator(tool).booked():
-            booking = Booking(tool, str(item["registration_number"]), str(item["external_id"]), item)
-            found.setdefault(item["reference"], []).append(booking)
+    for tool in sandbox_tools():
+        for booking in tool.bookings(sandbox.simulator(tool.name)):
+            found.setdefault(booking.reference, []).append(booking)
     return found
 
 

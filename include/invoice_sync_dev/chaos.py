@@ -42,8 +42,8 @@ from invoice_sync.store.claims import DEFAULT_LEASE
 from invoice_sync.store.db import make_engine
 from invoice_sync.store.migrate import prepare
 from invoice_sync.store.models import ClaimRow, IntegrationRow, InvoiceRow, LedgerRow, LedgerState, TokenRow
-from invoice_sync_dev.sandbox.connections import exact_online_connection
 from invoice_sync_dev.sandbox.demo import DEMO_CONN_ID, seed
+from invoice_sync_dev.sandbox.exact_online import demo_connection as exact_online_connection
 from invoice_sync_dev.sandbox.faults import FAULT_KINDS
 from invoice_sync_dev.sandbox.process import SandboxProcess, airflow_bin
 from invoice_sync_dev.sandbox.process import airflow_env as isolated_airflow_env
@@ -252,7 +252,7 @@ class Sandbox(SandboxProcess):
 def airflow_env(settings: ChaosSettings, sandbox_url: str) -> dict[str, str]:
     """The environment of every Airflow subprocess: chaos's own homes, the sandbox, a short timeout."""
     connection = exact_online_connection(sandbox_url)
-    connection["extra"] = {**connection["extra"], "timeout": settings.http_timeout_s}  # type: ignore[dict-item]
+    connection["extra"] = {**connection["extra"], "timeout": settings.http_timeout_s}
     return isolated_airflow_env(
         settings.airflow_home_dir,
         settings.invoicing_db_url,

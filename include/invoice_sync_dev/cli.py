@@ -2,6 +2,7 @@
 
 invoice-sync-dev demo seed [--invoices N]   fill the invoicing database with demo data
 invoice-sync-dev sandbox serve              run the accounting-tool simulators on loopback
+invoice-sync-dev sandbox connections URL    `export AIRFLOW_CONN_...` lines: every demo connection on URL
 invoice-sync-dev chaos [--invoices N]       nightly runs under random faults, then a check of the books
 invoice-sync-dev bench [--scenario NAME]    throughput and overhead figures against the sandbox
 
@@ -34,6 +35,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=8765)
     serve.add_argument("--time-scale", type=float, default=1.0, help="sandbox seconds per real second")
     serve.add_argument("--state", default=None, help="JSON file that keeps the simulators' books")
+    connections = sandbox.add_parser(
+        "connections", help="print an `export AIRFLOW_CONN_<ID>=...` line per demo connection"
+    )
+    connections.add_argument("url", help="the sandbox's base URL (http://127.0.0.1:8765)")
 
     chaos = commands.add_parser("chaos", help="nightly runs under random faults, then check the books")
     chaos.add_argument("--invoices", type=int, default=2000, help="regular invoices to seed (default 2000)")
@@ -58,6 +63,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "demo":
         return _demo_seed(args)
+    if args.command == "sandbox" and args.action == "connections":
+        from invoice_sync_dev.sandbox.tools import export_lines
+
+        print("\n".join(export_lines(args.url)))
+        return 0
     if args.command == "sandbox":
         from invoice_sync_dev.sandbox.server import serve as run_server
 

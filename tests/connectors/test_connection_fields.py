@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from invoice_sync.connectors.registry import TOOLS, connector_for
+from invoice_sync.connectors.registry import BY_NAME, TOOLS, connector_for
 from invoice_sync.domain.errors import ConfigError
 from invoice_sync.domain.models import Integration, IntegrationSettings
 from invoice_sync.domain.ports import Connector, TokenSet
-from invoice_sync_dev.sandbox.connections import DEMO_CONNECTIONS
 from invoice_sync_dev.sandbox.demo import INTEGRATIONS
+from invoice_sync_dev.sandbox.tools import sandbox_of
 
 NOWHERE = "http://127.0.0.1:9"
 """The discard port: nothing answers there, so any network I/O would fail the test."""
@@ -26,27 +26,18 @@ NOWHERE = "http://127.0.0.1:9"
 DEMO = {tool: next(i for i in INTEGRATIONS if i.tool == tool) for tool in TOOLS}
 """One demo integration per tool, with its settings (division, administration, office, tenant, realm)."""
 
-HOOK_NAMES = {
-    "exact_online": "Exact Online",
-    "yuki": "Yuki",
-    "twinfield": "Twinfield",
-    "xero": "Xero",
-    "quickbooks": "QuickBooks Online",
-}
 OAUTH_FIELDS = {
     "host": "Base URL (host)",
     "login": "Client ID (login)",
     "password": "Client secret (password)",
     "extra.refresh_token": "refresh_token (extra)",
 }
-REQUIRED = {
-    "exact_online": OAUTH_FIELDS,
+REQUIRED = {tool: OAUTH_FIELDS for tool in TOOLS} | {
     "yuki": {"host": "Base URL (host)", "password": "Access key (password)"},
-    "twinfield": OAUTH_FIELDS,
-    "xero": OAUTH_FIELDS,
-    "quickbooks": OAUTH_FIELDS,
 }
-"""What each tool cannot work without, written out here rather than read from the hooks under test."""
+"""What each tool cannot work without, written out here rather than read from the hooks under test: the
+OAuth fields, except where a tool authenticates otherwise (a new tool that does must be added here)."""
+OAUTH_TOOLS = [tool for tool in TOOLS if REQUIRED[tool] is OAUTH_FIELDS]
 
 
 def connector(tool: str, vault: Any) -> Connector:
@@ -66,7 +57,7 @@ def connector(tool: str, vault: Any) -> Connector:
 def set_connection(monkeypatch: pytest.MonkeyPatch, tool: str, *, without: tuple[str, ...] = ()) -> str:
     """Put the tool's demo connection in the environment, with the ``without`` fields emptied; its id."""
     conn_id = DEMO[tool].conn_id
-    connection: dict[str, Any] = DEMO_CONNECTIONS[conn_id](NOWHERE)
+    connection: dict[str, Any] = sandbox_of(tool).connection(NOWHERE)
     for name in without:
         if name.startswith("extra."):
             connection["extra"].pop(name.removeprefix("extra."), None)
@@ -93,7 +84,7 @@ def test_each_missing_field_is_named(
     with pytest.raises(ConfigError) as raised:
         connector(tool, vault).check_connection()
     assert raised.value.message == (
-        f"{HOOK_NAMES[tool]} connection {conn_id}: missing {label}; fill it in under Admin > Connections"
+        f"{BY_NAME[tool].label} connection {conn_id}: missing {label}; fill it in under Admin > Connections"
     )
 
 
@@ -109,7 +100,7 @@ def test_every_missing_field_is_named_in_one_message(monkeypatch: pytest.MonkeyP
 
 def test_blank_fields_count_as_missing(monkeypatch: pytest.MonkeyPatch, vault: Any) -> None:
     """A form saved with a space in a field is as empty as one never filled in."""
-    connection: dict[str, Any] = DEMO_CONNECTIONS["exact_demo"](NOWHERE)
+    connection: dict[str, Any] = sandbox_of("exact_online").connection(NOWHERE)
     connection["login"] = "  "
     connection["extra"]["refresh_token"] = ""
     monkeypatch.setenv("AIRFLOW_CONN_EXACT_DEMO", json.dumps(connection))
@@ -123,7 +114,7 @@ def test_yuki_needs_no_client_id(monkeypatch: pytest.MonkeyPatch, vault: Any) ->
     connector("yuki", vault).check_connection()
 
 
-@pytest.mark.parametrize("tool", ["exact_online", "twinfield", "xero", "quickbooks"])
+@pytest.mark.parametrize("tool", OAUTH_TOOLS)
 def test_the_consent_is_not_needed_once_the_vault_holds_tokens(
     tool: str, monkeypatch: pytest.MonkeyPatch, vault: Any
 ) -> None:

@@ -31,9 +31,9 @@ from invoice_sync.engine.sync import IntegrationSync
 from invoice_sync.store.models import InvoiceRow, LedgerRow
 from invoice_sync.store.repository import SyncStore
 from invoice_sync.store.tokens import SqlTokenVault
-from invoice_sync_dev.sandbox.connections import twinfield_connection
 from invoice_sync_dev.sandbox.demo import TWINFIELD_CONN_ID, seed
 from invoice_sync_dev.sandbox.server import start_in_thread
+from invoice_sync_dev.sandbox.twinfield import demo_connection as twinfield_connection
 from invoice_sync_dev.sandbox.twinfield_fixtures import (
     BOOTSTRAP_REFRESH_TOKEN,
     CLIENT_ID,

@@ -27,8 +27,8 @@ from invoice_sync.domain.models import (
     Rejected,
     Unknown,
 )
-from invoice_sync_dev.sandbox.connections import yuki_connection
 from invoice_sync_dev.sandbox.yuki import YukiSandbox
+from invoice_sync_dev.sandbox.yuki import demo_connection as yuki_connection
 from invoice_sync_dev.sandbox.yuki_fixtures import (
     ADMINISTRATION_ID,
     ADMINISTRATION_NAME,

@@ -37,7 +37,7 @@ GL_7000 = fx.GL_ACCOUNTS_123456["7000"]
 
 @pytest.fixture
 def exact(server: SandboxHandle) -> ExactOnlineSandbox:
-    simulator: ExactOnlineSandbox = server.simulator("exact")
+    simulator: ExactOnlineSandbox = server.simulator("exact_online")
     simulator.reset()
     return simulator
 
@@ -50,7 +50,7 @@ def loopback_http(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def storage(server: SandboxHandle, tmp_path: Path) -> IniStorage:
     """The client's INI storage: the sandbox's URLs, the demo app, the consent's refresh token."""
-    base = server.url_of("exact")
+    base = server.url_of("exact_online")
     path = tmp_path / "exactonline.ini"
     path.write_text(
         "[server]\n"

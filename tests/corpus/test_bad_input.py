@@ -42,14 +42,10 @@ from invoice_sync.store.repository import SyncStore
 from invoice_sync.store.tokens import SqlTokenVault
 from invoice_sync_dev.sandbox import exact_fixtures as fx
 from invoice_sync_dev.sandbox import quickbooks_fixtures, twinfield_fixtures, xero_fixtures, yuki_fixtures
-from invoice_sync_dev.sandbox.connections import (
-    exact_online_connection,
-    quickbooks_connection,
-    twinfield_connection,
-    xero_connection,
-    yuki_connection,
-)
+from invoice_sync_dev.sandbox.demo import INTEGRATIONS as DEMO_INTEGRATIONS
 from invoice_sync_dev.sandbox.demo import be_vat_number
+from invoice_sync_dev.sandbox.exact_online import demo_connection as exact_online_connection
+from invoice_sync_dev.sandbox.tools import sandbox_of
 
 NOW = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
 CENT = Decimal("0.01")
@@ -82,23 +78,23 @@ INTEGRATIONS = {
     GENERAL_JOURNAL: ("Corpus general journal", {**_BASE, "journal": "90", "credit_note_journal": None}),
     BAD_PAYMENT: ("Corpus payment term", {**_BASE, "payment_condition": "99"}),
 }
-BATCH_TOOLS: dict[str, tuple[str, dict[str, Any], Any]] = {
-    # tool -> (conn id, settings of the one corpus integration, connection builder). 12 % maps to a VAT
+BATCH_SETTINGS: tuple[tuple[str, dict[str, Any]], ...] = (
+    # (tool, settings of the one corpus integration) per batching tool; its connection is the tool's demo
+    # one. 12 % maps to a VAT
     # type Yuki has no tax code for; 6 % to a Twinfield VAT code that is not active, 7020 to a GL
     # dimension the office does not have; 6 % to a tax type Xero has deleted, 7020 to an archived Xero
     # account; 7020 to an item QuickBooks does not have.
-    "yuki": (
-        "yuki_demo",
+    (
+        "yuki",
         {
             "administration_id": yuki_fixtures.ADMINISTRATION_ID,
             "vat_codes": {"21": "2", "12": "9", "6": "2", "0": "5"},
             "tax_rates": {"BE-21": "2", **regimes(yuki_fixtures.VAT_TYPES_BY_REGIME)},
             "gl_accounts": {"7000": "7000", "7010": "7010", "7020": "7020"},
         },
-        yuki_connection,
     ),
-    "twinfield": (
-        "twinfield_demo",
+    (
+        "twinfield",
         {
             "office": twinfield_fixtures.OFFICE,
             "journal": twinfield_fixtures.DAYBOOK,
@@ -107,10 +103,9 @@ BATCH_TOOLS: dict[str, tuple[str, dict[str, Any], Any]] = {
             "tax_rates": {"BE-21": "VH", **regimes(twinfield_fixtures.ZERO_RATE_VAT_CODES)},
             "gl_accounts": {"7000": "8000", "7010": "8010", "7020": "8999"},
         },
-        twinfield_connection,
     ),
-    "xero": (
-        "xero_demo",
+    (
+        "xero",
         {
             "tenant_id": xero_fixtures.DEMO_TENANT_ID,
             "vat_codes": {
@@ -125,10 +120,9 @@ BATCH_TOOLS: dict[str, tuple[str, dict[str, Any], Any]] = {
             },
             "gl_accounts": {"7000": "200", "7010": "260", "7020": "210"},
         },
-        xero_connection,
     ),
-    "quickbooks": (
-        "quickbooks_demo",
+    (
+        "quickbooks",
         {
             "realm_id": quickbooks_fixtures.REALM_DEMO,
             "vat_codes": {
@@ -143,9 +137,8 @@ BATCH_TOOLS: dict[str, tuple[str, dict[str, Any], Any]] = {
             },
             "gl_accounts": {"7000": "1", "7010": "2", "7020": "999"},
         },
-        quickbooks_connection,
     ),
-}
+)
 
 # -- customers ----------------------------------------------------------------------------------------
 
@@ -361,31 +354,33 @@ GENERIC = [
 """Kinds whose outcome does not depend on the tool (our checks run before any call)."""
 QUICKBOOKS_CLOSED_UNTIL = date(2026, 2, 27)
 """The corpus's QuickBooks company has closed its books up to here (after the integration's cut-over)."""
-TOOL_CASES = {
-    "yuki": [
+TOOL_CASES: dict[str, list[Case]] = dict(
+    [
+    ("yuki", [
         Case("a VAT type Yuki has no tax code for",
              ("config", "No tax code for VATPercentage 12 & VATType 9"),
              lines=[("Books", "1", "100.00", "12", "7000")]),
-    ],
-    "twinfield": [
+    ]),
+    ("twinfield", [
         Case("a VAT code that is not active in Twinfield", ("config", "btw-code(VX)"),
              lines=[("Food", "1", "100.00", "6", "7000")]),
         Case("a GL account Twinfield does not have", ("config", "Dimension 8999"),
              lines=[("Old stock", "3", "40.00", "21", "7020")]),
-    ],
-    "xero": [
+    ]),
+    ("xero", [
         Case("a tax type Xero has deleted", ("config", f"The TaxType code {xero_fixtures.TAX_DELETED}"),
              lines=[("Food", "1", "100.00", "6", "7000")]),
         Case("an account Xero has archived", ("config", "Account code '210' has been archived"),
              lines=[("Old stock", "3", "40.00", "21", "7020")]),
-    ],
-    "quickbooks": [
+    ]),
+    ("quickbooks", [
         Case("an item QuickBooks does not have", ("config", "Item element id 999 not found"),
              lines=[("Old stock", "3", "40.00", "21", "7020")]),
         Case("a date in a period QuickBooks has closed", ("config", "Account Period Closed"),
              invoice_date=QUICKBOOKS_CLOSED_UNTIL),
-    ],
-}  # fmt: skip
+    ]),
+    ]
+)  # fmt: skip
 """Per batching tool: what only that tool can refuse; each costs one refused invoice in a batch, no more."""
 
 
@@ -597,19 +592,21 @@ def test_every_kind_of_bad_input_is_refused_clearly_and_nothing_else_suffers(
     assert reports[MAIN].skipped["before_cutover"] == int("dated before the cut-over date" in corpus.ids)
 
 
-@pytest.mark.parametrize("tool", sorted(BATCH_TOOLS))
+@pytest.mark.parametrize(("tool", "settings"), BATCH_SETTINGS, ids=[tool for tool, _ in BATCH_SETTINGS])
 def test_batching_tools_refuse_the_same_bad_input_and_book_the_rest_of_the_batch(
-    store: SyncStore, sandbox: Any, monkeypatch: pytest.MonkeyPatch, tool: str
+    store: SyncStore, sandbox: Any, monkeypatch: pytest.MonkeyPatch, tool: str, settings: dict[str, Any]
 ) -> None:
     """The tool-independent corpus and what only the tool refuses, in one run with one batch: every case
     ends as it does for Exact, the valid invoices of the batch are booked once, the names with XML
     metacharacters and an emoji arrive intact, and only the tool's own refusals reached the tool."""
-    conn_id, settings, connection = BATCH_TOOLS[tool]
+    conn_id = next(i.conn_id for i in DEMO_INTEGRATIONS if i.tool == tool)  # the tool's demo connection
     postgres = store.engine.dialect.name == "postgresql"
     cases = [BY_KIND[kind] for kind in GENERIC if BY_KIND[kind].pg or not postgres] + TOOL_CASES[tool]
     corpus = Corpus(store, cases, tool=tool, conn_id=conn_id, integrations={MAIN: ("Corpus BV", settings)})
     corpus.seed()
-    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection(sandbox.url)))
+    monkeypatch.setenv(
+        f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(sandbox_of(tool).connection(sandbox.url))
+    )
     if tool == "quickbooks":
         sandbox.simulator(tool).configure(closing_date=QUICKBOOKS_CLOSED_UNTIL.isoformat())
     integration = store.integration(MAIN)

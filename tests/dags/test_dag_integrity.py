@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from invoice_sync.airflow.pools import pool_name, pools
+from invoice_sync.connectors.registry import TOOLS
 from invoice_sync_dev.bench.parse import PROBE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,7 +47,7 @@ def test_nightly_and_manual_share_one_graph(dagbag) -> None:  # type: ignore[no-
     assert set(manual.task_ids) - set(nightly.task_ids) == {"notify"}
     for dag in (nightly, manual):
         assert dag.get_task("filter_syncable").upstream_task_ids == {"extract_registered_invoices"}
-        for tool in ("exact_online", "yuki", "twinfield", "xero", "quickbooks"):  # a group and operator each
+        for tool in TOOLS:  # a group and operator each, for every registered tool
             sync = dag.get_task(f"{tool}.sync")
             assert sync.retry_policy is not None
             assert sync.pool == pool_name(tool) and pool_name(tool) in pools()  # one pool per tool

@@ -315,11 +315,11 @@ def test_env_example_holds_placeholders_only() -> None:
 def test_env_example_demo_connections_reach_the_sandbox_service(services: dict[str, dict[str, Any]]) -> None:
     """Each demo integration's connection is in .env.example, exactly as the sandbox service (reached by
     its compose name and port) expects it: uncommenting the lines is all a demo needs."""
-    from invoice_sync_dev.sandbox.connections import DEMO_CONNECTIONS
+    from invoice_sync_dev.sandbox.tools import demo_connections
 
     port = services["sandbox"]["command"].split("--port ")[1].split()[0]
     listed = {}
     for line in ENV_EXAMPLE.read_text().splitlines():
         if match := re.match(r"^# AIRFLOW_CONN_(?P<id>[A-Z_]+_DEMO)='(?P<json>.*)'$", line):
             listed[match["id"].lower()] = json.loads(match["json"])
-    assert listed == {conn_id: make(f"http://sandbox:{port}") for conn_id, make in DEMO_CONNECTIONS.items()}
+    assert listed == demo_connections(f"http://sandbox:{port}")

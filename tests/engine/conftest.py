@@ -16,8 +16,8 @@ from invoice_sync.engine.sync import IntegrationSync, SyncOptions
 from invoice_sync.store.models import InvoiceRow, LedgerRow
 from invoice_sync.store.repository import SyncStore
 from invoice_sync.store.tokens import SqlTokenVault
-from invoice_sync_dev.sandbox.connections import exact_online_connection
 from invoice_sync_dev.sandbox.demo import SeedResult, seed
+from invoice_sync_dev.sandbox.exact_online import demo_connection as exact_online_connection
 
 CLIENT_TIMEOUT_S = 1.0
 SALES_ENTRIES_POST = "POST /api/v1/{division}/salesentry/SalesEntries"

@@ -20,7 +20,8 @@ from invoice_sync.connectors.registry import connector_for
 from invoice_sync.domain.ports import BudgetLeft
 from invoice_sync.store.models import IntegrationRow
 from invoice_sync.store.tokens import SqlTokenVault
-from invoice_sync_dev.sandbox.connections import exact_online_connection, twinfield_connection
+from invoice_sync_dev.sandbox.exact_online import demo_connection as exact_online_connection
+from invoice_sync_dev.sandbox.twinfield import demo_connection as twinfield_connection
 
 PROGRESS = re.compile(
     r"Atelier Demo BV \(exact_online, integration 1\): (?P<done>\d+)/(?P<total>\d+) invoices done "

@@ -154,12 +154,11 @@ class ToolHarness(ABC):
 class SandboxHarness(ToolHarness):
     """A tool served by the project's own sandbox server (``invoice_sync_dev.sandbox.server``).
 
-    Subclasses name the simulator (``sandbox_tool``) and say how to read its books; starting, stopping,
+    Subclasses name the tool (its simulator in the sandbox server) and say how to read its books;
+    starting, stopping,
     faults and switches work the same for every simulator.
     """
 
-    sandbox_tool: str
-    """The simulator's key in the sandbox server (``"exact"``, ``"yuki"``, ``"twinfield"``)."""
     primary_integration: int
 
     def __init__(self) -> None:
@@ -189,7 +188,7 @@ class SandboxHarness(ToolHarness):
 
     @property
     def simulator(self) -> Any:
-        return self._handle.simulator(self.sandbox_tool)
+        return self._handle.simulator(self.tool)
 
     def set_faults(self, rules: list[dict[str, Any]]) -> None:
         self.simulator.faults.set_rules(rules)
@@ -248,7 +247,6 @@ class SandboxHarness(ToolHarness):
 
 class ExactOnlineHarness(SandboxHarness):
     tool = "exact_online"
-    sandbox_tool = "exact"
     create_path = r"/salesentry/SalesEntries$"
     lookup_path = r"/salesentry/SalesEntries$"
     primary_integration = 3
@@ -307,7 +305,7 @@ class ExactOnlineHarness(SandboxHarness):
         return {"daily_limit": 5000 if calls is None else used + calls}
 
     def connection(self, *, timeout_s: float) -> dict[str, Any]:
-        from invoice_sync_dev.sandbox.connections import exact_online_connection
+        from invoice_sync_dev.sandbox.exact_online import demo_connection as exact_online_connection
 
         connection = exact_online_connection(self.url)
         connection["extra"]["timeout"] = timeout_s  # type: ignore[index]
@@ -353,7 +351,6 @@ class SoapHarness(BookedHarness):
 
 class YukiHarness(SoapHarness):
     tool = "yuki"
-    sandbox_tool = "yuki"
     create_path = r"/ws/Sales\.asmx#ProcessSalesInvoices$"
     lookup_path = r"/ws/Accounting\.asmx#CheckOutstandingItemAdmin$"
     primary_integration = 4
@@ -367,7 +364,7 @@ class YukiHarness(SoapHarness):
         self.conn_id = YUKI_CONN_ID
 
     def connection(self, *, timeout_s: float) -> dict[str, Any]:
-        from invoice_sync_dev.sandbox.connections import yuki_connection
+        from invoice_sync_dev.sandbox.yuki import demo_connection as yuki_connection
 
         connection = yuki_connection(self.url)
         connection["extra"]["timeout"] = timeout_s  # type: ignore[index]
@@ -383,7 +380,6 @@ class YukiHarness(SoapHarness):
 
 class TwinfieldHarness(SoapHarness):
     tool = "twinfield"
-    sandbox_tool = "twinfield"
     create_path = r"processxml\.asmx#ProcessXmlString/transactions$"
     lookup_path = r"processxml\.asmx#ProcessXmlString/columns$"
     primary_integration = 5
@@ -397,7 +393,7 @@ class TwinfieldHarness(SoapHarness):
         self.conn_id = TWINFIELD_CONN_ID
 
     def connection(self, *, timeout_s: float) -> dict[str, Any]:
-        from invoice_sync_dev.sandbox.connections import twinfield_connection
+        from invoice_sync_dev.sandbox.twinfield import demo_connection as twinfield_connection
 
         connection = twinfield_connection(self.url)
         connection["extra"]["timeout"] = timeout_s  # type: ignore[index]
@@ -413,7 +409,6 @@ class TwinfieldHarness(SoapHarness):
 
 class XeroHarness(BookedHarness):
     tool = "xero"
-    sandbox_tool = "xero"
     create_path = r"/api\.xro/2\.0/(Invoices|CreditNotes)$"
     create_method = "PUT"
     lookup_path = r"/api\.xro/2\.0/(Invoices|CreditNotes)$"
@@ -427,7 +422,7 @@ class XeroHarness(BookedHarness):
         self.conn_id = XERO_CONN_ID
 
     def connection(self, *, timeout_s: float) -> dict[str, Any]:
-        from invoice_sync_dev.sandbox.connections import xero_connection
+        from invoice_sync_dev.sandbox.xero import demo_connection as xero_connection
 
         connection = xero_connection(self.url)
         connection["extra"]["timeout"] = timeout_s  # type: ignore[index]
@@ -453,7 +448,6 @@ class XeroHarness(BookedHarness):
 
 class QuickBooksHarness(BookedHarness):
     tool = "quickbooks"
-    sandbox_tool = "quickbooks"
     booking_batch = r"batch#create/\S*(Invoice|CreditMemo)"
     """A batch call that creates invoices or credit memos, as the simulator names it (see ``batch_kind``)."""
     create_path = r"/v3/company/[^/]+/" + booking_batch
@@ -477,7 +471,7 @@ class QuickBooksHarness(BookedHarness):
         self.configure(second_limit=100)
 
     def connection(self, *, timeout_s: float) -> dict[str, Any]:
-        from invoice_sync_dev.sandbox.connections import quickbooks_connection
+        from invoice_sync_dev.sandbox.quickbooks import demo_connection as quickbooks_connection
 
         connection = quickbooks_connection(self.url)
         # No Retry-After either: after a 429 the connector waits a minute, a sandbox minute here.

@@ -28,8 +28,8 @@ from invoice_sync.store.db import make_engine
 from invoice_sync.store.migrate import prepare
 from invoice_sync.store.models import InvoiceRow, LedgerState
 from invoice_sync.store.repository import SyncStore
-from invoice_sync_dev.sandbox.connections import exact_online_connection
 from invoice_sync_dev.sandbox.demo import seed
+from invoice_sync_dev.sandbox.exact_online import demo_connection as exact_online_connection
 from invoice_sync_dev.sandbox.server import start_in_thread
 
 ROOT = Path(__file__).resolve().parents[2]

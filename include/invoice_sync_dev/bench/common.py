@@ -28,13 +28,12 @@ from typing import Any
 from sqlalchemy import Engine, insert
 
 from invoice_sync.config import PROJECT_ROOT
+from invoice_sync.connectors.registry import TOOLS
 from invoice_sync.store.db import make_engine
 from invoice_sync.store.migrate import prepare
 from invoice_sync.store.models import CustomerRow, IntegrationRow, InvoiceLineRow, InvoiceRow
-from invoice_sync_dev.sandbox.connections import DEMO_CONNECTIONS
 from invoice_sync_dev.sandbox.demo import (
     INTEGRATIONS,
-    TOOLS,
     DemoIntegration,
     _wipe,
     be_vat_number,
@@ -45,42 +44,18 @@ from invoice_sync_dev.sandbox.process import (
     airflow_bin,
     airflow_env,
 )
+from invoice_sync_dev.sandbox.tools import demo_connections, sandbox_of
 
 WORKDIR = PROJECT_ROOT / "var" / "bench"
-TEMPLATES: dict[str, DemoIntegration] = {
-    "exact_online": INTEGRATIONS[1],  # Demo Nederland BV: division 234567, NL VAT codes
-    "yuki": INTEGRATIONS[3],
-    "twinfield": INTEGRATIONS[4],
-    "xero": INTEGRATIONS[5],
-    "quickbooks": INTEGRATIONS[6],
-}
-"""The demo integration each seeded tenant of a tool copies its settings from."""
-ACCEPTED: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "exact_online": (("21", "9", "0"), ("8000", "8010")),
-    "yuki": (("21", "6", "0"), ("7000", "7010")),
-    "twinfield": (("21", "9", "0"), ("8000", "8010")),
-    "xero": (("21", "9", "0"), ("8000", "8010")),
-    "quickbooks": (("21", "9", "0"), ("8000", "8010")),
-}
-"""Tool -> (VAT rates, GL accounts) the sandbox books without complaint (the demo's deliberate refusals,
-Yuki's 12 %, 6 % and GL 8020 elsewhere, are left out: a benchmark measures bookings, not errors)."""
-NO_LIMITS: dict[str, dict[str, Any]] = {
-    "exact_online": {"limits_enabled": False, "minutely_limit": 1_000_000, "daily_limit": 10_000_000},
-    "yuki": {"limits_enabled": False, "daily_limit": 10_000_000},
-    "twinfield": {"limits_enabled": False, "credits_per_minute": 1_000_000},
-    "xero": {"limits_enabled": False, "minute_limit": 1_000_000, "day_limit": 10_000_000},
-    "quickbooks": {"limits_enabled": False},
-}
-"""Sandbox configuration with the tools' rate limits switched off. Exact's and Xero's headers still
-announce their limits, so they are raised too or the header-fed budget would pause at 60 calls a minute."""
-UNPACED: dict[str, int] = {
-    "daily_limit": 10_000_000,
-    "requests_per_minute": 1_000_000,
-    "requests_per_second": 1_000_000,
-    "batches_per_minute": 1_000_000,
-}
-"""Connection extras that tell a connector the limits it counts itself (Yuki's day, QuickBooks' minute,
-second and batch windows), raised with the simulator's when the limits are off."""
+
+
+def template_of(tool: str) -> DemoIntegration:
+    """The demo integration each seeded tenant of ``tool`` copies its settings from (its simulator module's
+    ``SANDBOX.bench.template_integration``)."""
+    wanted = sandbox_of(tool).bench.template_integration
+    return next(integration for integration in INTEGRATIONS if integration.id == wanted)
+
+
 CHUNK = 10_000
 SEEDED_AT = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
 CENT = Decimal("0.01")
@@ -108,28 +83,24 @@ class Sandbox(SandboxProcess):
     """The sandbox subprocess, with the bench's switch to take every rate limit away."""
 
     def limits_off(self, tools: Sequence[str] = TOOLS) -> None:
-        """Switch the rate limits of ``tools`` off (see :data:`NO_LIMITS`)."""
+        """Switch the rate limits of ``tools`` off (each simulator's ``SANDBOX.bench.limits_off``)."""
         for tool in tools:
-            self.configure(tool, **NO_LIMITS[tool])
+            self.configure(tool, **sandbox_of(tool).bench.limits_off)
 
 
 def connections(sandbox_url: str, *, limits_off: bool = False) -> dict[str, dict[str, Any]]:
     """The demo connections (conn id -> Airflow connection dict) pointing at the sandbox.
 
-    With ``limits_off`` the limits our clients count themselves (:data:`UNPACED`: Yuki's ``daily_limit``,
-    QuickBooks' windows; those tools send no headers) are raised along with the simulator's, or the client
-    would stop after Yuki's 1,000 calls or pace itself to QuickBooks' 40 batches a minute.
+    With ``limits_off`` the limits our clients count themselves (each simulator's ``SANDBOX.bench.unpaced``:
+    Yuki's ``daily_limit``, QuickBooks' windows; those tools send no headers) are raised along with the
+    simulator's, or the client would stop after Yuki's 1,000 calls or pace itself to QuickBooks' 40 batches
+    a minute.
     """
-    result: dict[str, dict[str, Any]] = {}
-    for conn_id, build in DEMO_CONNECTIONS.items():
-        connection: dict[str, Any] = dict(build(sandbox_url))
-        extra = dict(connection.get("extra") or {})
-        if limits_off and "daily_limit" in extra:
-            extra["daily_limit"] = UNPACED["daily_limit"]
-        if limits_off and conn_id == TEMPLATES["quickbooks"].conn_id:
-            extra |= {key: value for key, value in UNPACED.items() if key != "daily_limit"}
-        connection["extra"] = extra
-        result[conn_id] = connection
+    result = demo_connections(sandbox_url)
+    if limits_off:
+        for integration in INTEGRATIONS:
+            connection = result[integration.conn_id]
+            connection["extra"] = {**connection["extra"], **sandbox_of(integration.tool).bench.unpaced}
     return result
 
 
@@ -141,7 +112,7 @@ class Tenant:
     """One integration to seed.
 
     :param integration_id: its id (also used in its invoice numbers, so numbers never collide).
-    :param tool: a key of :data:`TEMPLATES` (any tool the sandbox simulates).
+    :param tool: any tool the sandbox simulates (see :func:`template_of`).
     :param invoices: registered invoices without a registration number (the backlog to sync).
     :param synced: invoices that already have one (history the candidate query must not pay for).
     :param settings: overrides of the demo integration's settings (say, another Exact division).
@@ -191,7 +162,7 @@ def seed_tenants(
     counts = {"integrations": 0, "customers": 0, "invoices": 0, "invoice_lines": 0}
     with engine.begin() as connection:
         for tenant in tenants:
-            template = TEMPLATES[tenant.tool]
+            template = template_of(tenant.tool)
             connection.execute(
                 insert(IntegrationRow),
                 [
@@ -211,12 +182,12 @@ def seed_tenants(
         next_customer = 1
         next_invoice = first_invoice_id
         for tenant in tenants:
-            template = TEMPLATES[tenant.tool]
+            template = template_of(tenant.tool)
             customer_ids = list(range(next_customer, next_customer + customers_per_tenant))
             next_customer += customers_per_tenant
             connection.execute(insert(CustomerRow), [_customer(i, template.country) for i in customer_ids])
             counts["customers"] += len(customer_ids)
-            rates, gl_accounts = ACCEPTED[tenant.tool]
+            rates, gl_accounts = sandbox_of(tenant.tool).bench.accepted
             for synced, total in ((True, tenant.synced), (False, tenant.invoices)):
                 for start in range(0, total, CHUNK):
                     size = min(CHUNK, total - start)

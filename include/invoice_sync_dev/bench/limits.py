@@ -70,24 +70,10 @@ from invoice_sync_dev.bench.tenants import (
 )
 from invoice_sync_dev.sandbox import twinfield_fixtures
 from invoice_sync_dev.sandbox.process import connection_env
+from invoice_sync_dev.sandbox.tools import sandbox_of
 
 INTEGRATION_ID = 1
 SLOT = 1
-SANDBOX_SWITCH: dict[str, str] = {
-    "exact_online": "minutely_limit",
-    "twinfield": "credits_per_minute",
-    "yuki": "daily_limit",
-    "xero": "minute_limit",
-    "quickbooks": "batch_minute_limit",
-}
-"""The simulator's configuration switch of the limit a scenario sets (and may lower)."""
-TOLD: dict[str, str] = {
-    "twinfield": "twinfield_credits",
-    "yuki": "yuki_daily_limit",
-    "quickbooks": "quickbooks_batches",
-}
-"""The :class:`Limits` field that tells the connector the limit, for tools that announce none in headers
-(Exact and Xero do: their hooks learn a lowered limit from the answers)."""
 
 
 class Setup:
@@ -112,12 +98,13 @@ class Setup:
 
     def sandbox_config(self) -> dict[str, Any]:
         """The simulator's limit for this run (only the limit scenarios lower one)."""
-        return {SANDBOX_SWITCH[self.tool]: self.limit}
+        return {sandbox_of(self.tool).bench.limit_switch: self.limit}
 
     def limits(self) -> Limits:
         """What the connections tell our connectors: the sandbox minute's length, and the limit where the
         tool does not announce it (Twinfield's credits, Yuki's day, QuickBooks' batch calls)."""
-        told = {TOLD[self.tool]: self.limit} if self.tool in TOLD else {}
+        told_by = sandbox_of(self.tool).bench.told_by
+        told = {told_by: self.limit} if told_by else {}
         return Limits(minute_s=60.0 / self.time_scale, **told)
 
 
@@ -160,7 +147,7 @@ def setup(tool: str, quick: bool) -> Setup:
 
 def api_calls(tool: str, stats: Mapping[str, Any]) -> int:
     """Calls the tool counts against the tenant's limits, from the simulator's statistics."""
-    if tool in ("yuki", "xero", "quickbooks"):  # these simulators count only calls their limits count
+    if sandbox_of(tool).bench.total_is_limited:  # the simulator counts only calls its limits count
         return int(stats.get("total", 0))
     calls: Mapping[str, Mapping[str, int]] = stats.get("calls", {})
     marker = "{division}" if tool == "exact_online" else "processxml"
@@ -270,6 +257,7 @@ def naive_exact(db_url: str, integration_id: int, *, time_scale: float) -> tuple
     from invoice_sync.connectors.exact_online import mapping
     from invoice_sync.connectors.exact_online.connector import ACCOUNTS, ENTRIES
     from invoice_sync.connectors.exact_online.hook import ExactOnlineHook
+    from invoice_sync.connectors.exact_online.settings import ExactOnlineSettings
     from invoice_sync.store.models import InvoiceRow
     from invoice_sync.store.repository import SyncStore
     from invoice_sync.store.tokens import SqlTokenVault
@@ -277,8 +265,7 @@ def naive_exact(db_url: str, integration_id: int, *, time_scale: float) -> tuple
     engine = engine_for(db_url)
     store = SyncStore(engine)
     integration = store.integration(integration_id)
-    settings = integration.settings
-    assert settings.division is not None
+    settings = ExactOnlineSettings.of(integration)
     hook = ExactOnlineHook(
         exact_online_conn_id=EXACT_CONN_ID,
         vault=SqlTokenVault(engine),

@@ -65,9 +65,12 @@ from invoice_sync_dev.sandbox import (
     xero_fixtures,
     yuki_fixtures,
 )
-from invoice_sync_dev.sandbox.connections import quickbooks_connection, xero_connection
+from invoice_sync_dev.sandbox.exact_online import MOUNT as EXACT_MOUNT
 from invoice_sync_dev.sandbox.process import connection_env
-from invoice_sync_dev.sandbox.server import EXACT_MOUNT, TWINFIELD_MOUNT, YUKI_MOUNT
+from invoice_sync_dev.sandbox.quickbooks import demo_connection as quickbooks_connection
+from invoice_sync_dev.sandbox.twinfield import MOUNT as TWINFIELD_MOUNT
+from invoice_sync_dev.sandbox.xero import demo_connection as xero_connection
+from invoice_sync_dev.sandbox.yuki import MOUNT as YUKI_MOUNT
 
 TOOLS = ("exact_online", "yuki", "twinfield")
 """The tools of the ``tenants`` scenario: those whose sandbox has :data:`SLOTS` bench tenants."""
@@ -188,7 +191,7 @@ def bench_connections(
     for tenant in tenants:
         if tenant.tool == "exact_online":
             conns[EXACT_CONN_ID] = {
-                "conn_type": "http",
+                "conn_type": "exact_online",
                 "host": base + EXACT_MOUNT,
                 "login": exact_fixtures.BENCH_CLIENT_ID,
                 "password": exact_fixtures.BENCH_CLIENT_SECRET,
@@ -196,7 +199,7 @@ def bench_connections(
             }
         elif tenant.tool == "twinfield":
             conns[TWINFIELD_CONN_ID] = {
-                "conn_type": "http",
+                "conn_type": "twinfield",
                 "host": base + TWINFIELD_MOUNT,
                 "login": twinfield_fixtures.BENCH_CLIENT_ID,
                 "password": twinfield_fixtures.BENCH_CLIENT_SECRET,
@@ -210,7 +213,7 @@ def bench_connections(
         elif tenant.tool == "yuki":
             slot = int(str(tenant.conn_id).rsplit("_", 1)[1])
             conns[str(tenant.conn_id)] = {
-                "conn_type": "http",
+                "conn_type": "yuki",
                 "host": base + YUKI_MOUNT,
                 "password": yuki_fixtures.bench_access_key(slot),
                 "extra": {"timeout": 30, "daily_limit": limits.yuki_daily_limit},

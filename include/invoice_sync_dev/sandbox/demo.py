@@ -14,8 +14,9 @@ app without tax rates has. Every integration also gets an invoice with a discoun
 invoice-level discount and one with two 0 % lines of different tax rates.
 ``--invoices N`` scales the regular invoices; the broken ones are always there.
 
-Each tool's invoices come from a random stream of their own, so adding a tool never changes the data of
-the others (tests that seed only ``tools=("exact_online",)`` see exactly the Exact books they always saw).
+Each tool's invoices come from a random stream of their own (seeded by the tool's position in the
+registry, where a new tool goes last), so adding a tool never changes the data of the others (tests that
+seed only ``tools=("exact_online",)`` see exactly the Exact books they always saw).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 from sqlalchemy import Engine, delete, func, insert, select
 from sqlalchemy.orm import Session
 
+from invoice_sync.connectors.registry import TOOLS
 from invoice_sync.store.models import (
     CustomerRow,
     IntegrationRow,
@@ -50,9 +52,6 @@ YUKI_CONN_ID = "yuki_demo"
 TWINFIELD_CONN_ID = "twinfield_demo"
 XERO_CONN_ID = "xero_demo"
 QUICKBOOKS_CONN_ID = "quickbooks_demo"
-TOOLS = ("exact_online", "yuki", "twinfield", "xero", "quickbooks")
-OTHER_TOOLS = TOOLS[1:]
-"""The tools after Exact, in the order their random streams were added (each tool's data stays put)."""
 SEEDED_AT = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
 
 
@@ -459,16 +458,19 @@ def seed(
     invoices: int = 60,
     seed_value: int = 2026,
     reset: bool = False,
-    tools: tuple[str, ...] = TOOLS,
+    tools: tuple[str, ...] | None = None,
 ) -> SeedResult:
     """Fill the invoicing tables with demo data; refuses to touch a database that already has data.
 
     :param invoices: regular invoices per three integrations (each integration gets about a third).
-    :param tools: the accounting tools whose integrations (and invoices) to create.
+    :param tools: the accounting tools whose integrations (and invoices) to create; default: every tool
+        with demo integrations.
     """
-    unknown = set(tools) - set(TOOLS)
+    known = [tool for tool in TOOLS if any(i.tool == tool for i in INTEGRATIONS)]
+    tools = tuple(known) if tools is None else tools
+    unknown = set(tools) - set(known)
     if unknown:
-        raise ValueError(f"no demo data for tool(s) {sorted(unknown)}; known: {', '.join(TOOLS)}")
+        raise ValueError(f"no demo data for tool(s) {sorted(unknown)}; known: {', '.join(known)}")
     with Session(engine) as session, session.begin():
         if session.scalar(select(func.count()).select_from(IntegrationRow)):
             if not reset:
@@ -477,13 +479,15 @@ def seed(
         builder = _Builder(random.Random(seed_value))
         builder.integrations(tools)
         builder.customers()
-        if "exact_online" in tools:
-            builder.regular_invoices(invoices)
-            builder.broken_invoices()
-            builder.exact_discounts_and_regimes()
-        for offset, tool in enumerate(OTHER_TOOLS, start=1):
-            if tool in tools:
-                builder.rng = random.Random(seed_value + offset)
+        for offset, tool in enumerate(TOOLS):
+            if tool not in tools:
+                continue
+            builder.rng = random.Random(seed_value + offset)
+            if tool == "exact_online":  # the first tool of the demo: the regular and the broken invoices
+                builder.regular_invoices(invoices)
+                builder.broken_invoices()
+                builder.exact_discounts_and_regimes()
+            else:
                 builder.other_tool_invoices(tool, invoices)
         counts = builder.flush(session)
     return SeedResult(counts, builder.expected_rejections, tuple(builder.before_cutover))

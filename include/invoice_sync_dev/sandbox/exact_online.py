@@ -31,7 +31,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from invoice_sync_dev.sandbox import odata
+from invoice_sync.connectors.exact_online import DESCRIPTOR
+from invoice_sync_dev.sandbox import exact_fixtures, odata
 from invoice_sync_dev.sandbox.exact_fixtures import (
     DivisionFixture,
     ExactFixtures,
@@ -47,10 +48,10 @@ from invoice_sync_dev.sandbox.simulator import (
     create_simulator_app,
 )
 from invoice_sync_dev.sandbox.simulator import OAuthError as OAuthError  # raised by the token endpoint
+from invoice_sync_dev.sandbox.tools import BenchKnobs, Booking, SandboxTool
 
-TOOL = "exact"
-SIMULATOR = "ExactOnlineSandbox"
-"""The simulator class the sandbox server builds (see :data:`invoice_sync_dev.sandbox.server.SIMULATORS`)."""
+MOUNT = "/exact"
+"""Where the sandbox server serves this simulator (see :data:`SANDBOX`)."""
 ACCESS_TOKEN_LIFETIME_S = 600
 EARLY_REFRESH_WINDOW_S = 570
 """A refresh while the chain's newest access token is younger than this is refused: Exact issues a new
@@ -1177,3 +1178,49 @@ def create_app(sandbox: ExactOnlineSandbox) -> FastAPI:
         return _json(error_body(str(exc.detail)), exc.status_code)
 
     return app
+
+
+def demo_connection(sandbox_url: str, *, refresh_token: str | None = None) -> dict[str, Any]:
+    """The demo connection on the sandbox at ``sandbox_url``: the sandbox app's client id and secret and the
+    bootstrap consent's refresh token (``refresh_token``: another consent's, for tests that start from it)."""
+    return {
+        "conn_type": DESCRIPTOR.conn_type,
+        "host": sandbox_url.rstrip("/") + MOUNT,
+        "login": exact_fixtures.CLIENT_ID,
+        "password": exact_fixtures.CLIENT_SECRET,
+        "extra": {"refresh_token": refresh_token or exact_fixtures.BOOTSTRAP_REFRESH_TOKEN, "timeout": 30},
+    }
+
+
+def bookings(sandbox: ExactOnlineSandbox) -> list[Booking]:
+    """The sales entries in every division, in the common terms (``AmountFC`` is excluding VAT)."""
+    return [
+        Booking(
+            DESCRIPTOR.name,
+            str(entry["YourRef"]),
+            str(entry["EntryNumber"]),
+            str(entry["EntryID"]),
+            Decimal(str(entry["AmountFC"])) + Decimal(str(entry["VATAmountFC"])),
+            Decimal(str(entry["VATAmountFC"])),
+            entry,
+        )
+        for entry in sandbox.entries()
+    ]
+
+
+SANDBOX = SandboxTool(
+    descriptor=DESCRIPTOR,
+    mount=MOUNT,
+    simulator=ExactOnlineSandbox,
+    create_app=create_app,
+    connection=demo_connection,
+    bookings=bookings,
+    bench=BenchKnobs(
+        limit_switch="minutely_limit",
+        template_integration=2,  # Demo Nederland BV: division 234567, NL VAT codes
+        accepted=(("21", "9", "0"), ("8000", "8010")),
+        # Exact's headers announce its limits, so they are raised too (the header-fed budget would pause).
+        limits_off={"limits_enabled": False, "minutely_limit": 1_000_000, "daily_limit": 10_000_000},
+    ),
+)
+"""This simulator as the sandbox server, the demo and the harnesses find it (by the tool's name)."""

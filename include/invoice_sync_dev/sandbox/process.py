@@ -20,22 +20,7 @@ from types import TracebackType
 from typing import Any
 
 from invoice_sync.config import PROJECT_ROOT
-from invoice_sync_dev.sandbox.server import (
-    EXACT_MOUNT,
-    QUICKBOOKS_MOUNT,
-    TWINFIELD_MOUNT,
-    XERO_MOUNT,
-    YUKI_MOUNT,
-)
-
-MOUNTS: dict[str, str] = {
-    "exact_online": EXACT_MOUNT,
-    "yuki": YUKI_MOUNT,
-    "twinfield": TWINFIELD_MOUNT,
-    "xero": XERO_MOUNT,
-    "quickbooks": QUICKBOOKS_MOUNT,
-}
-"""Where each tool's simulator is mounted, by the integrations' ``tool`` value."""
+from invoice_sync_dev.sandbox.tools import sandbox_of
 
 
 def free_port() -> int:
@@ -78,10 +63,10 @@ class SandboxProcess:
             time.sleep(0.1)
 
     def control(self, tool: str, method: str, name: str, body: Any = None) -> Any:
-        """Call ``<mount>/_sandbox/<name>`` of ``tool`` (a key of :data:`MOUNTS`)."""
+        """Call ``<mount>/_sandbox/<name>`` of ``tool`` (an integration's ``tool`` value)."""
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(
-            f"{self.url}{MOUNTS[tool]}/_sandbox/{name}",
+            f"{sandbox_of(tool).url(self.url)}/_sandbox/{name}",
             data=data,
             method=method,
             headers={"Content-Type": "application/json"},

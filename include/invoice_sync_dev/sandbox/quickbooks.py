@@ -72,7 +72,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from invoice_sync_dev.sandbox import qbo_query
+from invoice_sync.connectors.quickbooks import DESCRIPTOR
+from invoice_sync_dev.sandbox import qbo_query, quickbooks_fixtures
 from invoice_sync_dev.sandbox.faults import CannedResponse, Scope, route_path
 from invoice_sync_dev.sandbox.quickbooks_fixtures import (
     FIRST_DOC_NUMBER,
@@ -91,10 +92,10 @@ from invoice_sync_dev.sandbox.simulator import (
     create_simulator_app,
     json_ready,
 )
+from invoice_sync_dev.sandbox.tools import BenchKnobs, Booking, SandboxTool
 
-TOOL = "quickbooks"
-SIMULATOR = "QuickBooksSandbox"
-"""The simulator class the sandbox server builds (see :data:`invoice_sync_dev.sandbox.server.SIMULATORS`)."""
+MOUNT = "/quickbooks"
+"""Where the sandbox server serves this simulator (see :data:`SANDBOX`)."""
 
 ACCESS_TOKEN_LIFETIME_S = 3600
 REFRESH_TOKEN_LIFETIME_S = 8_726_400
@@ -1501,3 +1502,61 @@ def create_app(sandbox: QuickBooksSandbox) -> FastAPI:
         return _fault_response(sandbox, fault)
 
     return app
+
+
+def demo_connection(sandbox_url: str) -> dict[str, Any]:
+    """The demo connection: ``host`` is the API's base URL (the mount), login/password the app's client
+    id and secret; the token endpoint is on another host at Intuit, so the sandbox's is named."""
+    base = sandbox_url.rstrip("/") + MOUNT
+    return {
+        "conn_type": DESCRIPTOR.conn_type,
+        "host": base,
+        "login": quickbooks_fixtures.CLIENT_ID,
+        "password": quickbooks_fixtures.CLIENT_SECRET,
+        "extra": {
+            "refresh_token": quickbooks_fixtures.BOOTSTRAP_REFRESH_TOKEN,
+            "token_url": base + "/oauth2/v1/tokens/bearer",
+            "timeout": 30,
+        },
+    }
+
+
+def bookings(sandbox: QuickBooksSandbox) -> list[Booking]:
+    """The booked documents of every tenant, in the common terms."""
+    return [
+        Booking(
+            DESCRIPTOR.name,
+            str(item["reference"]),
+            str(item["registration_number"]),
+            str(item["external_id"]),
+            Decimal(str(item["total_incl_vat"])),
+            Decimal(str(item["total_vat"])),
+            item,
+        )
+        for item in sandbox.booked()
+    ]
+
+
+SANDBOX = SandboxTool(
+    descriptor=DESCRIPTOR,
+    mount=MOUNT,
+    simulator=QuickBooksSandbox,
+    create_app=create_app,
+    connection=demo_connection,
+    bookings=bookings,
+    bench=BenchKnobs(
+        limit_switch="batch_minute_limit",
+        told_by="quickbooks_batches",
+        total_is_limited=True,
+        template_integration=7,
+        accepted=(("21", "9", "0"), ("8000", "8010")),
+        limits_off={"limits_enabled": False},
+        # No rate headers: the connector counts its minute, second and batch windows itself.
+        unpaced={
+            "requests_per_minute": 1_000_000,
+            "requests_per_second": 1_000_000,
+            "batches_per_minute": 1_000_000,
+        },
+    ),
+)
+"""This simulator as the sandbox server, the demo and the harnesses find it (by the tool's name)."""

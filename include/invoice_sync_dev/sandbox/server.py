@@ -1,6 +1,7 @@
 """One HTTP server hosting every accounting-tool simulator under its own path prefix.
 
-A connection's host points at the tool's mount (``http://127.0.0.1:8765/exact``), so connectors call
+A connection's host points at the tool's mount (``http://127.0.0.1:8765/exact``, the ``mount`` of the
+tool's :class:`~.tools.SandboxTool`), so connectors call
 the same paths as against the real tool. ``serve`` is the blocking entry point of
 ``invoice-sync-dev sandbox serve`` (and of ``make run``); ``start_in_thread`` gives tests and benchmarks a
 server on a free loopback port. With a state path, every tool's state survives restarts.
@@ -13,44 +14,32 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from fastapi import FastAPI
 from starlette.routing import Mount
 
-from invoice_sync_dev.sandbox.exact_online import ExactOnlineSandbox
 from invoice_sync_dev.sandbox.faults import FaultInjector
 from invoice_sync_dev.sandbox.persistence import StateFile
+from invoice_sync_dev.sandbox.tools import sandbox_of, sandbox_tools
 
-EXACT_MOUNT = "/exact"
-YUKI_MOUNT = "/yuki"
-TWINFIELD_MOUNT = "/twinfield"
-XERO_MOUNT = "/xero"
-QUICKBOOKS_MOUNT = "/quickbooks"
-
-SIMULATORS: dict[str, tuple[str, str]] = {
-    "exact": (EXACT_MOUNT, "invoice_sync_dev.sandbox.exact_online"),
-    "twinfield": (TWINFIELD_MOUNT, "invoice_sync_dev.sandbox.twinfield"),
-    "yuki": (YUKI_MOUNT, "invoice_sync_dev.sandbox.yuki"),
-    "xero": (XERO_MOUNT, "invoice_sync_dev.sandbox.xero"),
-    "quickbooks": (QUICKBOOKS_MOUNT, "invoice_sync_dev.sandbox.quickbooks"),
-}
-"""State-file section (the module's ``TOOL``) -> (mount, module). Each module has a simulator class
-named in its ``SIMULATOR`` (constructed with ``time_scale``, ``saved_state`` and ``on_change``, with
-``state()`` and ``faults``) and ``create_app(simulator)`` returning its ASGI app."""
+if TYPE_CHECKING:
+    from invoice_sync_dev.sandbox.exact_online import ExactOnlineSandbox
 
 
 @dataclass(frozen=True, slots=True)
 class Simulators:
-    """The simulator objects behind one server, for tests and seeders to inspect directly."""
+    """The simulator objects behind one server, for tests and seeders to inspect directly.
+
+    :param by_tool: tool name (an integration's ``tool``, ``"exact_online"``) -> its simulator.
+    """
 
     by_tool: dict[str, Any]
 
     @property
     def exact(self) -> ExactOnlineSandbox:
-        return self.by_tool["exact"]  # type: ignore[no-any-return]
+        return self.by_tool["exact_online"]  # type: ignore[no-any-return]
 
 
 def build_simulators(
@@ -59,16 +48,16 @@ def build_simulators(
     """Create every simulator, restoring and persisting its state through ``state_path`` when given."""
     state_file = StateFile(state_path) if state_path else None
     by_tool: dict[str, Any] = {}
-    for tool, (_mount, module_name) in SIMULATORS.items():
-        module = import_module(module_name)
-        simulator = getattr(module, module.SIMULATOR)(
+    for sandbox in sandbox_tools():
+        section = sandbox.state_section
+        simulator = sandbox.simulator(
             time_scale=time_scale,
-            saved_state=state_file.section(tool) if state_file else None,
-            on_change=(lambda state, tool=tool: state_file.save(tool, state)) if state_file else None,
+            saved_state=state_file.section(section) if state_file else None,
+            on_change=(lambda state, key=section: state_file.save(key, state)) if state_file else None,
         )
-        if state_file is not None and state_file.section(tool) is None:
-            state_file.save(tool, simulator.state())
-        by_tool[tool] = simulator
+        if state_file is not None and state_file.section(section) is None:
+            state_file.save(section, simulator.state())
+        by_tool[sandbox.name] = simulator
     return Simulators(by_tool)
 
 
@@ -81,8 +70,8 @@ def create_root_app(
     """The combined ASGI app: each tool's simulator mounted under its prefix."""
     simulators = simulators or build_simulators(time_scale=time_scale, state_path=state_path)
     routes = [
-        Mount(mount, app=import_module(module_name).create_app(simulators.by_tool[tool]))
-        for tool, (mount, module_name) in SIMULATORS.items()
+        Mount(sandbox.mount, app=sandbox.create_app(simulators.by_tool[sandbox.name]))
+        for sandbox in sandbox_tools()
     ]
     app = FastAPI(
         title="invoice-sync-dev sandbox", routes=routes, openapi_url=None, docs_url=None, redoc_url=None
@@ -91,7 +80,7 @@ def create_root_app(
 
     @app.get("/")
     def index() -> dict[str, Any]:
-        return {"tools": {tool: mount for tool, (mount, _) in SIMULATORS.items()}}
+        return {"tools": {sandbox.name: sandbox.mount for sandbox in sandbox_tools()}}
 
     return app
 
@@ -141,7 +130,7 @@ class SandboxHandle:
 
     @property
     def exact_url(self) -> str:
-        return self.url + EXACT_MOUNT
+        return self.url_of("exact_online")
 
     @property
     def exact(self) -> ExactOnlineSandbox:
@@ -153,12 +142,12 @@ class SandboxHandle:
         return self.simulators.exact.faults
 
     def simulator(self, tool: str) -> Any:
-        """The simulator of one tool, by its state-file section name (``"yuki"``)."""
+        """The simulator of one tool, by the tool's name (an integration's ``tool``, ``"exact_online"``)."""
         return self.simulators.by_tool[tool]
 
     def url_of(self, tool: str) -> str:
-        """Base URL of one tool's mount."""
-        return self.url + SIMULATORS[tool][0]
+        """Base URL of one tool's mount, by the tool's name."""
+        return sandbox_of(tool).url(self.url)
 
     def stop(self) -> None:
         self._server.should_exit = True

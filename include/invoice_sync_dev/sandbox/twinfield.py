@@ -53,6 +53,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from lxml import etree
 
+from invoice_sync.connectors.twinfield import DESCRIPTOR
+from invoice_sync_dev.sandbox import twinfield_fixtures
 from invoice_sync_dev.sandbox.clock import SandboxClock
 from invoice_sync_dev.sandbox.faults import CannedResponse, Scope, route_path
 from invoice_sync_dev.sandbox.simulator import (
@@ -64,11 +66,11 @@ from invoice_sync_dev.sandbox.simulator import (
     create_simulator_app,
 )
 from invoice_sync_dev.sandbox.simulator import OAuthError as OAuthError  # raised by the token endpoint
+from invoice_sync_dev.sandbox.tools import BenchKnobs, Booking, SandboxTool
 from invoice_sync_dev.sandbox.twinfield_fixtures import OfficeFixture, TwinfieldFixtures, default_fixtures
 
-TOOL = "twinfield"
-SIMULATOR = "TwinfieldSandbox"
-"""The simulator class the sandbox server builds (see :data:`invoice_sync_dev.sandbox.server.SIMULATORS`)."""
+MOUNT = "/twinfield"
+"""Where the sandbox server serves this simulator (see :data:`SANDBOX`)."""
 
 TWF_NS = "http://www.twinfield.com/"
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -1432,3 +1434,52 @@ def create_app(sandbox: TwinfieldSandbox) -> FastAPI:
         _add_control_routes,
         operation_key=OPERATION_SCOPE_KEY,
     )
+
+
+def demo_connection(sandbox_url: str, *, refresh_token: str | None = None) -> dict[str, Any]:
+    """The demo connection: ``host`` is the login host (the sandbox's mount plays both it and the cluster,
+    whose URL the token validation answers); login/password are the app's client id and secret."""
+    return {
+        "conn_type": DESCRIPTOR.conn_type,
+        "host": sandbox_url.rstrip("/") + MOUNT,
+        "login": twinfield_fixtures.CLIENT_ID,
+        "password": twinfield_fixtures.CLIENT_SECRET,
+        "extra": {
+            "refresh_token": refresh_token or twinfield_fixtures.BOOTSTRAP_REFRESH_TOKEN,
+            "timeout": 30,
+        },
+    }
+
+
+def bookings(sandbox: TwinfieldSandbox) -> list[Booking]:
+    """The booked sales transactions of every office; the external id is office/code/number."""
+    return [
+        Booking(
+            DESCRIPTOR.name,
+            str(item["reference"]),
+            str(item["registration_number"]),
+            f"{item['office']}/{item['code']}/{item['registration_number']}",
+            Decimal(str(item["total_incl_vat"])),
+            Decimal(str(item["total_vat"])),
+            item,
+        )
+        for item in sandbox.booked()
+    ]
+
+
+SANDBOX = SandboxTool(
+    descriptor=DESCRIPTOR,
+    mount=MOUNT,
+    simulator=TwinfieldSandbox,
+    create_app=create_app,
+    connection=demo_connection,
+    bookings=bookings,
+    bench=BenchKnobs(
+        limit_switch="credits_per_minute",
+        told_by="twinfield_credits",
+        template_integration=5,
+        accepted=(("21", "9", "0"), ("8000", "8010")),
+        limits_off={"limits_enabled": False, "credits_per_minute": 1_000_000},
+    ),
+)
+"""This simulator as the sandbox server, the demo and the harnesses find it (by the tool's name)."""

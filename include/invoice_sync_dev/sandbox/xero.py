@@ -79,6 +79,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from invoice_sync.connectors.xero import DESCRIPTOR
 from invoice_sync_dev.sandbox import xero_fixtures as fx
 from invoice_sync_dev.sandbox.faults import CannedResponse, Scope
 from invoice_sync_dev.sandbox.simulator import (
@@ -89,11 +90,11 @@ from invoice_sync_dev.sandbox.simulator import (
     add_consent_route,
     create_simulator_app,
 )
+from invoice_sync_dev.sandbox.tools import BenchKnobs, Booking, SandboxTool
 from invoice_sync_dev.sandbox.xero_fixtures import TenantFixture, XeroFixtures
 
-TOOL = "xero"
-SIMULATOR = "XeroSandbox"
-"""The simulator class the sandbox server builds (see :data:`invoice_sync_dev.sandbox.server.SIMULATORS`)."""
+MOUNT = "/xero"
+"""Where the sandbox server serves this simulator (see :data:`SANDBOX`)."""
 
 API_PREFIX = "/api.xro/2.0"
 TOKEN_PATH = "/identity/connect/token"
@@ -1388,3 +1389,52 @@ def create_app(sandbox: XeroSandbox) -> FastAPI:
     return create_simulator_app(
         "Xero sandbox", sandbox, _add_identity_routes, _add_api_routes, _add_control_routes
     )
+
+
+def demo_connection(sandbox_url: str) -> dict[str, Any]:
+    """The demo connection: ``host`` is the API host (the mount serves ``/api.xro/2.0`` and
+    ``/connections``); login/password are the app's client id and secret; ``token_url`` points at the
+    sandbox's identity endpoint instead of Xero's."""
+    base = sandbox_url.rstrip("/") + MOUNT
+    return {
+        "conn_type": DESCRIPTOR.conn_type,
+        "host": base,
+        "login": fx.CLIENT_ID,
+        "password": fx.CLIENT_SECRET,
+        "extra": {"refresh_token": fx.BOOTSTRAP_REFRESH_TOKEN, "token_url": base + TOKEN_PATH, "timeout": 30},
+    }
+
+
+def bookings(sandbox: XeroSandbox) -> list[Booking]:
+    """The booked documents of every tenant, in the common terms."""
+    return [
+        Booking(
+            DESCRIPTOR.name,
+            str(item["reference"]),
+            str(item["registration_number"]),
+            str(item["external_id"]),
+            Decimal(str(item["total_incl_vat"])),
+            Decimal(str(item["total_vat"])),
+            item,
+        )
+        for item in sandbox.booked()
+    ]
+
+
+SANDBOX = SandboxTool(
+    descriptor=DESCRIPTOR,
+    mount=MOUNT,
+    simulator=XeroSandbox,
+    create_app=create_app,
+    connection=demo_connection,
+    bookings=bookings,
+    bench=BenchKnobs(
+        limit_switch="minute_limit",
+        total_is_limited=True,
+        template_integration=6,
+        accepted=(("21", "9", "0"), ("8000", "8010")),
+        # Xero's headers announce its limits, so they are raised too (the header-fed budget would pause).
+        limits_off={"limits_enabled": False, "minute_limit": 1_000_000, "day_limit": 10_000_000},
+    ),
+)
+"""This simulator as the sandbox server, the demo and the harnesses find it (by the tool's name)."""

@@ -58,6 +58,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from lxml import etree
 
+from invoice_sync.connectors.yuki import DESCRIPTOR
 from invoice_sync_dev.sandbox import yuki_fixtures as fx
 from invoice_sync_dev.sandbox.faults import CannedResponse, Scope
 from invoice_sync_dev.sandbox.simulator import (
@@ -67,11 +68,11 @@ from invoice_sync_dev.sandbox.simulator import (
     create_simulator_app,
     json_ready,
 )
+from invoice_sync_dev.sandbox.tools import BenchKnobs, Booking, SandboxTool
 from invoice_sync_dev.sandbox.yuki_fixtures import AccessKeyFixture, AdministrationFixture, YukiFixtures
 
-TOOL = "yuki"
-SIMULATOR = "YukiSandbox"
-"""The simulator class the sandbox server builds (see :data:`invoice_sync_dev.sandbox.server.SIMULATORS`)."""
+MOUNT = "/yuki"
+"""Where the sandbox server serves this simulator (see :data:`SANDBOX`)."""
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 YUKI_NS = "http://www.theyukicompany.com/"
@@ -1026,3 +1027,51 @@ def _add_control_routes(app: FastAPI, sandbox: YukiSandbox) -> None:
 def create_app(sandbox: YukiSandbox) -> FastAPI:
     """Yuki's web services of ``sandbox`` as an ASGI app (mounted at ``/yuki`` by the server)."""
     return create_simulator_app("Yuki sandbox", sandbox, _add_soap_routes, _add_control_routes)
+
+
+def demo_connection(sandbox_url: str) -> dict[str, Any]:
+    """The demo connection: ``host`` is the base URL of the web services, ``password`` the demo domain's
+    access key; ``daily_limit`` is the domain's allowance of calls per day (1,000 without Yuki's extra
+    features)."""
+    return {
+        "conn_type": DESCRIPTOR.conn_type,
+        "host": sandbox_url.rstrip("/") + MOUNT,
+        "password": fx.ACCESS_KEY,
+        "extra": {"timeout": 30, "daily_limit": fx.DAILY_LIMIT},
+    }
+
+
+def bookings(sandbox: YukiSandbox) -> list[Booking]:
+    """The processed sales invoices of every administration (Yuki numbers them by our reference)."""
+    return [
+        Booking(
+            DESCRIPTOR.name,
+            str(item["reference"]),
+            str(item["registration_number"]),
+            None,
+            Decimal(str(item["total_incl_vat"])),
+            Decimal(str(item["total_vat"])),
+            item,
+        )
+        for item in sandbox.booked()
+    ]
+
+
+SANDBOX = SandboxTool(
+    descriptor=DESCRIPTOR,
+    mount=MOUNT,
+    simulator=YukiSandbox,
+    create_app=create_app,
+    connection=demo_connection,
+    bookings=bookings,
+    bench=BenchKnobs(
+        limit_switch="daily_limit",
+        told_by="yuki_daily_limit",
+        total_is_limited=True,
+        template_integration=4,
+        accepted=(("21", "6", "0"), ("7000", "7010")),  # not 12 % or GL 8020: the demo's refusals
+        limits_off={"limits_enabled": False, "daily_limit": 10_000_000},
+        unpaced={"daily_limit": 10_000_000},  # Yuki sends no headers: the connector counts its day itself
+    ),
+)
+"""This simulator as the sandbox server, the demo and the harnesses find it (by the tool's name)."""
