@@ -22,10 +22,10 @@ from airflow.models.connection import Connection
 from invoice_sync.airflow.provider import PACKAGE_NAME, get_provider_info
 from invoice_sync.connectors.registry import BY_NAME, DESCRIPTORS, TOOLS
 from invoice_sync_dev.sandbox import exact_fixtures
-from invoice_sync_dev.sandbox.connections import DEMO_CONNECTIONS
 from invoice_sync_dev.sandbox.demo import INTEGRATIONS
 from invoice_sync_dev.sandbox.exact_fixtures import DIVISION_BE
 from invoice_sync_dev.sandbox.server import SandboxHandle, start_in_thread
+from invoice_sync_dev.sandbox.tools import demo_connections
 
 STANDARD_FIELDS = {"host", "schema", "login", "password", "port", "extra", "description"}
 DEMO_CONN_IDS = {tool: next(i.conn_id for i in INTEGRATIONS if i.tool == tool) for tool in TOOLS}
@@ -121,7 +121,7 @@ def sandbox() -> Iterator[SandboxHandle]:
 
 def _form(tool: str, sandbox: SandboxHandle, **changes: Any) -> Connection:
     """The demo connection as a person types it into the form, with the tool's connection type."""
-    values: dict[str, Any] = dict(DEMO_CONNECTIONS[DEMO_CONN_IDS[tool]](sandbox.url))
+    values: dict[str, Any] = dict(demo_connections(sandbox.url)[DEMO_CONN_IDS[tool]])
     values.update(changes)
     return Connection(
         conn_id=f"form_test_{tool}",
