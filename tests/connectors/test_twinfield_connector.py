@@ -332,7 +332,7 @@ def test_an_office_outside_the_organisation_is_a_config_error(twinfield, connect
 
 def test_build_connector_needs_an_office(builders, vault, settings):
     integration = builders.integration(replace(settings, extra={}), conn_id=CONN_ID)
-    with pytest.raises(ConfigError, match="no Twinfield office is set"):
+    with pytest.raises(ConfigError, match="office is not set; it must be a Twinfield office code"):
         build_connector(integration, vault)
 
 

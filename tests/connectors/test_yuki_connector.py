@@ -288,7 +288,7 @@ def test_whole_call_faults_are_config_errors_raised_before_anything_is_booked(
 
 
 def test_build_connector_needs_an_administration(builders, vault):
-    with pytest.raises(ConfigError, match="no Yuki administration is set"):
+    with pytest.raises(ConfigError, match="administration_id is not set; it must be a Yuki"):
         build_connector(builders.integration(yuki_settings(administration_id=None)), vault)
 
 

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from invoice_sync.connectors.settings import ToolSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +32,9 @@ class ToolDescriptor:
     :param hook: ``"module:attribute"`` of its Airflow hook class (the provider's connection type).
     :param form: ``"module:attribute"`` of its :class:`~invoice_sync.connectors.forms.ConnectionForm`, how
         Airflow's Connections form shows the connection type (importable without the hook).
+    :param settings: ``"module:attribute"`` of its :class:`~invoice_sync.connectors.settings.ToolSettings`
+        subclass, which reads the tool's own fields of an integration's settings (importable without the
+        connector, so the operator and the page can check them before any client exists).
     :param pool_slots: how many of its sync tasks may run at once across all DAG runs (its Airflow pool):
         what the tool's app-wide or per-address limits allow.
     """
@@ -38,6 +44,7 @@ class ToolDescriptor:
     connector: str
     hook: str
     form: str
+    settings: str
     pool_slots: int
 
     @property
@@ -57,6 +64,10 @@ class ToolDescriptor:
     def load_hook(self) -> Any:
         """The hook class, imported now."""
         return _load(self.hook)
+
+    def load_settings(self) -> type[ToolSettings]:
+        """The tool's typed settings class, imported now."""
+        return cast("type[ToolSettings]", _load(self.settings))
 
     def load_form(self) -> Any:
         """The connection form, imported now (no hook, no HTTP client comes with it)."""

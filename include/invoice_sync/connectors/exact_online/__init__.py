@@ -14,6 +14,7 @@ DESCRIPTOR = ToolDescriptor(
     connector="invoice_sync.connectors.exact_online.connector:build_connector",
     hook="invoice_sync.connectors.exact_online.hook:ExactOnlineHook",
     form="invoice_sync.connectors.exact_online.form:FORM",
+    settings="invoice_sync.connectors.exact_online.settings:ExactOnlineSettings",
     # Exact rations calls per app and division; eight tenants' minute windows stay far below the app-wide
     # limits.
     pool_slots=8,

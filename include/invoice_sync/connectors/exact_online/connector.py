@@ -15,6 +15,7 @@ from invoice_sync.connectors.base import HookConnector, Reading
 from invoice_sync.connectors.exact_online import mapping
 from invoice_sync.connectors.exact_online.errors import ALREADY_EXISTS
 from invoice_sync.connectors.exact_online.hook import ExactOnlineHook
+from invoice_sync.connectors.exact_online.settings import ExactOnlineSettings
 from invoice_sync.domain.errors import ConfigError, DataError, OutcomeUnknownError
 from invoice_sync.domain.models import (
     Booked,
@@ -23,6 +24,7 @@ from invoice_sync.domain.models import (
     ErrorClass,
     Integration,
     Invoice,
+    Problem,
     Unknown,
 )
 from invoice_sync.domain.ports import CustomerLinkFailure, TokenVault
@@ -38,14 +40,18 @@ class ExactOnlineConnector(HookConnector[ExactOnlineHook, dict[str, Any], dict[s
     Exact's refusals become ``Rejected`` (an "Already exists" too: the engine looks the invoice up
     before any new attempt), a lost answer becomes ``Unknown``.
 
-    :param integration: the integration; ``settings.division`` says which Exact division.
+    :param integration: the integration; its :class:`.ExactOnlineSettings` name the Exact division.
     :param hook: the client for that division (see :func:`build_connector`).
     """
 
     tool = TOOL
 
-    check = staticmethod(mapping.validate)
-    """Exact-specific problems found without a call (see :func:`.mapping.validate`)."""
+    settings: ExactOnlineSettings
+    """The integration's settings as Exact reads them (:func:`build_connector` makes sure they are)."""
+
+    def validate(self, invoice: Invoice) -> list[Problem]:
+        """Exact-specific problems found without a call (see :func:`.mapping.validate`)."""
+        return mapping.validate(invoice, self.settings)
 
     def find_booked(self, references: Sequence[str]) -> dict[str, Booking]:
         """Entries of this integration's journals whose ``YourRef`` is one of ``references``.
@@ -191,12 +197,11 @@ def build_connector(integration: Integration, vault: TokenVault, **hook_options:
     """The connector for ``integration``, with a client for its connection and division.
 
     :param hook_options: further keyword arguments of :class:`.ExactOnlineHook` (budget, sleep, ...).
-    :raises ConfigError: the integration has no Exact division set.
+    :raises ConfigError: the integration's Exact settings cannot be read (no division, say); read here
+        unless the operator already did.
     """
-    division = integration.settings.division
-    if division is None:
-        raise ConfigError(f"Integration {integration.name}: no Exact division is set")
+    settings = ExactOnlineSettings.of(integration)
     hook = ExactOnlineHook(
-        exact_online_conn_id=integration.conn_id, vault=vault, division=division, **hook_options
+        exact_online_conn_id=integration.conn_id, vault=vault, division=settings.division, **hook_options
     )
-    return ExactOnlineConnector(integration, hook)
+    return ExactOnlineConnector(settings.applied_to(integration), hook)

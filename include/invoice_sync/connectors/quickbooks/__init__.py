@@ -26,6 +26,7 @@ DESCRIPTOR = ToolDescriptor(
     connector="invoice_sync.connectors.quickbooks.connector:build_connector",
     hook="invoice_sync.connectors.quickbooks.hook:QuickBooksHook",
     form="invoice_sync.connectors.quickbooks.form:FORM",
+    settings="invoice_sync.connectors.quickbooks.settings:QuickBooksSettings",
     # QuickBooks Online rations per company (realm).
     pool_slots=8,
 )

@@ -36,6 +36,7 @@ from invoice_sync.connectors.quickbooks.errors import (
     message,
 )
 from invoice_sync.connectors.quickbooks.hook import BATCH_MAX, QuickBooksHook
+from invoice_sync.connectors.quickbooks.settings import QuickBooksSettings
 from invoice_sync.domain.errors import ConfigError, DataError, OutcomeUnknownError, TransientError
 from invoice_sync.domain.models import (
     Booked,
@@ -45,6 +46,7 @@ from invoice_sync.domain.models import (
     Integration,
     Invoice,
     Outcome,
+    Problem,
     Rejected,
     Unknown,
 )
@@ -61,15 +63,19 @@ _Held = dict[str, dict[str, tuple[tuple[datetime, int], Booking]]]
 class QuickBooksConnector(HookConnector[QuickBooksHook, dict[str, Any], list[dict[str, Any]]]):
     """Books one integration's invoices as QuickBooks Online invoices and credit memos in its company.
 
-    :param integration: the integration; ``settings.extra["realm_id"]`` names the company.
+    :param integration: the integration; its :class:`.QuickBooksSettings` name the company.
     :param hook: the client for that company (see :func:`build_connector`).
     """
 
     tool = TOOL
     invoices_per_call = BATCH_MAX
 
-    check = staticmethod(mapping.validate)
-    """QuickBooks-specific problems found without a call (see :func:`.mapping.validate`)."""
+    settings: QuickBooksSettings
+    """The integration's settings as QuickBooks reads them (:func:`build_connector` makes sure they are)."""
+
+    def validate(self, invoice: Invoice) -> list[Problem]:
+        """QuickBooks-specific problems found without a call (see :func:`.mapping.validate`)."""
+        return mapping.validate(invoice, self.settings)
 
     def __init__(self, integration: Integration, hook: QuickBooksHook) -> None:
         super().__init__(integration, hook)
@@ -321,15 +327,11 @@ def build_connector(integration: Integration, vault: TokenVault, **hook_options:
     """The connector for ``integration``, with a client for its connection and company.
 
     :param hook_options: further keyword arguments of :class:`.QuickBooksHook` (budget, sleep, ...).
-    :raises ConfigError: the integration names no QuickBooks company (setting ``extra.realm_id``).
+    :raises ConfigError: the integration's QuickBooks settings cannot be read (no realm id, say); read
+        here unless the operator already did.
     """
-    realm_id = mapping.realm_of(integration.settings)
-    if realm_id is None:
-        raise ConfigError(
-            f"Integration {integration.name}: no QuickBooks company is set (setting extra.realm_id, the "
-            "company's realm id)"
-        )
+    settings = QuickBooksSettings.of(integration)
     hook = QuickBooksHook(
-        quickbooks_conn_id=integration.conn_id, vault=vault, realm_id=realm_id, **hook_options
+        quickbooks_conn_id=integration.conn_id, vault=vault, realm_id=settings.realm_id, **hook_options
     )
-    return QuickBooksConnector(integration, hook)
+    return QuickBooksConnector(settings.applied_to(integration), hook)

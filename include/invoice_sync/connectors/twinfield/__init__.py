@@ -23,6 +23,7 @@ DESCRIPTOR = ToolDescriptor(
     connector="invoice_sync.connectors.twinfield.connector:build_connector",
     hook="invoice_sync.connectors.twinfield.hook:TwinfieldHook",
     form="invoice_sync.connectors.twinfield.form:FORM",
+    settings="invoice_sync.connectors.twinfield.settings:TwinfieldSettings",
     # Twinfield's credits are per IP address and per client id, shared by every tenant behind them, and it
     # advises one concurrent action per organisation.
     pool_slots=2,

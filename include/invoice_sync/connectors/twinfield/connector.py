@@ -15,6 +15,7 @@ from invoice_sync.connectors.soap import Element, find_all, local, text
 from invoice_sync.connectors.twinfield import mapping
 from invoice_sync.connectors.twinfield.errors import message_class
 from invoice_sync.connectors.twinfield.hook import TwinfieldHook
+from invoice_sync.connectors.twinfield.settings import TwinfieldSettings
 from invoice_sync.domain.errors import ConfigError
 from invoice_sync.domain.models import (
     Booked,
@@ -23,6 +24,7 @@ from invoice_sync.domain.models import (
     ErrorClass,
     Integration,
     Invoice,
+    Problem,
     Rejected,
     Unknown,
 )
@@ -44,15 +46,19 @@ CUSTOMER_BATCH_SIZE = 100
 class TwinfieldConnector(HookConnector[TwinfieldHook, Element, Element]):
     """Books one integration's invoices as Twinfield sales transactions in its office.
 
-    :param integration: the integration; ``settings.extra["office"]`` names the Twinfield office.
+    :param integration: the integration; its :class:`.TwinfieldSettings` name the Twinfield office.
     :param hook: the client for that office (see :func:`build_connector`).
     """
 
     tool = TOOL
     invoices_per_call = BATCH_SIZE
 
-    check = staticmethod(mapping.validate)
-    """Twinfield-specific problems found without a call (see :func:`.mapping.validate`)."""
+    settings: TwinfieldSettings
+    """The integration's settings as Twinfield reads them (:func:`build_connector` makes sure they are)."""
+
+    def validate(self, invoice: Invoice) -> list[Problem]:
+        """Twinfield-specific problems found without a call (see :func:`.mapping.validate`)."""
+        return mapping.validate(invoice, self.settings)
 
     # -- lookups ----------------------------------------------------------------------------------------
 
@@ -193,12 +199,11 @@ def build_connector(integration: Integration, vault: TokenVault, **hook_options:
     """The connector for ``integration``, with a client for its connection and office.
 
     :param hook_options: further keyword arguments of :class:`.TwinfieldHook` (budget, sleep, ...).
-    :raises ConfigError: the integration has no Twinfield office set.
+    :raises ConfigError: the integration's Twinfield settings cannot be read (no office, say); read here
+        unless the operator already did.
     """
-    office = mapping.office_of(integration.settings)
-    if office is None:
-        raise ConfigError(
-            f"Integration {integration.name}: no Twinfield office is set (setting extra.office)"
-        )
-    hook = TwinfieldHook(twinfield_conn_id=integration.conn_id, vault=vault, office=office, **hook_options)
-    return TwinfieldConnector(integration, hook)
+    settings = TwinfieldSettings.of(integration)
+    hook = TwinfieldHook(
+        twinfield_conn_id=integration.conn_id, vault=vault, office=settings.office, **hook_options
+    )
+    return TwinfieldConnector(settings.applied_to(integration), hook)

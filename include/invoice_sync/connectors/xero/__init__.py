@@ -22,6 +22,7 @@ DESCRIPTOR = ToolDescriptor(
     connector="invoice_sync.connectors.xero.connector:build_connector",
     hook="invoice_sync.connectors.xero.hook:XeroHook",
     form="invoice_sync.connectors.xero.form:FORM",
+    settings="invoice_sync.connectors.xero.settings:XeroSettings",
     # Xero rations per organisation (60 a minute) and per app (10,000 a minute), which eight tenants stay far
     # below.
     pool_slots=8,

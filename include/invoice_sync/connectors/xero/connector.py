@@ -43,7 +43,8 @@ from invoice_sync.connectors.xero.errors import (
     warning_messages,
 )
 from invoice_sync.connectors.xero.hook import XeroHook
-from invoice_sync.domain.errors import ConfigError, OutcomeUnknownError, SyncError
+from invoice_sync.connectors.xero.settings import XeroSettings
+from invoice_sync.domain.errors import OutcomeUnknownError, SyncError
 from invoice_sync.domain.models import (
     Booked,
     Booking,
@@ -52,6 +53,7 @@ from invoice_sync.domain.models import (
     Integration,
     Invoice,
     Outcome,
+    Problem,
     Rejected,
     Unknown,
 )
@@ -111,8 +113,7 @@ Answer = list[dict[str, Any]] | XeroValidationError
 class XeroConnector(HookConnector[XeroHook, dict[str, Any], Answer]):
     """Books one integration's invoices and credit notes in its Xero organisation.
 
-    :param integration: the integration; ``settings.extra["tenant_id"]`` (or ``["tenant"]``, the
-        organisation's name) says which organisation.
+    :param integration: the integration; its :class:`.XeroSettings` name the organisation.
     :param hook: the client for that organisation (see :func:`build_connector`).
     """
 
@@ -121,8 +122,12 @@ class XeroConnector(HookConnector[XeroHook, dict[str, Any], Answer]):
     sends_per_call = 2
     """A whole-request refusal names the elements it refuses; the others are sent once more."""
 
-    check = staticmethod(mapping.validate)
-    """Xero-specific problems found without a call (see :func:`.mapping.validate`)."""
+    settings: XeroSettings
+    """The integration's settings as Xero reads them (:func:`build_connector` makes sure they are)."""
+
+    def validate(self, invoice: Invoice) -> list[Problem]:
+        """Xero-specific problems found without a call (see :func:`.mapping.validate`)."""
+        return mapping.validate(invoice, self.settings)
 
     # -- lookups ---------------------------------------------------------------------------------------
 
@@ -516,21 +521,15 @@ def build_connector(integration: Integration, vault: TokenVault, **hook_options:
     """The connector for ``integration``, with a client for its connection and organisation.
 
     :param hook_options: further keyword arguments of :class:`.XeroHook` (budget, sleep, ...).
-    :raises ConfigError: the integration names no Xero organisation.
+    :raises ConfigError: the integration's Xero settings cannot be read (no organisation, say); read here
+        unless the operator already did.
     """
-    extra = integration.settings.extra
-    tenant_id = str(extra.get("tenant_id") or "").strip()
-    tenant = str(extra.get("tenant") or "").strip()
-    if not tenant_id and not tenant:
-        raise ConfigError(
-            f"Integration {integration.name}: no Xero organisation is set "
-            "(setting extra.tenant_id, or extra.tenant with the organisation's name)"
-        )
+    settings = XeroSettings.of(integration)
     hook = XeroHook(
         xero_conn_id=integration.conn_id,
         vault=vault,
-        tenant_id=tenant_id or None,
-        tenant=tenant or None,
+        tenant_id=settings.tenant_id,
+        tenant=settings.tenant,
         **hook_options,
     )
-    return XeroConnector(integration, hook)
+    return XeroConnector(settings.applied_to(integration), hook)

@@ -15,6 +15,7 @@ DESCRIPTOR = ToolDescriptor(
     connector="invoice_sync.connectors.yuki.connector:build_connector",
     hook="invoice_sync.connectors.yuki.hook:YukiHook",
     form="invoice_sync.connectors.yuki.form:FORM",
+    settings="invoice_sync.connectors.yuki.settings:YukiSettings",
     # Yuki's daily quota is per domain; four at once keep one slow SOAP call from starving the others.
     pool_slots=4,
 )

@@ -26,7 +26,7 @@ from invoice_sync.connectors.soap import Element, find, find_all, text
 from invoice_sync.connectors.yuki import mapping
 from invoice_sync.connectors.yuki.errors import DUPLICATE, invoice_error_class
 from invoice_sync.connectors.yuki.hook import YukiHook
-from invoice_sync.domain.errors import ConfigError
+from invoice_sync.connectors.yuki.settings import YukiSettings
 from invoice_sync.domain.models import (
     Booked,
     Booking,
@@ -34,6 +34,7 @@ from invoice_sync.domain.models import (
     ErrorClass,
     Integration,
     Invoice,
+    Problem,
     Rejected,
     Unknown,
 )
@@ -50,7 +51,7 @@ MAX_ROUNDS = BATCH_SIZE // MAX_FAULTY_PER_CALL + 2
 class YukiConnector(HookConnector[YukiHook, Element, Element]):
     """Books one integration's invoices as Yuki sales invoices in its administration.
 
-    :param integration: the integration; ``settings.extra`` names the administration.
+    :param integration: the integration; its :class:`.YukiSettings` name the administration.
     :param hook: the client for that administration (see :func:`build_connector`).
     """
 
@@ -61,8 +62,12 @@ class YukiConnector(HookConnector[YukiHook, Element, Element]):
     """None: Yuki's whole-call faults concern the administration, the key or the subscription, never one
     call's invoices (:func:`.errors.classify_fault`), so they stop the push and are raised."""
 
-    check = staticmethod(mapping.validate)
-    """Yuki-specific problems found without a call (see :func:`.mapping.validate`)."""
+    settings: YukiSettings
+    """The integration's settings as Yuki reads them (:func:`build_connector` makes sure they are)."""
+
+    def validate(self, invoice: Invoice) -> list[Problem]:
+        """Yuki-specific problems found without a call (see :func:`.mapping.validate`)."""
+        return mapping.validate(invoice, self.settings)
 
     def find_booked(self, references: Sequence[str]) -> dict[str, Booking]:
         """Yuki's items for our references, one ``CheckOutstandingItemAdmin`` per reference.
@@ -194,21 +199,15 @@ def build_connector(integration: Integration, vault: TokenVault, **hook_options:
     """The connector for ``integration``, with a client for its connection and administration.
 
     :param hook_options: further keyword arguments of :class:`.YukiHook` (budget, sleep, ...).
-    :raises ConfigError: the integration names no Yuki administration.
+    :raises ConfigError: the integration's Yuki settings cannot be read (no administration, say); read
+        here unless the operator already did.
     """
-    extra = integration.settings.extra
-    administration_id = extra.get("administration_id")
-    administration = extra.get("administration")
-    if not administration_id and not administration:
-        raise ConfigError(
-            f"Integration {integration.name}: no Yuki administration is set "
-            "(setting administration_id, or administration with its name)"
-        )
+    settings = YukiSettings.of(integration)
     hook = YukiHook(
         yuki_conn_id=integration.conn_id,
         vault=vault,
-        administration_id=str(administration_id).strip().lower() if administration_id else None,
-        administration=str(administration) if administration else None,
+        administration_id=settings.administration_id,
+        administration=settings.administration,
         **hook_options,
     )
-    return YukiConnector(integration, hook)
+    return YukiConnector(settings.applied_to(integration), hook)
