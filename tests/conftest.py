@@ -119,7 +119,7 @@ def pg_databases(pg_admin_url: str) -> Iterator[Callable[[str], str]]:
 
 
 @pytest.fixture
-def sqlite_url(tmp_path) -> str:  # type: ignore[no-untyped-def]
+def sqlite_url(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'invoicing.db'}"
 
 

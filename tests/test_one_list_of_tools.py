@@ -116,10 +116,10 @@ def test_the_checker_leaves_single_tools_and_text_alone() -> None:
 def test_every_tool_has_a_simulator_a_pool_and_a_dag_group(descriptor: object) -> None:
     """The conventions the derived places rely on: ``invoice_sync_dev.sandbox.<name>.SANDBOX`` describes
     the tool (with its demo connection on the tool's own connection type), and the pools include it."""
-    name = descriptor.name  # type: ignore[attr-defined]
+    name = descriptor.name  # type: ignore[attr-defined]  # parametrized as object, a ToolDescriptor
     sandbox = import_module(f"invoice_sync_dev.sandbox.{name}").SANDBOX
     assert sandbox.descriptor is descriptor and sandbox in sandbox_tools()
-    assert sandbox.connection("http://sandbox")["conn_type"] == descriptor.conn_type  # type: ignore[attr-defined]
+    assert sandbox.connection("http://sandbox")["conn_type"] == descriptor.conn_type  # type: ignore[attr-defined]  # parametrized as object, a ToolDescriptor
     assert sandbox.mount.startswith("/")
     assert pools.pool_name(name) in pools.pools()
     # The DAGs' task group per tool: tests/dags/test_dag_integrity.py checks one per registered tool.

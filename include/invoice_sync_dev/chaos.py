@@ -433,7 +433,8 @@ def _work_left(engine: Engine, sandbox: Sandbox, expected: Expected) -> int:
     books = check_books(engine, sandbox, expected)
     with Session(engine) as session:
         booked_not_written = session.scalar(select(func.count()).where(LedgerRow.state == LedgerState.BOOKED))
-    return len(books["unbooked"]) + len(books["lost"]) + books["unresolved"] + int(booked_not_written or 0)
+    unresolved = int(books["unresolved"])
+    return len(books["unbooked"]) + len(books["lost"]) + unresolved + int(booked_not_written or 0)
 
 
 # -- the session ------------------------------------------------------------------------------------
@@ -485,7 +486,8 @@ class Backlog:
                 .order_by(InvoiceRow.id)
             ).all()
             size = -(-len(rows) // max(parts, 1))
-            slices = [dict(rows[i : i + size]) for i in range(0, len(rows), size)] if rows else []
+            statuses = [(invoice_id, str(status)) for invoice_id, status in rows]
+            slices = [dict(statuses[i : i + size]) for i in range(0, len(statuses), size)] if rows else []
             later = [invoice_id for part in slices[1:] for invoice_id in part]
             for start in range(0, len(later), 500):
                 session.execute(

@@ -55,7 +55,7 @@ PREFERENCES = "read Preferences"
 
 def set_connection(monkeypatch: pytest.MonkeyPatch, base: str, **extra: Any) -> None:
     conn = quickbooks_connection(base)
-    conn["extra"] = {**conn["extra"], "timeout": CLIENT_TIMEOUT_S, **extra}  # type: ignore[dict-item]
+    conn["extra"] = {**conn["extra"], "timeout": CLIENT_TIMEOUT_S, **extra}  # type: ignore[dict-item]  # the demo connection's extra is a mapping of strings
     monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps(conn))
 
 
@@ -251,7 +251,7 @@ def test_every_call_names_minor_version_75_and_every_write_a_request_id(quickboo
         sent.append((method, str(prepared.url)))
         return request(method, url, **kwargs)
 
-    connector.hook.session.request = spy  # type: ignore[method-assign]
+    connector.hook.session.request = spy  # type: ignore[method-assign]  # a spy replaces the session's request
     book(connector, builders.invoice(number="M-1", customer=customer(builders, 1)))
     connector.find_booked(["M-1"])
     api = [url for _, url in sent if "/v3/company/" in url]

@@ -56,7 +56,7 @@ WHERE = f"Xero organisation {DEMO_TENANT_ID}"
 
 def set_connection(monkeypatch: pytest.MonkeyPatch, sandbox_url: str, **extra: Any) -> None:
     conn = xero_connection(sandbox_url)
-    conn["extra"] = {**conn["extra"], "timeout": CLIENT_TIMEOUT_S, **extra}  # type: ignore[dict-item]
+    conn["extra"] = {**conn["extra"], "timeout": CLIENT_TIMEOUT_S, **extra}  # type: ignore[dict-item]  # the demo connection's extra is a mapping of strings
     monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps(conn))
 
 

@@ -42,7 +42,7 @@ PROCESS_RULE = r"/ws/Sales\.asmx#ProcessSalesInvoices$"
 
 def set_connection(monkeypatch: pytest.MonkeyPatch, sandbox_url: str, **changes: Any) -> None:
     conn = yuki_connection(sandbox_url)
-    extra = {**conn["extra"], "timeout": 5, **changes.pop("extra", {})}  # type: ignore[dict-item]
+    extra = {**conn["extra"], "timeout": 5, **changes.pop("extra", {})}  # type: ignore[dict-item]  # the demo connection's extra is a mapping of strings
     monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps({**conn, "extra": extra, **changes}))
 
 
@@ -78,7 +78,7 @@ def connect(builders: Any, vault: Any) -> Callable[..., YukiConnector]:
 
 def push(connector: YukiConnector, *invoices: Any) -> list[Any]:
     links = connector.ensure_customers([invoice.customer for invoice in invoices])
-    return list(connector.push(list(invoices), links))  # type: ignore[arg-type]
+    return list(connector.push(list(invoices), links))  # type: ignore[arg-type]  # links may hold failures on purpose
 
 
 def numbered(builders: Any, count: int, start: int = 1, **options: Any) -> list[Any]:

@@ -488,7 +488,7 @@ class Corpus:
         ]  # fmt: skip
 
     def fragment(self, case: Case) -> str:
-        _, fragment = case.expect  # type: ignore[misc]
+        _, fragment = case.expect  # type: ignore[misc]  # refused cases expect a pair
         credited = case.invoice.get("credits")
         other = next(
             (c for c in self.cases if c is not case and c.number == case.number and c.number != "auto"), None

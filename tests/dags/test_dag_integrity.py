@@ -19,19 +19,19 @@ EXPECTED = {"invoice_sync_nightly", "invoice_sync_manual"}
 
 
 @pytest.fixture(scope="module")
-def dagbag():  # type: ignore[no-untyped-def]
+def dagbag():
     from airflow.dag_processing.dagbag import DagBag
 
     return DagBag(dag_folder=str(ROOT / "dags"))
 
 
-def test_no_import_errors(dagbag) -> None:  # type: ignore[no-untyped-def]
+def test_no_import_errors(dagbag) -> None:
     assert dagbag.import_errors == {}
     assert set(dagbag.dags) == EXPECTED
 
 
 @pytest.mark.parametrize("dag_id", sorted(EXPECTED))
-def test_policy(dagbag, dag_id: str) -> None:  # type: ignore[no-untyped-def]
+def test_policy(dagbag, dag_id: str) -> None:
     dag = dagbag.dags[dag_id]
     assert "invoice-sync" in dag.tags
     assert dag.default_args["retries"] >= 2
@@ -41,7 +41,7 @@ def test_policy(dagbag, dag_id: str) -> None:  # type: ignore[no-untyped-def]
     assert dag.doc_md and dag.doc_md.lstrip().startswith("#")
 
 
-def test_nightly_and_manual_share_one_graph(dagbag) -> None:  # type: ignore[no-untyped-def]
+def test_nightly_and_manual_share_one_graph(dagbag) -> None:
     nightly, manual = dagbag.dags["invoice_sync_nightly"], dagbag.dags["invoice_sync_manual"]
     assert nightly.schedule == "0 2 * * *" and manual.schedule is None
     assert set(manual.task_ids) - set(nightly.task_ids) == {"notify"}

@@ -23,12 +23,12 @@ from invoice_sync.domain.models import (
 CUSTOMER = Customer(id=4, kind=CustomerKind.COMPANY, name="Atelier Verhoeven BV", country_code="BE")
 
 
-def messages(found) -> list[str]:  # type: ignore[no-untyped-def]
+def messages(found) -> list[str]:
     assert all(p.error_class == ErrorClass.DATA for p in found)
     return [p.message for p in found]
 
 
-def with_customer(**changes: object):  # type: ignore[no-untyped-def]
+def with_customer(**changes: object):
     return invoice(customer=replace(CUSTOMER, **changes))
 
 

@@ -32,7 +32,7 @@ def exact(sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 def set_connection(monkeypatch: pytest.MonkeyPatch, handle: Any, **overrides: Any) -> None:
     connection = exact_online_connection(handle.url, **overrides)
-    connection["extra"]["timeout"] = CLIENT_TIMEOUT_S  # type: ignore[index]
+    connection["extra"]["timeout"] = CLIENT_TIMEOUT_S  # type: ignore[index]  # the demo extra is a dict
     monkeypatch.setenv("AIRFLOW_CONN_EXACT_DEMO", json.dumps(connection))
 
 

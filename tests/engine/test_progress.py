@@ -151,7 +151,7 @@ def test_twinfield_counts_credits(store: Any, monkeypatch: pytest.MonkeyPatch) -
     seed(store.engine, tools=("twinfield",))
     demo = next(i for i in INTEGRATIONS if i.tool == "twinfield")
     connection = twinfield_connection("http://127.0.0.1:9")
-    connection["extra"]["credits_per_minute"] = 600  # type: ignore[index]
+    connection["extra"]["credits_per_minute"] = 600  # type: ignore[index]  # the demo extra is a dict
     monkeypatch.setenv("AIRFLOW_CONN_TWINFIELD_DEMO", json.dumps(connection))
     connector = connector_for(store.integration(demo.id), SqlTokenVault(store.engine))
     assert connector.budget_left.describe() == "600 credits left this minute"

@@ -13,7 +13,7 @@ BOTH_DATABASES = pytest.mark.parametrize(
 )
 
 
-def counts(store, sql: str, **params) -> dict[int, int]:  # type: ignore[no-untyped-def]
+def counts(store, sql: str, **params) -> dict[int, int]:
     """``{integration_id: n}`` from a query that selects those two columns (written independently of
     the store's own reporting queries, so the test does not check the code against itself)."""
     with store.engine.connect() as conn:

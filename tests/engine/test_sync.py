@@ -22,7 +22,7 @@ BOTH_DATABASES = pytest.mark.parametrize(
 )
 
 
-def valid_numbers(run, demo, integration_id: int) -> list[str]:  # type: ignore[no-untyped-def]
+def valid_numbers(run, demo, integration_id: int) -> list[str]:
     """Registered, unsynced invoices on or after the cut-over that nothing should refuse."""
     integration = run.store.integration(integration_id)
     return [
@@ -313,7 +313,7 @@ def test_invoice_numbers_limit_the_run(run, demo):
     assert set(run.ledger()) == set(wanted)
 
 
-def clone_invoice(store, invoice_id: int, number: str) -> str:  # type: ignore[no-untyped-def]
+def clone_invoice(store, invoice_id: int, number: str) -> str:
     """A new registered invoice like ``invoice_id`` (a bookkeeper registered one more)."""
     with Session(store.engine) as session, session.begin():
         source = session.get(InvoiceRow, invoice_id)
@@ -432,9 +432,9 @@ def test_pages_hold_whole_create_calls(batch_size: int, per_call: int, page: int
     """A page is the asked size rounded down to whole calls of the connector, never a part-filled call
     at every page end (QuickBooks: 30 invoices a call, so pages of 30, not 50 = 30 + 20)."""
     sync = IntegrationSync(
-        None,  # type: ignore[arg-type]
-        SimpleNamespace(invoices_per_call=per_call),  # type: ignore[arg-type]
-        SimpleNamespace(id=1, name="Paged BV", tool="quickbooks"),  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]  # deliberately missing values
+        SimpleNamespace(invoices_per_call=per_call),  # type: ignore[arg-type]  # deliberately missing values
+        SimpleNamespace(id=1, name="Paged BV", tool="quickbooks"),  # type: ignore[arg-type]  # deliberately missing values
         run_id="run",
         holder="run/1",
         options=SyncOptions(batch_size=batch_size),

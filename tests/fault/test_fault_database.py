@@ -27,11 +27,11 @@ POSTGRES = pytest.mark.parametrize(
 )
 
 
-def _create(world, kind: str, times: int | None = None, **extra: Any) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def _create(world, kind: str, times: int | None = None, **extra: Any) -> dict[str, Any]:
     return world.harness.create_rule(kind, times=times, **extra)
 
 
-def _fail_updates_of(engine, invoice_id: int) -> None:  # type: ignore[no-untyped-def]
+def _fail_updates_of(engine, invoice_id: int) -> None:
     """A trigger that makes the UPDATE of one invoice fail, as a constraint or a lock timeout would."""
     with engine.begin() as conn:
         if engine.dialect.name == "sqlite":
@@ -56,7 +56,7 @@ def _fail_updates_of(engine, invoice_id: int) -> None:  # type: ignore[no-untype
             )
 
 
-def _drop_failing_trigger(engine) -> None:  # type: ignore[no-untyped-def]
+def _drop_failing_trigger(engine) -> None:
     with engine.begin() as conn:
         if engine.dialect.name == "sqlite":
             conn.execute(text("DROP TRIGGER fail_write_back"))
@@ -95,7 +95,7 @@ def test_a_failing_write_back_writes_nothing_and_the_next_one_writes_all(world):
     world.check()  # the next write-back (then every invariant)
 
 
-def _terminate_backends(admin_url: str, database: str, *, times: int, every_s: float, stop) -> list[int]:  # type: ignore[no-untyped-def]
+def _terminate_backends(admin_url: str, database: str, *, times: int, every_s: float, stop) -> list[int]:
     """What a PostgreSQL restart does to its clients, without restarting the shared server."""
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     killed = []
@@ -158,11 +158,11 @@ def test_the_lease_is_checked_right_before_every_post(world, monkeypatch):
     check, request = claims.check, requests.Session.request
     is_create = world.harness.is_create_request
 
-    def checked(session, claim):  # type: ignore[no-untyped-def]
+    def checked(session, claim):
         check(session, claim)
         events.append("check")
 
-    def sent(self, method, url, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def sent(self, method, url, *args, **kwargs):
         if is_create(method, url, kwargs.get("data") or kwargs.get("json")):
             events.append("post")
         return request(self, method, url, *args, **kwargs)

@@ -17,11 +17,11 @@ from invoice_sync.store import claims
 from invoice_sync.store.models import ClaimRow
 
 
-def _create(world, kind: str, times: int | None = 2, **extra):  # type: ignore[no-untyped-def]
+def _create(world, kind: str, times: int | None = 2, **extra):
     return world.harness.create_rule(kind, times=times, **extra)
 
 
-def _wait_for_bookings(world, count: int, timeout_s: float = 20.0) -> int:  # type: ignore[no-untyped-def]
+def _wait_for_bookings(world, count: int, timeout_s: float = 20.0) -> int:
     """Wait until the tool has booked at least ``count`` invoices; return how many it has."""
     deadline = time.monotonic() + timeout_s
     while (booked := sum(world.harness.bookings().values())) < count:

@@ -25,25 +25,25 @@ POSTGRES = pytest.mark.parametrize(
 )
 
 
-def _create(world, kind: str, times: int | None = None, **extra: Any) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def _create(world, kind: str, times: int | None = None, **extra: Any) -> dict[str, Any]:
     return world.harness.create_rule(kind, times=times, **extra)
 
 
-def _wait(condition, what: str, timeout_s: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+def _wait(condition, what: str, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.02)
 
 
-def _booked(world) -> int:  # type: ignore[no-untyped-def]
+def _booked(world) -> int:
     return sum(world.harness.bookings().values())
 
 
 # -- two workers, one rotating refresh token ---------------------------------------------------------
 
 
-def _call_the_tool(db_url: str, integration_id: int, barrier) -> None:  # type: ignore[no-untyped-def]
+def _call_the_tool(db_url: str, integration_id: int, barrier) -> None:
     from invoice_sync.connectors.registry import connector_for
     from invoice_sync.store.db import make_engine
     from invoice_sync.store.repository import SyncStore
@@ -58,7 +58,7 @@ def _call_the_tool(db_url: str, integration_id: int, barrier) -> None:  # type: 
     engine.dispose()
 
 
-def _race_for_tokens(world, workers: int = 4) -> list[int | None]:  # type: ignore[no-untyped-def]
+def _race_for_tokens(world, workers: int = 4) -> list[int | None]:
     import multiprocessing
 
     context = multiprocessing.get_context("fork")
@@ -195,7 +195,7 @@ def test_an_orphaned_task_process_cannot_push_after_the_retry_took_over(make_wor
     world.check()
 
 
-def _ledger(world) -> dict[str, tuple[str, str]]:  # type: ignore[no-untyped-def]
+def _ledger(world) -> dict[str, tuple[str, str]]:
     from sqlalchemy import select
     from sqlalchemy.orm import Session
 

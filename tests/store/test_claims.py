@@ -121,7 +121,7 @@ def test_an_expired_lease_nobody_took_over_is_not_renewed(store):
             claims.check(session, claim)
 
 
-def _race_threads(engine, holders: list[str]) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def _race_threads(engine, holders: list[str]) -> dict[str, str]:
     barrier = threading.Barrier(len(holders))
     results: dict[str, str] = {}
 
@@ -157,7 +157,7 @@ def test_threads_racing_for_one_integration_exactly_one_wins(store):
             row.lease_expires_at = claims.utcnow() - timedelta(seconds=1)  # free it for the next round
 
 
-def _acquire_in_process(url: str, holder: str, barrier, results) -> None:  # type: ignore[no-untyped-def]
+def _acquire_in_process(url: str, holder: str, barrier, results) -> None:
     engine = make_engine(url)
     try:
         barrier.wait(timeout=30)

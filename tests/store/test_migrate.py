@@ -50,7 +50,7 @@ def test_the_ledger_has_its_unique_key_and_indexes(store):
     assert invoice_indexes["ix_invoices_unsynced"] == ["integration_id", "id"]
 
 
-def _schema(engine) -> dict[str, list[str]]:  # type: ignore[no-untyped-def]
+def _schema(engine) -> dict[str, list[str]]:
     inspector = inspect(engine)
     return {
         table: sorted(column["name"] for column in inspector.get_columns(table))

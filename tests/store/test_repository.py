@@ -17,7 +17,7 @@ T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)  # when the builders in conftest.py 
 
 
 @pytest.fixture
-def claim(store, data):  # type: ignore[no-untyped-def]
+def claim(store, data):
     data.integration(1)
     data.integration(2)
     return claims.acquire(store.engine, 1, "run-1/try-1")
@@ -85,11 +85,11 @@ def test_candidate_query_uses_the_partial_index(store, data, claim):
     assert "Seq Scan on invoices" not in plan, plan
 
 
-def _explain_candidates(store, prefix: str) -> str:  # type: ignore[no-untyped-def]
+def _explain_candidates(store, prefix: str) -> str:
     """The plan of exactly the statement ``SyncStore.candidates`` sends (captured, then explained)."""
     captured: list[tuple[str, object]] = []
 
-    def capture(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+    def capture(conn, cursor, statement, parameters, context, executemany):
         if "FROM invoices" in statement and "sync_ledger" in statement:
             captured.append((statement, parameters))
 
@@ -147,7 +147,7 @@ def test_write_back_is_all_or_nothing(store, data, claim):
         assert set(session.scalars(select(LedgerRow.state))) == {LedgerState.BOOKED}
 
 
-def _fail_updates_of_invoice(engine, invoice_id: int) -> None:  # type: ignore[no-untyped-def]
+def _fail_updates_of_invoice(engine, invoice_id: int) -> None:
     """A database trigger that refuses any UPDATE of one invoice, as a constraint or a lock timeout would."""
     with engine.begin() as conn:
         if engine.dialect.name == "sqlite":

@@ -126,8 +126,8 @@ def test_the_refresh_lock_works_without_a_row_yet(store):
     assert refresher.spent == ["consent-token"]
 
 
-def _refresh_in_process(url: str, barrier, spent) -> None:  # type: ignore[no-untyped-def]
-    class SharedLog(list):  # type: ignore[type-arg]
+def _refresh_in_process(url: str, barrier, spent) -> None:
+    class SharedLog(list):  # type: ignore[type-arg]  # a plain list of log lines
         def append(self, item: str) -> None:
             spent.put(item)
             super().append(item)
@@ -170,7 +170,7 @@ def test_processes_refreshing_at_once_spend_the_refresh_token_exactly_once(db, r
     engine.dispose()
 
 
-def _store_tokens(engine, tokens: TokenSet) -> None:  # type: ignore[no-untyped-def]
+def _store_tokens(engine, tokens: TokenSet) -> None:
     with Session(engine) as session, session.begin():
         row = session.get(TokenRow, CONN) or TokenRow(conn_id=CONN, lock_version=0)
         row.access_token = tokens.access_token

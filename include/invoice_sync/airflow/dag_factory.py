@@ -129,11 +129,11 @@ def build_sync_dag(
             return syncable.get(tool, [])
 
         extracted = extract_registered_invoices()
-        syncable = filter_syncable(extracted)
+        syncable = filter_syncable(extracted)  # type: ignore[arg-type]  # an XComArg here, its value at run time
         groups = []
         for tool in TOOLS:
             with TaskGroup(group_id=tool, tooltip=f"Sync to {tool}") as group:
-                shards = integrations_of_tool(syncable, tool)
+                shards = integrations_of_tool(syncable, tool)  # type: ignore[arg-type]  # an XComArg here, its value at run time
                 SyncIntegrationsOperator.partial(
                     task_id="sync",
                     tool=tool,

@@ -36,7 +36,12 @@ class SyncIntegrationsOperator(BaseOperator):
     :param retry_rejected: resend tool rejections even when nothing changed (manual runs).
     """
 
-    template_fields: Sequence[str] = ("integration_ids", "dry_run", "invoice_numbers", "retry_failed_only")
+    template_fields: Sequence[str] = (
+        "integration_ids",
+        "is_dry_run",
+        "invoice_numbers",
+        "retry_failed_only",
+    )
     ui_color = "#e8f4ea"
 
     def __init__(
@@ -53,7 +58,8 @@ class SyncIntegrationsOperator(BaseOperator):
         super().__init__(**kwargs)
         self.tool = tool
         self.integration_ids = integration_ids
-        self.dry_run = dry_run
+        # not ``self.dry_run``: that is BaseOperator's method (render templates only), which Airflow calls
+        self.is_dry_run = dry_run
         self.invoice_numbers = invoice_numbers
         self.retry_failed_only = retry_failed_only
         self.retry_rejected = retry_rejected
@@ -68,7 +74,7 @@ class SyncIntegrationsOperator(BaseOperator):
         store = open_store()
         vault = open_vault(store)
         options = SyncOptions(
-            dry_run=_flag(self.dry_run),
+            dry_run=_flag(self.is_dry_run),
             invoice_numbers=tuple(_numbers(self.invoice_numbers)),
             retry_failed_only=_flag(self.retry_failed_only),
             retry_rejected=self.retry_rejected,

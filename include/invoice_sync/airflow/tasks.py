@@ -61,7 +61,8 @@ def extract_registered_invoices(
 
 def extracted(context: Any) -> list[dict[str, Any]] | None:
     """The extraction result, or ``None`` when that task failed (say, an unknown integration was chosen)."""
-    return context["ti"].xcom_pull(task_ids="extract_registered_invoices")
+    pulled: list[dict[str, Any]] | None = context["ti"].xcom_pull(task_ids="extract_registered_invoices")
+    return pulled
 
 
 def filter_syncable(extracted: list[dict[str, Any]]) -> dict[str, list[list[int]]]:

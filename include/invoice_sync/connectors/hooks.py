@@ -129,8 +129,11 @@ class AccountingHook(HttpHook):
 
     vault: TokenVault
     """Every tool's hook keeps the connection's tokens (or session) here; set by the subclass."""
-    budget: RateBudget
-    """Every tool's hook paces itself with one; an attribute or a property built from the connection."""
+
+    @property
+    def budget(self) -> RateBudget:
+        """The rate budget the hook paces itself with; each tool builds its own from the connection."""
+        raise NotImplementedError
 
     def __init__(
         self,

@@ -75,7 +75,7 @@ class OAuthRestHook(AccountingHook):
     token_url: ClassVar[str]
     """The tool's token endpoint; a connection's ``token_url`` extra replaces it."""
     required_connection_fields = OAUTH_CONNECTION_FIELDS
-    default_headers: ClassVar[dict[str, str]] = {"Accept": "application/json"}
+    default_headers: dict[str, str] = {"Accept": "application/json"}
 
     def __init__(
         self,

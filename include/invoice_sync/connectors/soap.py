@@ -41,7 +41,8 @@ def qname(namespace: str, name: str) -> str:
 def element(namespace: str | None, name: str, text: Any = None, **attributes: str) -> Element:
     """A new element; ``text`` is converted with ``str`` (None leaves it empty)."""
     tag = qname(namespace, name) if namespace else name
-    node = etree.Element(tag, nsmap={None: namespace} if namespace else None, **attributes)
+    nsmap = {None: namespace} if namespace else None
+    node = etree.Element(tag, attributes, nsmap)  # type: ignore[arg-type]  # lxml-stubs forbid None, the default-namespace prefix
     if text is not None:
         node.text = str(text)
     return node
@@ -50,7 +51,7 @@ def element(namespace: str | None, name: str, text: Any = None, **attributes: st
 def child(parent: Element, name: str, text: Any = None, **attributes: str) -> Element:
     """Append ``<name>`` in the parent's namespace (the default namespace is inherited, as in XML)."""
     namespace = etree.QName(parent).namespace
-    node = etree.SubElement(parent, qname(namespace, name) if namespace else name, **attributes)
+    node = etree.SubElement(parent, qname(namespace, name) if namespace else name, attributes)
     if text is not None:
         node.text = str(text)
     return node

@@ -85,7 +85,7 @@ def summarize(store: SyncStore, sync_run_id: str, integration_ids: list[int]) ->
                     "invoice": record.number,
                     "error_class": record.error_class,
                     "message": record.error_message,
-                    "hint": fix_hint(record.error_class, record.error_message),
+                    "hint": fix_hint(_text(record.error_class), _text(record.error_message)),
                 }
             )
         for item in store.changed_after_sync(integration_id):
@@ -145,3 +145,8 @@ def _error_text(number: str | None, message: str | None) -> str:
     if number and number in message:
         return message
     return f"Invoice {number}: {message}"
+
+
+def _text(value: object) -> str | None:
+    """A ledger text column's value as text: pandas gives None, NaN or a string for a nullable column."""
+    return value if isinstance(value, str) else None

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from fastapi import FastAPI
-from starlette.routing import Mount
+from starlette.routing import BaseRoute, Mount
 
 from invoice_sync_dev.sandbox.faults import FaultInjector
 from invoice_sync_dev.sandbox.persistence import StateFile
@@ -39,7 +39,8 @@ class Simulators:
 
     @property
     def exact(self) -> ExactOnlineSandbox:
-        return self.by_tool["exact_online"]  # type: ignore[no-any-return]
+        simulator: ExactOnlineSandbox = self.by_tool["exact_online"]
+        return simulator
 
 
 def build_simulators(
@@ -69,7 +70,7 @@ def create_root_app(
 ) -> FastAPI:
     """The combined ASGI app: each tool's simulator mounted under its prefix."""
     simulators = simulators or build_simulators(time_scale=time_scale, state_path=state_path)
-    routes = [
+    routes: list[BaseRoute] = [
         Mount(sandbox.mount, app=sandbox.create_app(simulators.by_tool[sandbox.name]))
         for sandbox in sandbox_tools()
     ]

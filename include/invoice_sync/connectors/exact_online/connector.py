@@ -70,7 +70,11 @@ class ExactOnlineConnector(HookConnector[ExactOnlineHook, dict[str, Any], dict[s
             )
             for row in rows:
                 reference = row.get("YourRef")
-                if reference not in batch or (journals and str(row.get("Journal")) not in journals):
+                if (
+                    not isinstance(reference, str)
+                    or reference not in batch
+                    or (journals and str(row.get("Journal")) not in journals)
+                ):
                     continue
                 booking = Booking(reference, str(row["EntryNumber"]), str(row["EntryID"]))
                 known = found.get(reference)
@@ -111,7 +115,7 @@ class ExactOnlineConnector(HookConnector[ExactOnlineHook, dict[str, Any], dict[s
         """
         by_code: dict[str, str] = {}
         by_vat_number: dict[str, dict[str, Any]] = {}
-        pending = [list(batch) for batch in mapping.batches(customers)]  # type: ignore[arg-type]
+        pending = [list(batch) for batch in mapping.batches(customers)]
         while pending:
             batch = pending.pop(0)
             codes = [mapping.account_code(customer.id) for customer in batch]

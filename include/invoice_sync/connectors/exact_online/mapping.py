@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from invoice_sync.connectors.amounts import (
     description_problems,
@@ -30,6 +30,8 @@ from invoice_sync.domain.models import (
     InvoiceKind,
     Problem,
 )
+
+T = TypeVar("T")
 
 CODE_WIDTH = 18
 """Exact stores an account ``Code`` as 18 characters, right-aligned with leading spaces."""
@@ -102,7 +104,7 @@ def any_of(field: str, values: Iterable[str]) -> str:
     return "(" + " or ".join(terms) + ")"
 
 
-def batches(items: Sequence[str], size: int = FILTER_BATCH) -> list[Sequence[str]]:
+def batches(items: Sequence[T], size: int = FILTER_BATCH) -> list[Sequence[T]]:
     """``items`` cut into consecutive slices of at most ``size``."""
     return [items[start : start + size] for start in range(0, len(items), size)]
 

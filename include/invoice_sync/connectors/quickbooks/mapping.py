@@ -244,7 +244,7 @@ def transaction_payload(invoice: Invoice, settings: QuickBooksSettings, customer
     problems = validate(invoice, settings)
     if problems:
         raise ValueError("; ".join(problem.message for problem in problems))
-    lines = []
+    lines: list[dict[str, Any]] = []
     for line in bookable_lines(invoice):
         quantity, price = quantity_and_price(line)
         detail = {

@@ -73,9 +73,10 @@ class TwinfieldConnector(HookConnector[TwinfieldHook, Element, Element]):
         say), the lowest number wins, so repeated lookups agree.
         """
         daybooks = set(mapping.daybooks(self.settings))
+        office = self.settings.office
         found: dict[str, Booking] = {}
         for reference in dict.fromkeys(references):
-            answer = self.hook.process_xml(mapping.browse_request(self.hook.office, reference), read=True)
+            answer = self.hook.process_xml(mapping.browse_request(office, reference), read=True)
             if answer.get("result") == "0":
                 raise ConfigError(
                     f"{self.hook.context}: the lookup of {reference} was refused: {_messages(answer)}"
@@ -86,15 +87,15 @@ class TwinfieldConnector(HookConnector[TwinfieldHook, Element, Element]):
                 cells = {cell.get("field"): text(cell) for cell in find_all(row, "td")}
                 if (
                     cells.get("fin.trs.line.invnumber") != reference
-                    or cells.get("fin.trs.head.office") != self.hook.office
+                    or cells.get("fin.trs.head.office") != office
                 ):
                     foreign += 1
                     continue
                 if daybooks and cells.get("fin.trs.head.code") not in daybooks:
                     continue
-                number = cells.get("fin.trs.head.number", "")
-                if number.isdigit():
-                    numbers.append((int(number), cells.get("fin.trs.head.code", "")))
+                cell = cells.get("fin.trs.head.number", "")
+                if cell.isdigit():
+                    numbers.append((int(cell), cells.get("fin.trs.head.code", "")))
             if foreign:
                 self.hook.log.warning(
                     "%s: the lookup of %s answered %d row(s) of other invoice numbers or offices; ignored",
@@ -108,7 +109,7 @@ class TwinfieldConnector(HookConnector[TwinfieldHook, Element, Element]):
         return found
 
     def _external_id(self, daybook: str, number: str) -> str:
-        return f"{self.hook.office}/{daybook}/{number}"
+        return f"{self.settings.office}/{daybook}/{number}"
 
     # -- customers --------------------------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any
 
 import requests
 from lxml import etree
@@ -106,7 +106,7 @@ class TwinfieldHook(SoapHook):
     tool_name = "Twinfield"
     required_connection_fields = OAUTH_CONNECTION_FIELDS
     budget_unit = "credits"
-    default_headers: ClassVar[dict[str, str]] = {}
+    default_headers: dict[str, str] = {}
 
     def __init__(
         self,

@@ -237,6 +237,7 @@ class XeroConnector(HookConnector[XeroHook, dict[str, Any], Answer]):
         numbers = [mapping.contact_number(c.id) for c in customers]
         links: dict[int, str | CustomerLinkFailure] = {}
         refused_whole = False
+        answers: Sequence[Mapping[str, Any]]
         try:
             answers = self.hook.create("Contacts", "Contacts", [mapping.contact(c) for c in customers])
         except OutcomeUnknownError as error:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import ClassVar
 
 from lxml import etree
 
@@ -96,7 +95,7 @@ class YukiHook(SoapHook):
     hook_name = DESCRIPTOR.label
     tool_name = "Yuki"
     required_connection_fields = (BASE_URL, ConnectionField("password", "Access key (password)"))
-    default_headers: ClassVar[dict[str, str]] = {}
+    default_headers: dict[str, str] = {}
 
     def __init__(
         self,
