@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from invoice_sync.connectors.registry import TOOLS
 from invoice_sync_dev.bench import (
     MARKER,
     extract,
@@ -54,7 +55,7 @@ def test_runner_refuses_unknown_scenarios_and_foreign_directories(tmp_path: Path
 def test_scenario_order_covers_every_tool() -> None:
     names = scenario_names()
     assert names[0] == "overhead" and names[-3:] == ["extract", "memory", "parse"]
-    limits = {f"limit_{tool}" for tool in ("exact_online", "yuki", "twinfield", "xero", "quickbooks")}
+    limits = {f"limit_{tool}" for tool in TOOLS}
     assert limits | {"naive", "tenants"} <= set(names)
 
 

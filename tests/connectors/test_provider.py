@@ -20,6 +20,7 @@ import pytest
 from airflow.models.connection import Connection
 
 from invoice_sync.airflow.provider import PACKAGE_NAME, get_provider_info
+from invoice_sync.connectors.descriptor import ToolDescriptor
 from invoice_sync.connectors.registry import BY_NAME, DESCRIPTORS, TOOLS
 from invoice_sync_dev.sandbox import exact_fixtures
 from invoice_sync_dev.sandbox.demo import INTEGRATIONS
@@ -29,14 +30,8 @@ from invoice_sync_dev.sandbox.tools import demo_connections
 
 STANDARD_FIELDS = {"host", "schema", "login", "password", "port", "extra", "description"}
 DEMO_CONN_IDS = {tool: next(i.conn_id for i in INTEGRATIONS if i.tool == tool) for tool in TOOLS}
-LABELS = {
-    "exact_online": "Exact Online",
-    "yuki": "Yuki",
-    "twinfield": "Twinfield",
-    "xero": "Xero",
-    "quickbooks": "QuickBooks Online",
-}
-"""Written out here rather than read from the descriptors under test."""
+LABELS = {descriptor.conn_type: descriptor.label for descriptor in DESCRIPTORS}
+"""Connection type -> the name people see: what the provider, the hooks and Airflow's form must all show."""
 
 
 def _airflow_schema(name: str) -> dict[str, Any]:
@@ -58,6 +53,14 @@ def test_the_entry_point_gives_airflow_a_valid_provider_info() -> None:
     jsonschema.validate(info, _airflow_schema("provider_info.schema.json"))
     assert info["package-name"] == PACKAGE_NAME == "invoice-sync"
     assert info["versions"] == [entry.dist.version]
+
+
+@pytest.mark.parametrize("descriptor", DESCRIPTORS, ids=[d.name for d in DESCRIPTORS])
+def test_each_tool_has_a_name_for_people(descriptor: ToolDescriptor) -> None:
+    """The label is the tool's own name (capitalised, as its vendor writes it), never the snake name."""
+    assert descriptor.label.strip() == descriptor.label and descriptor.label[0].isupper()
+    assert descriptor.label != descriptor.name and "_" not in descriptor.label
+    assert len(set(LABELS.values())) == len(LABELS), "two tools share a name in the Connections form"
 
 
 def test_one_connection_type_per_tool_of_the_registry() -> None:

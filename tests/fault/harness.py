@@ -1,7 +1,8 @@
 """How the fault suite drives one accounting tool's simulator, so every test runs for every connector.
 
-A new connector adds one :class:`ToolHarness` subclass (how to start its sandbox, which call creates an
-invoice, how to count bookings per reference, its Airflow connection) and appends it to ``HARNESSES``.
+A new connector adds one :class:`ToolHarness` subclass here (how to start its sandbox, which call creates
+an invoice, how to count bookings per reference, its Airflow connection) naming its ``tool``;
+``HARNESSES`` finds it and lists the harnesses in the registry's order.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from invoice_sync.connectors.registry import TOOLS
 from invoice_sync.store.models import IntegrationRow, InvoiceRow
 
 
@@ -308,7 +310,7 @@ class ExactOnlineHarness(SandboxHarness):
         from invoice_sync_dev.sandbox.exact_online import demo_connection as exact_online_connection
 
         connection = exact_online_connection(self.url)
-        connection["extra"]["timeout"] = timeout_s  # type: ignore[index]
+        connection["extra"]["timeout"] = timeout_s  # type: ignore[index]  # the demo extra is a dict
         return connection
 
 
@@ -367,7 +369,7 @@ class YukiHarness(SoapHarness):
         from invoice_sync_dev.sandbox.yuki import demo_connection as yuki_connection
 
         connection = yuki_connection(self.url)
-        connection["extra"]["timeout"] = timeout_s  # type: ignore[index]
+        connection["extra"]["timeout"] = timeout_s  # type: ignore[index]  # the demo extra is a dict
         return connection
 
     def create_calls(self) -> int:
@@ -396,7 +398,7 @@ class TwinfieldHarness(SoapHarness):
         from invoice_sync_dev.sandbox.twinfield import demo_connection as twinfield_connection
 
         connection = twinfield_connection(self.url)
-        connection["extra"]["timeout"] = timeout_s  # type: ignore[index]
+        connection["extra"]["timeout"] = timeout_s  # type: ignore[index]  # the demo extra is a dict
         return connection
 
     def create_calls(self) -> int:
@@ -425,7 +427,7 @@ class XeroHarness(BookedHarness):
         from invoice_sync_dev.sandbox.xero import demo_connection as xero_connection
 
         connection = xero_connection(self.url)
-        connection["extra"]["timeout"] = timeout_s  # type: ignore[index]
+        connection["extra"]["timeout"] = timeout_s  # type: ignore[index]  # the demo extra is a dict
         return connection
 
     def create_calls(self) -> int:
@@ -476,7 +478,7 @@ class QuickBooksHarness(BookedHarness):
         connection = quickbooks_connection(self.url)
         # No Retry-After either: after a 429 the connector waits a minute, a sandbox minute here.
         scale = float(self._options.get("time_scale", 1.0))
-        connection["extra"] |= {"timeout": timeout_s, "minute_s": 60 / scale}  # type: ignore[operator]
+        connection["extra"] |= {"timeout": timeout_s, "minute_s": 60 / scale}  # type: ignore[operator]  # the demo extra is a dict
         return connection
 
     def create_calls(self) -> int:
@@ -502,10 +504,23 @@ class QuickBooksHarness(BookedHarness):
         return None  # QuickBooks Online documents no daily limit
 
 
-HARNESSES: dict[str, type[ToolHarness]] = {
-    "exact_online": ExactOnlineHarness,
-    "yuki": YukiHarness,
-    "twinfield": TwinfieldHarness,
-    "xero": XeroHarness,
-    "quickbooks": QuickBooksHarness,
-}
+def _harnesses() -> dict[str, type[ToolHarness]]:
+    """tool -> its harness, for every registered tool in the registry's order: each concrete subclass of
+    :class:`ToolHarness` names its ``tool``.
+
+    :raises LookupError: a registered tool has no harness (every connector must run the fault suite).
+    """
+    found: dict[str, type[ToolHarness]] = {}
+    pending = list(ToolHarness.__subclasses__())
+    while pending:
+        harness = pending.pop()
+        pending += harness.__subclasses__()
+        if "tool" in vars(harness):
+            found[harness.tool] = harness
+    missing = [tool for tool in TOOLS if tool not in found]
+    if missing:
+        raise LookupError(f"no fault harness for {', '.join(missing)}: add a ToolHarness subclass")
+    return {tool: found[tool] for tool in TOOLS}
+
+
+HARNESSES = _harnesses()

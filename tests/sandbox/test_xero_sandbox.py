@@ -106,7 +106,7 @@ def fresh(shared: SandboxHandle) -> SandboxHandle:
 
 @pytest.fixture
 def xero(fresh: SandboxHandle) -> XeroSandbox:
-    return fresh.simulator("xero")  # type: ignore[no-any-return]
+    return fresh.simulator("xero")  # type: ignore[no-any-return]  # the handle returns Any simulators
 
 
 @pytest.fixture

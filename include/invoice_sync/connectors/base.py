@@ -15,7 +15,6 @@ from invoice_sync.domain.models import (
     Booking,
     ErrorClass,
     Integration,
-    IntegrationSettings,
     Invoice,
     Outcome,
     Problem,
@@ -113,8 +112,8 @@ class HookConnector(Generic[HookT, PayloadT, AnswerT]):
         self.hook.keep_alive_while_waiting(renew, every_s)
 
     def validate(self, invoice: Invoice) -> list[Problem]:
-        """The tool's own problems with ``invoice``, found without a call."""
-        return self.check(invoice, self.settings)
+        """The tool's own problems with ``invoice``, found without a call (its mapping's ``validate``)."""
+        raise NotImplementedError
 
     def find_booked(self, references: Sequence[str]) -> dict[str, Booking]:
         """The contract's lookup by our own invoice numbers; each tool implements it."""
@@ -266,8 +265,3 @@ class HookConnector(Generic[HookT, PayloadT, AnswerT]):
         if problems:
             return Rejected(invoice.id, problems[0].error_class, "; ".join(p.message for p in problems))
         return customer_id
-
-    @staticmethod
-    def check(invoice: Invoice, settings: IntegrationSettings) -> list[Problem]:
-        """The mapping module's ``validate``; each connector names its own."""
-        raise NotImplementedError

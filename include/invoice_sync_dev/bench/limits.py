@@ -259,7 +259,7 @@ def naive_exact(db_url: str, integration_id: int, *, time_scale: float) -> tuple
     from invoice_sync.connectors.exact_online.hook import ExactOnlineHook
     from invoice_sync.connectors.exact_online.settings import ExactOnlineSettings
     from invoice_sync.store.models import InvoiceRow
-    from invoice_sync.store.repository import SyncStore
+    from invoice_sync.store.repository import SyncStore, UnreadableInvoice
     from invoice_sync.store.tokens import SqlTokenVault
 
     engine = engine_for(db_url)
@@ -285,6 +285,8 @@ def naive_exact(db_url: str, integration_id: int, *, time_scale: float) -> tuple
     booked = 0
     for start in range(0, len(ids), 200):
         for invoice in store.load_invoices(ids[start : start + 200]):
+            if isinstance(invoice, UnreadableInvoice):  # the seeder writes none; say so if it ever did
+                raise RuntimeError(f"bench invoice {invoice.id} is unreadable: {invoice.message}")
             assert invoice.number is not None and invoice.customer is not None
             found = hook.get(
                 ENTRIES, {"$filter": mapping.any_of("YourRef", [invoice.number]), "$select": "EntryID"}

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from invoice_sync_dev.bench import common
+from invoice_sync_dev.sandbox.process import airflow_env
 
 TOOL = "yuki"
 SIZES = (10_000, 100_000)
@@ -46,7 +47,7 @@ def run(workdir: Path, *, quick: bool = False) -> list[dict[str, Any]]:
             sandbox.control(TOOL, "POST", "reset")  # new books; a reset restores the default limits too
             sandbox.limits_off([TOOL])
             common.note(f"memory: syncing {size} {TOOL} invoices in a fresh process")
-            env = common.airflow_env(workdir / "airflow", db_url, conns)
+            env = airflow_env(workdir / "airflow", db_url, conns)
             log_path = workdir / f"sync-{size}.log"
             measured = common.run_measured(
                 [sys.executable, "-m", "invoice_sync_dev.bench.memory", db_url, "1", str(size)],

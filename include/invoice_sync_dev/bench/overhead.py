@@ -8,11 +8,13 @@ tasks, the tasks that run whatever the backlog) is measured as the same command 
 nothing to sync and subtracted: ``ms_per_invoice = (wall_s - startup_s) / invoices``. ``peak_rss_mb`` is
 the ``airflow dags test`` process's peak resident set (its tasks run inside it).
 
-Tools: Yuki first, because it takes 25 invoices per call and no customer calls, so the figure is our
-overhead rather than HTTP round trips. Exact Online second, because it is the other extreme (one POST per
-invoice, customers created first), so the line shows what a tool without batches costs on top. Twinfield
-batches as well, but our client keeps Twinfield's 1,000 credits a minute even when the sandbox does not
-(10,000 invoices would wait for a second minute), so it would measure that wait, not us.
+Tools: those whose simulator gives the scenario a place (``SANDBOX.bench.overhead``), in that order; the
+quick run measures the first only. Yuki first, because it takes 25 invoices per call and no customer
+calls, so the figure is our overhead rather than HTTP round trips. Exact Online second, because it is the
+other extreme (one POST per invoice, customers created first), so the line shows what a tool without
+batches costs on top. Twinfield batches as well, but our client keeps Twinfield's 1,000 credits a minute
+even when the sandbox does not (10,000 invoices would wait for a second minute), so it would measure that
+wait, not us.
 """
 
 from __future__ import annotations
@@ -25,12 +27,21 @@ from sqlalchemy.orm import Session
 
 from invoice_sync.store.models import InvoiceRow
 from invoice_sync_dev.bench import common
+from invoice_sync_dev.sandbox.process import airflow_env
+from invoice_sync_dev.sandbox.tools import SandboxTool, sandbox_tools
 
 DAG_ID = "invoice_sync_manual"
 INVOICES = 10_000
 QUICK_INVOICES = 200
-TOOLS = ("yuki", "exact_online")
-QUICK_TOOLS = ("yuki",)
+
+
+def _place(sandbox: SandboxTool) -> int:
+    return sandbox.bench.overhead or 0
+
+
+TOOLS = tuple(sandbox.name for sandbox in sorted(filter(_place, sandbox_tools()), key=_place))
+"""The tools measured, in their ``SANDBOX.bench.overhead`` order."""
+QUICK_TOOLS = TOOLS[:1]
 EMPTY_ID = 99
 """The integration with nothing to sync, whose run is Airflow's fixed start-up."""
 RUN_TIMEOUT_S = 600.0
@@ -51,7 +62,7 @@ def run(workdir: Path, *, quick: bool = False) -> list[dict[str, Any]]:
     try:
         with common.Sandbox(workdir) as sandbox:
             sandbox.limits_off()
-            env = common.airflow_env(airflow_home, db_url, common.connections(sandbox.url, limits_off=True))
+            env = airflow_env(airflow_home, db_url, common.connections(sandbox.url, limits_off=True))
             common.note("overhead: Airflow's fixed start-up (a run with nothing to sync)")
             startup = _dag_run(env, EMPTY_ID, workdir / "logs" / "startup.log")
             for tenant in tenants[:-1]:

@@ -25,9 +25,10 @@ Rate windows per tenant:
   25 a tenant of a few hundred invoices spends a few dozen credits a minute of the 1,000, so the bench
   uses the real allowance and reports the simulator's 429 count to prove no tenant ever overspent.
 
-The scenario runs over Exact Online, Yuki and Twinfield. The Xero and QuickBooks sandboxes hold one bench
-tenant each (the demo organisation and the demo company, see :data:`DEMO_SLOTS`), so they have no tenants
-of their own to put beside the others; their pacing is measured alone, by the ``limit_<tool>`` scenarios.
+The scenario runs over the tools whose simulators hold bench tenants (``SANDBOX.bench.slots`` above one:
+Exact Online, Yuki and Twinfield). The Xero and QuickBooks sandboxes hold one bench tenant each (the demo
+organisation and the demo company, ``SANDBOX.bench.demo_slot``), so they have no tenants of their own to
+put beside the others; their pacing is measured alone, by the ``limit_<tool>`` scenarios.
 """
 
 from __future__ import annotations
@@ -60,20 +61,19 @@ from invoice_sync_dev.bench.common import (
 )
 from invoice_sync_dev.sandbox import (
     exact_fixtures,
-    quickbooks_fixtures,
     twinfield_fixtures,
-    xero_fixtures,
     yuki_fixtures,
 )
 from invoice_sync_dev.sandbox.exact_online import MOUNT as EXACT_MOUNT
 from invoice_sync_dev.sandbox.process import connection_env
 from invoice_sync_dev.sandbox.quickbooks import demo_connection as quickbooks_connection
+from invoice_sync_dev.sandbox.tools import DemoSlot, sandbox_of, sandbox_tools
 from invoice_sync_dev.sandbox.twinfield import MOUNT as TWINFIELD_MOUNT
 from invoice_sync_dev.sandbox.xero import demo_connection as xero_connection
 from invoice_sync_dev.sandbox.yuki import MOUNT as YUKI_MOUNT
 
-TOOLS = ("exact_online", "yuki", "twinfield")
-"""The tools of the ``tenants`` scenario: those whose sandbox has :data:`SLOTS` bench tenants."""
+TOOLS = tuple(sandbox.name for sandbox in sandbox_tools() if sandbox.bench.slots > 1)
+"""The tools of the ``tenants`` scenario: those whose sandbox has bench tenants (``SANDBOX.bench.slots``)."""
 TIME_SCALE = 10.0
 """Sandbox seconds per real second in the tenants scenario: an Exact minute lasts six real seconds.
 
@@ -83,28 +83,11 @@ more twenty tenants on two cores become CPU-bound instead of limit-bound (at sca
 tenant still spends most of its time waiting for its own window, as it would at night."""
 EXACT_CONN_ID = "bench_exact"
 TWINFIELD_CONN_ID = "bench_twinfield"
-SLOTS = 24
-"""Bench divisions, Yuki domains and Twinfield offices the sandbox fixtures have per tool."""
-
-
-@dataclass(frozen=True, slots=True)
-class DemoSlot:
-    """The one bench tenant of a tool whose sandbox has no bench slots: its demo organisation or company.
-
-    :param what: what the tool calls a tenant, for messages.
-    :param settings: the integration settings that point at it.
-    :param conn_id: the bench's Airflow connection (the demo connection's content, see
-        :func:`bench_connections`).
-    """
-
-    what: str
-    settings: Mapping[str, str]
-    conn_id: str
-
+SLOTS = min(sandbox_of(tool).bench.slots for tool in TOOLS)
+"""Bench tenants (divisions, Yuki domains, Twinfield offices) every tool of the scenario has."""
 
 DEMO_SLOTS: dict[str, DemoSlot] = {
-    "xero": DemoSlot("organisation", {"tenant_id": xero_fixtures.DEMO_TENANT_ID}, "bench_xero"),
-    "quickbooks": DemoSlot("company", {"realm_id": quickbooks_fixtures.REALM_DEMO}, "bench_quickbooks"),
+    sandbox.name: sandbox.bench.demo_slot for sandbox in sandbox_tools() if sandbox.bench.demo_slot
 }
 """Tools with slot 1 only: their simulators know the demo's organisations or companies, no bench ones."""
 
@@ -131,8 +114,9 @@ def bench_tenant(integration_id: int, tool: str, slot: int, invoices: int) -> Te
             f"{tool} has one bench slot, 1 (the sandbox's demo {demo.what}), not {slot}: its simulator "
             f"has no bench {demo.what}s of its own"
         )
-    if not 1 <= slot <= SLOTS:
-        raise ValueError(f"bench slot {slot} out of range 1..{SLOTS}")
+    slots = sandbox_of(tool).bench.slots
+    if not 1 <= slot <= slots:
+        raise ValueError(f"bench slot {slot} of {tool} out of range 1..{slots}")
     settings: dict[str, Any]
     if demo is not None:
         settings = dict(demo.settings)
@@ -245,21 +229,24 @@ def hook_options(tool: str, time_scale: float) -> dict[str, Any]:
 
     Access tokens are issued for the scaled lifetime (Exact's 600 s last 20 real seconds at scale 30), so
     the margin before expiry at which a hook refreshes must shrink alike, or every call would ask for a
-    new token (Xero's 30 minutes last one real minute at scale 30, its hook's default margin).
+    new token (Xero's 30 minutes last one real minute at scale 30, its hook's default margin). The margin
+    is the tool's hook's own default; a hook without one (Yuki's session needs no refresh) gets nothing.
     """
-    from invoice_sync.connectors.exact_online.hook import REFRESH_MARGIN_S as EXACT_MARGIN
-    from invoice_sync.connectors.oauth import OAuthRestHook
-    from invoice_sync.connectors.twinfield.hook import REFRESH_MARGIN_S as TWINFIELD_MARGIN
+    margin = refresh_margin_s(sandbox_of(tool).descriptor.load_hook())
+    return {"refresh_margin_s": margin / time_scale} if margin is not None else {}
 
-    # Xero's and QuickBooks' hooks keep the margin of the OAuth base they share.
-    oauth_margin = inspect.signature(OAuthRestHook.__init__).parameters["refresh_margin_s"].default
-    margins = {
-        "exact_online": EXACT_MARGIN,
-        "twinfield": TWINFIELD_MARGIN,
-        "xero": oauth_margin,
-        "quickbooks": oauth_margin,
-    }
-    return {"refresh_margin_s": margins[tool] / time_scale} if tool in margins else {}
+
+def refresh_margin_s(hook: type) -> float | None:
+    """The default ``refresh_margin_s`` of ``hook``'s constructor, or of the first base class's that has
+    one (Xero's and QuickBooks' hooks keep the margin of the OAuth base they share); None without one."""
+    for cls in hook.__mro__:
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            continue
+        parameter = inspect.signature(init).parameters.get("refresh_margin_s")
+        if parameter is not None and parameter.default is not inspect.Parameter.empty:
+            return float(parameter.default)
+    return None
 
 
 # -- one tenant's sync ------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, insert, select
+from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from invoice_sync.connectors.registry import TOOLS
@@ -381,28 +381,6 @@ INTEGRATIONS = (
     ),
 )
 
-REFUSED_ON = date(2026, 7, 2)
-TOOL_REFUSALS: dict[str, tuple[tuple[str, str, tuple[str, str], date], ...]] = {
-    # tool -> (VAT rate, GL account, (error class, a fragment of the message), invoice date) per invoice to
-    # refuse: inside a batch whose other invoices book, by the tool or (unmapped rates) by our checks.
-    "yuki": (
-        ("12", "7000", ("config", "No tax code for VATPercentage 12 & VATType 9"), REFUSED_ON),
-        ("9", "7000", ("config", "Tax rate 'BE-9' (9%) is not mapped"), REFUSED_ON),
-    ),
-    "twinfield": (
-        ("6", "8000", ("config", f"btw-code({twinfield.INACTIVE_VAT_CODE})"), REFUSED_ON),
-        ("21", "8020", ("config", "Dimension 8999"), REFUSED_ON),
-    ),
-    "xero": (
-        ("6", "8000", ("config", f"The TaxType code {xero.TAX_DELETED} does not exist"), REFUSED_ON),
-        ("21", "8020", ("config", "Account code '210' has been archived"), REFUSED_ON),
-    ),
-    "quickbooks": (
-        ("21", "8020", ("config", "Invalid Reference Id"), REFUSED_ON),
-        ("21", "8000", ("config", "Account Period Closed"), quickbooks.CLOSING_DATE - timedelta(days=3)),
-    ),
-}
-
 COMPANIES = (
     ("Atelier Verhoeven BV", "BE", "Kortrijksesteenweg 12", "9000", "Gent"),
     ("Bakkerij De Smet", "BE", "Markt 3", "8000", "Brugge"),
@@ -498,7 +476,7 @@ def _wipe(session: Session) -> None:
         session.execute(delete(table))
     for model in (NotificationRow, InvoiceLineRow, InvoiceRow, CustomerRow, IntegrationRow):
         if model is InvoiceRow:
-            session.execute(InvoiceRow.__table__.update().values(credited_invoice_id=None))
+            session.execute(update(InvoiceRow).values(credited_invoice_id=None))
         session.execute(delete(model))
 
 
@@ -654,7 +632,7 @@ class _Builder:
     def other_tool_invoices(self, tool: str, count: int) -> None:
         """The invoices of a non-Exact tool's integration: regular ones (as many as one Exact integration
         gets), two for the customers with unusual names, and the ones the tool must refuse
-        (:data:`TOOL_REFUSALS`)."""
+        (its simulator module's ``SANDBOX.refusals``)."""
         for integration in (i for i in INTEGRATIONS if i.tool == tool):
             self._tool_integration_invoices(integration, count)
 
@@ -684,10 +662,12 @@ class _Builder:
                 lines=self._lines(integration),
                 customer_id=customer_id,
             )
-        for rate, gl_account, expected, invoice_date in TOOL_REFUSALS[integration.tool]:
-            lines = [("Consultancy", Decimal("2"), Decimal("95.00"), rate, gl_account)]
-            number = self._invoice(integration, invoice_date=invoice_date, lines=lines)
-            self.expected_rejections[number] = expected
+        from invoice_sync_dev.sandbox.tools import sandbox_of  # the simulators load only when seeding
+
+        for refusal in sandbox_of(integration.tool).refusals:
+            lines = [("Consultancy", Decimal("2"), Decimal("95.00"), refusal.vat_rate, refusal.gl_account)]
+            number = self._invoice(integration, invoice_date=refusal.invoice_date, lines=lines)
+            self.expected_rejections[number] = (refusal.error_class, refusal.message)
 
     def discounts_and_regimes(self, integration: DemoIntegration) -> None:
         """What ordinary invoices of real companies carry: a discount line (a negative line on a positive

@@ -1218,6 +1218,10 @@ SANDBOX = SandboxTool(
     bench=BenchKnobs(
         limit_switch="minutely_limit",
         template_integration=2,  # Demo Nederland BV: division 234567, NL VAT codes
+        # One sales entry per POST; a small backlog adds its customers (one POST each) and a lookup.
+        max_calls_per_invoice=1.3,
+        slots=len(exact_fixtures.BENCH_DIVISIONS),
+        overhead=2,  # the other extreme: one POST per invoice, customers created first
         accepted=(("21", "9", "0"), ("8000", "8010")),
         # Exact's headers announce its limits, so they are raised too (the header-fed budget would pause).
         limits_off={"limits_enabled": False, "minutely_limit": 1_000_000, "daily_limit": 10_000_000},

@@ -17,7 +17,7 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from invoice_sync.config import PROJECT_ROOT
 from invoice_sync_dev.sandbox.tools import sandbox_of
@@ -92,7 +92,7 @@ class SandboxProcess:
                 self.process.wait()
         self._log.close()
 
-    def __enter__(self) -> SandboxProcess:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

@@ -92,7 +92,7 @@ from invoice_sync_dev.sandbox.simulator import (
     create_simulator_app,
     json_ready,
 )
-from invoice_sync_dev.sandbox.tools import BenchKnobs, Booking, SandboxTool
+from invoice_sync_dev.sandbox.tools import BenchKnobs, Booking, DemoSlot, Refusal, SandboxTool
 
 MOUNT = "/quickbooks"
 """Where the sandbox server serves this simulator (see :data:`SANDBOX`)."""
@@ -1549,6 +1549,9 @@ SANDBOX = SandboxTool(
         told_by="quickbooks_batches",
         total_is_limited=True,
         template_integration=7,
+        # Pages of 30, one batch each, plus a customer query and a customer batch (a tiny quick backlog).
+        max_calls_per_invoice=0.06,
+        demo_slot=DemoSlot("company", {"realm_id": quickbooks_fixtures.REALM_DEMO}, "bench_quickbooks"),
         accepted=(("21", "9", "0"), ("8000", "8010")),
         limits_off={"limits_enabled": False},
         # No rate headers: the connector counts its minute, second and batch windows itself.
@@ -1557,6 +1560,17 @@ SANDBOX = SandboxTool(
             "requests_per_second": 1_000_000,
             "batches_per_minute": 1_000_000,
         },
+    ),
+    refusals=(
+        Refusal("21", "8020", "config", "Invalid Reference Id"),
+        # Dated inside the company's closed books.
+        Refusal(
+            "21",
+            "8000",
+            "config",
+            "Account Period Closed",
+            quickbooks_fixtures.CLOSING_DATE - timedelta(days=3),
+        ),
     ),
 )
 """This simulator as the sandbox server, the demo and the harnesses find it (by the tool's name)."""

@@ -18,6 +18,7 @@ import json
 import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from decimal import Decimal
 from functools import cache
 from importlib import import_module
@@ -47,6 +48,42 @@ class Booking:
     record: dict[str, Any]
 
 
+DEMO_REFUSED_ON = date(2026, 7, 2)
+"""The invoice date of the demo's deliberately refused invoices, unless a :class:`Refusal` needs another."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """One invoice the demo seeds for the tool to refuse, inside a batch whose other invoices book.
+
+    :param vat_rate: the VAT rate of its one line (a rate the tool refuses, or one we leave unmapped).
+    :param gl_account: the GL account of that line.
+    :param error_class: what the sync must classify the refusal as (``"config"``, ``"data"``).
+    :param message: a fragment of the message a bookkeeper must see (the tool's own text, or our check's).
+    :param invoice_date: the invoice's date (a closed period needs one inside it).
+    """
+
+    vat_rate: str
+    gl_account: str
+    error_class: str
+    message: str
+    invoice_date: date = DEMO_REFUSED_ON
+
+
+@dataclass(frozen=True, slots=True)
+class DemoSlot:
+    """The one bench tenant of a tool whose simulator has no bench tenants of its own: the demo's.
+
+    :param what: what the tool calls a tenant (``"organisation"``), for messages.
+    :param settings: the integration settings that point at it.
+    :param conn_id: the bench's Airflow connection for it (the demo connection's content).
+    """
+
+    what: str
+    settings: Mapping[str, str]
+    conn_id: str
+
+
 @dataclass(frozen=True, slots=True)
 class BenchKnobs:
     """How the benchmark treats a tool's simulator.
@@ -65,6 +102,14 @@ class BenchKnobs:
         none in headers (None: the hook learns a lowered limit from the answers).
     :param total_is_limited: the simulator's ``total`` statistic counts exactly the calls its limits count
         (else the limit scenario counts the calls to the routes the limit applies to).
+    :param max_calls_per_invoice: the most calls per booked invoice a quick ``limit_<tool>`` run may spend:
+        the tool's booking calls (one over the invoices one call books) plus its customer calls and
+        lookups spread over a small backlog (``tests/bench`` holds every run to it).
+    :param slots: bench tenants (divisions, domains, offices) the simulator's fixtures hold, each with
+        rate windows of its own; the ``tenants`` scenario runs over the tools with more than one.
+    :param demo_slot: for a tool with one slot, the demo tenant (organisation, company) it is.
+    :param overhead: the tool's place in the ``overhead`` scenario (1 first; the quick run measures only
+        the first), None when that scenario does not measure it.
     """
 
     template_integration: int
@@ -74,6 +119,10 @@ class BenchKnobs:
     unpaced: Mapping[str, Any] = field(default_factory=dict)
     told_by: str | None = None
     total_is_limited: bool = False
+    max_calls_per_invoice: float = 0.05
+    slots: int = 1
+    demo_slot: DemoSlot | None = None
+    overhead: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +139,7 @@ class SandboxTool:
         URL, with the tool's own connection type (``descriptor.conn_type``).
     :param bookings: every booking in a simulator object's books (:class:`Booking`).
     :param bench: the benchmark's knobs for the tool.
+    :param refusals: the invoices the demo seeds for the tool to refuse (in its first demo integration).
     """
 
     descriptor: ToolDescriptor
@@ -99,6 +149,7 @@ class SandboxTool:
     connection: Callable[[str], dict[str, Any]]
     bookings: Callable[[Any], list[Booking]]
     bench: BenchKnobs
+    refusals: tuple[Refusal, ...] = ()
 
     @property
     def name(self) -> str:

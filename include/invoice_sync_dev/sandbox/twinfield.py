@@ -66,7 +66,7 @@ from invoice_sync_dev.sandbox.simulator import (
     create_simulator_app,
 )
 from invoice_sync_dev.sandbox.simulator import OAuthError as OAuthError  # raised by the token endpoint
-from invoice_sync_dev.sandbox.tools import BenchKnobs, Booking, SandboxTool
+from invoice_sync_dev.sandbox.tools import BenchKnobs, Booking, Refusal, SandboxTool
 from invoice_sync_dev.sandbox.twinfield_fixtures import OfficeFixture, TwinfieldFixtures, default_fixtures
 
 MOUNT = "/twinfield"
@@ -1128,7 +1128,7 @@ class _TransactionCheck:
             if not vatcode:
                 self.fail(node, "Een btw-regel heeft een btw-code nodig.")
             elif not dim1 and self.office.vat_code(vatcode) is not None:
-                dim1 = self.office.vat_code(vatcode).account  # type: ignore[union-attr]
+                dim1 = self.office.vat_code(vatcode).account  # type: ignore[union-attr]  # checked not None just above
         if kind != "vat" or dim1_node is not None:
             self._check_level1(dim1_node, dim1, node)
         if kind == "total":
@@ -1189,7 +1189,7 @@ class _TransactionCheck:
         for line in details:
             if line.vatvalue is not None:
                 continue
-            rate = self.office.vat_code(line.vatcode).rate  # type: ignore[union-attr]
+            rate = self.office.vat_code(line.vatcode).rate  # type: ignore[union-attr]  # codes validated before VAT
             exact = line.signed * rate / 100 + carry.get(line.vatcode, Decimal("0"))
             signed_vat = exact.quantize(_CENT, rounding=ROUND_HALF_UP)
             carry[line.vatcode] = exact - signed_vat
@@ -1203,7 +1203,7 @@ class _TransactionCheck:
             turnover[line.vatcode] = turnover.get(line.vatcode, Decimal("0")) + line.signed
         for code, amount in vat.items():
             side = "debit" if (amount or turnover[code]) > 0 else "credit"
-            account = self.office.vat_code(code).account  # type: ignore[union-attr]
+            account = self.office.vat_code(code).account  # type: ignore[union-attr]  # codes validated before VAT
             self.generated.append(
                 _Line(
                     "vat", side, abs(amount), etree.Element("line"), dim1=account, vatcode=code,
@@ -1478,8 +1478,14 @@ SANDBOX = SandboxTool(
         limit_switch="credits_per_minute",
         told_by="twinfield_credits",
         template_integration=5,
+        max_calls_per_invoice=0.06,  # batches of 25 plus one customer upsert for the whole backlog
+        slots=len(twinfield_fixtures.BENCH_OFFICES),
         accepted=(("21", "9", "0"), ("8000", "8010")),
         limits_off={"limits_enabled": False, "credits_per_minute": 1_000_000},
+    ),
+    refusals=(
+        Refusal("6", "8000", "config", f"btw-code({twinfield_fixtures.INACTIVE_VAT_CODE})"),
+        Refusal("21", "8020", "config", "Dimension 8999"),
     ),
 )
 """This simulator as the sandbox server, the demo and the harnesses find it (by the tool's name)."""

@@ -90,7 +90,7 @@ from invoice_sync_dev.sandbox.simulator import (
     add_consent_route,
     create_simulator_app,
 )
-from invoice_sync_dev.sandbox.tools import BenchKnobs, Booking, SandboxTool
+from invoice_sync_dev.sandbox.tools import BenchKnobs, Booking, DemoSlot, Refusal, SandboxTool
 from invoice_sync_dev.sandbox.xero_fixtures import TenantFixture, XeroFixtures
 
 MOUNT = "/xero"
@@ -435,7 +435,7 @@ class XeroSandbox(Simulator[XeroFixtures, XeroConfig]):
         self._create_posts: Counter[str] = Counter()
 
     def _tenant_books(self, tenant_id: str) -> dict[str, Any]:
-        return self._books["tenants"][tenant_id]  # type: ignore[no-any-return]
+        return self._books["tenants"][tenant_id]  # type: ignore[no-any-return]  # the books are untyped JSON
 
     # ---------------------------------------------------------------------------------------- OAuth
 
@@ -564,7 +564,7 @@ class XeroSandbox(Simulator[XeroFixtures, XeroConfig]):
         if access["expires_at"] <= self.clock.now():
             expired = access["expires_at"].strftime("%m/%d/%Y %H:%M:%S")
             raise _unauthorized(f"TokenExpired: token expired at {expired}")
-        return access  # type: ignore[no-any-return]
+        return access  # type: ignore[no-any-return]  # the books are untyped JSON
 
     def connections(self, authorization: str | None) -> list[dict[str, Any]]:
         """``GET /connections``: the organisations the token may reach (not counted toward limits)."""
@@ -951,7 +951,7 @@ class XeroSandbox(Simulator[XeroFixtures, XeroConfig]):
         contact = self._tenant_books(tenant.tenant_id)["contacts"].get(_guid(contact_id) or "")
         if contact is None:
             errors.append(CONTACT_NOT_FOUND.format(contact_id))
-        return contact  # type: ignore[no-any-return]
+        return contact  # type: ignore[no-any-return]  # the books are untyped JSON
 
     @staticmethod
     def _line(tenant: TenantFixture, amount_types: str, line: Any, errors: list[str]) -> dict[str, Any]:
@@ -1432,9 +1432,15 @@ SANDBOX = SandboxTool(
         limit_switch="minute_limit",
         total_is_limited=True,
         template_integration=6,
+        max_calls_per_invoice=0.04,  # batches of 50 plus one contact lookup and one contact create
+        demo_slot=DemoSlot("organisation", {"tenant_id": fx.DEMO_TENANT_ID}, "bench_xero"),
         accepted=(("21", "9", "0"), ("8000", "8010")),
         # Xero's headers announce its limits, so they are raised too (the header-fed budget would pause).
         limits_off={"limits_enabled": False, "minute_limit": 1_000_000, "day_limit": 10_000_000},
+    ),
+    refusals=(
+        Refusal("6", "8000", "config", f"The TaxType code {fx.TAX_DELETED} does not exist"),
+        Refusal("21", "8020", "config", "Account code '210' has been archived"),
     ),
 )
 """This simulator as the sandbox server, the demo and the harnesses find it (by the tool's name)."""

@@ -68,7 +68,7 @@ from invoice_sync_dev.sandbox.simulator import (
     create_simulator_app,
     json_ready,
 )
-from invoice_sync_dev.sandbox.tools import BenchKnobs, Booking, SandboxTool
+from invoice_sync_dev.sandbox.tools import BenchKnobs, Booking, Refusal, SandboxTool
 from invoice_sync_dev.sandbox.yuki_fixtures import AccessKeyFixture, AdministrationFixture, YukiFixtures
 
 MOUNT = "/yuki"
@@ -1069,9 +1069,16 @@ SANDBOX = SandboxTool(
         told_by="yuki_daily_limit",
         total_is_limited=True,
         template_integration=4,
+        max_calls_per_invoice=0.05,  # batches of 25 plus the session's Authenticate
+        slots=fx.BENCH_TENANTS,
+        overhead=1,  # 25 invoices a call and no customer calls: the figure is our overhead, not HTTP
         accepted=(("21", "6", "0"), ("7000", "7010")),  # not 12 % or GL 8020: the demo's refusals
         limits_off={"limits_enabled": False, "daily_limit": 10_000_000},
         unpaced={"daily_limit": 10_000_000},  # Yuki sends no headers: the connector counts its day itself
+    ),
+    refusals=(
+        Refusal("12", "7000", "config", "No tax code for VATPercentage 12 & VATType 9"),
+        Refusal("9", "7000", "config", "Tax rate 'BE-9' (9%) is not mapped"),
     ),
 )
 """This simulator as the sandbox server, the demo and the harnesses find it (by the tool's name)."""
