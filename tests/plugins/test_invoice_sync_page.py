@@ -9,6 +9,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from page_world import Api, Seeded
 
+from invoice_sync.connectors.registry import descriptor_of
+
 PAGE = "/invoice-sync/"
 ROUTES = [
     ("GET", PAGE),
@@ -71,6 +73,11 @@ def test_filters_by_integration_tool_and_state(api: Api, seeded: Seeded) -> None
 
     other_tool = api.client.get(PAGE, params={"tool": "yuki"}, headers=api.admin).text
     assert "No integration matches these filters." in other_tool
+    # The tool filter's choices come from the registry: the tool's name as value, its label as text, and
+    # only tools that have integrations (this world seeds Exact Online's).
+    exact = descriptor_of("exact_online")
+    assert f'<option value="{exact.name}" >{exact.label}</option>' in only_one
+    assert 'value="yuki"' not in only_one
 
     deferred = api.client.get(PAGE, params={"state": "deferred"}, headers=api.admin).text
     assert seeded.deferred_number in deferred

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
+from invoice_sync.connectors.registry import DESCRIPTORS
 from invoice_sync.connectors.settings import with_tool_settings
 from invoice_sync.domain.hints import fix_hint
 from invoice_sync.domain.models import Integration
@@ -89,7 +90,9 @@ class PageView:
     filters: Filters
     integrations: list[IntegrationView]
     all_integrations: list[Integration]
-    tools: list[str]
+    tools: list[tuple[str, str]]
+    """The tool filter's choices, ``(name, label)`` in the registry's order: the registered tools that
+    have integrations (a tool nobody uses would filter to an empty page)."""
     notification: Notification | None
     show: dict[str, bool] = field(default_factory=dict)
     """Which of the three tables the state filter keeps: ``not_synced``, ``deferred``, ``changed``."""
@@ -115,7 +118,7 @@ def build_page(store: SyncStore, filters: Filters, *, limit: int = DEFAULT_LIMIT
         filters=filters,
         integrations=views,
         all_integrations=every,
-        tools=sorted({integration.tool for integration in every}),
+        tools=[(d.name, d.label) for d in DESCRIPTORS if any(i.tool == d.name for i in every)],
         notification=store.latest_notification(filters.integration),
         show=show,
     )

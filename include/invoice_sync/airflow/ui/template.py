@@ -59,8 +59,8 @@ PAGE = """<!doctype html>
   <label for="f-tool">Tool</label>
   <select id="f-tool" name="tool">
     <option value="">All</option>
-    {% for t in page.tools %}
-    <option value="{{ t }}" {% if page.filters.tool == t %}selected{% endif %}>{{ t }}</option>
+    {% for name, label in page.tools %}
+    <option value="{{ name }}" {% if page.filters.tool == name %}selected{% endif %}>{{ label }}</option>
     {% endfor %}
   </select>
   <label for="f-state">State</label>
