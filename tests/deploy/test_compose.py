@@ -73,7 +73,7 @@ def command_text(service: dict[str, Any]) -> str:
     return " ".join(command) if isinstance(command, list) else str(command)
 
 
-def walk_environment(services: dict[str, dict[str, Any]]):  # type: ignore[no-untyped-def]
+def walk_environment(services: dict[str, dict[str, Any]]):
     for name, service in services.items():
         for key, value in (service.get("environment") or {}).items():
             yield name, key, "" if value is None else str(value)
