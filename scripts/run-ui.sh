@@ -42,6 +42,9 @@ export AIRFLOW__CORE__EXECUTOR=${AIRFLOW__CORE__EXECUTOR:-LocalExecutor}
 # The LocalExecutor forks a worker per slot at start-up (32 by default); 8 covers the demo's tools.
 export AIRFLOW__CORE__PARALLELISM=${AIRFLOW__CORE__PARALLELISM:-8}
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False
+# The Connections list's Test button (off by default in Airflow): here it calls the sandbox, through the
+# tool's hook, as `airflow connections test` does.
+export AIRFLOW__CORE__TEST_CONNECTION=${AIRFLOW__CORE__TEST_CONNECTION:-Enabled}
 export AIRFLOW__CORE__AUTH_MANAGER=airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager
 export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=admin:admin
 export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=False
