@@ -14,7 +14,8 @@ import requests
 from invoice_sync.connectors.registry import TOOLS
 from invoice_sync_dev.bench import limits, tenants
 from invoice_sync_dev.bench.tenants import CallLog
-from invoice_sync_dev.sandbox.tools import sandbox_of, sandbox_tools
+from invoice_sync_dev.sandbox.tools import BenchLimits, sandbox_of, sandbox_tools
+from invoice_sync_dev.sandbox.xero import XeroMinutes
 
 MINUTE_WINDOWS = [tool for tool in TOOLS if limits.setup(tool, quick=True).window == "minute"]
 """The tools whose limit is a minute's (Yuki's is the domain's day)."""
@@ -99,8 +100,18 @@ def test_tools_without_bench_tenants_have_one_slot_the_demo_one(tool: str) -> No
         tenants.bench_tenant(2, tool, 2, 10)
 
 
+@pytest.mark.parametrize("tool", TOOLS)
+def test_every_tool_gives_the_bench_a_tenant_and_its_connection(tool: str) -> None:
+    """What the bench needs of a new tool is its SANDBOX.bench: a slot 1 and that slot's connection."""
+    tenant = tenants.bench_tenant(1, tool, 1, 10)
+    conns = tenants.bench_connections("http://sandbox:1", [tenant], BenchLimits(minute_s=2.0, limit=3))
+    assert list(conns) == [tenant.conn_id]
+    assert conns[str(tenant.conn_id)]["conn_type"] == sandbox_of(tool).descriptor.conn_type
+    assert limits.setup(tool, quick=True).invoices < limits.setup(tool, quick=False).invoices
+
+
 def test_xero_minutes_follow_the_remaining_count() -> None:
-    minutes = tenants.XeroMinutes(minute_s=3600.0)
+    minutes = XeroMinutes(minute_s=3600.0)
     ends = [minutes.window_end(_answer({"X-MinLimit-Remaining": left})) for left in ("2", "1", "0", "2", "1")]
     assert ends[0] == ends[1] == ends[2] != ends[3] == ends[4]  # the count went up: a new minute
     assert minutes.window_end(_answer({})) is None  # the token endpoint and /connections do not count

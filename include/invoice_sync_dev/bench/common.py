@@ -117,6 +117,9 @@ class Tenant:
     :param synced: invoices that already have one (history the candidate query must not pay for).
     :param settings: overrides of the demo integration's settings (say, another Exact division).
     :param conn_id: the Airflow connection; default: the tool's demo connection.
+    :param name: the integration's name; default: one from its id and tool.
+    :param slot: for a bench tenant (:func:`~invoice_sync_dev.bench.tenants.bench_tenant`), the bench slot
+        (division, domain, office) of its tool it is on, whose bench connection ``conn_id`` is.
     """
 
     integration_id: int
@@ -126,6 +129,7 @@ class Tenant:
     settings: Mapping[str, Any] = field(default_factory=dict)
     conn_id: str | None = None
     name: str | None = None
+    slot: int | None = None
 
 
 def open_db(url: str, *, reset: bool = True) -> Engine:

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from invoice_sync.connectors.registry import TOOLS
 from invoice_sync.engine.sync import SyncOptions
 from invoice_sync.store.db import make_engine
 from invoice_sync.store.repository import SyncStore
@@ -64,7 +65,7 @@ def build(path: Path, *, total: int, unsynced: int) -> None:
     engine = common.open_db(common.sqlite_url(path))
     common.seed_tenants(
         engine,
-        [common.Tenant(INTEGRATION_ID, "yuki", unsynced)],
+        [common.Tenant(INTEGRATION_ID, TOOLS[0], unsynced)],  # any tool: the query never looks at it
         first_invoice_id=history + 1,
     )
     engine.dispose()

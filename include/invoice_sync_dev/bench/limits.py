@@ -57,9 +57,7 @@ from invoice_sync_dev.bench.common import (
     sqlite_url,
 )
 from invoice_sync_dev.bench.tenants import (
-    EXACT_CONN_ID,
     CallLog,
-    Limits,
     TenantRun,
     _environment,
     bench_connections,
@@ -68,9 +66,8 @@ from invoice_sync_dev.bench.tenants import (
     hook_options,
     sync_tenant,
 )
-from invoice_sync_dev.sandbox import twinfield_fixtures
 from invoice_sync_dev.sandbox.process import connection_env
-from invoice_sync_dev.sandbox.tools import sandbox_of
+from invoice_sync_dev.sandbox.tools import BenchLimits, sandbox_of, sandbox_tools
 
 INTEGRATION_ID = 1
 SLOT = 1
@@ -100,57 +97,35 @@ class Setup:
         """The simulator's limit for this run (only the limit scenarios lower one)."""
         return {sandbox_of(self.tool).bench.limit_switch: self.limit}
 
-    def limits(self) -> Limits:
-        """What the connections tell our connectors: the sandbox minute's length, and the limit where the
-        tool does not announce it (Twinfield's credits, Yuki's day, QuickBooks' batch calls)."""
-        told_by = sandbox_of(self.tool).bench.told_by
-        told = {told_by: self.limit} if told_by else {}
-        return Limits(minute_s=60.0 / self.time_scale, **told)
+    def limits(self) -> BenchLimits:
+        """What the connections tell our connectors: the sandbox minute's length, and the lowered limit
+        (each tool's bench connection passes it on where the tool does not announce it: Twinfield's
+        credits, Yuki's day, QuickBooks' batch calls)."""
+        return BenchLimits(minute_s=60.0 / self.time_scale, limit=self.limit)
 
 
 def setup(tool: str, quick: bool) -> Setup:
-    """Sizes: ten windows and more at full size; a few in quick mode (the suite's smoke test)."""
-    if tool == "exact_online":
-        # 60 calls a minute, about one call per invoice: 660 invoices and their customers span 11 minutes.
-        if quick:
-            return Setup(tool, invoices=50, time_scale=60, limit=20, real_limit=60, window="minute")
-        return Setup(tool, invoices=660, time_scale=30, limit=60, real_limit=60, window="minute")
-    if tool == "twinfield":
-        # 25 invoices per 3-credit write: at 1,000 credits a minute ten minutes would need 80,000 invoices,
-        # so the simulator (and the connection) allow 15 credits a minute: five writes, 125 invoices.
-        if quick:
-            return Setup(tool, invoices=100, time_scale=60, limit=6, real_limit=1000, window="minute")
-        return Setup(tool, invoices=1400, time_scale=30, limit=15, real_limit=1000, window="minute")
-    if tool == "yuki":
-        # 25 invoices a call: a day of 1,000 calls would take 25,000 invoices; 100 calls take 2,500. The
-        # backlog exceeds the day, so the run spends the whole day and defers the rest.
-        if quick:
-            return Setup(tool, invoices=300, time_scale=1, limit=10, real_limit=1000, window="day")
-        return Setup(tool, invoices=3000, time_scale=1, limit=100, real_limit=1000, window="day")
-    if tool == "xero":
-        # 50 invoices a call: at 60 calls a minute ten minutes would need 30,000 invoices, so the simulator
-        # allows 3 (the hook reads that from X-MinLimit-Remaining): 30 creates of 1,500 invoices, with the
-        # contacts' lookup and create, span 11 minutes.
-        if quick:
-            return Setup(tool, invoices=200, time_scale=60, limit=2, real_limit=60, window="minute")
-        return Setup(tool, invoices=1500, time_scale=30, limit=3, real_limit=60, window="minute")
-    if tool == "quickbooks":
-        # 30 invoices a batch call: at 40 batch calls a minute ten minutes would need 12,000 invoices, so the
-        # simulator and the connection allow 5. The engine's pages hold whole calls (30 invoices): 1,500
-        # invoices and the customers' batch are 51 batch calls, 11 minutes. The request limits (500 a
-        # minute, 10 a second) stay real; a run of batch calls never nears them.
-        if quick:
-            return Setup(tool, invoices=150, time_scale=60, limit=2, real_limit=40, window="minute")
-        return Setup(tool, invoices=1500, time_scale=30, limit=5, real_limit=40, window="minute")
-    raise ValueError(f"unknown tool {tool!r}")
+    """Sizes: ten windows and more at full size; a few in quick mode (the suite's smoke test). Each tool's
+    ``SANDBOX.bench.limit_run`` and ``quick_limit_run`` hold them, with the reasons."""
+    knobs = sandbox_of(tool).bench
+    run = knobs.quick_limit_run if quick else knobs.limit_run
+    return Setup(
+        tool,
+        invoices=run.invoices,
+        time_scale=run.time_scale,
+        limit=run.limit,
+        real_limit=run.real_limit,
+        window=run.window,
+    )
 
 
 def api_calls(tool: str, stats: Mapping[str, Any]) -> int:
-    """Calls the tool counts against the tenant's limits, from the simulator's statistics."""
-    if sandbox_of(tool).bench.total_is_limited:  # the simulator counts only calls its limits count
+    """Calls the tool counts against the tenant's limits, from the simulator's statistics: its ``total``,
+    or the calls to the routes ``SANDBOX.bench.limited_route`` names where ``total`` counts others too."""
+    marker = sandbox_of(tool).bench.limited_route
+    if marker is None:  # the simulator counts only calls its limits count
         return int(stats.get("total", 0))
     calls: Mapping[str, Mapping[str, int]] = stats.get("calls", {})
-    marker = "{division}" if tool == "exact_online" else "processxml"
     return sum(
         count
         for route, statuses in calls.items()
@@ -160,8 +135,17 @@ def api_calls(tool: str, stats: Mapping[str, Any]) -> int:
     )
 
 
-_OURS: dict[tuple[str, bool], dict[str, Any]] = {}
-"""limit_exact_online lines of this process, so ``naive`` compares with the run just made."""
+def naive_tool() -> str:
+    """The tool whose backlog ``naive`` books the naive way (``SANDBOX.bench.naive_baseline``: Exact's)."""
+    for sandbox in sandbox_tools():
+        if sandbox.bench.naive_baseline:
+            return sandbox.name
+    raise LookupError("no tool's SANDBOX.bench has naive_baseline: the naive scenario has nothing to book")
+
+
+_OURS: dict[tuple[str, str, bool], dict[str, Any]] = {}
+"""(workdir, tool, quick) -> the ``limit_<tool>`` line this process made, so ``naive`` compares with the
+run just made."""
 
 
 def _seeded(workdir: Path, tool: str, invoices: int) -> str:
@@ -192,26 +176,19 @@ def limit_line(workdir: Path, tool: str, *, quick: bool = False) -> dict[str, An
         stats = sandbox.stats(tool)
     engine_for(db_url).dispose()
     line = _line(f"limit_{tool}", plan, run, stats, wall)
-    if tool == "yuki":
+    if plan.window == "day":  # the run spends one day: its calls over the day's allowance
         line["utilisation"] = round(line["api_calls"] / plan.limit, 3)
         line["windows"] = 1
-        line["note"] = "no per-minute limit is documented; the window is the domain's day"
     else:
         line["utilisation"] = log.utilisation(plan.limit)
         line["windows"] = len(log.windows)
         # The rate over the whole run, start-up and the last, partly filled window included.
         minutes = wall * plan.time_scale / 60
         line["per_minute_overall"] = round(sum(log.windows.values()) / minutes, 1) if minutes else None
-    if tool == "twinfield":
-        line["credits"] = int(stats.get("credits_used", {}).get(twinfield_fixtures.BENCH_CLIENT_ID, 0))
-    if tool == "quickbooks":
-        # Operations are named "batch#create/Invoice", "batch#query", ...: every one a batch call.
-        calls: Mapping[str, int] = stats.get("calls", {})
-        line["batch_calls"] = sum(
-            count for operation, count in calls.items() if operation.startswith("batch")
-        )
-    if tool == "exact_online":
-        _OURS[(str(workdir.parent), quick)] = line
+    figures = sandbox_of(tool).bench.limit_figures
+    if figures is not None:
+        line.update(figures(stats))
+    _OURS[(str(workdir.parent), tool, quick)] = line
     return line
 
 
@@ -262,18 +239,19 @@ def naive_exact(db_url: str, integration_id: int, *, time_scale: float) -> tuple
     from invoice_sync.store.repository import SyncStore, UnreadableInvoice
     from invoice_sync.store.tokens import SqlTokenVault
 
+    tool = naive_tool()
     engine = engine_for(db_url)
     store = SyncStore(engine)
     integration = store.integration(integration_id)
     settings = ExactOnlineSettings.of(integration)
     hook = ExactOnlineHook(
-        exact_online_conn_id=EXACT_CONN_ID,
+        exact_online_conn_id=integration.conn_id,
         vault=SqlTokenVault(engine),
         division=settings.division,
-        **hook_options("exact_online", time_scale),
+        **hook_options(tool, time_scale),
     )
     log = CallLog()
-    log.attach("exact_online", hook)
+    log.attach(tool, hook)
     with engine.connect() as connection:
         ids = list(
             connection.scalars(
@@ -307,24 +285,25 @@ def naive_exact(db_url: str, integration_id: int, *, time_scale: float) -> tuple
 
 def naive_line(workdir: Path, *, quick: bool = False) -> dict[str, Any]:
     """The ``naive`` line: the Exact limit scenario done the naive way, and our calls over its calls."""
-    ours = _OURS.get((str(workdir), quick)) or limit_line(workdir, "exact_online", quick=quick)
-    plan = setup("exact_online", quick)
+    tool = naive_tool()
+    ours = _OURS.get((str(workdir), tool, quick)) or limit_line(workdir, tool, quick=quick)
+    plan = setup(tool, quick)
     workdir = fresh_dir(workdir / "naive")
-    db_url = _seeded(workdir, "exact_online", plan.invoices)
-    tenant = bench_tenant(INTEGRATION_ID, "exact_online", SLOT, plan.invoices)
+    db_url = _seeded(workdir, tool, plan.invoices)
+    tenant = bench_tenant(INTEGRATION_ID, tool, SLOT, plan.invoices)
     note(f"naive: {plan.invoices} Exact invoices, one lookup and one create each, customers per invoice")
     with Sandbox(workdir, time_scale=plan.time_scale) as sandbox:
-        sandbox.configure("exact_online", **plan.sandbox_config())
+        sandbox.configure(tool, **plan.sandbox_config())
         with _environment(connection_env(bench_connections(sandbox.url, [tenant], plan.limits()))):
             started = time.perf_counter()
             booked, _ = naive_exact(db_url, INTEGRATION_ID, time_scale=plan.time_scale)
             wall = time.perf_counter() - started
-        stats = sandbox.stats("exact_online")
+        stats = sandbox.stats(tool)
     engine_for(db_url).dispose()
-    calls = api_calls("exact_online", stats)
+    calls = api_calls(tool, stats)
     return {
         "scenario": "naive",
-        "tool": "exact_online",
+        "tool": tool,
         "ratio": round(ours["api_calls"] / calls, 3) if calls else None,
         "api_calls": calls,
         "ours_api_calls": ours["api_calls"],

@@ -59,18 +59,15 @@ from invoice_sync_dev.bench.common import (
     seed_tenants,
     sqlite_url,
 )
-from invoice_sync_dev.sandbox import (
-    exact_fixtures,
-    twinfield_fixtures,
-    yuki_fixtures,
-)
-from invoice_sync_dev.sandbox.exact_online import MOUNT as EXACT_MOUNT
 from invoice_sync_dev.sandbox.process import connection_env
-from invoice_sync_dev.sandbox.quickbooks import demo_connection as quickbooks_connection
-from invoice_sync_dev.sandbox.tools import DemoSlot, sandbox_of, sandbox_tools
-from invoice_sync_dev.sandbox.twinfield import MOUNT as TWINFIELD_MOUNT
-from invoice_sync_dev.sandbox.xero import demo_connection as xero_connection
-from invoice_sync_dev.sandbox.yuki import MOUNT as YUKI_MOUNT
+from invoice_sync_dev.sandbox.tools import (
+    BenchLimits,
+    DemoSlot,
+    WindowsFromAnswers,
+    WindowsFromBudget,
+    sandbox_of,
+    sandbox_tools,
+)
 
 TOOLS = tuple(sandbox.name for sandbox in sandbox_tools() if sandbox.bench.slots > 1)
 """The tools of the ``tenants`` scenario: those whose sandbox has bench tenants (``SANDBOX.bench.slots``)."""
@@ -81,8 +78,6 @@ Compressing time compresses the rate windows but not the CPU a sync needs, so th
 more twenty tenants on two cores become CPU-bound instead of limit-bound (at scale 30 the ratio is about
 2); at production speed the same CPU is spread over minutes. Scale 10 keeps the run short while every
 tenant still spends most of its time waiting for its own window, as it would at night."""
-EXACT_CONN_ID = "bench_exact"
-TWINFIELD_CONN_ID = "bench_twinfield"
 SLOTS = min(sandbox_of(tool).bench.slots for tool in TOOLS)
 """Bench tenants (divisions, Yuki domains, Twinfield offices) every tool of the scenario has."""
 
@@ -99,45 +94,26 @@ QUICK_INVOICES_PER_TENANT = 15
 WARM_UP_INVOICES = 3
 
 
-def yuki_conn_id(slot: int) -> str:
-    return f"bench_yuki_{slot:02d}"
-
-
 def bench_tenant(integration_id: int, tool: str, slot: int, invoices: int) -> Tenant:
-    """A tenant on bench slot ``slot`` (1-based) of ``tool``: its own division, domain or office.
-
-    Xero and QuickBooks have slot 1 only, their demo organisation or company (:data:`DEMO_SLOTS`).
-    """
+    """A tenant on bench slot ``slot`` (1-based) of ``tool``: its own division, domain or office
+    (``SANDBOX.bench.slot``), or for a tool with one slot its demo organisation or company
+    (:data:`DEMO_SLOTS`)."""
     demo = DEMO_SLOTS.get(tool)
     if demo is not None and slot != 1:
         raise ValueError(
             f"{tool} has one bench slot, 1 (the sandbox's demo {demo.what}), not {slot}: its simulator "
             f"has no bench {demo.what}s of its own"
         )
-    slots = sandbox_of(tool).bench.slots
-    if not 1 <= slot <= slots:
-        raise ValueError(f"bench slot {slot} of {tool} out of range 1..{slots}")
-    settings: dict[str, Any]
+    knobs = sandbox_of(tool).bench
+    if not 1 <= slot <= knobs.slots:
+        raise ValueError(f"bench slot {slot} of {tool} out of range 1..{knobs.slots}")
     if demo is not None:
-        settings = dict(demo.settings)
-        conn_id = demo.conn_id
-    elif tool == "exact_online":
-        division = exact_fixtures.BENCH_DIVISIONS[slot - 1]
-        gl_accounts = exact_fixtures.bench_gl_accounts(division)
-        settings = {
-            "division": division,
-            "gl_accounts": gl_accounts,
-            "default_gl_account": gl_accounts["8000"],
-        }
-        conn_id = EXACT_CONN_ID
-    elif tool == "yuki":
-        settings = {"administration_id": yuki_fixtures.bench_administration_id(slot)}
-        conn_id = yuki_conn_id(slot)
-    elif tool == "twinfield":
-        settings = {"office": twinfield_fixtures.BENCH_OFFICES[slot - 1]}
-        conn_id = TWINFIELD_CONN_ID
+        settings, conn_id = dict(demo.settings), demo.conn_id
+    elif knobs.slot is not None:
+        bench_slot = knobs.slot(slot)
+        settings, conn_id = dict(bench_slot.settings), bench_slot.conn_id
     else:
-        raise ValueError(f"unknown tool {tool!r}")
+        raise ValueError(f"{tool}'s SANDBOX.bench names neither its bench slots (slot) nor its demo_slot")
     return Tenant(
         integration_id,
         tool,
@@ -145,83 +121,21 @@ def bench_tenant(integration_id: int, tool: str, slot: int, invoices: int) -> Te
         settings=settings,
         conn_id=conn_id,
         name=f"Bench {tool} tenant {slot:02d}",
+        slot=slot,
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """What the connections tell the connectors about limits they cannot learn from headers.
-
-    :param minute_s: real seconds of a sandbox minute (Twinfield's credit window, Xero's and QuickBooks'
-        minute: Xero announces what is left of its windows but not when they end).
-    :param twinfield_credits: Twinfield credits per minute (the simulator must be configured alike).
-    :param yuki_daily_limit: Yuki calls per domain and day (the simulator must be configured alike).
-    :param quickbooks_batches: QuickBooks batch calls per minute (the simulator must be configured
-        alike); None leaves the connector's default, Intuit's 40.
-    """
-
-    minute_s: float = 60.0
-    twinfield_credits: int = 1000
-    yuki_daily_limit: int = yuki_fixtures.DAILY_LIMIT
-    quickbooks_batches: int | None = None
-
-
 def bench_connections(
-    sandbox_url: str, tenants: Sequence[Tenant], limits: Limits
+    sandbox_url: str, tenants: Sequence[Tenant], limits: BenchLimits
 ) -> dict[str, dict[str, Any]]:
-    """The Airflow connections of ``tenants`` (conn id -> connection) pointing at the sandbox."""
-    base = sandbox_url.rstrip("/")
+    """The Airflow connections of ``tenants`` (conn id -> connection) pointing at the sandbox: each tool's
+    ``SANDBOX.bench.connection`` of the tenant's slot (tenants of one connection get it once)."""
     conns: dict[str, dict[str, Any]] = {}
     for tenant in tenants:
-        if tenant.tool == "exact_online":
-            conns[EXACT_CONN_ID] = {
-                "conn_type": "exact_online",
-                "host": base + EXACT_MOUNT,
-                "login": exact_fixtures.BENCH_CLIENT_ID,
-                "password": exact_fixtures.BENCH_CLIENT_SECRET,
-                "extra": {"refresh_token": exact_fixtures.BENCH_REFRESH_TOKEN, "timeout": 30},
-            }
-        elif tenant.tool == "twinfield":
-            conns[TWINFIELD_CONN_ID] = {
-                "conn_type": "twinfield",
-                "host": base + TWINFIELD_MOUNT,
-                "login": twinfield_fixtures.BENCH_CLIENT_ID,
-                "password": twinfield_fixtures.BENCH_CLIENT_SECRET,
-                "extra": {
-                    "refresh_token": twinfield_fixtures.BENCH_REFRESH_TOKEN,
-                    "timeout": 30,
-                    "credits_per_minute": limits.twinfield_credits,
-                    "minute_s": limits.minute_s,
-                },
-            }
-        elif tenant.tool == "yuki":
-            slot = int(str(tenant.conn_id).rsplit("_", 1)[1])
-            conns[str(tenant.conn_id)] = {
-                "conn_type": "yuki",
-                "host": base + YUKI_MOUNT,
-                "password": yuki_fixtures.bench_access_key(slot),
-                "extra": {"timeout": 30, "daily_limit": limits.yuki_daily_limit},
-            }
-        elif tenant.tool == "xero":
-            # The hook reads the minute's calls from the answers; it needs only the window lengths.
-            conns[DEMO_SLOTS["xero"].conn_id] = _with_extra(
-                xero_connection(sandbox_url), minute_s=limits.minute_s, day_s=limits.minute_s * 24 * 60
-            )
-        elif tenant.tool == "quickbooks":
-            batches = (
-                {} if limits.quickbooks_batches is None else {"batches_per_minute": limits.quickbooks_batches}
-            )
-            conns[DEMO_SLOTS["quickbooks"].conn_id] = _with_extra(
-                quickbooks_connection(sandbox_url), minute_s=limits.minute_s, **batches
-            )
-        else:
-            raise ValueError(f"no bench connection for tool {tenant.tool!r}")
+        if tenant.conn_id is None or tenant.slot is None:
+            raise ValueError(f"tenant {tenant.integration_id} is no bench tenant (see bench_tenant)")
+        conns[tenant.conn_id] = sandbox_of(tenant.tool).bench.connection(sandbox_url, tenant.slot, limits)
     return conns
-
-
-def _with_extra(connection: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
-    """``connection`` (a demo connection) with ``extra`` added to its extras."""
-    return {**connection, "extra": {**dict(connection.get("extra") or {}), **extra}}
 
 
 def hook_options(tool: str, time_scale: float) -> dict[str, Any]:
@@ -260,7 +174,7 @@ class CallLog:
     (calls or credits) spent in it. Exact's windows come from its ``X-RateLimit-Minutely-Reset`` header
     and Xero's from its ``X-MinLimit-Remaining`` count (the tools' own counts); Twinfield and QuickBooks
     announce nothing, so theirs are the ones our budgets count in (QuickBooks: batch calls only, the
-    window the bench lowers).
+    window the bench lowers). Each tool's ``SANDBOX.bench.windows`` says which.
 
     :param minute_s: real seconds of a sandbox minute: how long a window lasts where the tool does not
         say when it ends (Xero, QuickBooks).
@@ -275,17 +189,16 @@ class CallLog:
         self.windows[key] = self.windows.get(key, 0) + units
 
     def attach(self, tool: str, hook: Any) -> None:
-        """Record the calls of ``hook`` (Yuki's window is the day, counted by the simulator: nothing here)."""
-        if tool == "exact_online":
-            self._record_answers(hook, _exact_window_end)
-        elif tool == "xero":
-            self._record_answers(hook, XeroMinutes(self.minute_s).window_end)
-        elif tool == "twinfield":
-            budget = hook.budget
-            self._record_takes(budget, lambda: budget.short.resets_at)
-        elif tool == "quickbooks":
-            minutes = OpenedWindows(self.minute_s)
-            self._record_takes(hook.batch_budget, lambda: minutes.end_at(time.time()))
+        """Record the calls of ``hook`` in the windows ``SANDBOX.bench.windows`` says (none for a day's
+        window, which the simulator counts)."""
+        windows = sandbox_of(tool).bench.windows
+        if windows is None:
+            return
+        match windows(hook, self.minute_s):
+            case WindowsFromAnswers(window_end):
+                self._record_answers(hook, window_end)
+            case WindowsFromBudget(budget, window_end):
+                self._record_takes(budget, window_end)
 
     def _record_answers(self, hook: Any, window_end: Callable[[requests.Response], float | None]) -> None:
         """Count each answer of ``hook`` in the window it names (an answer naming none did not count)."""
@@ -321,54 +234,6 @@ class CallLog:
         if len(spent) < 2:
             return None
         return round(sum(spent[:-1]) / (limit * (len(spent) - 1)), 3)
-
-
-def _exact_window_end(response: requests.Response) -> float | None:
-    reset = response.headers.get("X-RateLimit-Minutely-Reset")
-    return int(reset) / 1000 if reset is not None else None
-
-
-@dataclass
-class OpenedWindows:
-    """Windows that open with the first call after the previous one ended and last ``length_s``.
-
-    Xero's simulator counts its minute so. QuickBooks' minute slides (at most so many calls in *any*
-    minute), which holds in particular for every minute that opens with a call: grouping the calls into
-    such minutes measures the pacing against the limit without knowing where Intuit's minute starts.
-    """
-
-    length_s: float
-    end: float | None = None
-
-    def end_at(self, now: float, *, reopened: bool = False) -> float:
-        """The end of the window a call at ``now`` falls in (a new one if ``reopened``)."""
-        if reopened or self.end is None or now >= self.end:
-            self.end = now + self.length_s
-        return self.end
-
-
-@dataclass
-class XeroMinutes:
-    """Xero's minute windows as its answers show them: ``X-MinLimit-Remaining`` goes up when a new minute
-    has begun. Our own estimate of the minute's end (Xero does not send it) opens one too, for consecutive
-    minutes of a single call each, whose counts look alike."""
-
-    minute_s: float
-    remaining: int | None = None
-    opened: OpenedWindows = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.opened = OpenedWindows(self.minute_s)
-
-    def window_end(self, response: requests.Response) -> float | None:
-        """The end of the minute ``response`` was counted in; None for answers outside the limits."""
-        try:
-            remaining = int(response.headers["X-MinLimit-Remaining"])
-        except (KeyError, ValueError):
-            return None  # the token endpoint and /connections do not count
-        went_up = self.remaining is not None and remaining > self.remaining
-        self.remaining = remaining
-        return self.opened.end_at(time.time(), reopened=went_up)
 
 
 @dataclass(frozen=True, slots=True)
@@ -444,8 +309,9 @@ def warm_up(db_url: str, integration_ids: Sequence[int], *, time_scale: float) -
 
     A worker imports Airflow and the connectors and reads its settings once at start-up, long before it
     runs a task; the forked tenants inherit all that (and the engine's compiled statements), so their
-    wall time is the sync's, not the interpreter's start-up. Returns the end of an Exact minute window
-    (real epoch seconds) if an Exact tenant was among them, see :func:`wait_for_window`.
+    wall time is the sync's, not the interpreter's start-up. Returns the end of a clock-minute window
+    (real epoch seconds) if a tenant of a tool whose windows are the clock's minutes was among them
+    (``SANDBOX.bench.clock_minutes``: Exact's), see :func:`wait_for_window`.
     """
     window_end = None
     for integration_id in integration_ids:
@@ -453,14 +319,14 @@ def warm_up(db_url: str, integration_ids: Sequence[int], *, time_scale: float) -
         run = sync_tenant(db_url, integration_id, time_scale=time_scale, run_id="warm-up", log=log)
         if run.error:
             raise RuntimeError(f"warm-up tenant {integration_id} failed: {run.error}")
-        if run.tool == "exact_online":  # Twinfield's windows in the log are our budget's own
+        if sandbox_of(run.tool).bench.clock_minutes:  # other tools' windows are their callers' own
             window_end = max(log.windows, default=window_end)
     engine_for(db_url).dispose()  # no connection crosses the fork
     return window_end
 
 
 def wait_for_window(window_end: float | None, period_s: float) -> None:
-    """Sleep until an Exact minute window begins (Exact's windows are clock minutes, not per caller).
+    """Sleep until a clock-minute window begins (Exact's windows are clock minutes, not per caller).
 
     A phase that starts late in a minute gets that minute's 60 calls in a fraction of it, one that starts
     early waits almost a whole minute after them: up to a window's length of difference in the wall time
@@ -553,7 +419,7 @@ def run(workdir: Path, *, quick: bool = False) -> list[dict[str, Any]]:
     # The tenants synced alone: one per tool, on slots no parallel tenant uses.
     alone = [bench_tenant(count + 1 + n, tool, SLOTS - n, invoices) for n, tool in enumerate(TOOLS)]
     warm = [bench_tenant(count + 4 + n, tool, SLOTS - 3, WARM_UP_INVOICES) for n, tool in enumerate(TOOLS)]
-    limits = Limits(minute_s=60.0 / TIME_SCALE)
+    limits = BenchLimits(minute_s=60.0 / TIME_SCALE)
     db_url = sqlite_url(workdir / "invoicing.db")
     engine = open_db(db_url)
     try:

@@ -27,6 +27,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import urlencode
 
+import requests
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -48,7 +49,15 @@ from invoice_sync_dev.sandbox.simulator import (
     create_simulator_app,
 )
 from invoice_sync_dev.sandbox.simulator import OAuthError as OAuthError  # raised by the token endpoint
-from invoice_sync_dev.sandbox.tools import BenchKnobs, Booking, SandboxTool
+from invoice_sync_dev.sandbox.tools import (
+    BenchKnobs,
+    BenchLimits,
+    BenchSlot,
+    Booking,
+    LimitRun,
+    SandboxTool,
+    WindowsFromAnswers,
+)
 
 MOUNT = "/exact"
 """Where the sandbox server serves this simulator (see :data:`SANDBOX`)."""
@@ -1208,6 +1217,38 @@ def bookings(sandbox: ExactOnlineSandbox) -> list[Booking]:
     ]
 
 
+BENCH_CONN_ID = "bench_exact"
+"""The bench's one Exact connection: one app consent serves every bench division, as in production."""
+
+
+def bench_slot(slot: int) -> BenchSlot:
+    """Bench tenant ``slot``: a division of its own (Exact counts calls per app and division)."""
+    division = exact_fixtures.BENCH_DIVISIONS[slot - 1]
+    gl_accounts = exact_fixtures.bench_gl_accounts(division)
+    return BenchSlot(
+        {"division": division, "gl_accounts": gl_accounts, "default_gl_account": gl_accounts["8000"]},
+        BENCH_CONN_ID,
+    )
+
+
+def bench_connection(sandbox_url: str, slot: int, limits: BenchLimits) -> dict[str, Any]:
+    """The bench app's connection (every slot's): Exact's headers announce its limits, so it says none."""
+    return {
+        "conn_type": DESCRIPTOR.conn_type,
+        "host": sandbox_url.rstrip("/") + MOUNT,
+        "login": exact_fixtures.BENCH_CLIENT_ID,
+        "password": exact_fixtures.BENCH_CLIENT_SECRET,
+        "extra": {"refresh_token": exact_fixtures.BENCH_REFRESH_TOKEN, "timeout": 30},
+    }
+
+
+def minute_window_end(response: requests.Response) -> float | None:
+    """The end of the minute Exact counted ``response`` in, from its ``X-RateLimit-Minutely-Reset``
+    (epoch milliseconds); None for answers outside the limits (the token endpoint)."""
+    reset = response.headers.get("X-RateLimit-Minutely-Reset")
+    return int(reset) / 1000 if reset is not None else None
+
+
 SANDBOX = SandboxTool(
     descriptor=DESCRIPTOR,
     mount=MOUNT,
@@ -1217,10 +1258,22 @@ SANDBOX = SandboxTool(
     bookings=bookings,
     bench=BenchKnobs(
         limit_switch="minutely_limit",
+        # 60 calls a minute, about one call per invoice: 660 invoices and their customers span 11 minutes.
+        limit_run=LimitRun(invoices=660, time_scale=30, limit=60, real_limit=60),
+        quick_limit_run=LimitRun(invoices=50, time_scale=60, limit=20, real_limit=60),
+        connection=bench_connection,
+        # Calls to the division count, not the token endpoint or current/Me.
+        limited_route="{division}",
+        windows=lambda hook, minute_s: WindowsFromAnswers(minute_window_end),
         template_integration=2,  # Demo Nederland BV: division 234567, NL VAT codes
+        # One sales entry per POST: the minimum is one call per invoice, plus the customers created once.
+        calls_target=("about 1.0", 1.05),
         # One sales entry per POST; a small backlog adds its customers (one POST each) and a lookup.
         max_calls_per_invoice=1.3,
         slots=len(exact_fixtures.BENCH_DIVISIONS),
+        slot=bench_slot,
+        clock_minutes=True,
+        naive_baseline=True,
         overhead=2,  # the other extreme: one POST per invoice, customers created first
         accepted=(("21", "9", "0"), ("8000", "8010")),
         # Exact's headers announce its limits, so they are raised too (the header-fed budget would pause).

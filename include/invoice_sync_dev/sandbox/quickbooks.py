@@ -59,6 +59,7 @@ import copy
 import json
 import re
 import secrets
+import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -92,7 +93,18 @@ from invoice_sync_dev.sandbox.simulator import (
     create_simulator_app,
     json_ready,
 )
-from invoice_sync_dev.sandbox.tools import BenchKnobs, Booking, DemoSlot, Refusal, SandboxTool
+from invoice_sync_dev.sandbox.tools import (
+    BenchKnobs,
+    BenchLimits,
+    Booking,
+    DemoSlot,
+    LimitRun,
+    OpenedWindows,
+    Refusal,
+    SandboxTool,
+    WindowsFromBudget,
+    with_extra,
+)
 
 MOUNT = "/quickbooks"
 """Where the sandbox server serves this simulator (see :data:`SANDBOX`)."""
@@ -1537,6 +1549,27 @@ def bookings(sandbox: QuickBooksSandbox) -> list[Booking]:
     ]
 
 
+def bench_connection(sandbox_url: str, slot: int, limits: BenchLimits) -> dict[str, Any]:
+    """The demo connection, told the sandbox minute's length and a lowered batch limit (QuickBooks sends
+    no rate headers); without one the connector keeps Intuit's 40 batch calls a minute."""
+    batches = {} if limits.limit is None else {"batches_per_minute": limits.limit}
+    return with_extra(demo_connection(sandbox_url), minute_s=limits.minute_s, **batches)
+
+
+def bench_windows(hook: Any, minute_s: float) -> WindowsFromBudget:
+    """QuickBooks announces nothing and its minute slides: count the batch calls our budget hands out in
+    minutes that open with a call (a sliding limit holds for each of them)."""
+    minutes = OpenedWindows(minute_s)
+    return WindowsFromBudget(hook.batch_budget, lambda: minutes.end_at(time.time()))
+
+
+def bench_figures(stats: Mapping[str, Any]) -> dict[str, Any]:
+    """The batch calls beside a ``limit_quickbooks`` line's calls (the limit the scenario saturates)."""
+    # Operations are named "batch#create/Invoice", "batch#query", ...: every one a batch call.
+    calls: Mapping[str, int] = stats.get("calls", {})
+    return {"batch_calls": sum(count for operation, count in calls.items() if operation.startswith("batch"))}
+
+
 SANDBOX = SandboxTool(
     descriptor=DESCRIPTOR,
     mount=MOUNT,
@@ -1546,8 +1579,15 @@ SANDBOX = SandboxTool(
     bookings=bookings,
     bench=BenchKnobs(
         limit_switch="batch_minute_limit",
-        told_by="quickbooks_batches",
-        total_is_limited=True,
+        # 30 invoices a batch call: at 40 batch calls a minute ten minutes would need 12,000 invoices, so the
+        # simulator and the connection allow 5. The engine's pages hold whole calls (30 invoices): 1,500
+        # invoices and the customers' batch are 51 batch calls, 11 minutes. The request limits (500 a
+        # minute, 10 a second) stay real; a run of batch calls never nears them.
+        limit_run=LimitRun(invoices=1500, time_scale=30, limit=5, real_limit=40),
+        quick_limit_run=LimitRun(invoices=150, time_scale=60, limit=2, real_limit=40),
+        connection=bench_connection,
+        windows=bench_windows,
+        limit_figures=bench_figures,
         template_integration=7,
         # Pages of 30, one batch each, plus a customer query and a customer batch (a tiny quick backlog).
         max_calls_per_invoice=0.06,

@@ -22,7 +22,9 @@ from datetime import date
 from decimal import Decimal
 from functools import cache
 from importlib import import_module
-from typing import Any
+from typing import Any, Literal
+
+import requests
 
 from invoice_sync.connectors.descriptor import ToolDescriptor
 from invoice_sync.connectors.registry import DESCRIPTORS
@@ -85,6 +87,99 @@ class DemoSlot:
 
 
 @dataclass(frozen=True, slots=True)
+class BenchSlot:
+    """One of the bench tenants (division, domain, office) a simulator's fixtures hold.
+
+    :param settings: the integration settings that point at it.
+    :param conn_id: the bench's Airflow connection it is reached through (tenants may share one).
+    """
+
+    settings: Mapping[str, Any]
+    conn_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class BenchLimits:
+    """What a bench connection tells its connector about limits the tool does not announce in headers.
+
+    :param minute_s: real seconds of a sandbox minute: the length of the windows our connector counts
+        itself, or whose end the tool does not say.
+    :param limit: the limit a ``limit_<tool>`` run lowered the simulator's ``limit_switch`` to; a tool
+        that announces it nowhere is told it by its connection. None: the simulator's own.
+    """
+
+    minute_s: float = 60.0
+    limit: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LimitRun:
+    """The size of a ``limit_<tool>`` run: a backlog spanning the windows it must, at a time scale.
+
+    :param invoices: the backlog.
+    :param time_scale: sandbox seconds per real second.
+    :param limit: the limit the simulator (and the connection, where it must be told) is set to.
+    :param real_limit: the tool's documented limit, reported beside ``limit``.
+    :param window: what the limit is counted over (``"minute"``, ``"day"``). A ``"day"`` run spans one
+        window: it spends the day and defers the rest, and its utilisation is the day's calls over the
+        limit (the call log has no second window to compare with).
+    """
+
+    invoices: int
+    time_scale: float
+    limit: int
+    real_limit: int
+    window: Literal["minute", "day"] = "minute"
+
+
+@dataclass(frozen=True, slots=True)
+class WindowsFromAnswers:
+    """The tool counts: each answer of the hook says which rate window it was counted in.
+
+    :param window_end: the end (real epoch seconds) of the window ``response`` was counted in; None for
+        an answer outside the limits (a token endpoint) or one that says nothing.
+    """
+
+    window_end: Callable[[requests.Response], float | None]
+
+
+@dataclass(frozen=True, slots=True)
+class WindowsFromBudget:
+    """Our connector counts: what one of the hook's budgets hands out falls in the window it names then.
+
+    :param budget: the hook's budget whose ``acquire(cost)`` takes the limited units.
+    :param window_end: the end (real epoch seconds) of the window a take right now falls in.
+    """
+
+    budget: Any
+    window_end: Callable[[], float | None]
+
+
+@dataclass
+class OpenedWindows:
+    """Windows that open with the first call after the previous one ended and last ``length_s``.
+
+    Xero's simulator counts its minute so. QuickBooks' minute slides (at most so many calls in *any*
+    minute), which holds in particular for every minute that opens with a call: grouping the calls into
+    such minutes measures the pacing against the limit without knowing where Intuit's minute starts.
+    """
+
+    length_s: float
+    end: float | None = None
+
+    def end_at(self, now: float, *, reopened: bool = False) -> float:
+        """The end of the window a call at ``now`` falls in (a new one if ``reopened``)."""
+        if reopened or self.end is None or now >= self.end:
+            self.end = now + self.length_s
+        return self.end
+
+
+def with_extra(connection: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
+    """``connection`` (an Airflow connection dict) with ``extra`` added to its extras."""
+    return {**connection, "extra": {**dict(connection.get("extra") or {}), **extra}}
+
+
+@dataclass(frozen=True, slots=True)
 class BenchKnobs:
     """How the benchmark treats a tool's simulator.
 
@@ -94,34 +189,56 @@ class BenchKnobs:
         bookings, not the demo's deliberate refusals.
     :param limits_off: the simulator configuration that switches its rate limits off. Tools whose headers
         announce their limits get them raised too, or the header-fed budget would still pace itself.
-    :param unpaced: connection extras that tell the connector limits it counts itself, raised alongside
-        ``limits_off`` (tools that send no rate headers need them, or the client paces itself anyway).
     :param limit_switch: the simulator's configuration switch of the limit the ``limit_<tool>`` scenario
         saturates (and may lower).
-    :param told_by: the bench ``Limits`` field that tells the connector that limit, for tools that announce
-        none in headers (None: the hook learns a lowered limit from the answers).
-    :param total_is_limited: the simulator's ``total`` statistic counts exactly the calls its limits count
-        (else the limit scenario counts the calls to the routes the limit applies to).
+    :param limit_run: the full ``limit_<tool>`` run: at least ten windows of the limit.
+    :param quick_limit_run: the quick one (the suite's smoke test): a few windows.
+    :param connection: the bench's Airflow connection of bench slot ``slot`` (1-based) on the sandbox at
+        a URL, telling the connector what :class:`BenchLimits` it must be told.
+    :param unpaced: connection extras that tell the connector limits it counts itself, raised alongside
+        ``limits_off`` (tools that send no rate headers need them, or the client paces itself anyway).
+    :param limited_route: a fragment of the simulator's route names (compared case-insensitively) whose
+        calls its limits count, where its ``total`` statistic counts other calls too; None: ``total``
+        counts exactly the limited calls.
+    :param windows: how the limit scenario counts the hook's limited calls into rate windows, given the
+        hook and the real seconds of a sandbox minute; None for a day's window (the simulator counts it).
+    :param limit_figures: the figures a ``limit_<tool>`` line adds from the simulator's statistics (say,
+        the credits beside the calls), or its notes.
+    :param calls_target: the issue's target for calls per invoice in a ``limit_<tool>`` run, as (how it
+        is stated, the most that meets it).
     :param max_calls_per_invoice: the most calls per booked invoice a quick ``limit_<tool>`` run may spend:
         the tool's booking calls (one over the invoices one call books) plus its customer calls and
         lookups spread over a small backlog (``tests/bench`` holds every run to it).
     :param slots: bench tenants (divisions, domains, offices) the simulator's fixtures hold, each with
         rate windows of its own; the ``tenants`` scenario runs over the tools with more than one.
+    :param slot: bench slot ``n`` (1-based) of a tool with more than one.
     :param demo_slot: for a tool with one slot, the demo tenant (organisation, company) it is.
+    :param clock_minutes: the tool's minute windows are the clock's, the same for every caller (not
+        opened by one's first call): the ``tenants`` scenario starts each phase at such a minute's start.
+    :param naive_baseline: the ``naive`` scenario books this tool's ``limit_<tool>`` backlog the naive
+        way and compares (its code is written against this tool's API).
     :param overhead: the tool's place in the ``overhead`` scenario (1 first; the quick run measures only
-        the first), None when that scenario does not measure it.
+        the first, as does the ``memory`` scenario), None when that scenario does not measure it.
     """
 
     template_integration: int
     accepted: tuple[tuple[str, ...], tuple[str, ...]]
     limits_off: Mapping[str, Any]
     limit_switch: str
+    limit_run: LimitRun
+    quick_limit_run: LimitRun
+    connection: Callable[[str, int, BenchLimits], dict[str, Any]]
     unpaced: Mapping[str, Any] = field(default_factory=dict)
-    told_by: str | None = None
-    total_is_limited: bool = False
+    limited_route: str | None = None
+    windows: Callable[[Any, float], WindowsFromAnswers | WindowsFromBudget] | None = None
+    limit_figures: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
+    calls_target: tuple[str, float] = ("<= 0.05", 0.05)
     max_calls_per_invoice: float = 0.05
     slots: int = 1
+    slot: Callable[[int], BenchSlot] | None = None
     demo_slot: DemoSlot | None = None
+    clock_minutes: bool = False
+    naive_baseline: bool = False
     overhead: int | None = None
 
 

@@ -66,7 +66,16 @@ from invoice_sync_dev.sandbox.simulator import (
     create_simulator_app,
 )
 from invoice_sync_dev.sandbox.simulator import OAuthError as OAuthError  # raised by the token endpoint
-from invoice_sync_dev.sandbox.tools import BenchKnobs, Booking, Refusal, SandboxTool
+from invoice_sync_dev.sandbox.tools import (
+    BenchKnobs,
+    BenchLimits,
+    BenchSlot,
+    Booking,
+    LimitRun,
+    Refusal,
+    SandboxTool,
+    WindowsFromBudget,
+)
 from invoice_sync_dev.sandbox.twinfield_fixtures import OfficeFixture, TwinfieldFixtures, default_fixtures
 
 MOUNT = "/twinfield"
@@ -1467,6 +1476,44 @@ def bookings(sandbox: TwinfieldSandbox) -> list[Booking]:
     ]
 
 
+BENCH_CONN_ID = "bench_twinfield"
+"""The bench's one Twinfield connection: an integrator has one client id for all its customers."""
+
+
+def bench_slot(slot: int) -> BenchSlot:
+    """Bench tenant ``slot``: an office of its own, under the bench app's one client id (whose credits
+    the tenants share)."""
+    return BenchSlot({"office": twinfield_fixtures.BENCH_OFFICES[slot - 1]}, BENCH_CONN_ID)
+
+
+def bench_connection(sandbox_url: str, slot: int, limits: BenchLimits) -> dict[str, Any]:
+    """The bench app's connection (every slot's), with the credits a minute (Twinfield announces none):
+    the real 1,000 unless the run lowered them."""
+    return {
+        "conn_type": DESCRIPTOR.conn_type,
+        "host": sandbox_url.rstrip("/") + MOUNT,
+        "login": twinfield_fixtures.BENCH_CLIENT_ID,
+        "password": twinfield_fixtures.BENCH_CLIENT_SECRET,
+        "extra": {
+            "refresh_token": twinfield_fixtures.BENCH_REFRESH_TOKEN,
+            "timeout": 30,
+            "credits_per_minute": 1000 if limits.limit is None else limits.limit,
+            "minute_s": limits.minute_s,
+        },
+    }
+
+
+def bench_windows(hook: Any, minute_s: float) -> WindowsFromBudget:
+    """Twinfield sends no headers: the windows are the ones our credit budget counts in."""
+    budget = hook.budget
+    return WindowsFromBudget(budget, lambda: budget.short.resets_at)
+
+
+def bench_figures(stats: Mapping[str, Any]) -> dict[str, Any]:
+    """The credits the bench app's client id spent, beside a ``limit_twinfield`` line's calls."""
+    return {"credits": int(stats.get("credits_used", {}).get(twinfield_fixtures.BENCH_CLIENT_ID, 0))}
+
+
 SANDBOX = SandboxTool(
     descriptor=DESCRIPTOR,
     mount=MOUNT,
@@ -1476,10 +1523,18 @@ SANDBOX = SandboxTool(
     bookings=bookings,
     bench=BenchKnobs(
         limit_switch="credits_per_minute",
-        told_by="twinfield_credits",
+        # 25 invoices per 3-credit write: at 1,000 credits a minute ten minutes would need 80,000 invoices,
+        # so the simulator (and the connection) allow 15 credits a minute: five writes, 125 invoices.
+        limit_run=LimitRun(invoices=1400, time_scale=30, limit=15, real_limit=1000),
+        quick_limit_run=LimitRun(invoices=100, time_scale=60, limit=6, real_limit=1000),
+        connection=bench_connection,
+        limited_route="processxml",  # ProcessXml calls, not the token endpoint
+        windows=bench_windows,
+        limit_figures=bench_figures,
         template_integration=5,
         max_calls_per_invoice=0.06,  # batches of 25 plus one customer upsert for the whole backlog
         slots=len(twinfield_fixtures.BENCH_OFFICES),
+        slot=bench_slot,
         accepted=(("21", "9", "0"), ("8000", "8010")),
         limits_off={"limits_enabled": False, "credits_per_minute": 1_000_000},
     ),

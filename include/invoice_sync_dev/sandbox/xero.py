@@ -68,14 +68,16 @@ import json
 import math
 import re
 import secrets
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
+import requests
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -90,7 +92,18 @@ from invoice_sync_dev.sandbox.simulator import (
     add_consent_route,
     create_simulator_app,
 )
-from invoice_sync_dev.sandbox.tools import BenchKnobs, Booking, DemoSlot, Refusal, SandboxTool
+from invoice_sync_dev.sandbox.tools import (
+    BenchKnobs,
+    BenchLimits,
+    Booking,
+    DemoSlot,
+    LimitRun,
+    OpenedWindows,
+    Refusal,
+    SandboxTool,
+    WindowsFromAnswers,
+    with_extra,
+)
 from invoice_sync_dev.sandbox.xero_fixtures import TenantFixture, XeroFixtures
 
 MOUNT = "/xero"
@@ -1421,6 +1434,41 @@ def bookings(sandbox: XeroSandbox) -> list[Booking]:
     ]
 
 
+def bench_connection(sandbox_url: str, slot: int, limits: BenchLimits) -> dict[str, Any]:
+    """The demo connection, told the windows' lengths of a time-scaled sandbox: the hook reads the
+    minute's calls from the answers (``X-MinLimit-Remaining``), but Xero does not say when windows end."""
+    return with_extra(demo_connection(sandbox_url), minute_s=limits.minute_s, day_s=limits.minute_s * 24 * 60)
+
+
+@dataclass
+class XeroMinutes:
+    """Xero's minute windows as its answers show them: ``X-MinLimit-Remaining`` goes up when a new minute
+    has begun. Our own estimate of the minute's end (Xero does not send it) opens one too, for consecutive
+    minutes of a single call each, whose counts look alike."""
+
+    minute_s: float
+    remaining: int | None = None
+    opened: OpenedWindows = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.opened = OpenedWindows(self.minute_s)
+
+    def window_end(self, response: requests.Response) -> float | None:
+        """The end of the minute ``response`` was counted in; None for answers outside the limits."""
+        try:
+            remaining = int(response.headers["X-MinLimit-Remaining"])
+        except (KeyError, ValueError):
+            return None  # the token endpoint and /connections do not count
+        went_up = self.remaining is not None and remaining > self.remaining
+        self.remaining = remaining
+        return self.opened.end_at(time.time(), reopened=went_up)
+
+
+def bench_windows(hook: Any, minute_s: float) -> WindowsFromAnswers:
+    """Xero's own count decides: each answer's remaining calls tell the minute it fell in."""
+    return WindowsFromAnswers(XeroMinutes(minute_s).window_end)
+
+
 SANDBOX = SandboxTool(
     descriptor=DESCRIPTOR,
     mount=MOUNT,
@@ -1430,7 +1478,13 @@ SANDBOX = SandboxTool(
     bookings=bookings,
     bench=BenchKnobs(
         limit_switch="minute_limit",
-        total_is_limited=True,
+        # 50 invoices a call: at 60 calls a minute ten minutes would need 30,000 invoices, so the simulator
+        # allows 3 (the hook reads that from X-MinLimit-Remaining): 30 creates of 1,500 invoices, with the
+        # contacts' lookup and create, span 11 minutes.
+        limit_run=LimitRun(invoices=1500, time_scale=30, limit=3, real_limit=60),
+        quick_limit_run=LimitRun(invoices=200, time_scale=60, limit=2, real_limit=60),
+        connection=bench_connection,
+        windows=bench_windows,
         template_integration=6,
         max_calls_per_invoice=0.04,  # batches of 50 plus one contact lookup and one contact create
         demo_slot=DemoSlot("organisation", {"tenant_id": fx.DEMO_TENANT_ID}, "bench_xero"),

@@ -68,7 +68,15 @@ from invoice_sync_dev.sandbox.simulator import (
     create_simulator_app,
     json_ready,
 )
-from invoice_sync_dev.sandbox.tools import BenchKnobs, Booking, Refusal, SandboxTool
+from invoice_sync_dev.sandbox.tools import (
+    BenchKnobs,
+    BenchLimits,
+    BenchSlot,
+    Booking,
+    LimitRun,
+    Refusal,
+    SandboxTool,
+)
 from invoice_sync_dev.sandbox.yuki_fixtures import AccessKeyFixture, AdministrationFixture, YukiFixtures
 
 MOUNT = "/yuki"
@@ -1057,6 +1065,27 @@ def bookings(sandbox: YukiSandbox) -> list[Booking]:
     ]
 
 
+def bench_slot(slot: int) -> BenchSlot:
+    """Bench tenant ``slot``: a domain (administration and access key) of its own, since Yuki counts calls
+    per domain and every integration of a domain shares its day."""
+    return BenchSlot({"administration_id": fx.bench_administration_id(slot)}, f"bench_yuki_{slot:02d}")
+
+
+def bench_connection(sandbox_url: str, slot: int, limits: BenchLimits) -> dict[str, Any]:
+    """The connection of bench domain ``slot``, with the day's allowance (Yuki announces none)."""
+    return {
+        "conn_type": DESCRIPTOR.conn_type,
+        "host": sandbox_url.rstrip("/") + MOUNT,
+        "password": fx.bench_access_key(slot),
+        "extra": {"timeout": 30, "daily_limit": fx.DAILY_LIMIT if limits.limit is None else limits.limit},
+    }
+
+
+def bench_figures(stats: Mapping[str, Any]) -> dict[str, Any]:
+    """What a ``limit_yuki`` line says beside its figures."""
+    return {"note": "no per-minute limit is documented; the window is the domain's day"}
+
+
 SANDBOX = SandboxTool(
     descriptor=DESCRIPTOR,
     mount=MOUNT,
@@ -1066,11 +1095,16 @@ SANDBOX = SandboxTool(
     bookings=bookings,
     bench=BenchKnobs(
         limit_switch="daily_limit",
-        told_by="yuki_daily_limit",
-        total_is_limited=True,
+        # 25 invoices a call: a day of 1,000 calls would take 25,000 invoices; 100 calls take 2,500. The
+        # backlog exceeds the day, so the run spends the whole day and defers the rest.
+        limit_run=LimitRun(invoices=3000, time_scale=1, limit=100, real_limit=1000, window="day"),
+        quick_limit_run=LimitRun(invoices=300, time_scale=1, limit=10, real_limit=1000, window="day"),
+        connection=bench_connection,
+        limit_figures=bench_figures,
         template_integration=4,
         max_calls_per_invoice=0.05,  # batches of 25 plus the session's Authenticate
         slots=fx.BENCH_TENANTS,
+        slot=bench_slot,
         overhead=1,  # 25 invoices a call and no customer calls: the figure is our overhead, not HTTP
         accepted=(("21", "6", "0"), ("7000", "7010")),  # not 12 % or GL 8020: the demo's refusals
         limits_off={"limits_enabled": False, "daily_limit": 10_000_000},
