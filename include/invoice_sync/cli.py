@@ -2,6 +2,7 @@
 
 invoice-sync db upgrade                 create/migrate the invoicing database's tables
 invoice-sync status                     what is synced, per integration, and the last run's summary
+invoice-sync secrets check              refuse placeholder or short deployment secrets (airflow-init)
 
 The demo seeder, the simulators, chaos and bench are development tools: ``invoice-sync-dev`` (package
 ``invoice_sync_dev``), installed by ``make run``, ``make ui`` and ``make test``, never by the image.
@@ -24,7 +25,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     status = commands.add_parser("status", help="per integration: synced, unsynced, failed; last run summary")
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
+    secrets = commands.add_parser("secrets", help="the deployment's own secrets").add_subparsers(
+        dest="action", required=True
+    )
+    secrets.add_parser(
+        "check", help="exit non-zero when a secret of .env is missing, a placeholder or too short"
+    )
+
     args = parser.parse_args(argv)
+    if args.command == "secrets":
+        from invoice_sync.deployment_secrets import check
+
+        return check()
     if args.command == "db":
         return _db_upgrade()
     if args.command == "status":

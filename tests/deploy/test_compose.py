@@ -12,7 +12,11 @@ without a default, and ``.env.example`` lists it with a placeholder.
 from __future__ import annotations
 
 import json
+import os
 import re
+import secrets
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -323,3 +327,171 @@ def test_env_example_demo_connections_reach_the_sandbox_service(services: dict[s
         if match := re.match(r"^# AIRFLOW_CONN_(?P<id>[A-Z_]+_DEMO)='(?P<json>.*)'$", line):
             listed[match["id"].lower()] = json.loads(match["json"])
     assert listed == demo_connections(f"http://sandbox:{port}")
+
+
+# -- deployment secrets and the published port (issue 14, item 5) ------------------------------------
+
+INVOICE_SYNC_CLI = Path(sys.executable).with_name("invoice-sync")
+FERNET_KEY_COMMAND = (
+    'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
+)
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """``text`` the way compose interpolates it with ``env`` (defaults with ``:-`` and ``-`` only)."""
+
+    def value(match: re.Match[str]) -> str:
+        name, op, arg = match["name"], match["op"], match["arg"]
+        if op == ":-":
+            return env.get(name) or arg
+        if op == "-":
+            return env.get(name, arg)
+        return env.get(name, "")
+
+    return REFERENCE.sub(value, text)
+
+
+def published(service: dict[str, Any], env: dict[str, str]) -> list[tuple[str, str, str]]:
+    """``(host ip, host port, container port)`` per port ``service`` publishes, interpolated with ``env``."""
+    result = []
+    for entry in service.get("ports", []):
+        parts = interpolate(str(entry), env).split(":")
+        assert len(parts) == 3, f"{entry!r} publishes on every interface: name the host address"
+        result.append((parts[0], parts[1], parts[2]))
+    return result
+
+
+def test_the_api_server_is_published_on_loopback_unless_the_operator_says_otherwise(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    api = services["airflow-apiserver"]
+    assert published(api, {}) == [("127.0.0.1", "8080", "8080")]
+    assert published(api, {"AIRFLOW_API_BIND": "0.0.0.0", "AIRFLOW_API_PORT": "8443"}) == [
+        ("0.0.0.0", "8443", "8080")
+    ]
+    # Nothing else is published beyond loopback by default either.
+    for name, service in services.items():
+        for host_ip, _, _ in published(service, {}):
+            assert host_ip == "127.0.0.1", f"{name} publishes on {host_ip}"
+    listed = ENV_EXAMPLE.read_text()
+    assert re.search(r"^# AIRFLOW_API_BIND=127\.0\.0\.1$", listed, re.MULTILINE)
+
+
+def secret_variables() -> list[str]:
+    """The secrets .env must provide: the compose file's required variables whose names say secret."""
+    return sorted(name for name in required_variables(COMPOSE_FILE.read_text()) if SECRET_KEY.search(name))
+
+
+def env_example_values() -> dict[str, str]:
+    values = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            name, value = (part.strip() for part in line.split("=", 1))
+            values[name] = value
+    return values
+
+
+def test_airflow_init_checks_the_secrets_before_anything_else(services: dict[str, dict[str, Any]]) -> None:
+    """A placeholder or short secret stops airflow-init, so no other service starts (they all wait for
+    it to complete successfully); the check sees each secret under its .env name."""
+    init = services["airflow-init"]
+    script = command_text(init)
+    assert "set -euo pipefail" in script
+    assert script.index("invoice-sync secrets check") < script.index("/entrypoint airflow version")
+    assert secret_variables() == sorted(
+        [
+            "AIRFLOW_ADMIN_PASSWORD",
+            "AIRFLOW_DB_PASSWORD",
+            "API_SECRET_KEY",
+            "FERNET_KEY",
+            "INVOICING_DB_PASSWORD",
+            "JWT_SECRET",
+        ]
+    )
+    for name in secret_variables():
+        assert init["environment"][name] == f"${{{name}:?see .env.example}}", name
+
+
+def good_secrets() -> dict[str, str]:
+    from cryptography.fernet import Fernet
+
+    return {
+        "FERNET_KEY": Fernet.generate_key().decode(),
+        "JWT_SECRET": secrets.token_hex(32),
+        "API_SECRET_KEY": secrets.token_hex(32),
+        "AIRFLOW_DB_PASSWORD": secrets.token_hex(16),
+        "INVOICING_DB_PASSWORD": secrets.token_hex(16),
+        "AIRFLOW_ADMIN_PASSWORD": secrets.token_urlsafe(12),
+    }
+
+
+def check_secrets(values: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The real console script, as airflow-init runs it, with ``values`` as its only secrets."""
+    env = {"PATH": os.environ["PATH"], **values}
+    return subprocess.run(
+        [str(INVOICE_SYNC_CLI), "secrets", "check"], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_the_secret_check_accepts_generated_secrets() -> None:
+    from cryptography.fernet import Fernet
+
+    result = check_secrets(good_secrets())
+    assert result.returncode == 0, result.stderr
+    # Airflow rotates Fernet keys as `new,old`.
+    rotating = {
+        **good_secrets(),
+        "FERNET_KEY": f"{Fernet.generate_key().decode()},{Fernet.generate_key().decode()}",
+    }
+    assert check_secrets(rotating).returncode == 0
+
+
+@pytest.mark.parametrize("name", sorted(name for name in env_example_values() if SECRET_KEY.search(name)))
+def test_the_secret_check_refuses_each_placeholder_of_env_example(name: str) -> None:
+    placeholder = env_example_values()[name]
+    result = check_secrets({**good_secrets(), name: placeholder})
+    assert result.returncode != 0, f"{name}={placeholder} was accepted"
+    assert name in result.stderr and "generate" in result.stderr.lower(), result.stderr
+
+
+RANDOM_LOOKING = "Vq3xK9mZ2pL7wN4rT8yB1cF6hJ0dG5sE"
+BAD_VALUES = {
+    # One character under each minimum: 32 for the keys, 12 for the passwords.
+    "JWT_SECRET": RANDOM_LOOKING[:31],
+    "API_SECRET_KEY": RANDOM_LOOKING[:31],
+    "AIRFLOW_DB_PASSWORD": RANDOM_LOOKING[:11],
+    "INVOICING_DB_PASSWORD": RANDOM_LOOKING[:11],
+    "AIRFLOW_ADMIN_PASSWORD": RANDOM_LOOKING[:11],
+    # Long enough, but not a Fernet key (32 url-safe base64-encoded bytes).
+    "FERNET_KEY": RANDOM_LOOKING * 2,
+}
+
+
+@pytest.mark.parametrize(("name", "value"), sorted(BAD_VALUES.items()), ids=sorted(BAD_VALUES))
+def test_the_secret_check_refuses_short_or_malformed_values(name: str, value: str) -> None:
+    result = check_secrets({**good_secrets(), name: value})
+    assert result.returncode != 0, f"{name}={value} was accepted"
+    assert name in result.stderr and "generate" in result.stderr.lower(), result.stderr
+
+
+def test_the_secret_check_refuses_a_missing_secret_and_names_every_bad_one() -> None:
+    values = good_secrets()
+    del values["JWT_SECRET"]
+    result = check_secrets({**values, "FERNET_KEY": "change-me-fernet-key"})
+    assert result.returncode != 0
+    assert "JWT_SECRET" in result.stderr and "FERNET_KEY" in result.stderr
+    assert FERNET_KEY_COMMAND in result.stderr
+    assert values["AIRFLOW_DB_PASSWORD"] not in result.stderr + result.stdout  # a secret is never echoed
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("AIRFLOW_ADMIN_PASSWORD", "a" * 40),  # long, but one character
+        ("INVOICING_DB_PASSWORD", "Vq3x@K9mZ/2pL:7w"),  # breaks the database URL it goes into
+    ],
+    ids=["repetitive", "not-url-safe"],
+)
+def test_the_secret_check_refuses_values_that_only_look_long_enough(name: str, value: str) -> None:
+    result = check_secrets({**good_secrets(), name: value})
+    assert result.returncode != 0 and name in result.stderr, result.stderr
