@@ -235,14 +235,20 @@ def test_log_in_see_why_invoices_are_not_synced_and_sync_one_integration(
     assert never_tried and never_tried <= _unsynced_numbers(driver, SYNC_NOW)
     driver.save_screenshot(str(tmp_path / "before-sync.png"))
 
-    # "Sync now" for integration 3: the page starts the manual DAG through the REST API, as this user.
+    # "Sync now" for integration 3, pressed where people press it: in the page as the Airflow UI shows
+    # it, in an iframe (so the page's frame-ancestors and form-action policy and the same-origin check
+    # with the form's token must let it through). The page starts the manual DAG as this user.
+    driver.get(f"{server.base_url}/plugin/invoice-sync")
+    wait.until(ec.frame_to_be_available_and_switch_to_it((By.CSS_SELECTOR, "iframe")))
     name = store.integration(SYNC_NOW).name
-    driver.find_element(By.CSS_SELECTOR, f"button[aria-label='Sync now: {name}']").click()
+    button = f"button[aria-label='Sync now: {name}']"
+    wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, button))).click()
     flash = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, ".flash.ok")))
     assert "Sync started: run " in flash.text and "paused" not in flash.text, flash.text
     started = re.search(r"Sync started: run (\S+)\.", flash.text)
     assert started, flash.text
     run_id = started.group(1)
+    driver.switch_to.default_content()
 
     # The real scheduler runs it; the REST API says when it is done.
     state = server.wait_for_run("invoice_sync_manual", run_id, RUN_TIMEOUT_S)

@@ -12,6 +12,8 @@ from page_world import Api, Seeded
 from invoice_sync.connectors.registry import descriptor_of
 
 PAGE = "/invoice-sync/"
+TOKEN_FIELD = "form_token"
+SAME_ORIGIN = {"Sec-Fetch-Site": "same-origin"}
 ROUTES = [
     ("GET", PAGE),
     ("POST", "/invoice-sync/integrations/1/sync"),
@@ -105,8 +107,8 @@ def test_buttons_start_the_manual_dag_through_the_rest_api(
 ) -> None:
     response = api.client.post(
         f"/invoice-sync/integrations/1/{action}",
-        data={"back": "tool=exact_online&evil=1"},
-        headers=api.admin,
+        data={"back": "tool=exact_online&evil=1", TOKEN_FIELD: _form_token(api)},
+        headers={**api.admin, **SAME_ORIGIN},
         follow_redirects=False,
     )
     assert response.status_code == 303, response.text[:500]
@@ -127,19 +129,117 @@ def test_buttons_start_the_manual_dag_through_the_rest_api(
 
 def test_a_viewer_sees_the_page_but_cannot_start_a_run(api: Api) -> None:
     assert api.client.get(PAGE, headers=api.viewer).status_code == 200
-    response = api.client.post(
-        "/invoice-sync/integrations/1/sync", headers=api.viewer, follow_redirects=False
-    )
-    assert response.status_code == 403
-
-
-def test_a_cross_site_form_post_is_refused(api: Api) -> None:
-    response = api.client.post(
+    before = _manual_runs(api)
+    response = api.client.post(  # from the page itself, with the viewer's own token: refused for the role
         "/invoice-sync/integrations/1/sync",
-        headers={**api.admin, "Sec-Fetch-Site": "cross-site"},
+        data={TOKEN_FIELD: _form_token(api, api.viewer)},
+        headers={**api.viewer, **SAME_ORIGIN},
         follow_redirects=False,
     )
     assert response.status_code == 403
+    assert "anti-forgery" not in response.text and "origin" not in response.text
+    assert _manual_runs(api) == before
+
+
+PAGE_HOST = "https://airflow.example.com"
+"""The page as a company serves it, so a sibling subdomain (``evil.example.com``) is same-site."""
+EVIL = "https://evil.example.com"
+
+
+@pytest.mark.parametrize(
+    ("headers", "token"),
+    [
+        pytest.param(
+            {"Sec-Fetch-Site": "cross-site", "Origin": "https://attacker.test"}, "own", id="cross-site"
+        ),
+        pytest.param({"Sec-Fetch-Site": "same-site", "Origin": EVIL}, "own", id="sibling-subdomain"),
+        pytest.param({"Sec-Fetch-Site": "none"}, "own", id="typed-url"),
+        pytest.param({}, "own", id="no-origin-at-all"),
+        pytest.param({"Origin": EVIL}, "own", id="other-origin"),
+        pytest.param({"Origin": "null"}, "own", id="opaque-origin"),
+        pytest.param({"Referer": f"{EVIL}/invoice-sync/"}, "own", id="other-referer"),
+        pytest.param({"Origin": "http://airflow.example.com"}, "own", id="same-host-other-scheme"),
+        pytest.param({"Sec-Fetch-Site": "same-origin"}, None, id="no-token"),
+        pytest.param({"Sec-Fetch-Site": "same-origin"}, "forged", id="wrong-token"),
+        pytest.param({"Sec-Fetch-Site": "same-origin"}, "viewer", id="another-users-token"),
+    ],
+)
+@pytest.mark.parametrize("action", ["sync", "retry-failed"])
+def test_a_cross_site_form_post_is_refused(
+    api: Api, action: str, headers: dict[str, str], token: str | None
+) -> None:
+    """Only the page's own forms start runs: a post from another site, a sibling subdomain, or anywhere the
+    browser cannot vouch for, and a post without the session's anti-forgery token, are refused (403) and
+    Airflow has no new run afterwards."""
+    tokens = {"own": _form_token(api), "viewer": _form_token(api, api.viewer), "forged": "0" * 64}
+    data = {"back": ""} if token is None else {"back": "", TOKEN_FIELD: tokens[token]}
+    before = _manual_runs(api)
+    response = api.client.post(
+        f"{PAGE_HOST}/invoice-sync/integrations/1/{action}",
+        data=data,
+        headers={**api.admin, **headers},
+        follow_redirects=False,
+    )
+    assert response.status_code == 403, (response.status_code, response.headers.get("location"))
+    assert _manual_runs(api) == before, "a refused post started a run"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({"Sec-Fetch-Site": "same-origin", "Origin": PAGE_HOST}, id="fetch-metadata"),
+        pytest.param({"Origin": PAGE_HOST}, id="origin-only"),
+        pytest.param({"Referer": f"{PAGE_HOST}/invoice-sync/?tool=exact_online"}, id="referer-only"),
+    ],
+)
+def test_a_same_origin_form_post_with_the_token_starts_the_run(api: Api, headers: dict[str, str]) -> None:
+    """The page's own form, from a browser that sends fetch metadata, or an older one that sends only
+    ``Origin`` or ``Referer``."""
+    before = _manual_runs(api)
+    response = api.client.post(
+        f"{PAGE_HOST}/invoice-sync/integrations/1/sync",
+        data={"back": "", TOKEN_FIELD: _form_token(api)},
+        headers={**api.admin, **headers},
+        follow_redirects=False,
+    )
+    assert response.status_code == 303, response.text[:500]
+    assert "started" in parse_qs(urlsplit(response.headers["location"]).query)
+    assert _manual_runs(api) == before + 1
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "headers"),
+    [
+        ("GET", PAGE, "admin"),
+        ("GET", PAGE, None),
+        ("GET", "/invoice-sync/nowhere", "admin"),
+        ("POST", "/invoice-sync/integrations/1/sync", "admin"),
+    ],
+)
+def test_every_response_of_the_page_forbids_foreign_frames_and_form_targets(
+    api: Api, method: str, url: str, headers: str | None
+) -> None:
+    """Shown in Airflow's own iframe (same origin) only, and its forms post to itself only."""
+    response = api.client.request(method, url, headers=api.admin if headers else {}, follow_redirects=False)
+    policy = response.headers.get("content-security-policy", "")
+    directives = {part.split()[0]: part.split()[1:] for part in policy.split(";") if part.strip()}
+    assert directives.get("frame-ancestors") == ["'self'"], (response.status_code, policy)
+    assert directives.get("form-action") == ["'self'"], (response.status_code, policy)
+
+
+def _form_token(api: Api, headers: dict[str, str] | None = None) -> str:
+    """The anti-forgery token the page puts in its forms for this user."""
+    html = api.client.get(PAGE, headers=headers or api.admin).text
+    found = set(re.findall(rf'name="{TOKEN_FIELD}" value="([^"]*)"', html))
+    assert len(found) == 1 and all(found), f"the page's forms carry no single {TOKEN_FIELD}: {found}"
+    return found.pop()
+
+
+def _manual_runs(api: Api) -> int:
+    """How many runs of the manual DAG Airflow has, through its REST API."""
+    runs = api.client.get("/api/v2/dags/invoice_sync_manual/dagRuns?limit=1", headers=api.admin)
+    assert runs.status_code == 200, runs.text
+    return int(runs.json()["total_entries"])
 
 
 def _escaped(text: str) -> str:

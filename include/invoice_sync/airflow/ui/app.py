@@ -8,6 +8,11 @@ route added later cannot forget it), ``requires_access_dag`` for what the user m
 sets at login or a Bearer token, and answer 401/403 otherwise. A browser that is not logged in is sent to
 the auth manager's login page instead of seeing a bare 401. OpenAPI docs are off: they would be routes
 without those dependencies.
+
+Cross-site requests (:mod:`invoice_sync.airflow.ui.forgery`): every request that is not a GET must come
+from the page's own form, in the person's own browser (its origin and the form's anti-forgery token), an
+app-wide dependency too; every response says, in its Content-Security-Policy, that the page may be framed
+and may post forms on its own origin only.
 """
 
 from __future__ import annotations
@@ -23,8 +28,16 @@ from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
+from invoice_sync.airflow.ui.forgery import (
+    CONTENT_SECURITY_POLICY,
+    SAFE_METHODS,
+    TOKEN_FIELD,
+    ForgedRequest,
+    check_form_post,
+    form_token,
+)
 from invoice_sync.airflow.ui.page import DEFAULT_LIMIT, STATE_LABELS, Filters, build_page
 from invoice_sync.airflow.ui.template import page_template
 from invoice_sync.airflow.ui.trigger import (
@@ -49,25 +62,46 @@ class _MountedApp(FastAPI):
     """A FastAPI app that remembers its parent: the Airflow app, which also serves ``/api/v2``.
 
     Starlette replaces ``scope["app"]`` with the mounted app when it hands a request over, so this is the
-    one moment the parent is known; the trigger needs it to call the REST API in-process.
+    one moment the parent is known; the trigger needs it to call the REST API in-process. It is also the
+    one place every response passes, errors included: the Content-Security-Policy is added here.
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         parent = scope.get("app")
         if parent is not None and parent is not self:
             scope[AIRFLOW_APP_KEY] = parent
-        await super().__call__(scope, receive, send)
+
+        async def send_with_policy(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k != b"content-security-policy"]
+                headers.append((b"content-security-policy", CONTENT_SECURITY_POLICY.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await super().__call__(scope, receive, send_with_policy if scope["type"] == "http" else send)
 
 
 CanSeePage = Depends(requires_access_dag("GET", param_dag_id=MANUAL_DAG_ID))
 CanTrigger = Depends(requires_access_dag("POST", DagAccessEntity.RUN, param_dag_id=MANUAL_DAG_ID))
 
 
+async def _from_the_page(request: Request, user: GetUserDep) -> None:
+    """Refuse (403) a request that changes something unless the page's own form sent it."""
+    if request.method in SAFE_METHODS:
+        return
+    form = await request.form()  # Starlette keeps it: the route's own Form() fields read the same
+    token = form.get(TOKEN_FIELD)
+    try:
+        check_form_post(request, user.get_id(), token if isinstance(token, str) else "")
+    except ForgedRequest as exc:
+        raise HTTPException(status_code=403, detail=str(exc)) from None
+
+
 def create_app() -> FastAPI:
     """The page's app; the plugin mounts it under :data:`URL_PREFIX`. Opens no database until a request."""
     app = _MountedApp(
         title="Invoice sync",
-        dependencies=[Depends(get_user)],
+        dependencies=[Depends(get_user), Depends(_from_the_page)],
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
@@ -108,6 +142,7 @@ def create_app() -> FastAPI:
             flash_ok=flash_ok,
             flash_run_link=f"../dags/{MANUAL_DAG_ID}/runs/{started}" if started else None,
             flash_error=error,
+            form_token=form_token(user.get_id()),
         )
         return HTMLResponse(html)
 
@@ -130,9 +165,6 @@ async def _trigger(
     request: Request, user: Any, integration_id: int, back: str, *, retry_failed_only: bool
 ) -> RedirectResponse:
     """Start the manual DAG for one integration, then go back to the page with the outcome."""
-    if request.headers.get("sec-fetch-site") == "cross-site":
-        # The login cookie is SameSite=lax already; this refuses a cross-site form post outright.
-        raise HTTPException(status_code=403, detail="Cross-site form posts are refused")
     airflow_app = request.scope.get(AIRFLOW_APP_KEY)
     if airflow_app is None:
         raise HTTPException(status_code=500, detail="The page is not mounted in Airflow's api-server")

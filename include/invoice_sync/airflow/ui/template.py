@@ -114,10 +114,12 @@ PAGE = """<!doctype html>
   <div class="actions">
     <form method="post" action="integrations/{{ i.id }}/sync">
       <input type="hidden" name="back" value="{{ page.filters.query() }}">
+      <input type="hidden" name="form_token" value="{{ form_token }}">
       <button type="submit" aria-label="Sync now: {{ i.name }}">Sync now</button>
     </form>
     <form method="post" action="integrations/{{ i.id }}/retry-failed">
       <input type="hidden" name="back" value="{{ page.filters.query() }}">
+      <input type="hidden" name="form_token" value="{{ form_token }}">
       <button type="submit" aria-label="Retry failed: {{ i.name }}"
         {% if not v.counts.failed and not v.counts.deferred %}disabled{% endif %}>Retry failed</button>
     </form>
