@@ -8,7 +8,10 @@ on. The notification lands in the app's bell (`notifications` table) and, when a
 `invoice_sync_webhook` exists, is posted there too.
 
 Parameters:
-- **integrations**: ids or names; empty means all integrations (also those without automatic sync).
+- **integrations**: ids (numbers) or exact names (text), e.g. `[1, "Atelier Demo BV"]`; the text `"12"` is
+  a name, never integration 12. A name two integrations share, or of digits only, is refused: choose by id.
+- **all_integrations**: every integration (also those without automatic sync), with `integrations` empty.
+  An empty selection without it fails the run, saying how to choose.
 - **invoice_numbers**: only these invoices (optional).
 - **dry_run**: validate and look up in the tool, but push and write nothing.
 - **retry_failed_only**: only invoices that failed, were deferred or whose outcome is unknown.

@@ -58,7 +58,49 @@ def test_nightly_and_manual_share_one_graph(dagbag) -> None:
     notify = manual.get_task("notify")
     assert notify.trigger_rule == "all_done"
     assert "summarize" in notify.upstream_task_ids
-    assert set(manual.params.keys()) == {"integrations", "invoice_numbers", "dry_run", "retry_failed_only"}
+    assert set(manual.params.keys()) == {
+        "integrations",
+        "all_integrations",
+        "invoice_numbers",
+        "dry_run",
+        "retry_failed_only",
+    }
+    assert nightly.params == {}  # the nightly chooses no integrations: every one with auto_sync
+
+
+def test_the_manual_params_declare_item_types_and_sizes(dagbag) -> None:
+    """Airflow validates a run's conf against these schemas (trigger form and REST API alike), so a value
+    of the wrong kind or size is refused before any task starts (issue 14, item 2)."""
+    from airflow.sdk.definitions.param import ParamsDict
+
+    params = dagbag.dags["invoice_sync_manual"].params
+    integrations = params.get_param("integrations").schema
+    assert integrations["items"]["type"] == ["integer", "string"]  # a number is an id, text a name
+    assert integrations["maxItems"] and integrations["items"]["maxLength"] == 255  # integrations.name
+    numbers = params.get_param("invoice_numbers").schema
+    assert numbers["items"]["type"] == "string" and numbers["items"]["maxLength"] == 64  # invoices.number
+    assert numbers["maxItems"]
+    assert params.get_param("all_integrations").schema["type"] == "boolean"
+    assert params["all_integrations"] is False  # an empty selection does not mean all
+
+    def valid(**conf: object) -> bool:
+        candidate = ParamsDict({key: params.get_param(key) for key in params})
+        try:
+            candidate.update(conf)
+            candidate.validate()
+        except (ValueError, TypeError):
+            return False
+        return True
+
+    assert valid(integrations=[1, "Atelier Demo BV"], all_integrations=False)
+    assert valid(all_integrations=True)
+    assert not valid(integrations=[1.5])
+    assert not valid(integrations=[{"id": 1}])
+    assert not valid(integrations=["x" * 256])
+    assert not valid(integrations=list(range(1, integrations["maxItems"] + 2)))
+    assert not valid(invoice_numbers=[7])
+    assert not valid(invoice_numbers=["2026/" + "9" * 64])
+    assert not valid(all_integrations="yes")
 
 
 PARSE_PROBE = PROBE  # the probe `make bench` times parsing with: Airflow imported first, no network

@@ -150,7 +150,7 @@ def test_manual_run_syncs_the_chosen_integrations_and_notifies(demo: Any, webhoo
 
 def test_manual_dry_run_sends_and_writes_nothing(sqlite_demo: Any) -> None:
     demo = sqlite_demo
-    demo.run(MANUAL, {"dry_run": True})
+    demo.run(MANUAL, {"dry_run": True, "all_integrations": True})
     assert demo.posts("SalesEntries") == 0 and demo.posts("Accounts") == 0
     assert all(row.registration_number is None or row.synced_at is not None for row in invoices(demo))
     assert ledger(demo) == {}
@@ -162,11 +162,25 @@ def test_manual_dry_run_sends_and_writes_nothing(sqlite_demo: Any) -> None:
 def test_manual_run_names_unknown_integrations_clearly(sqlite_demo: Any) -> None:
     demo = sqlite_demo
     log = demo.run(MANUAL, {"integrations": ["Nope BV"]}, expect_success=False)
-    assert "Unknown integration(s): Nope BV. Choose from: 1 (Atelier Demo BV)" in log
+    assert "No integration is named 'Nope BV' (names are compared exactly)." in log
+    assert "Choose from: 1 (Atelier Demo BV)" in log
     assert demo.posts("SalesEntries") == 0
     with Session(demo.store.engine) as session:
         note = session.scalars(select(NotificationRow)).one()
     assert note.title == "Sync could not start: no invoice was sent"
+
+
+def test_manual_run_without_a_selection_asks_for_all_and_sends_nothing(sqlite_demo: Any) -> None:
+    """The trigger form's defaults (no integration, all_integrations off) choose nothing (issue 14, 2)."""
+    demo = sqlite_demo
+    log = demo.run(MANUAL, {}, expect_success=False)
+    assert "No integration chosen. List integration ids (numbers) or exact names in 'integrations', " in log
+    assert "or switch on 'all_integrations' to sync every integration." in log
+    assert demo.posts("SalesEntries") == 0 and ledger(demo) == {}
+    with Session(demo.store.engine) as session:
+        note = session.scalars(select(NotificationRow)).one()
+    assert note.title == "Sync could not start: no invoice was sent"
+    assert "all_integrations" in note.body["errors"][0]["hint"]
 
 
 def test_edits_after_sync_are_reported_not_pushed(demo: Any) -> None:

@@ -51,6 +51,16 @@ SYNC_RETRY_POLICY = ExceptionRetryPolicy(
     ]
 )
 
+# Sizes of the manual DAG's Params, checked by Airflow against every run's conf before a task starts.
+NAME_LENGTH = 255
+"""The longest integration name (the app's ``integrations.name`` column)."""
+NUMBER_LENGTH = 64
+"""The longest invoice number (the app's ``invoices.number`` column)."""
+MAX_CHOSEN = 1000
+"""Integrations one run may name; more than that is ``all_integrations``."""
+MAX_INVOICE_NUMBERS = 1000
+"""Invoice numbers one run may name; a larger set is a run over whole integrations."""
+
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "invoice-sync",
     "retries": 3,
@@ -75,11 +85,27 @@ def build_sync_dag(
             "integrations": Param(
                 [],
                 type="array",
+                items={"type": ["integer", "string"], "minimum": 1, "minLength": 1, "maxLength": NAME_LENGTH},
+                maxItems=MAX_CHOSEN,
                 title="Integrations",
-                description="Integration ids or names; empty means all. The Invoice sync page lists them.",
+                description=(
+                    'Integration ids (numbers) or exact names (text), e.g. [1, "Atelier Demo BV"]. The '
+                    "Invoice sync page lists them. Leave empty only with All integrations switched on."
+                ),
+            ),
+            "all_integrations": Param(
+                False,
+                type="boolean",
+                title="All integrations",
+                description="Sync every integration, also those without automatic sync (Integrations empty).",
             ),
             "invoice_numbers": Param(
-                [], type="array", title="Invoice numbers", description="Only these invoices (optional)."
+                [],
+                type="array",
+                items={"type": "string", "minLength": 1, "maxLength": NUMBER_LENGTH},
+                maxItems=MAX_INVOICE_NUMBERS,
+                title="Invoice numbers",
+                description="Only these invoices (optional), one per line.",
             ),
             "dry_run": Param(
                 False, type="boolean", title="Dry run", description="Validate and look up only."
@@ -106,8 +132,14 @@ def build_sync_dag(
 
         @task
         def extract_registered_invoices(**context: Any) -> list[dict[str, Any]]:
-            requested = context["params"].get("integrations") or [] if manual else []
-            return tasks.extract_registered_invoices(auto_sync_only=not manual, requested=requested)
+            if not manual:  # the nightly: every integration with auto_sync on
+                return tasks.extract_registered_invoices(auto_sync_only=True)
+            params = context["params"]
+            return tasks.extract_registered_invoices(
+                auto_sync_only=False,
+                requested=params.get("integrations") or [],
+                all_integrations=bool(params.get("all_integrations")),
+            )
 
         @task
         def filter_syncable(extracted: list[dict[str, Any]]) -> dict[str, list[list[int]]]:

@@ -12,6 +12,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from invoice_sync.airflow.runtime import holder_id, open_store, sync_run_id
 from invoice_sync.connectors.registry import BY_NAME, TOOLS
 from invoice_sync.domain.models import Integration
+from invoice_sync.domain.selection import SelectionError, choose
 from invoice_sync.store.claims import ClaimHeldError, utcnow
 
 log = logging.getLogger(__name__)
@@ -19,38 +20,33 @@ log = logging.getLogger(__name__)
 MAX_MAP_LENGTH = 1024
 
 
-def select_integrations(*, auto_sync_only: bool, requested: Sequence[int | str] = ()) -> list[Integration]:
-    """The integrations a run works on: nightly = auto-sync ones; manual = those asked for (empty = all).
+def select_integrations(
+    *, auto_sync_only: bool, requested: Sequence[object] = (), all_integrations: bool = False
+) -> list[Integration]:
+    """The integrations a run works on: nightly = auto-sync ones; manual = those asked for, by id (a
+    number) or exact name (text), or every one when ``all_integrations`` is set.
 
-    A manual run names integrations by id or by name; an unknown one is a clear error listing the valid
-    choices, because the trigger form cannot offer the live list (no database access at parse time).
+    A selection that chooses nothing for certain (empty, unknown, a shared or digits-only name) fails the
+    run before anything is sent, listing the valid choices: the trigger form cannot offer the live list (no
+    database access at parse time). See :mod:`invoice_sync.domain.selection`.
     """
-    store = open_store()
-    everything = store.integrations()
+    everything = open_store().integrations()
     if auto_sync_only:
         return [i for i in everything if i.auto_sync]
-    if not requested:
-        return everything
-    by_key = {str(i.id): i for i in everything} | {i.name.lower(): i for i in everything}
-    chosen, unknown = [], []
-    for key in requested:
-        integration = by_key.get(str(key).strip().lower())
-        if integration is None:
-            unknown.append(str(key))
-        elif integration not in chosen:
-            chosen.append(integration)
-    if unknown:
-        choices = ", ".join(f"{i.id} ({i.name})" for i in everything) or "none"
-        raise AirflowFailException(f"Unknown integration(s): {', '.join(unknown)}. Choose from: {choices}")
-    return chosen
+    try:
+        return choose(everything, requested, all_integrations=all_integrations)
+    except SelectionError as exc:
+        raise AirflowFailException(str(exc)) from None
 
 
 def extract_registered_invoices(
-    *, auto_sync_only: bool, requested: Sequence[int | str] = ()
+    *, auto_sync_only: bool, requested: Sequence[object] = (), all_integrations: bool = False
 ) -> list[dict[str, Any]]:
     """Per selected integration: its id, tool and how many registered invoices still lack a number."""
     store = open_store()
-    selected = select_integrations(auto_sync_only=auto_sync_only, requested=requested)
+    selected = select_integrations(
+        auto_sync_only=auto_sync_only, requested=requested, all_integrations=all_integrations
+    )
     extracted = [
         {"integration_id": i.id, "tool": i.tool, "unsynced": store.count_candidates(i.id)} for i in selected
     ]
@@ -163,9 +159,11 @@ def notify(
                 "integration": None,
                 "invoice": None,
                 "error_class": "config",
-                "text": "The run stopped before syncing, for example because an integration that does not "
-                "exist was chosen. The run's log in Airflow (task extract_registered_invoices) names it.",
-                "hint": "Start the sync again with existing integrations.",
+                "text": "The run stopped before syncing, for example because no integration was chosen, "
+                "or one that does not exist, or a name two integrations share. The run's log in Airflow "
+                "(task extract_registered_invoices) says which.",
+                "hint": "Start the sync again choosing integrations by id (a number) or exact name, or "
+                "with all_integrations switched on.",
             }
         ]
     # An integration whose tool has no connector never reached a connector task: no invoice says why.
