@@ -24,7 +24,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.orm import Session
 
 from invoice_sync.connectors.registry import connector_for
@@ -670,6 +670,13 @@ UNREADABLE_SETTINGS = {  # integration id -> (name, settings as the app stored t
     8: ("Corpus division in words", {**_BASE, "division": "twelve"}, "division is 'twelve'; it must be "
         "the division number"),
 }  # fmt: skip
+NOT_JSON = 11
+"""Settings that are not JSON at all: SQLite keeps a JSON column as text the app may fill with anything
+(PostgreSQL refuses such a value), and listing the integrations must still list the others."""
+NOT_JSON_FRAGMENT = (
+    f"integrations.settings of integration #{NOT_JSON} cannot be read: the settings are 'division: 123456', "
+    "which is not JSON"
+)
 UNREADABLE_CASES = [
     Case("a valid invoice among unreadable ones", "booked", pg=True),
     Case("an invoice kind the sync does not know", ("data", "invoices.kind of invoice #{id} ({number}) is "
@@ -702,6 +709,7 @@ UNREADABLE_CASES = [
         Case(f"unreadable settings: {name}", ("config", fragment), integration=integration_id, pg=True)
         for integration_id, (name, _, fragment) in UNREADABLE_SETTINGS.items()
     ],
+    Case("unreadable settings: not JSON", ("config", NOT_JSON_FRAGMENT), integration=NOT_JSON),
     Case("an invoice of a sound integration, in the same run", "booked", integration=SOUND, pg=True),
 ]  # fmt: skip
 
@@ -731,6 +739,8 @@ def test_rows_the_domain_cannot_read_are_refused_alone_naming_table_column_and_v
         SOUND: ("Corpus sound BV", _BASE),
         **{key: (name, settings) for key, (name, settings, _) in UNREADABLE_SETTINGS.items()},
     }
+    if not postgres:
+        integrations[NOT_JSON] = ("Corpus settings not JSON", _BASE)
     with Session(store.engine) as session, session.begin():  # before the invoices that refer to it
         session.execute(
             insert(CustomerRow),
@@ -740,6 +750,10 @@ def test_rows_the_domain_cannot_read_are_refused_alone_naming_table_column_and_v
     corpus.seed()
     with Session(store.engine) as session, session.begin():
         session.execute(update(IntegrationRow).where(IntegrationRow.id == TYPO).values(tool="exact"))
+        if not postgres:  # as the app could write it; through the JSON type it would be a JSON string
+            session.execute(
+                text("UPDATE integrations SET settings = 'division: 123456' WHERE id = :id"), {"id": NOT_JSON}
+            )
     monkeypatch.setenv("AIRFLOW_CONN_EXACT_DEMO", json.dumps(exact_online_connection(sandbox.url)))
     monkeypatch.setenv("INVOICE_SYNC_DB_URL", store.engine.url.render_as_string(hide_password=False))
     context = {
@@ -790,5 +804,6 @@ def test_rows_the_domain_cannot_read_are_refused_alone_naming_table_column_and_v
     }
     assert all(shown.get(number) == message for number, message in messages.items())
     html = page_template.render(page=page, user="ops", states=STATE_LABELS, limit=DEFAULT_LIMIT)
-    for integration_id in UNREADABLE_SETTINGS:  # each integration says why, above its invoices
+    unreadable = [*UNREADABLE_SETTINGS, *([] if postgres else [NOT_JSON])]
+    for integration_id in unreadable:  # each integration says why, above its invoices
         assert f"Cannot be synced: integrations.settings of integration #{integration_id}" in html

@@ -240,3 +240,55 @@ def test_ledger_frame_has_the_rows_of_one_run(store, data, claim):
     assert set(store.ledger_frame("run-1", [2])["invoice_id"]) == {other[0]}
     assert store.ledger_frame("run-9").empty
     assert store.count_rejected(1) == 1
+
+
+# -- integrations -----------------------------------------------------------------------------------
+# Runs choose integrations by id (a number) or by name (text, compared exactly), so a name that reads as an
+# id, or one two integrations share, is refused when saved (issue 14, item 2).
+
+
+def test_saving_an_integration_refuses_a_name_of_digits_or_one_already_taken(store):
+    from invoice_sync.domain.selection import IntegrationNameError
+
+    first = store.save_integration(name="Atelier Demo BV", tool="exact_online", conn_id="exact_demo")
+    assert store.integration(first).name == "Atelier Demo BV"
+
+    with pytest.raises(IntegrationNameError, match=r"'12' is digits only"):
+        store.save_integration(name="12", tool="exact_online", conn_id="exact_demo")
+    with pytest.raises(
+        IntegrationNameError, match=rf"'Atelier Demo BV' is already the name of integration #{first}"
+    ):
+        store.save_integration(name="Atelier Demo BV", tool="yuki", conn_id="yuki_demo")
+    with pytest.raises(IntegrationNameError, match="is empty"):
+        store.save_integration(name=" ", tool="yuki", conn_id="yuki_demo")
+    assert [i.id for i in store.integrations()] == [first]  # nothing refused was written
+
+    second = store.save_integration(name="atelier demo bv", tool="yuki", conn_id="yuki_demo", auto_sync=False)
+    renamed = store.save_integration(  # saving an integration under its own name is no clash
+        integration_id=first, name="Atelier Demo BV", tool="exact_online", conn_id="exact_demo",
+        settings={"division": 123456},
+    )  # fmt: skip
+    assert renamed == first and store.integration(first).settings.extra == {"division": 123456}
+    with pytest.raises(IntegrationNameError, match=rf"already the name of integration #{first}"):
+        store.save_integration(
+            integration_id=second, name="Atelier Demo BV", tool="yuki", conn_id="yuki_demo"
+        )
+    assert store.integration(second).name == "atelier demo bv"  # different case: a different name
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_settings_that_are_not_json_at_all_make_only_their_integration_unreadable(store, data):
+    """SQLite keeps a JSON column as text: the app can store anything there. PostgreSQL refuses it."""
+    data.integration(1)
+    data.integration(2)
+    data.integration(3)
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE integrations SET settings = 'division: 123456' WHERE id = 2"))
+
+    listed = {i.id: i for i in store.integrations()}
+    assert sorted(listed) == [1, 2, 3]
+    assert listed[1].unreadable is None and listed[3].unreadable is None
+    assert listed[2].unreadable == (
+        "integrations.settings of integration #2 cannot be read: the settings are 'division: 123456', "
+        "which is not JSON; correct the integration's settings"
+    )

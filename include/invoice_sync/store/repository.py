@@ -7,6 +7,7 @@ re-checks the lease in the same transaction.
 from __future__ import annotations
 
 import enum
+import json
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -15,7 +16,8 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from sqlalchemy import Engine, Table, and_, bindparam, case, func, insert, or_, select, update
+from sqlalchemy import Engine, Table, Text, and_, bindparam, case, func, insert, or_, select, update
+from sqlalchemy import cast as sa_cast
 from sqlalchemy.orm import Session, aliased, selectinload
 
 from invoice_sync.domain.models import (
@@ -33,9 +35,11 @@ from invoice_sync.domain.models import (
     RelatedInvoice,
     SettingsError,
     Unknown,
+    shown,
     unreadable_settings,
 )
 from invoice_sync.domain.rules import SYNCABLE_STATUSES
+from invoice_sync.domain.selection import check_name
 from invoice_sync.store import claims
 from invoice_sync.store.claims import Claim, utcnow
 from invoice_sync.store.models import (
@@ -100,19 +104,59 @@ class SyncStore:
     def integrations(
         self, ids: Sequence[int] | None = None, *, auto_sync_only: bool = False
     ) -> list[Integration]:
-        query = select(IntegrationRow).order_by(IntegrationRow.id)
+        """The integrations (of ``ids``), each readable or carrying why not: one row's mistake is its own.
+
+        The settings are read as text and parsed here, row by row: SQLite keeps a JSON column as text the
+        app may fill with anything, and a value that is not JSON must not stop the listing of the others.
+        """
+        columns = [c for c in cast(Table, IntegrationRow.__table__).c if c.key != "settings"]
+        settings_text = sa_cast(IntegrationRow.settings, Text).label("settings_text")
+        query = select(*columns, settings_text).order_by(IntegrationRow.id)
         if ids is not None:
             query = query.where(IntegrationRow.id.in_(list(ids)))
         if auto_sync_only:
             query = query.where(IntegrationRow.auto_sync.is_(True))
         with Session(self.engine) as session:
-            return [_integration(row) for row in session.scalars(query)]
+            return [_integration(row) for row in session.execute(query)]
 
     def integration(self, integration_id: int) -> Integration:
         found = self.integrations([integration_id])
         if not found:
             raise LookupError(f"integration {integration_id} does not exist")
         return found[0]
+
+    def save_integration(
+        self,
+        *,
+        name: str,
+        tool: str,
+        conn_id: str,
+        auto_sync: bool = True,
+        sync_from: date | None = None,
+        settings: dict[str, Any] | None = None,
+        integration_id: int | None = None,
+    ) -> int:
+        """Insert an integration, or update ``integration_id``'s; returns its id.
+
+        Runs choose integrations by exact name as well as by id, so a name of digits only or one another
+        integration has is refused (:class:`~invoice_sync.domain.selection.IntegrationNameError`, naming the
+        name and that integration) and nothing is written. The app writes its own rows too: a run refuses
+        such a name again when someone chooses by it.
+        """
+        with Session(self.engine) as session, session.begin():
+            others = select(IntegrationRow.id, IntegrationRow.name).where(IntegrationRow.name == name)
+            if integration_id is not None:
+                others = others.where(IntegrationRow.id != integration_id)
+            check_name(name, [(row.id, row.name) for row in session.execute(others)])
+            row = session.get(IntegrationRow, integration_id) if integration_id is not None else None
+            if row is None:
+                row = IntegrationRow(id=integration_id)
+                session.add(row)
+            row.name, row.tool, row.conn_id = name, tool, conn_id
+            row.auto_sync, row.sync_from, row.settings = auto_sync, sync_from, dict(settings or {})
+            row.updated_at = utcnow()
+            session.flush()
+            return row.id
 
     # -- claims -------------------------------------------------------------------------------
 
@@ -730,16 +774,17 @@ def _invoice_label(row: InvoiceRow) -> str:
     return f"invoice #{row.id}" + (f" ({row.number})" if row.number else "")
 
 
-def _integration(row: IntegrationRow) -> Integration:
-    """The integration, or one carrying ``unreadable`` (and default settings) when its row cannot be read:
-    listing integrations must not fail for all because one was mistyped."""
+def _integration(row: Any) -> Integration:
+    """The integration (a row of the integrations' columns, the settings as ``settings_text``), or one
+    carrying ``unreadable`` (and default settings) when its row cannot be read: listing integrations must
+    not fail for all because one was mistyped."""
     where = f"integration #{row.id}"
     problem = None
     settings = IntegrationSettings()
     try:
         _required(row.tool, "integrations.tool", where)
         _required(row.conn_id, "integrations.conn_id", where)
-        settings = IntegrationSettings.from_json(row.settings)
+        settings = IntegrationSettings.from_json(_json(row.settings_text))
     except UnreadableRowError as exc:
         problem = str(exc)
     except SettingsError as exc:
@@ -755,6 +800,16 @@ def _integration(row: IntegrationRow) -> Integration:
         updated_at=row.updated_at,
         unreadable=problem,
     )
+
+
+def _json(text: str | None) -> Any:
+    """A JSON column's text, parsed; :class:`SettingsError` when it is not JSON."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise SettingsError(f"the settings are {shown(text)}, which is not JSON") from None
 
 
 def _readable_invoice(row: InvoiceRow, customer: CustomerRow | None) -> Invoice | UnreadableInvoice:
