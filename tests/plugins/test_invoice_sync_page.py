@@ -271,3 +271,50 @@ def test_the_counts_at_a_glance_match_the_invoices(seeded: Seeded) -> None:
     for integration_id, buckets in expected.items():
         got = {name: counts[integration_id].get(name, 0) for name in ("drafts", "synced", "unsynced")}
         assert got == {name: buckets.get(name, 0) for name in got}, integration_id
+
+
+BROKEN_SETTINGS = {  # integration id -> (settings as the app stored them, what the page must say)
+    901: ({"division": "abc", "journal": "70"}, "division is 'abc'; it must be the division number"),
+    902: (["journal", "70"], "the settings are ['journal', '70'], not a JSON object"),
+}
+
+
+def test_one_integrations_malformed_settings_do_not_break_the_page(api: Api, seeded: Seeded) -> None:
+    """A mistyped setting is that integration's configuration error, named on the page above its (empty)
+    lists; the page still renders every other integration (issue 14, item 3)."""
+    from sqlalchemy import delete, insert
+    from sqlalchemy.orm import Session
+
+    from invoice_sync.store.claims import utcnow
+    from invoice_sync.store.models import IntegrationRow
+
+    rows = [
+        {
+            "id": integration_id,
+            "name": f"Broken settings {integration_id}",
+            "tool": "exact_online",
+            "conn_id": "exact_demo",
+            "auto_sync": False,
+            "settings": settings,
+            "updated_at": utcnow(),
+        }
+        for integration_id, (settings, _) in BROKEN_SETTINGS.items()
+    ]
+    with Session(seeded.store.engine) as session, session.begin():
+        session.execute(insert(IntegrationRow), rows)
+    try:
+        response = api.client.get(PAGE, headers=api.admin)
+        assert response.status_code == 200, response.text[:500]
+        html = response.text
+        for integration_id in (1, 2, 3, *BROKEN_SETTINGS):
+            assert f'id="int-{integration_id}"' in html, integration_id
+        for integration_id, (_, fragment) in BROKEN_SETTINGS.items():
+            assert (
+                f"Cannot be synced: integrations.settings of integration #{integration_id} cannot be read: "
+                f"{_escaped(fragment)}"
+            ) in html
+        one = api.client.get(PAGE, params={"integration": 901}, headers=api.admin)
+        assert one.status_code == 200 and "division is &#39;abc&#39;" in one.text
+    finally:
+        with Session(seeded.store.engine) as session, session.begin():
+            session.execute(delete(IntegrationRow).where(IntegrationRow.id.in_(list(BROKEN_SETTINGS))))
