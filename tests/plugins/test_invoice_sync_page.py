@@ -276,13 +276,16 @@ def test_the_counts_at_a_glance_match_the_invoices(seeded: Seeded) -> None:
 BROKEN_SETTINGS = {  # integration id -> (settings as the app stored them, what the page must say)
     901: ({"division": "abc", "journal": "70"}, "division is 'abc'; it must be the division number"),
     902: (["journal", "70"], "the settings are ['journal', '70'], not a JSON object"),
+    903: ('{"division": 12', """the settings are '{"division": 12', which is not JSON"""),
 }
+NOT_JSON = 903
+"""Written as raw text: SQLite keeps a JSON column as text, which the app may fill with anything."""
 
 
 def test_one_integrations_malformed_settings_do_not_break_the_page(api: Api, seeded: Seeded) -> None:
     """A mistyped setting is that integration's configuration error, named on the page above its (empty)
     lists; the page still renders every other integration (issue 14, item 3)."""
-    from sqlalchemy import delete, insert
+    from sqlalchemy import delete, insert, text
     from sqlalchemy.orm import Session
 
     from invoice_sync.store.claims import utcnow
@@ -295,13 +298,17 @@ def test_one_integrations_malformed_settings_do_not_break_the_page(api: Api, see
             "tool": "exact_online",
             "conn_id": "exact_demo",
             "auto_sync": False,
-            "settings": settings,
+            "settings": None if integration_id == NOT_JSON else settings,
             "updated_at": utcnow(),
         }
         for integration_id, (settings, _) in BROKEN_SETTINGS.items()
     ]
     with Session(seeded.store.engine) as session, session.begin():
         session.execute(insert(IntegrationRow), rows)
+        session.execute(
+            text("UPDATE integrations SET settings = :raw WHERE id = :id"),
+            {"raw": BROKEN_SETTINGS[NOT_JSON][0], "id": NOT_JSON},
+        )
     try:
         response = api.client.get(PAGE, headers=api.admin)
         assert response.status_code == 200, response.text[:500]
