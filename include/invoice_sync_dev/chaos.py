@@ -11,8 +11,10 @@ an attempt whose outcome was never settled).
 Everything runs on its own throw-away state under ``var/chaos/`` (invoicing DB, Airflow home, logs),
 because it wipes and reseeds the invoicing DB: ``CHAOS_DB_URL`` and ``CHAOS_AIRFLOW_HOME`` move it, the
 general ``INVOICE_SYNC_DB_URL`` and ``AIRFLOW_HOME`` are deliberately ignored so it can never erase the
-data ``make run`` works on. Each DAG run is a real ``airflow dags test invoice_sync_nightly`` subprocess
-against the sandbox, itself a subprocess (``invoice-sync-dev sandbox serve``).
+data ``make run`` works on; and like every wipe of the development tools it refuses a database with data
+that the demo seeding did not make, unless ``--i-mean-this-database`` names it. Each DAG run is a real
+``airflow dags test invoice_sync_nightly`` subprocess against the sandbox, itself a subprocess
+(``invoice-sync-dev sandbox serve``).
 """
 
 from __future__ import annotations
@@ -96,6 +98,9 @@ class ChaosSettings:
     workdir: Path = WORKDIR
     db_url: str | None = None
     airflow_home: Path | None = None
+    wipe_database: str | None = None
+    """Names the invoicing DB when the demo did not make it (``--i-mean-this-database``): only then is
+    such a database with data wiped (:func:`invoice_sync_dev.sandbox.demo.wipe`)."""
 
     @property
     def invoicing_db_url(self) -> str:
@@ -454,7 +459,12 @@ def prepare_invoicing_db(settings: ChaosSettings) -> tuple[Engine, Expected]:
     engine = make_engine(settings.invoicing_db_url)
     prepare(engine)
     seeded = seed(
-        engine, invoices=settings.invoices, seed_value=settings.seed, reset=True, tools=("exact_online",)
+        engine,
+        invoices=settings.invoices,
+        seed_value=settings.seed,
+        reset=True,
+        tools=("exact_online",),
+        confirm=settings.wipe_database,
     )
     with Session(engine) as session, session.begin():
         session.execute(update(IntegrationRow).values(auto_sync=True))
@@ -624,7 +634,10 @@ def run_chaos(settings: ChaosSettings, *, out: TextIO = sys.stdout, err: TextIO 
     return verdict
 
 
-def main(*, invoices: int, runs: int, seed: int, kills: int = 1) -> int:
+def main(*, invoices: int, runs: int, seed: int, kills: int = 1, wipe_database: str | None = None) -> int:
     """Entry point of ``invoice-sync-dev chaos``; non-zero when an invariant broke."""
-    verdict = run_chaos(ChaosSettings(invoices=invoices, runs=runs, seed=seed, kills=kills))
+    settings = ChaosSettings(
+        invoices=invoices, runs=runs, seed=seed, kills=kills, wipe_database=wipe_database
+    )
+    verdict = run_chaos(settings)
     return 0 if verdict.ok else 1

@@ -1,6 +1,7 @@
 """``invoice-sync-dev``: the development tools' console script (package ``invoice_sync_dev``).
 
-invoice-sync-dev demo seed [--invoices N]   fill the invoicing database with demo data
+invoice-sync-dev demo seed [--invoices N]   fill the invoicing database with demo data (--reset: wipe a
+                                            demo database first; see --i-mean-this-database)
 invoice-sync-dev sandbox serve              run the accounting-tool simulators on loopback
 invoice-sync-dev sandbox connections URL    `export AIRFLOW_CONN_...` lines: every demo connection on URL
 invoice-sync-dev chaos [--invoices N]       nightly runs under random faults, then a check of the books
@@ -24,7 +25,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     seed = demo.add_parser("seed", help="fill the invoicing database with demo data")
     seed.add_argument("--invoices", type=int, default=60, help="regular invoices to create (default 60)")
     seed.add_argument("--seed", type=int, default=2026, help="random seed, for repeatable data")
-    seed.add_argument("--reset", action="store_true", help="wipe existing app and sync data first")
+    seed.add_argument(
+        "--reset",
+        action="store_true",
+        help="wipe existing app and sync data first (of a database the demo seeding made, or one named by "
+        "--i-mean-this-database)",
+    )
+    seed.add_argument(
+        "--i-mean-this-database",
+        dest="confirm_database",
+        metavar="NAME",
+        default=None,
+        help="let --reset wipe this database (its name, SQLite file or URL), which the demo did not make",
+    )
     seed.add_argument("--if-empty", action="store_true", help="do nothing when the database has data")
 
     sandbox = commands.add_parser("sandbox", help="accounting-tool simulators").add_subparsers(
@@ -45,6 +58,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     chaos.add_argument("--runs", type=int, default=6, help="runs under faults (default 6)")
     chaos.add_argument("--seed", type=int, default=1, help="random seed of data and faults (default 1)")
     chaos.add_argument("--kills", type=int, default=1, help="runs to SIGKILL mid-sync (default 1)")
+    chaos.add_argument(
+        "--i-mean-this-database",
+        dest="confirm_database",
+        metavar="NAME",
+        default=None,
+        help="let chaos wipe its database (its name, SQLite file or URL) although the demo did not make it",
+    )
 
     bench = commands.add_parser("bench", help="throughput at the tools' limits, overhead, memory, parse time")
     bench.add_argument(
@@ -75,8 +95,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "chaos":
         from invoice_sync_dev.chaos import main as run_chaos
+        from invoice_sync_dev.sandbox.demo import NotADemoDatabase
 
-        return run_chaos(invoices=args.invoices, runs=args.runs, seed=args.seed, kills=args.kills)
+        try:
+            return run_chaos(
+                invoices=args.invoices,
+                runs=args.runs,
+                seed=args.seed,
+                kills=args.kills,
+                wipe_database=args.confirm_database,
+            )
+        except NotADemoDatabase as exc:
+            print(f"invoice-sync-dev: {exc}", file=sys.stderr)
+            return 1
     if args.command == "bench":
         from invoice_sync_dev.bench import main as run_bench
 
@@ -88,12 +119,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _demo_seed(args: argparse.Namespace) -> int:
     from invoice_sync.store.db import make_engine
     from invoice_sync.store.migrate import prepare
-    from invoice_sync_dev.sandbox.demo import seed
+    from invoice_sync_dev.sandbox.demo import NotADemoDatabase, seed
 
     engine = make_engine()
     prepare(engine)
     try:
-        counts = seed(engine, invoices=args.invoices, seed_value=args.seed, reset=args.reset).counts
+        counts = seed(
+            engine,
+            invoices=args.invoices,
+            seed_value=args.seed,
+            reset=args.reset,
+            confirm=args.confirm_database,
+        ).counts
+    except NotADemoDatabase as exc:
+        print(f"invoice-sync-dev: {exc}", file=sys.stderr)
+        return 1
     except RuntimeError as exc:
         if args.if_empty:
             print(f"demo seed skipped: {exc}")

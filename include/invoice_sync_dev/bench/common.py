@@ -35,9 +35,9 @@ from invoice_sync.store.models import CustomerRow, IntegrationRow, InvoiceLineRo
 from invoice_sync_dev.sandbox.demo import (
     INTEGRATIONS,
     DemoIntegration,
-    _wipe,
     be_vat_number,
     nl_vat_number,
+    wipe,
 )
 from invoice_sync_dev.sandbox.process import (
     SandboxProcess,
@@ -133,14 +133,12 @@ class Tenant:
 
 
 def open_db(url: str, *, reset: bool = True) -> Engine:
-    """An engine on ``url`` with the app's and our tables, emptied first when ``reset``."""
+    """An engine on ``url`` with the app's and our tables, emptied first when ``reset`` (and marked as a
+    demo database: a wipe refuses a database with data that the demo or the bench did not make)."""
     engine = make_engine(url)
     prepare(engine)
     if reset:
-        from sqlalchemy.orm import Session
-
-        with Session(engine) as session, session.begin():
-            _wipe(session)
+        wipe(engine, by="bench")
     return engine
 
 

@@ -14,6 +14,11 @@ app without tax rates has. Every integration also gets an invoice with a discoun
 invoice-level discount and one with two 0 % lines of different tax rates.
 ``--invoices N`` scales the regular invoices; the broken ones are always there.
 
+A database the seeder fills is marked as a demo database (a row in ``invoice_sync_dev_demo``, a table of
+this development package that no migration creates). Every wipe of the development tools (``demo seed
+--reset``, chaos, the bench) erases only a marked or empty database, unless the command names that very
+database (``--i-mean-this-database``): a stray ``INVOICE_SYNC_DB_URL`` must never cost a company its invoices.
+
 Each tool's invoices come from a random stream of their own (seeded by the tool's position in the
 registry, where a new tool goes last), so adding a tool never changes the data of the others (tests that
 seed only ``tools=("exact_online",)`` see exactly the Exact books they always saw).
@@ -26,13 +31,31 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import (
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    delete,
+    func,
+    insert,
+    inspect,
+    select,
+    update,
+)
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session
 
 from invoice_sync.connectors.registry import TOOLS
 from invoice_sync.store.models import (
+    AppBase,
     CustomerRow,
     IntegrationRow,
     InvoiceLineRow,
@@ -430,6 +453,99 @@ class SeedResult:
     before_cutover: tuple[str, ...]
 
 
+DEMO_MARK = Table(
+    "invoice_sync_dev_demo",
+    MetaData(),
+    Column("id", Integer, primary_key=True),
+    Column("marked_at", DateTime(timezone=True), nullable=False),
+    Column("marked_by", String(64), nullable=False),
+)
+"""The demo's mark on a database it filled. Not in the app's or the sync's metadata: ``prepare`` never
+creates it and a wipe never empties it."""
+CONFIRM_FLAG = "--i-mean-this-database"
+
+
+class NotADemoDatabase(RuntimeError):
+    """A wipe was asked of a database the demo did not make, which holds data, without naming it."""
+
+
+def is_demo_database(engine: Engine) -> bool:
+    """Whether the demo seeding (or the bench) filled ``engine``'s database and marked it."""
+    with engine.connect() as conn:
+        return _is_marked(conn)
+
+
+def _is_marked(conn: Connection) -> bool:
+    if not inspect(conn).has_table(DEMO_MARK.name):
+        return False
+    return bool(conn.scalar(select(func.count()).select_from(DEMO_MARK)))
+
+
+def mark_as_demo(conn: Connection, by: str) -> None:
+    """Mark the database as the demo's, so a later wipe needs no name."""
+    DEMO_MARK.create(conn, checkfirst=True)
+    if not _is_marked(conn):
+        conn.execute(insert(DEMO_MARK).values(marked_at=datetime.now(UTC), marked_by=by))
+
+
+def _holdings(conn: Connection) -> dict[str, int]:
+    """Rows per app or sync table that has any: what a wipe would erase."""
+    present = set(inspect(conn).get_table_names())
+    counts = {}
+    for table in [*AppBase.metadata.sorted_tables, *SyncBase.metadata.sorted_tables]:
+        if table.name in present and (n := conn.scalar(select(func.count()).select_from(table))):
+            counts[table.name] = int(n)
+    return counts
+
+
+def names_database(url: URL, given: str) -> bool:
+    """Whether ``given`` (a URL, a database name, or an SQLite file's path) is ``url``'s database."""
+    database = url.database or ""
+    if "://" in given:
+        other = make_url(given)
+        return (other.get_backend_name(), other.host, other.port) == (
+            url.get_backend_name(),
+            url.host,
+            url.port,
+        ) and names_database(url, other.database or "")
+    if url.get_backend_name() == "sqlite":
+        return bool(database) and Path(given).resolve() == Path(database).resolve()
+    return given == database
+
+
+def wipe(engine: Engine, *, confirm: str | None = None, by: str) -> None:
+    """Erase the app's and the sync's rows, then mark the database as the demo's.
+
+    :param confirm: the database's name (or URL) when it is not a demo database; without it such a
+        database is refused (:class:`NotADemoDatabase`) unless it holds nothing.
+    :param by: what wipes it, for the mark (``demo seed``, ``bench``).
+    """
+    with Session(engine) as session, session.begin():
+        _guarded_wipe(session, engine.url, confirm, by)
+
+
+def _guarded_wipe(session: Session, url: URL, confirm: str | None, by: str) -> None:
+    conn = session.connection()
+    _refuse_unless_demo(conn, url, confirm)
+    _wipe(session)
+    mark_as_demo(conn, by)
+
+
+def _refuse_unless_demo(conn: Connection, url: URL, confirm: str | None) -> None:
+    if _is_marked(conn) or (confirm is not None and names_database(url, confirm)):
+        return
+    holdings = _holdings(conn)
+    if not holdings:
+        return
+    held = ", ".join(f"{table} ({n} rows)" for table, n in holdings.items())
+    wrong = f" ({confirm!r} does not name it)" if confirm is not None else ""
+    raise NotADemoDatabase(
+        f"refusing to wipe {url.render_as_string(hide_password=True)}: it is not a demo database (the demo "
+        f"seeding marks the databases it fills; this one has {held}){wrong}. If it really is to be "
+        f"erased, name it: {CONFIRM_FLAG} {url.database}"
+    )
+
+
 def seed(
     engine: Engine,
     *,
@@ -437,8 +553,11 @@ def seed(
     seed_value: int = 2026,
     reset: bool = False,
     tools: tuple[str, ...] | None = None,
+    confirm: str | None = None,
 ) -> SeedResult:
-    """Fill the invoicing tables with demo data; refuses to touch a database that already has data.
+    """Fill the invoicing tables with demo data and mark the database as the demo's; refuses to touch a
+    database that already has data unless ``reset``, and to reset one the demo did not make unless
+    ``confirm`` names it (:func:`wipe`).
 
     :param invoices: regular invoices per three integrations (each integration gets about a third).
     :param tools: the accounting tools whose integrations (and invoices) to create; default: every tool
@@ -450,10 +569,11 @@ def seed(
     if unknown:
         raise ValueError(f"no demo data for tool(s) {sorted(unknown)}; known: {', '.join(known)}")
     with Session(engine) as session, session.begin():
-        if session.scalar(select(func.count()).select_from(IntegrationRow)):
+        if _holdings(session.connection()):
             if not reset:
                 raise RuntimeError("the invoicing database already has data; use --reset to start over")
-            _wipe(session)
+            _guarded_wipe(session, engine.url, confirm, "demo seed")
+        mark_as_demo(session.connection(), "demo seed")
         builder = _Builder(random.Random(seed_value))
         builder.integrations(tools)
         builder.customers()
