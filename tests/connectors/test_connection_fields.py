@@ -136,3 +136,92 @@ def test_a_connection_that_does_not_exist_is_named(monkeypatch: pytest.MonkeyPat
     assert raised.value.message == (
         "Twinfield connection twinfield_demo does not exist; add it under Admin > Connections"
     )
+
+
+def set_urls(monkeypatch: pytest.MonkeyPatch, tool: str, host: str, *, token_url: str | None = None) -> str:
+    """Put the tool's demo connection in the environment with ``host`` (and a ``token_url`` extra); its id."""
+    conn_id = DEMO[tool].conn_id
+    connection: dict[str, Any] = sandbox_of(tool).connection(host)
+    if token_url is not None:
+        connection["extra"]["token_url"] = token_url
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection))
+    return conn_id
+
+
+@pytest.mark.parametrize("tool", list(REQUIRED))
+def test_a_host_off_this_machine_over_http_is_refused(
+    tool: str, monkeypatch: pytest.MonkeyPatch, vault: Any
+) -> None:
+    """A production connection must use https: credentials and invoices never cross a network in clear
+    (issue 14, item 8). The check reads the connection only, so no call is made to refuse it."""
+    conn_id = set_urls(monkeypatch, tool, "http://accounting.example.com")
+    connection = sandbox_of(tool).connection("http://accounting.example.com")
+    refused = [("Base URL (host)", connection["host"])]
+    if "token_url" in connection["extra"]:  # the sandbox's token endpoint sits on the same host
+        refused.append(("token_url (extra)", connection["extra"]["token_url"]))
+    with pytest.raises(ConfigError) as raised:
+        connector(tool, vault).check_connection()
+    assert raised.value.message == (
+        f"{BY_NAME[tool].label} connection {conn_id}: "
+        + "; ".join(
+            f"{label} {url} is not on this machine and does not use https; "
+            f"change it to {url.replace('http://', 'https://', 1)}"
+            for label, url in refused
+        )
+        + " under Admin > Connections"
+    )
+
+
+@pytest.mark.parametrize("tool", list(REQUIRED))
+@pytest.mark.parametrize(
+    "host",
+    [
+        "https://accounting.example.com",
+        "http://127.0.0.1:9",
+        "http://127.1.2.3",
+        "http://localhost:9",
+        "http://[::1]:9",
+    ],
+)
+def test_https_or_this_machine_is_accepted(
+    tool: str, host: str, monkeypatch: pytest.MonkeyPatch, vault: Any
+) -> None:
+    """https anywhere, and the sandbox on loopback over plain http (every demo and test connection)."""
+    set_urls(monkeypatch, tool, host)
+    connector(tool, vault).check_connection()
+
+
+def test_a_host_without_a_scheme_is_judged_by_the_connection_schema(
+    monkeypatch: pytest.MonkeyPatch, vault: Any
+) -> None:
+    """Airflow's ``HttpHook`` prefixes a bare host with the connection's schema, ``http`` by default."""
+    connection: dict[str, Any] = sandbox_of("xero").connection(NOWHERE)
+    connection["host"] = "api.xero.com"
+    monkeypatch.setenv("AIRFLOW_CONN_XERO_DEMO", json.dumps(connection))
+    with pytest.raises(ConfigError, match=r"Base URL \(host\) http://api.xero.com is not on this machine"):
+        connector("xero", vault).check_connection()
+
+    connection["schema"] = "https"
+    monkeypatch.setenv("AIRFLOW_CONN_XERO_DEMO", json.dumps(connection))
+    connector("xero", vault).check_connection()
+
+
+@pytest.mark.parametrize("tool", OAUTH_TOOLS)
+def test_a_token_url_off_this_machine_over_http_is_refused(
+    tool: str, monkeypatch: pytest.MonkeyPatch, vault: Any
+) -> None:
+    """The token request carries the client secret and the refresh token: its URL obeys the same rule."""
+    conn_id = set_urls(monkeypatch, tool, NOWHERE, token_url="http://identity.example.com/connect/token")
+    with pytest.raises(ConfigError) as raised:
+        connector(tool, vault).check_connection()
+    assert raised.value.message == (
+        f"{BY_NAME[tool].label} connection {conn_id}: "
+        "token_url (extra) http://identity.example.com/connect/token is not on this machine "
+        "and does not use https; change it to https://identity.example.com/connect/token "
+        "under Admin > Connections"
+    )
+
+    set_urls(monkeypatch, tool, NOWHERE, token_url="https://identity.example.com/connect/token")
+    connector(tool, vault).check_connection()
+    set_urls(monkeypatch, tool, NOWHERE, token_url="http://localhost:9/connect/token")
+    connector(tool, vault).check_connection()

@@ -21,6 +21,7 @@ and :meth:`AccountingHook.test_connection` is what the form's Test button runs. 
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -28,6 +29,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any, ClassVar, TypeVar
+from urllib.parse import urljoin, urlsplit
 
 import requests
 import tenacity
@@ -213,7 +215,8 @@ class AccountingHook(HttpHook):
         form's words, instead of as the tool's refusal of the first call. The vault is consulted only when
         a field needed just until the first tokens (the consent's refresh token) is empty.
 
-        :raises ConfigError: the connection does not exist, or names every empty required field.
+        :raises ConfigError: the connection does not exist, or names every empty required field, or every
+            URL credentials would go to in clear (not https, not this machine: :func:`safe_to_reach`).
         """
         where = f"{self.hook_name} connection {self.conn_id}"
         try:
@@ -230,6 +233,28 @@ class AccountingHook(HttpHook):
                 f"{where}: missing {enumeration([f.label for f in missing])}; "
                 f"fill {them} in under {CONNECTIONS_PAGE}"
             )
+        refused = [
+            f"{label} {url} is not on this machine and does not use https; "
+            f"change it to {'https' + url[url.index(':') :]}"
+            for label, url in self._connection_urls(connection, extra)
+            if not safe_to_reach(url)
+        ]
+        if refused:
+            raise ConfigError(f"{where}: {'; '.join(refused)} under {CONNECTIONS_PAGE}")
+
+    def _connection_urls(self, connection: Any, extra: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """The URLs the connection sends credentials to, each with the field it comes from: the base URL the
+        way ``HttpHook`` builds it (a bare host takes the connection's schema, ``http`` by default), and the
+        ``token_url`` extra (the token request carries the client secret and the refresh token)."""
+        host = str(connection.host or "").strip()
+        base_url = host if "://" in host else f"{connection.schema or 'http'}://{host}"
+        if connection.port:
+            base_url = f"{base_url}:{connection.port}"
+        urls = [(BASE_URL.label, base_url)]
+        token_url = str(extra.get("token_url") or "").strip()
+        if token_url:
+            urls.append(("token_url (extra)", urljoin(base_url, token_url)))
+        return urls
 
     @property
     def keeps_tokens(self) -> bool:
@@ -390,6 +415,22 @@ def positive_extra(extra: Mapping[str, Any], key: str, default: float, *, where:
     if number <= 0:
         raise ConfigError(f"{where}: extra {key!r} must be a positive number")
     return number
+
+
+def safe_to_reach(url: str) -> bool:
+    """Whether credentials may go to ``url``: over https, or to this machine (127.0.0.0/8, ::1,
+    ``localhost``), where the sandbox answers over plain http. Anything else crosses a network in clear,
+    and a production connection never should (issue 14, item 8)."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() == "https":
+        return True
+    hostname = (parts.hostname or "").rstrip(".")
+    if hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
 
 
 def enumeration(items: Sequence[str]) -> str:
