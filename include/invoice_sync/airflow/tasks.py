@@ -146,7 +146,7 @@ def notify(
     extracted: list[dict[str, Any]] | None, context: Any, *, dry_run: bool, webhook_conn_id: str
 ) -> int:
     """Write the bell notification for the person who started the run, and post it to a webhook if set."""
-    from invoice_sync.engine.summary import notification, summarize  # pandas: only when the task runs
+    from invoice_sync.engine.summary import capped, notification, summarize  # pandas: only when it runs
 
     store = open_store()
     integration_ids = [item["integration_id"] for item in extracted or []]
@@ -180,27 +180,104 @@ def notify(
     ]
     if orphans:
         title += f", {len(orphans)} integration{'s' if len(orphans) != 1 else ''} without a connector"
-    recipient = getattr(context["dag_run"], "triggering_user_name", None)
+    dag_run = context["dag_run"]
+    recipient = getattr(dag_run, "triggering_user_name", None)
     body["run_id"] = sync_run_id(context)
-    notification_id = store.notify(
+    body = capped(body)
+    run_type = getattr(dag_run, "run_type", "manual")  # only the manual DAG notifies
+    notice = store.notify_run(
+        dag_run.dag_id,
+        sync_run_id(context),
+        run_type=str(getattr(run_type, "value", run_type)),
+        started_at=getattr(dag_run, "start_date", None) or utcnow(),
         recipient=recipient,
         title=title,
         body=body,
         integration_id=integration_ids[0] if len(integration_ids) == 1 else None,
     )
-    log.info("notification %s for %s: %s", notification_id, recipient or "(no user)", title)
-    _post_webhook(webhook_conn_id, title, body, context)
-    return notification_id
+    if not notice.created:
+        log.info("notification %s of this run was written by an earlier try; not written again", notice.id)
+    else:
+        log.info("notification %s for %s: %s", notice.id, recipient or "(no user)", title)
+    if notice.posted:
+        log.info("notification %s was already posted to the webhook by an earlier try", notice.id)
+    elif _post_webhook(webhook_conn_id, title, body, context):
+        store.webhook_posted(dag_run.dag_id, sync_run_id(context))
+    return notice.id
 
 
-def _post_webhook(conn_id: str, title: str, body: dict[str, Any], context: Any) -> None:
-    """Send the notification through the http provider's notifier when a connection for it exists."""
-    from airflow.providers.http.notifications.http import HttpNotifier
+class WebhookPostError(Exception):
+    """Posting the notification failed. The message names the webhook with its secrets masked."""
+
+
+WEBHOOK_TIMEOUT_S = 10.0
+"""How long a webhook post may take: the bell entry is written already, so a slow chat service only delays
+the task, and a hung one must not hold it forever."""
+
+
+def _post_webhook(conn_id: str, title: str, body: dict[str, Any], context: Any) -> bool:
+    """POST the notification through the http provider's hook when a connection for it exists; True when
+    it was sent.
+
+    A webhook URL is a credential (Slack's ``/services/T/B/<secret>``, a token in the query, a password),
+    so its secret parts are registered with Airflow's secrets masker before the post, the post goes through
+    the hook's session directly (``HttpHook.run`` and ``HttpNotifier`` log the full URL when the connection
+    fails or at debug level), and the error raised when the post fails has them masked.
+    """
+    from airflow.providers.http.hooks.http import HttpHook
     from airflow.sdk import BaseHook
+    from airflow.sdk.log import mask_secret
 
     try:
-        BaseHook.get_connection(conn_id)
+        connection = BaseHook.get_connection(conn_id)
     except Exception:  # no webhook configured: the bell is enough
         log.info("no %r connection; notification not posted to a webhook", conn_id)
-        return
-    HttpNotifier(http_conn_id=conn_id, endpoint="", json={"title": title, **body}).notify(context)
+        return False
+    secrets = webhook_secrets(connection)
+    for secret in secrets:
+        mask_secret(secret)
+    hook = HttpHook(method="POST", http_conn_id=conn_id)
+    try:
+        session = hook.get_conn()
+        response = session.post(
+            hook.url_from_endpoint(""), json={"title": title, **body}, timeout=WEBHOOK_TIMEOUT_S
+        )
+        hook.check_response(response)
+    except Exception as exc:
+        failure = mask(f"{type(exc).__name__}: {exc}", secrets)
+    else:
+        log.info("notification posted to the %r webhook", conn_id)
+        return True
+    # raised outside the except block: the original exception, whose text carries the URL, is not chained
+    raise WebhookPostError(f"posting the notification to the {conn_id!r} webhook failed: {failure}")
+
+
+def webhook_secrets(connection: Any) -> list[str]:
+    """The parts of a webhook connection that are credentials, longest first: its password (also one
+    written into the host as ``user:password@``), every path segment and the whole path (Slack, Discord
+    and Teams put the token there), and the query's values."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    secrets = {connection.password or ""}
+    host = str(connection.host or "")
+    parts = urlsplit(host if "://" in host else f"//{host}")
+    secrets.add(parts.password or "")
+    if parts.path.strip("/"):
+        secrets.update({parts.path, f"{parts.path}?{parts.query}" if parts.query else ""})
+        secrets.update(segment for segment in parts.path.split("/") if len(segment) >= MIN_SECRET_LENGTH)
+    secrets.update(value for _, value in parse_qsl(parts.query))
+    secrets.update(str(connection.schema or "").strip("/").split("/"))  # a path given as the schema
+    secrets.discard("http")
+    secrets.discard("https")
+    return sorted((s for s in secrets if len(s) >= MIN_SECRET_LENGTH), key=len, reverse=True)
+
+
+MIN_SECRET_LENGTH = 4
+"""Shorter parts are not masked: masking "v1" or "api" would garble every message and hide nothing."""
+
+
+def mask(text: str, secrets: Sequence[str]) -> str:
+    """``text`` with every one of ``secrets`` replaced by ``***``."""
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text

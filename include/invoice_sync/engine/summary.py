@@ -16,6 +16,14 @@ from invoice_sync.store.repository import SyncStore
 
 SYNCED_STATES = (LedgerState.BOOKED, LedgerState.WRITTEN_BACK)
 
+LISTED_AT_MOST = 50
+"""Errors (and, apart, changed invoices) a notification names one by one; the rest are counted ("and K
+more"). A run that fails a whole backlog (a revoked token, thousands of invoices) must not write a bell
+entry or a webhook payload of megabytes: chat webhooks refuse large messages (Slack at 40,000 characters)
+and nobody reads past the first screen. The counts stay exact, and the Invoice sync page lists every one."""
+
+CAPPED_LISTS = ("errors", "changed_after_sync")
+
 
 @dataclass(frozen=True)
 class RunSummary:
@@ -94,7 +102,8 @@ def summarize(store: SyncStore, sync_run_id: str, integration_ids: list[int]) ->
 
 
 def notification(summary: RunSummary, *, dry_run: bool = False) -> tuple[str, dict[str, Any]]:
-    """Title and JSON body of the bell notification for a manual sync."""
+    """Title and JSON body of the bell notification for a manual sync, every error listed: the notify task
+    adds its own and then cuts the lists with :func:`capped`."""
     invoices, customers, failed = summary.invoices_synced, summary.customers_created, len(summary.errors)
     deferred = int(summary.table["deferred"].sum()) if not summary.table.empty else 0
     prefix = "Dry run: " if dry_run else ""
@@ -137,6 +146,23 @@ def notification(summary: RunSummary, *, dry_run: bool = False) -> tuple[str, di
         "integrations": summary.table.to_dict(orient="records") if not summary.table.empty else [],
     }
     return title, body
+
+
+def capped(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` with its lists of errors and changed invoices cut to :data:`LISTED_AT_MOST` entries each.
+
+    Each list keeps its exact length in ``<list>_count``; a cut one says how many it left out in
+    ``<list>_more`` ("and 450 more"). Applied once, to the finished body (the notify task adds errors of
+    its own to what :func:`notification` lists).
+    """
+    result = dict(body)
+    for key in CAPPED_LISTS:
+        items = list(body.get(key) or [])
+        result[key] = items[:LISTED_AT_MOST]
+        result[f"{key}_count"] = len(items)
+        if len(items) > LISTED_AT_MOST:
+            result[f"{key}_more"] = f"and {len(items) - LISTED_AT_MOST} more"
+    return result
 
 
 def _error_text(number: str | None, message: str | None) -> str:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from sqlalchemy import Engine, Table, Text, and_, bindparam, case, func, insert, or_, select, update
 from sqlalchemy import cast as sa_cast
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased, selectinload
 
 from invoice_sync.domain.models import (
@@ -583,8 +584,71 @@ class SyncStore:
                 session.add(row)
             row.run_type = run_type
             row.triggered_by = triggered_by
-            row.counts = counts
+            notice = (row.counts or {}).get(NOTICE_KEY)  # a summary run again keeps the run's notification
+            row.counts = {**counts, NOTICE_KEY: notice} if notice else counts
             row.finished_at = utcnow()
+
+    def notify_run(
+        self,
+        dag_id: str,
+        run_id: str,
+        *,
+        run_type: str,
+        started_at: datetime,
+        recipient: str | None,
+        title: str,
+        body: dict[str, Any],
+        integration_id: int | None,
+    ) -> RunNotice:
+        """The bell notification of one sync run, written at most once per run.
+
+        A retried notify task gets the first try's notification back instead of writing a second one, and
+        learns whether that try's webhook post went out (:meth:`webhook_posted` records it). The key is the
+        run's row in ``sync_runs`` (primary key: one per run), which records the notification under
+        ``counts["notification"]``, so no column is added. A no-op UPDATE locks that row first (PostgreSQL:
+        the row; SQLite: the database), so two tries of one run cannot both write. When the summary task
+        wrote no row (it failed), the row is created here, finished now.
+        """
+        now = utcnow()
+        try:
+            with Session(self.engine) as session, session.begin():
+                if session.get(RunRow, (dag_id, run_id)) is None:
+                    session.add(
+                        RunRow(
+                            dag_id=dag_id,
+                            run_id=run_id,
+                            run_type=run_type,
+                            triggered_by=recipient,
+                            counts={},
+                            started_at=started_at,
+                            finished_at=now,
+                        )
+                    )
+        except IntegrityError:  # another try of this run created it meanwhile
+            pass
+        with Session(self.engine) as session, session.begin():
+            key = and_(RunRow.dag_id == dag_id, RunRow.run_id == run_id)
+            session.execute(update(RunRow).where(key).values(run_id=RunRow.run_id))
+            run = session.scalars(select(RunRow).where(key).execution_options(populate_existing=True)).one()
+            notice = (run.counts or {}).get(NOTICE_KEY)
+            if notice:
+                return RunNotice(int(notice["id"]), created=False, posted=bool(notice.get("posted")))
+            row = NotificationRow(
+                integration_id=integration_id, recipient=recipient, created_at=now, title=title, body=body
+            )
+            session.add(row)
+            session.flush()
+            run.counts = {**(run.counts or {}), NOTICE_KEY: {"id": row.id, "posted": False}}
+            return RunNotice(row.id, created=True, posted=False)
+
+    def webhook_posted(self, dag_id: str, run_id: str) -> None:
+        """Record that the run's notification reached the webhook, so a retried notify task does not post
+        it again."""
+        with Session(self.engine) as session, session.begin():
+            run = session.get(RunRow, (dag_id, run_id), with_for_update=True)
+            if run is None or not (run.counts or {}).get(NOTICE_KEY):
+                return
+            run.counts = {**run.counts, NOTICE_KEY: {**run.counts[NOTICE_KEY], "posted": True}}
 
     def notify(
         self, *, recipient: str | None, title: str, body: dict[str, Any], integration_id: int | None
@@ -896,6 +960,21 @@ class UnsyncedInvoice:
     error_class: str | None
     error_message: str | None
     last_attempt_at: datetime | None
+
+
+NOTICE_KEY = "notification"
+"""Where a run's row in ``sync_runs`` records its bell notification: ``{"id": ..., "posted": bool}``."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunNotice:
+    """A run's bell notification as :meth:`SyncStore.notify_run` found or wrote it."""
+
+    id: int
+    created: bool
+    """Written by this call (False: an earlier try of the run wrote it)."""
+    posted: bool
+    """Its webhook post is recorded as sent."""
 
 
 @dataclass(frozen=True, slots=True)
