@@ -10,6 +10,8 @@ differently, and none should have to re-import anything to be heard.
                                     ``AIRFLOW__CORE__FERNET_KEY``; else tokens are stored as they are.
 ``INVOICE_SYNC_NIGHTLY_CRON``       when the nightly DAG runs (default 02:00) ...
 ``INVOICE_SYNC_TIMEZONE``           ... in which time zone (default Europe/Brussels).
+``INVOICE_SYNC_ALERT_CONN_ID``      the http connection a failed nightly task alerts the operators through
+                                    (default ``invoice_sync_alerts``; no such connection: no alerts).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ LEASE_ENV = "INVOICE_SYNC_LEASE_SECONDS"
 KEY_ENV_VARS = ("INVOICE_SYNC_FERNET_KEY", "AIRFLOW__CORE__FERNET_KEY")
 NIGHTLY_CRON_ENV = "INVOICE_SYNC_NIGHTLY_CRON"
 TIMEZONE_ENV = "INVOICE_SYNC_TIMEZONE"
+ALERT_CONN_ENV = "INVOICE_SYNC_ALERT_CONN_ID"
 
 
 def database_url() -> str:
@@ -59,3 +62,8 @@ def nightly_schedule() -> str:
 
 def timezone() -> str:
     return os.environ.get(TIMEZONE_ENV, "Europe/Brussels")
+
+
+def alert_conn_id() -> str:
+    """The http connection operators' alerts are posted to; see :mod:`invoice_sync.airflow.alerts`."""
+    return os.environ.get(ALERT_CONN_ENV) or "invoice_sync_alerts"

@@ -6,7 +6,8 @@ parsing fast and free of I/O.
 Task graph: ``extract_registered_invoices`` -> ``filter_syncable`` -> one TaskGroup per tool whose
 connector operator is mapped over that tool's integrations (one task instance per integration, in the
 tool's pool) -> ``write_back_registration_numbers`` -> ``summarize``; the manual DAG adds ``notify``, which
-runs whatever happened upstream.
+runs whatever happened upstream. A nightly task that fails alerts the operators
+(:mod:`invoice_sync.airflow.alerts`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, ExceptionRetryPolicy, Param, RetryAction, RetryRule, TaskGroup, TriggerRule, task
 
-from invoice_sync.airflow import tasks
+from invoice_sync.airflow import alerts, tasks
 from invoice_sync.airflow.operators import SyncIntegrationsOperator
 from invoice_sync.airflow.pools import pool_name
 from invoice_sync.connectors.registry import TOOLS
@@ -79,6 +80,9 @@ def build_sync_dag(
     schedule: str | None = None,
     timezone: str = "UTC",
 ) -> DAG:
+    default_args = DEFAULT_ARGS
+    if not manual:  # the nightly's failures alert the operators; a manual run's notify tells its bookkeeper
+        default_args = {**DEFAULT_ARGS, "on_failure_callback": alerts.alert_operators}
     params: dict[str, Param] = {}
     if manual:
         params = {
@@ -124,7 +128,7 @@ def build_sync_dag(
         start_date=pendulum.datetime(2026, 1, 1, tz=timezone),
         catchup=False,
         max_active_runs=1,
-        default_args=DEFAULT_ARGS,
+        default_args=default_args,
         params=params,
         tags=["invoice-sync", "manual" if manual else "nightly"],
         render_template_as_native_obj=True,
