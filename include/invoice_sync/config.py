@@ -12,6 +12,9 @@ differently, and none should have to re-import anything to be heard.
 ``INVOICE_SYNC_TIMEZONE``           ... in which time zone (default Europe/Brussels).
 ``INVOICE_SYNC_ALERT_CONN_ID``      the http connection a failed nightly task alerts the operators through
                                     (default ``invoice_sync_alerts``; no such connection: no alerts).
+``INVOICE_SYNC_PLAIN_HTTP_HOSTS``   comma-separated host names a connection may reach over plain http
+                                    besides this machine: a sandbox on a private network, such as compose's
+                                    ``sandbox`` service (default none: anything else must use https).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ KEY_ENV_VARS = ("INVOICE_SYNC_FERNET_KEY", "AIRFLOW__CORE__FERNET_KEY")
 NIGHTLY_CRON_ENV = "INVOICE_SYNC_NIGHTLY_CRON"
 TIMEZONE_ENV = "INVOICE_SYNC_TIMEZONE"
 ALERT_CONN_ENV = "INVOICE_SYNC_ALERT_CONN_ID"
+PLAIN_HTTP_HOSTS_ENV = "INVOICE_SYNC_PLAIN_HTTP_HOSTS"
 
 
 def database_url() -> str:
@@ -67,3 +71,10 @@ def timezone() -> str:
 def alert_conn_id() -> str:
     """The http connection operators' alerts are posted to; see :mod:`invoice_sync.airflow.alerts`."""
     return os.environ.get(ALERT_CONN_ENV) or "invoice_sync_alerts"
+
+
+def plain_http_hosts() -> frozenset[str]:
+    """``INVOICE_SYNC_PLAIN_HTTP_HOSTS``, lower-cased: the operator's explicit list of non-loopback hosts
+    credentials may reach over plain http (a sandbox service): the https rule has no exception in code."""
+    listed = os.environ.get(PLAIN_HTTP_HOSTS_ENV, "")
+    return frozenset(host.strip().lower().rstrip(".") for host in listed.split(",") if host.strip())

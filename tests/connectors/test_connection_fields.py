@@ -191,6 +191,20 @@ def test_https_or_this_machine_is_accepted(
     connector(tool, vault).check_connection()
 
 
+@pytest.mark.parametrize("tool", list(REQUIRED))
+def test_the_operators_plain_http_hosts_are_accepted_and_no_others(
+    tool: str, monkeypatch: pytest.MonkeyPatch, vault: Any
+) -> None:
+    """Compose's sandbox service (``http://sandbox:8765``) is on a private network, not loopback: it passes
+    only because the operator lists it in ``INVOICE_SYNC_PLAIN_HTTP_HOSTS``; a host not listed still fails."""
+    monkeypatch.setenv("INVOICE_SYNC_PLAIN_HTTP_HOSTS", "Sandbox., other-sandbox")
+    set_urls(monkeypatch, tool, "http://sandbox:8765")
+    connector(tool, vault).check_connection()
+    set_urls(monkeypatch, tool, "http://sandboxes.example.com")
+    with pytest.raises(ConfigError, match="is not on this machine and does not use https"):
+        connector(tool, vault).check_connection()
+
+
 def test_a_host_without_a_scheme_is_judged_by_the_connection_schema(
     monkeypatch: pytest.MonkeyPatch, vault: Any
 ) -> None:

@@ -329,6 +329,27 @@ def test_env_example_demo_connections_reach_the_sandbox_service(services: dict[s
     assert listed == demo_connections(f"http://sandbox:{port}")
 
 
+def test_the_demo_lines_let_its_connections_pass_the_https_rule(
+    monkeypatch: pytest.MonkeyPatch, common: dict[str, Any]
+) -> None:
+    """Compose's sandbox is reached over plain http on a private network: the demo block's
+    INVOICE_SYNC_PLAIN_HTTP_HOSTS line (passed on by x-airflow-common) lists every demo connection's host,
+    so uncommenting the demo lines is still all a demo needs (issue 14, item 8)."""
+    from invoice_sync.connectors.hooks import safe_to_reach
+    from invoice_sync_dev.sandbox.tools import demo_connections
+
+    assert "INVOICE_SYNC_PLAIN_HTTP_HOSTS" in common["environment"]
+    text = ENV_EXAMPLE.read_text()
+    lines = [line for line in text.splitlines() if "INVOICE_SYNC_PLAIN_HTTP_HOSTS=" in line]
+    assert len(lines) == 1 and lines[0].startswith("# "), lines
+    monkeypatch.setenv("INVOICE_SYNC_PLAIN_HTTP_HOSTS", lines[0].split("=", 1)[1])
+    for conn_id, connection in demo_connections("http://sandbox:8765").items():
+        for url in (connection["host"], connection["extra"].get("token_url")):
+            if url:
+                assert safe_to_reach(url), (conn_id, url)
+    assert not safe_to_reach("http://accounting.example.com")
+
+
 # -- deployment secrets and the published port (issue 14, item 5) ------------------------------------
 
 INVOICE_SYNC_CLI = Path(sys.executable).with_name("invoice-sync")

@@ -36,6 +36,7 @@ import tenacity
 from airflow.providers.http.hooks.http import HttpHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
+from invoice_sync.config import plain_http_hosts
 from invoice_sync.connectors.http import RateBudget, mask_tokens, request_never_sent
 from invoice_sync.domain.errors import (
     ConfigError,
@@ -419,13 +420,14 @@ def positive_extra(extra: Mapping[str, Any], key: str, default: float, *, where:
 
 def safe_to_reach(url: str) -> bool:
     """Whether credentials may go to ``url``: over https, or to this machine (127.0.0.0/8, ::1,
-    ``localhost``), where the sandbox answers over plain http. Anything else crosses a network in clear,
-    and a production connection never should (issue 14, item 8)."""
+    ``localhost``), where the sandbox answers over plain http, or to a host the operator listed in
+    ``INVOICE_SYNC_PLAIN_HTTP_HOSTS`` (compose's sandbox service). Anything else crosses a network in
+    clear, and a production connection never should (issue 14, item 8)."""
     parts = urlsplit(url)
     if parts.scheme.lower() == "https":
         return True
     hostname = (parts.hostname or "").rstrip(".")
-    if hostname == "localhost":
+    if hostname == "localhost" or hostname in plain_http_hosts():
         return True
     try:
         return ipaddress.ip_address(hostname).is_loopback
