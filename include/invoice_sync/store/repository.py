@@ -16,7 +16,20 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from sqlalchemy import Engine, Table, Text, and_, bindparam, case, func, insert, or_, select, update
+from sqlalchemy import (
+    Engine,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy import cast as sa_cast
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased, selectinload
@@ -67,6 +80,15 @@ DRAFT = str(InvoiceStatus.DRAFT)
 OFFERED = or_(InvoiceRow.status.is_(None), InvoiceRow.status != DRAFT)
 """Invoices the sync considers: every one that is not a draft. A status the domain does not know (or none)
 is among them so that it is refused, naming the value, instead of being passed over in silence."""
+CHANGED_SINCE_SYNC = and_(
+    InvoiceRow.registration_number.is_not(None),
+    InvoiceRow.synced_at.is_not(None),
+    InvoiceRow.updated_at > InvoiceRow.synced_at,
+)
+"""Synced, then edited in the app: reported as changed after sync, never pushed again."""
+CHANGED_AFTER_SYNC = "changed_after_sync"
+NEW = "new"
+"""The state of an unsynced invoice no run has tried yet (it has no ledger row)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,22 +125,33 @@ class SyncStore:
     # -- integrations -------------------------------------------------------------------------
 
     def integrations(
-        self, ids: Sequence[int] | None = None, *, auto_sync_only: bool = False
+        self,
+        ids: Sequence[int] | None = None,
+        *,
+        auto_sync_only: bool = False,
+        tool: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
     ) -> list[Integration]:
-        """The integrations (of ``ids``), each readable or carrying why not: one row's mistake is its own.
+        """The integrations (of ``ids``, of ``tool``), by id, each readable or carrying why not: one row's
+        mistake is its own. ``limit`` and ``offset`` give the Invoice sync page one page of them.
 
         The settings are read as text and parsed here, row by row: SQLite keeps a JSON column as text the
         app may fill with anything, and a value that is not JSON must not stop the listing of the others.
         """
         columns = [c for c in cast(Table, IntegrationRow.__table__).c if c.key != "settings"]
         settings_text = sa_cast(IntegrationRow.settings, Text).label("settings_text")
-        query = select(*columns, settings_text).order_by(IntegrationRow.id)
-        if ids is not None:
-            query = query.where(IntegrationRow.id.in_(list(ids)))
+        query = _integrations_where(select(*columns, settings_text), ids, tool)
         if auto_sync_only:
             query = query.where(IntegrationRow.auto_sync.is_(True))
+        query = query.order_by(IntegrationRow.id).offset(offset).limit(limit)
         with Session(self.engine) as session:
             return [_integration(row) for row in session.execute(query)]
+
+    def count_integrations(self, ids: Sequence[int] | None = None, *, tool: str | None = None) -> int:
+        """How many integrations :meth:`integrations` would list with the same filters."""
+        with Session(self.engine) as session:
+            return session.scalar(_integrations_where(select(func.count(IntegrationRow.id)), ids, tool)) or 0
 
     def integration(self, integration_id: int) -> Integration:
         found = self.integrations([integration_id])
@@ -515,12 +548,17 @@ class SyncStore:
                 counts["before_cutover"] = before
         return counts
 
-    def changed_after_sync(self, integration_id: int) -> list[dict[str, Any]]:
-        query = select(InvoiceRow.id, InvoiceRow.number, InvoiceRow.registration_number).where(
-            InvoiceRow.integration_id == integration_id,
-            InvoiceRow.registration_number.is_not(None),
-            InvoiceRow.synced_at.is_not(None),
-            InvoiceRow.updated_at > InvoiceRow.synced_at,
+    def changed_after_sync(
+        self, integration_id: int, *, limit: int | None = None, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        """Synced invoices edited in the app since, by id (``limit`` and ``offset``: one page of them; how
+        many in all: :meth:`state_counts`)."""
+        query = (
+            select(InvoiceRow.id, InvoiceRow.number, InvoiceRow.registration_number)
+            .where(InvoiceRow.integration_id == integration_id, CHANGED_SINCE_SYNC)
+            .order_by(InvoiceRow.id)
+            .offset(offset)
+            .limit(limit)
         )
         with Session(self.engine) as session:
             return [
@@ -668,13 +706,21 @@ class SyncStore:
     # -- the Invoice sync page (read-only) -----------------------------------------------------
 
     def unsynced_invoices(
-        self, integration_id: int, *, state: str | None = None, limit: int = 200
+        self,
+        integration_id: int,
+        *,
+        state: str | None = None,
+        other_than: str | None = None,
+        limit: int = 200,
+        offset: int = 0,
     ) -> list[UnsyncedInvoice]:
-        """Registered invoices of one integration without a registration number, each with its last
+        """Registered invoices of one integration without a registration number, by id, each with its last
         ledger outcome, for people to see why they are not synced yet.
 
-        ``state`` keeps one ledger state (``"new"``: never attempted). Served by the partial index over
-        unsynced rows, like :meth:`candidates`; ``limit`` keeps a large backlog from flooding the page.
+        ``state`` keeps one ledger state (``"new"``: never attempted), ``other_than`` leaves one out (the
+        never-attempted stay). Served by the partial index over unsynced rows, like :meth:`candidates`;
+        ``limit`` and ``offset`` give the page one page of a backlog of any size. How many there are in
+        all: :meth:`state_counts`.
         """
         query = (
             select(InvoiceRow, LedgerRow)
@@ -688,19 +734,32 @@ class SyncStore:
                 OFFERED,
             )
             .order_by(InvoiceRow.id)
+            .offset(offset)
             .limit(limit)
         )
-        if state == "new":
+        if state == NEW:
             query = query.where(LedgerRow.id.is_(None))
         elif state:
             query = query.where(LedgerRow.state == state)
+        if other_than:
+            query = query.where(or_(LedgerRow.id.is_(None), LedgerRow.state != other_than))
         with Session(self.engine) as session:
             return [_unsynced(invoice, ledger) for invoice, ledger in session.execute(query)]
 
-    def state_counts(self) -> dict[int, dict[str, int]]:
-        """Per integration: registered invoices synced and unsynced, drafts, and ledger rows per state.
+    def integration_tools(self) -> set[str]:
+        """The tools that have integrations (the page's tool filter offers only these)."""
+        query = select(IntegrationRow.tool).where(IntegrationRow.tool.is_not(None)).distinct()
+        with Session(self.engine) as session:
+            return set(session.scalars(query))
 
-        Two GROUP BYs instead of loading rows, so the counts at a glance stay cheap on a large history.
+    def state_counts(self, integration_ids: Sequence[int] | None = None) -> dict[int, dict[str, int]]:
+        """Per integration (of ``integration_ids``): registered invoices synced and unsynced, drafts,
+        invoices changed after sync, and the unsynced ones by ledger state (``"new"``: never attempted).
+
+        GROUP BYs instead of loading rows, so the counts stay cheap on a large history. The states are
+        counted over the very rows :meth:`unsynced_invoices` lists (not drafts, no registration number,
+        joined to their ledger row the same way), so the totals of the page's lists and its counts at a
+        glance are the same numbers.
         """
         synced = InvoiceRow.registration_number.is_not(None)
         # Grouped by the expression itself: a label named like a column (invoices.kind) would be read as
@@ -713,15 +772,34 @@ class SyncStore:
         invoices = select(InvoiceRow.integration_id, bucket, func.count()).group_by(
             InvoiceRow.integration_id, bucket
         )
-        ledger = select(LedgerRow.integration_id, LedgerRow.state, func.count()).group_by(
-            LedgerRow.integration_id, LedgerRow.state
+        state = func.coalesce(LedgerRow.state, NEW)
+        unsynced = (
+            select(InvoiceRow.integration_id, state, func.count())
+            .outerjoin(
+                LedgerRow,
+                and_(
+                    LedgerRow.invoice_id == InvoiceRow.id,
+                    LedgerRow.integration_id == InvoiceRow.integration_id,
+                ),
+            )
+            .where(InvoiceRow.registration_number.is_(None), OFFERED)
+            .group_by(InvoiceRow.integration_id, state)
         )
+        changed = (
+            select(InvoiceRow.integration_id, literal(CHANGED_AFTER_SYNC), func.count())
+            .where(CHANGED_SINCE_SYNC)
+            .group_by(InvoiceRow.integration_id)
+        )
+        if integration_ids is not None:
+            ids = list(integration_ids)
+            invoices = invoices.where(InvoiceRow.integration_id.in_(ids))
+            unsynced = unsynced.where(InvoiceRow.integration_id.in_(ids))
+            changed = changed.where(InvoiceRow.integration_id.in_(ids))
         counts: dict[int, dict[str, int]] = {}
         with Session(self.engine) as session:
-            for integration_id, name, count in session.execute(invoices):
-                counts.setdefault(integration_id, {})[name] = count
-            for integration_id, name, count in session.execute(ledger):
-                counts.setdefault(integration_id, {})[name] = count
+            for query in (invoices, unsynced, changed):
+                for integration_id, name, count in session.execute(query):
+                    counts.setdefault(integration_id, {})[name] = count
         return counts
 
     def latest_notification(self, integration_id: int | None = None) -> Notification | None:
@@ -741,6 +819,14 @@ class SyncStore:
                 title=row.title,
                 body=dict(row.body or {}),
             )
+
+
+def _integrations_where(query: Any, ids: Sequence[int] | None, tool: str | None) -> Any:
+    if ids is not None:
+        query = query.where(IntegrationRow.id.in_(list(ids)))
+    if tool:
+        query = query.where(IntegrationRow.tool == tool)
+    return query
 
 
 def _outcome_values(outcome: Outcome) -> dict[str, Any]:

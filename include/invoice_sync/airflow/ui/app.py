@@ -38,7 +38,7 @@ from invoice_sync.airflow.ui.forgery import (
     check_form_post,
     form_token,
 )
-from invoice_sync.airflow.ui.page import DEFAULT_LIMIT, STATE_LABELS, Filters, build_page
+from invoice_sync.airflow.ui.page import STATE_LABELS, Filters, build_page
 from invoice_sync.airflow.ui.template import page_template
 from invoice_sync.airflow.ui.trigger import (
     MANUAL_DAG_ID,
@@ -54,8 +54,6 @@ URL_PREFIX = "/invoice-sync"
 
 AIRFLOW_APP_KEY = "invoice_sync.airflow_app"
 """Scope key under which the mounted app keeps the Airflow app that routed the request to it."""
-
-FILTER_KEYS = ("integration", "tool", "state")
 
 
 class _MountedApp(FastAPI):
@@ -120,14 +118,14 @@ def create_app() -> FastAPI:
     def page(
         request: Request,
         user: GetUserDep,
-        integration: Annotated[str | None, Query()] = None,
-        tool: Annotated[str | None, Query()] = None,
-        state: Annotated[str | None, Query()] = None,
         started: Annotated[str | None, Query()] = None,
         paused: Annotated[str | None, Query()] = None,
         error: Annotated[str | None, Query()] = None,
     ) -> HTMLResponse:
-        filters = _filters(integration, tool, state)
+        try:  # the filters and pages (Filters.parse names each parameter) are read here, not by FastAPI
+            filters = Filters.parse(request.query_params)
+        except ValueError as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from None
         view = build_page(_store(), filters)
         flash_ok = None
         if started:
@@ -138,7 +136,7 @@ def create_app() -> FastAPI:
             page=view,
             user=user.get_name(),
             states=STATE_LABELS,
-            limit=DEFAULT_LIMIT,
+            default_filters=Filters(),
             flash_ok=flash_ok,
             flash_run_link=f"../dags/{MANUAL_DAG_ID}/runs/{started}" if started else None,
             flash_error=error,
@@ -201,20 +199,14 @@ def _token(request: Request, user: Any) -> str:
     return get_auth_manager().generate_jwt(user)
 
 
-def _filters(integration: str | None, tool: str | None, state: str | None) -> Filters:
-    try:
-        return Filters(
-            integration=int(integration) if integration else None,
-            tool=tool or None,
-            state=state or None,
-        )
-    except ValueError as exc:
-        raise HTTPException(status_code=400, detail=str(exc)) from exc
-
-
 def _back_query(back: str) -> dict[str, str]:
-    """The filters the person had, and nothing else: ``back`` comes from the form and is not trusted."""
-    return {key: value for key, value in parse_qsl(back) if key in FILTER_KEYS and value}
+    """The filters and pages the person had, and nothing else: ``back`` comes from the form and is not
+    trusted (a value the page would refuse brings them back to the page's defaults)."""
+    try:
+        filters = Filters.parse(dict(parse_qsl(back)))
+    except ValueError:
+        return {}
+    return dict(parse_qsl(filters.query()))
 
 
 def _store() -> SyncStore:

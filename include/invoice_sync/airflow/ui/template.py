@@ -3,7 +3,9 @@ package (the Docker image does) cannot leave the template behind.
 
 Accessibility: one ``h1``, a heading per integration, tables with captions and header scopes, labelled
 form controls, states written out in words (never colour alone), and buttons that name their integration.
-The page runs inside the Airflow UI's iframe, so links into Airflow open in the top window.
+Each pager is a ``nav`` named after its list and integration, its links marked ``rel="prev"`` and
+``rel="next"``. The page runs inside the Airflow UI's iframe, so links into Airflow open in the top window;
+its own links (the pagers) stay in the frame.
 """
 
 from __future__ import annotations
@@ -35,7 +37,10 @@ PAGE = """<!doctype html>
   .actions form { display: inline; }
   button { padding: .35rem .8rem; cursor: pointer; }
   form.filters label { margin-right: .4rem; }
-  form.filters select { margin-right: 1rem; }
+  form.filters select, form.filters input { margin-right: 1rem; }
+  form.filters input[type=number] { width: 7rem; }
+  nav.pager { margin: -.6rem 0 1rem; }
+  nav.pager a { margin-right: .8rem; }
 </style>
 </head>
 <body>
@@ -49,13 +54,19 @@ PAGE = """<!doctype html>
 
 <form class="filters" method="get" action="">
   <label for="f-integration">Integration</label>
+  {% if page.integration_choices is not none %}
   <select id="f-integration" name="integration">
     <option value="">All</option>
-    {% for i in page.all_integrations %}
+    {% for i in page.integration_choices %}
     <option value="{{ i.id }}" {% if page.filters.integration == i.id %}selected{% endif %}>
       {{ i.name }} ({{ i.tool }})</option>
     {% endfor %}
   </select>
+  {% else %}
+  <input id="f-integration" name="integration" type="number" min="0" inputmode="numeric"
+    placeholder="id (all: empty)"
+    value="{{ page.filters.integration if page.filters.integration is not none }}">
+  {% endif %}
   <label for="f-tool">Tool</label>
   <select id="f-tool" name="tool">
     <option value="">All</option>
@@ -70,6 +81,9 @@ PAGE = """<!doctype html>
     <option value="{{ key }}" {% if page.filters.state == key %}selected{% endif %}>{{ label }}</option>
     {% endfor %}
   </select>
+  {% for key in ("per_page", "rows") if page.filters[key] != default_filters[key] %}
+  <input type="hidden" name="{{ key }}" value="{{ page.filters[key] }}">
+  {% endfor %}
   <button type="submit">Apply</button>
 </form>
 
@@ -93,7 +107,38 @@ PAGE = """<!doctype html>
   {% endif %}
 </section>
 
-{% for v in page.integrations %}
+{% macro showing(pager) -%}
+  {%- if pager.total %} &mdash; showing {{ pager.first|thousands }}&ndash;{{ pager.last|thousands }}
+  of {{ pager.total|thousands }}{% endif -%}
+{%- endmacro %}
+
+{% macro list_pager(listing, name, key, label, i) -%}
+{%- set p = listing.pager -%}
+{%- if p.has_previous or p.has_next %}
+  <nav class="pager" data-list="{{ name }}" aria-label="Pages of {{ label }}: {{ i.name }}">
+    {% if p.has_previous -%}
+    <a rel="prev" href="{{ page.filters.link(integration=i.id, page=1, **{key: p.page - 1}) }}">Previous</a>
+    {%- endif %}
+    page {{ p.page|thousands }} of {{ p.pages|thousands }}
+    {% if p.has_next -%}
+    <a rel="next" href="{{ page.filters.link(integration=i.id, page=1, **{key: p.page + 1}) }}">Next</a>
+    {%- endif %}
+  </nav>
+{%- endif %}
+{%- endmacro %}
+
+{% set ip = page.integrations.pager %}
+{% if ip.total %}
+<nav class="pager" data-list="integrations" aria-label="Pages of integrations">
+  <p>Integrations {{ ip.first|thousands }}&ndash;{{ ip.last|thousands }} of {{ ip.total|thousands }}
+  {% if ip.has_previous -%}
+  <a rel="prev" href="{{ page.filters.link(page=ip.page - 1) }}">Previous</a>
+  {%- endif %}
+  {% if ip.has_next %}<a rel="next" href="{{ page.filters.link(page=ip.page + 1) }}">Next</a>{% endif %}</p>
+</nav>
+{% endif %}
+
+{% for v in page.integrations.rows %}
 {% set i = v.integration %}
 <section class="integration" aria-labelledby="int-{{ i.id }}">
   <h2 id="int-{{ i.id }}">{{ i.name }}
@@ -103,13 +148,13 @@ PAGE = """<!doctype html>
   <div class="flash error" role="alert">Cannot be synced: {{ i.unreadable }}</div>
   {%- endif %}
   <ul class="counts" aria-label="Counts for {{ i.name }}">
-    <li><strong>{{ v.counts.synced }}</strong> synced</li>
-    <li><strong>{{ v.counts.unsynced }}</strong> not synced</li>
-    <li><strong>{{ v.counts.failed }}</strong> failed</li>
-    <li><strong>{{ v.counts.deferred }}</strong> deferred</li>
-    <li><strong>{{ v.counts.unknown }}</strong> awaiting lookup</li>
-    <li><strong>{{ v.counts.changed_after_sync }}</strong> changed after sync</li>
-    <li><strong>{{ v.counts.drafts }}</strong> drafts (never synced)</li>
+    <li><strong>{{ v.counts.synced|thousands }}</strong> synced</li>
+    <li><strong>{{ v.counts.unsynced|thousands }}</strong> not synced</li>
+    <li><strong>{{ v.counts.failed|thousands }}</strong> failed</li>
+    <li><strong>{{ v.counts.deferred|thousands }}</strong> deferred</li>
+    <li><strong>{{ v.counts.unknown|thousands }}</strong> awaiting lookup</li>
+    <li><strong>{{ v.counts.changed_after_sync|thousands }}</strong> changed after sync</li>
+    <li><strong>{{ v.counts.drafts|thousands }}</strong> drafts (never synced)</li>
   </ul>
   <div class="actions">
     <form method="post" action="integrations/{{ i.id }}/sync">
@@ -125,10 +170,10 @@ PAGE = """<!doctype html>
     </form>
   </div>
 
-  {% if page.show.not_synced %}
-  <table>
-    <caption>Not synced{% if v.truncated %} (first {{ limit }} shown){% endif %}</caption>
-    {% if v.not_synced %}
+  {% if v.not_synced %}
+  <table data-list="not_synced">
+    <caption>Not synced{{ showing(v.not_synced.pager) }}</caption>
+    {% if v.not_synced.rows %}
     <thead><tr>
       <th scope="col">Invoice</th><th scope="col">Date</th><th scope="col">Total</th>
       <th scope="col">State</th>
@@ -136,7 +181,7 @@ PAGE = """<!doctype html>
       <th scope="col">Message</th><th scope="col">How to fix</th>
     </tr></thead>
     <tbody>
-    {% for r in v.not_synced %}
+    {% for r in v.not_synced.rows %}
     <tr>
       <th scope="row">{{ r.invoice.number or "(no number)" }}
         {%- if r.invoice.kind == "credit_note" %} <small>credit note</small>{% endif %}</th>
@@ -152,16 +197,18 @@ PAGE = """<!doctype html>
     </tbody>
     {% else %}<tbody><tr><td>None.</td></tr></tbody>{% endif %}
   </table>
+  {{ list_pager(v.not_synced, "not_synced", "not_synced_page", "not synced", i) }}
   {% endif %}
 
-  {% if page.show.deferred %}
-  <table>
-    <caption>Deferred to the next run (the tool's daily limit was reached)</caption>
-    {% if v.deferred %}
+  {% if v.deferred %}
+  <table data-list="deferred">
+    <caption>Deferred to the next run{{ showing(v.deferred.pager) }}
+      (the tool's daily limit was reached)</caption>
+    {% if v.deferred.rows %}
     <thead><tr><th scope="col">Invoice</th><th scope="col">Date</th>
       <th scope="col">Total</th><th scope="col">Deferred at</th></tr></thead>
     <tbody>
-    {% for r in v.deferred %}
+    {% for r in v.deferred.rows %}
     <tr><th scope="row">{{ r.invoice.number or "(no number)" }}</th><td>{{ r.invoice.invoice_date }}</td>
       <td>{{ r.invoice.currency }} {{ r.invoice.total_incl_vat }}</td>
       <td>{{ r.invoice.last_attempt_at.strftime("%Y-%m-%d %H:%M UTC")
@@ -170,21 +217,23 @@ PAGE = """<!doctype html>
     </tbody>
     {% else %}<tbody><tr><td>None.</td></tr></tbody>{% endif %}
   </table>
+  {{ list_pager(v.deferred, "deferred", "deferred_page", "deferred", i) }}
   {% endif %}
 
-  {% if page.show.changed %}
-  <table>
-    <caption>Changed after sync
+  {% if v.changed_after_sync %}
+  <table data-list="changed">
+    <caption>Changed after sync{{ showing(v.changed_after_sync.pager) }}
       (the change was not sent: correct it in the tool or issue a credit note)</caption>
-    {% if v.changed_after_sync %}
+    {% if v.changed_after_sync.rows %}
     <thead><tr><th scope="col">Invoice</th><th scope="col">Registration number</th></tr></thead>
     <tbody>
-    {% for c in v.changed_after_sync %}
+    {% for c in v.changed_after_sync.rows %}
     <tr><th scope="row">{{ c.number }}</th><td>{{ c.registration_number }}</td></tr>
     {% endfor %}
     </tbody>
     {% else %}<tbody><tr><td>None.</td></tr></tbody>{% endif %}
   </table>
+  {{ list_pager(v.changed_after_sync, "changed", "changed_page", "changed after sync", i) }}
   {% endif %}
 </section>
 {% else %}
@@ -194,5 +243,12 @@ PAGE = """<!doctype html>
 </html>
 """
 
+
+def _thousands(number: int) -> str:
+    """1234 as "1,234": totals of thousands are read at a glance."""
+    return f"{number:,}"
+
+
 _environment = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
+_environment.filters["thousands"] = _thousands
 page_template = _environment.from_string(PAGE)
