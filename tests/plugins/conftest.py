@@ -88,7 +88,7 @@ def _defer_one_and_change_one(store: SyncStore) -> tuple[str, str]:
     return str(pending[0].number), str(number)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def airflow_metadata() -> None:
     """Migrate the test metadata DB and serialize the DAGs, so the REST API can create dag runs."""
     for command in (["db", "migrate"], ["dags", "reserialize"]):

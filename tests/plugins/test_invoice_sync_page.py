@@ -107,7 +107,7 @@ def test_buttons_start_the_manual_dag_through_the_rest_api(
 ) -> None:
     response = api.client.post(
         f"/invoice-sync/integrations/1/{action}",
-        data={"back": "tool=exact_online&evil=1", TOKEN_FIELD: _form_token(api)},
+        data={"back": "tool=exact_online&evil=1&rows=10&not_synced_page=3", TOKEN_FIELD: _form_token(api)},
         headers={**api.admin, **SAME_ORIGIN},
         follow_redirects=False,
     )
@@ -116,6 +116,7 @@ def test_buttons_start_the_manual_dag_through_the_rest_api(
     query = parse_qs(location.query)
     assert "error" not in query, query
     assert query["tool"] == ["exact_online"] and "evil" not in query
+    assert query["rows"] == ["10"] and query["not_synced_page"] == ["3"]  # back on the same page
     run_id = query["started"][0]
 
     run = api.client.get(f"/api/v2/dags/invoice_sync_manual/dagRuns/{run_id}", headers=api.admin)

@@ -299,12 +299,12 @@ def test_filters_round_trip_through_their_query_string() -> None:
         {"integration": "7", "state": "rejected", "page": "3", "rows": "20", "deferred_page": "2", "x": "1"}
     )
     assert filters == Filters(integration=7, state="rejected", page=3, rows=20, deferred_page=2)
-    assert Filters.parse(dict(parse_qs_single(filters.query()))) == filters
+    assert Filters.parse(dict(_query_values(filters.query()))) == filters
     assert Filters.parse({"page": "", "rows": ""}) == Filters()
     assert Filters().query() == ""
 
 
-def parse_qs_single(query: str) -> dict[str, str]:
+def _query_values(query: str) -> dict[str, str]:
     return {key: values[-1] for key, values in parse_qs(query).items()}
 
 
@@ -357,7 +357,7 @@ def _href(html: str, rel: str) -> dict[str, str] | None:
     found = re.search(rf'<a rel="{rel}" href="([^"]*)"', html)
     if found is None:
         return None
-    return parse_qs_single(urlsplit(unescape(found.group(1))).query)
+    return _query_values(urlsplit(unescape(found.group(1))).query)
 
 
 def _text(html: str) -> str:
