@@ -144,6 +144,7 @@ def make_settings(**overrides: Any) -> IntegrationSettings:
         "default_gl_account": None,
         "payment_condition": "30",
         "division": 123456,
+        "demo": True,  # they book into the sandbox
     }
     data.update(overrides)
     return IntegrationSettings.from_json(data)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
@@ -18,10 +19,12 @@ from typing import Any
 
 import pytest
 import requests
+import uvicorn
 
 from invoice_sync.connectors.exact_online.connector import ExactOnlineConnector
 from invoice_sync.connectors.exact_online.hook import ExactOnlineHook
 from invoice_sync.connectors.exact_online.settings import ExactOnlineSettings
+from invoice_sync.connectors.hooks import SANDBOX_HEADER
 from invoice_sync.connectors.registry import connector_for
 from invoice_sync.domain.errors import (
     AuthError,
@@ -38,7 +41,7 @@ from invoice_sync_dev.sandbox.exact_fixtures import (
     DIVISION_BE,
     GL_ACCOUNTS_123456,
 )
-from invoice_sync_dev.sandbox.server import start_in_thread
+from invoice_sync_dev.sandbox.server import build_simulators, create_root_app, start_in_thread
 
 CONN_ID = "exact_test"
 CLIENT_TIMEOUT_S = 1.0
@@ -510,3 +513,72 @@ def test_hook_keeps_secrets_out_of_headers_and_does_no_io_when_built(monkeypatch
     assert session.headers["Accept"] == "application/json"
     assert hook.timeout_s == CLIENT_TIMEOUT_S
     assert BOOTSTRAP_REFRESH_TOKEN not in repr(vars(hook))
+
+
+# -- the sandbox or the real tool (issue 14, item 8) -------------------------------------------------------
+
+
+class _Unmarked:
+    """The sandbox with its mark removed: a stand-in for the real Exact, which answers the same calls the
+    same way but never says it is a sandbox."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def unmarked(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                mark = SANDBOX_HEADER.lower().encode()
+                message = {**message, "headers": [h for h in message["headers"] if h[0].lower() != mark]}
+            await send(message)
+
+        await self.app(scope, receive, unmarked)
+
+
+@pytest.fixture
+def real_looking_exact(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    simulators = build_simulators()
+    config = uvicorn.Config(
+        _Unmarked(create_root_app(simulators=simulators)), host="127.0.0.1", port=0, log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the stand-in did not start"
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    set_connection(monkeypatch, f"http://127.0.0.1:{port}/exact")
+    try:
+        yield simulators.exact
+    finally:
+        server.should_exit = True
+        thread.join(timeout=5)
+
+
+def test_a_demo_integration_books_nothing_into_a_tool_that_is_not_the_sandbox(
+    real_looking_exact, connect, builders, settings, vault
+):
+    """A demo integration whose connection reaches the real tool would book the demo's invoices for real.
+    Its first call after the token refresh is refused, before any customer or invoice is sent; the
+    refreshed tokens are kept (the tool has spent the old refresh token, so losing the new one would cost a
+    new consent)."""
+    assert settings.demo  # the builders' settings are the sandbox's, marked as a demo
+    connector = connect()
+
+    with pytest.raises(ConfigError, match=r"answered as the real Exact.*marked as a demo: nothing is booked"):
+        book(connector, builders, builders.invoice(invoice_id=1, number="2026/0001"))
+
+    assert real_looking_exact.entries() == [] and real_looking_exact.accounts() == []
+    assert vault.load(CONN_ID) is not None  # the refreshed tokens were kept
+
+
+def test_a_production_integration_books_nothing_into_the_sandbox(exact, connect, builders, settings):
+    connector = connect(integration_settings=replace(settings, demo=False))
+    books_before = (len(exact.exact.entries()), len(exact.exact.accounts()))
+
+    with pytest.raises(ConfigError, match=r"answered from invoice-sync's sandbox .* not marked as a demo"):
+        book(connector, builders, builders.invoice(invoice_id=1, number="2026/0001"))
+
+    assert (len(exact.exact.entries()), len(exact.exact.accounts())) == books_before

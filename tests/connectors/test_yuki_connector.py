@@ -52,6 +52,7 @@ def yuki_settings(**overrides: Any) -> IntegrationSettings:
         "gl_accounts": {"7000": "7000", "7010": "7010"},
         "default_gl_account": "7000",
         "administration_id": ADMINISTRATION_ID,
+        "demo": True,  # it books into the sandbox
     }
     data.update(overrides)
     return IntegrationSettings.from_json(data)

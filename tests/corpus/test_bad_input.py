@@ -417,6 +417,8 @@ class Corpus:
                 {"id": integration_id, "name": name, "tool": self.tool, "conn_id": self.conn_id,
                  "auto_sync": True, "sync_from": date(2026, 1, 1), "settings": settings, "updated_at": NOW}
             )  # fmt: skip
+            if isinstance(settings, dict):  # the readable ones book into the sandbox: demo integrations
+                settings = {"demo": True, **settings}
         postgres = self.store.engine.dialect.name == "postgresql"
         for customer_id, values in CUSTOMERS.items():
             if postgres and "\x00" in values["name"]:
@@ -729,7 +731,7 @@ def test_rows_the_domain_cannot_read_are_refused_alone_naming_table_column_and_v
 
     from invoice_sync.airflow import tasks
     from invoice_sync.airflow.operators import SyncIntegrationsOperator
-    from invoice_sync.airflow.ui.page import DEFAULT_LIMIT, STATE_LABELS, Filters, build_page
+    from invoice_sync.airflow.ui.page import STATE_LABELS, Filters, build_page
     from invoice_sync.airflow.ui.template import page_template
 
     postgres = store.engine.dialect.name == "postgresql"
@@ -800,10 +802,12 @@ def test_rows_the_domain_cannot_read_are_refused_alone_naming_table_column_and_v
 
     page = build_page(store, Filters())
     shown = {
-        row.invoice.number: row.invoice.error_message for view in page.integrations for row in view.not_synced
+        row.invoice.number: row.invoice.error_message
+        for view in page.integrations.rows
+        for row in (view.not_synced.rows if view.not_synced else [])
     }
     assert all(shown.get(number) == message for number, message in messages.items())
-    html = page_template.render(page=page, user="ops", states=STATE_LABELS, limit=DEFAULT_LIMIT)
+    html = page_template.render(page=page, user="ops", states=STATE_LABELS, default_filters=Filters())
     unreadable = [*UNREADABLE_SETTINGS, *([] if postgres else [NOT_JSON])]
     for integration_id in unreadable:  # each integration says why, above its invoices
         assert f"Cannot be synced: integrations.settings of integration #{integration_id}" in html

@@ -94,6 +94,8 @@ def test_settings_map_tax_rate_codes_and_a_discount_account():
         ({"vat_codes": {"21": None}}, "vat_codes['21'] is None; map it to one of the tool's codes"),
         ({"tax_rates": {"exempt": {"code": 1}}}, "tax_rates['exempt'] is {'code': 1}; it must be a code"),
         ({"journal": ["70"]}, "journal is ['70']; it must be a code (text)"),
+        ({"demo": "yes"}, "demo is 'yes'; it must be true or false"),
+        ({"demo": 1}, "demo is 1; it must be true or false"),
     ],
 )
 def test_settings_that_cannot_be_read_name_the_key_and_the_value(data, message):

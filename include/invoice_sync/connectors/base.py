@@ -88,6 +88,7 @@ class HookConnector(Generic[HookT, PayloadT, AnswerT]):
         self.integration = integration
         self.settings = integration.settings
         self.hook = hook
+        hook.expects_sandbox = integration.settings.demo
 
     @property
     def request_timeout_s(self) -> float:

@@ -53,6 +53,9 @@ SECRET_EXTRA_KEYS = ("refresh_token", "client_secret", "access_token", "access_k
 """Extra keys that hold secrets: ``HttpHook`` would send every extra key as a header."""
 SETTING_EXTRA_KEYS = ("timeout", "token_url")
 """Extra keys that configure the client (numbers are never taken for headers anyway)."""
+SANDBOX_HEADER = "Invoice-Sync-Sandbox"
+"""The response header every answer of invoice-sync's sandbox carries (its value: the simulated tool). No
+real accounting API sends it, so an answer, and every number in it, is recognisably the sandbox's."""
 CONNECTIONS_PAGE = "Admin > Connections"
 """Where people fill connections in (Airflow's UI); named in every message about a missing field."""
 
@@ -157,6 +160,10 @@ class AccountingHook(HttpHook):
         self._backoff_s = backoff_s
         self.timeout_s = self.default_timeout_s
         """HTTP timeout of every call; the connection's ``timeout`` extra overrides it."""
+        self.expects_sandbox: bool | None = None
+        """Whether the integration this hook books for is a demo (True: every answer must come from the
+        sandbox) or not (False: none may); None checks nothing (a connection test, a tool-less script).
+        Set by the connector from the integration's ``demo`` setting."""
 
     def keep_alive_while_waiting(self, renew: Callable[[], None], every_s: float) -> None:
         """Have every wait of this hook call ``renew`` at least every ``every_s`` seconds and once at its end.
@@ -307,11 +314,16 @@ class AccountingHook(HttpHook):
         )
         return retrying(call)
 
-    def _transmit(self, method: str, url: str, *, safe: bool, **kwargs: Any) -> requests.Response:
+    def _transmit(
+        self, method: str, url: str, *, safe: bool, issues_tokens: bool = False, **kwargs: Any
+    ) -> requests.Response:
         """Send one request; a network failure becomes a typed error by whether it may have acted.
 
         :param safe: whether repeating the request is harmless (reads, token refreshes), so a lost
             answer is merely transient.
+        :param issues_tokens: the request redeems a rotating refresh token. Its answer is kept whoever
+            gave it (see :meth:`_check_origin`): the old token is spent, and throwing the new one away
+            would cost a person a new consent. The next call, which books nothing yet, is refused instead.
         """
         try:
             response = self.session.request(method, url, timeout=self.timeout_s, **kwargs)
@@ -322,7 +334,34 @@ class AccountingHook(HttpHook):
             if safe or request_never_sent(exc):
                 raise TransientError(detail) from exc
             raise self._unknown(detail) from exc
+        if not issues_tokens:
+            self._check_origin(response, url)
         return response
+
+    def _check_origin(self, response: requests.Response, url: str) -> None:
+        """Refuse an answer from the wrong world: the sandbox answering a production integration (its
+        numbers would be written back as if the tool had booked them) or a real tool answering a demo one
+        (the demo would book for real). Checked on every answer but a token refresh's (see
+        :meth:`_transmit`), so the first call after the tokens, a session request or a customer lookup,
+        already stops the integration with nothing booked."""
+        if self.expects_sandbox is None:
+            return
+        simulated = response.headers.get(SANDBOX_HEADER)
+        if simulated is not None and not self.expects_sandbox:
+            raise ConfigError(
+                f"{self.context}: {url_path(url)} answered from invoice-sync's sandbox ({simulated}), "
+                f"not from {self.tool_name}, and this integration is not marked as a demo: "
+                "nothing is booked and no sandbox number is written back. Point the connection "
+                f"{self.conn_id!r} at {self.tool_name}'s own API, or, for a demo integration, set "
+                '"demo": true in its settings'
+            )
+        if simulated is None and self.expects_sandbox:
+            raise ConfigError(
+                f"{self.context}: {url_path(url)} answered as the real {self.tool_name}, not as "
+                "invoice-sync's sandbox, and this integration is marked as a demo: nothing is booked. "
+                f'Point the connection {self.conn_id!r} at the sandbox, or remove "demo": true from the '
+                "integration's settings to book for real"
+            )
 
     def _unknown(self, detail: str) -> OutcomeUnknownError:
         return OutcomeUnknownError(

@@ -139,7 +139,13 @@ class OAuthRestHook(AccountingHook):
         url = str(connection.extra_dejson.get("token_url") or self.token_url)
         credentials = (connection.login or "", connection.password or "")
         return self._transmit(
-            "POST", url, safe=True, data=dict(form), auth=credentials, headers={"Accept": "application/json"}
+            "POST",
+            url,
+            safe=True,
+            issues_tokens=True,
+            data=dict(form),
+            auth=credentials,
+            headers={"Accept": "application/json"},
         )
 
     def _try_api(self) -> str:

@@ -111,6 +111,9 @@ class IntegrationSettings:
     default_gl_account: str | None = None
     discount_gl_account: str | None = None
     payment_condition: str | None = None
+    demo: bool = False
+    """A demo integration books into invoice-sync's sandbox and only there; any other books only into the
+    real tool (the hooks check every answer's origin)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Every other key of the settings, unread here: each tool's typed settings read their own fields from
     it (``invoice_sync.connectors.<tool>.settings``), so a tool's field is checked by the tool that knows
@@ -142,6 +145,11 @@ class IntegrationSettings:
         for key in ("vat_codes", "tax_rates", "gl_accounts"):
             if key in data:
                 kwargs[key] = _code_map(key, data.pop(key))
+        if "demo" in data:
+            demo = data.pop("demo")
+            if not isinstance(demo, bool):
+                raise SettingsError(f"demo is {shown(demo)}; it must be true or false")
+            kwargs["demo"] = demo
         if "vat_codes" in kwargs:
             kwargs["vat_codes"] = {_rate_key_of(k): v for k, v in kwargs["vat_codes"].items()}
         return cls(**kwargs, extra=data)

@@ -175,7 +175,8 @@ def seed_tenants(
                         "conn_id": tenant.conn_id or template.conn_id,
                         "auto_sync": True,
                         "sync_from": None,
-                        "settings": {**template.settings, **tenant.settings},
+                        # Its tenants book into the sandbox, which a connector allows only a demo.
+                        "settings": {**template.settings, "demo": True, **tenant.settings},
                         "updated_at": SEEDED_AT,
                     }
                 ],

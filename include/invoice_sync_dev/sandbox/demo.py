@@ -624,7 +624,8 @@ class _Builder:
                     "conn_id": integration.conn_id,
                     "auto_sync": integration.auto_sync,
                     "sync_from": integration.sync_from,
-                    "settings": integration.settings,
+                    # Marked as a demo: its connector then takes the sandbox's answers, and only those.
+                    "settings": {**integration.settings, "demo": True},
                     "updated_at": SEEDED_AT,
                 }
             )

@@ -28,8 +28,18 @@ from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, cast
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from invoice_sync.connectors.hooks import SANDBOX_HEADER
 from invoice_sync_dev.sandbox.clock import SandboxClock
-from invoice_sync_dev.sandbox.faults import CannedResponse, FaultInjector, FaultMiddleware, Scope
+from invoice_sync_dev.sandbox.faults import (
+    ASGIApp,
+    CannedResponse,
+    FaultInjector,
+    FaultMiddleware,
+    Message,
+    Receive,
+    Scope,
+    Send,
+)
 from invoice_sync_dev.sandbox.stats import CallStats, CallStatsMiddleware
 
 if TYPE_CHECKING:
@@ -295,7 +305,7 @@ def add_control_routes(app: FastAPI, simulator: Simulator[Any, Any]) -> None:
 
 
 def add_middleware(app: FastAPI, simulator: Simulator[Any, Any], *, operation_key: str | None = None) -> None:
-    """Wrap a tool's app in call statistics (inner) and fault injection (outer).
+    """Wrap a tool's app in call statistics (inner), fault injection, and the sandbox mark (outermost).
 
     Faults sit outside: a request a fault answers without processing never reached the tool, so it is not
     counted as a call the tool served. The control API is exempt from both. ``operation_key``: see
@@ -308,6 +318,29 @@ def add_middleware(app: FastAPI, simulator: Simulator[Any, Any], *, operation_ke
         operation_key=operation_key,
     )
     app.add_middleware(FaultMiddleware, injector=simulator.faults)
+    app.add_middleware(SandboxMarkMiddleware, simulated=app.title)
+
+
+class SandboxMarkMiddleware:
+    """Marks every answer, faults' canned ones included, with :data:`SANDBOX_HEADER`: a connector then
+    recognises the sandbox's answers and numbers, and refuses them for an integration that is not a demo
+    (and a real tool's for one that is)."""
+
+    def __init__(self, app: ASGIApp, simulated: str) -> None:
+        self.app = app
+        self.mark = (SANDBOX_HEADER.lower().encode(), simulated.encode())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def marked(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), self.mark]}
+            await send(message)
+
+        await self.app(scope, receive, marked)
 
 
 def add_books_routes(app: FastAPI, sandbox: Any, *, tenant_param: str = "tenant") -> None:

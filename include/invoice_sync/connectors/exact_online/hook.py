@@ -118,7 +118,9 @@ class ExactOnlineHook(OAuthRestHook):
     def _token_response(self, connection: Any, form: Mapping[str, str]) -> requests.Response:
         """Exact takes the client credentials in the form, on the API's own host."""
         credentials = {"client_id": connection.login or "", "client_secret": connection.password or ""}
-        return self._transmit("POST", self._url(self.token_url), safe=True, data={**form, **credentials})
+        return self._transmit(
+            "POST", self._url(self.token_url), safe=True, issues_tokens=True, data={**form, **credentials}
+        )
 
     # -- public calls ---------------------------------------------------------------------------
 

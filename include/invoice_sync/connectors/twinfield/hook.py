@@ -359,7 +359,9 @@ class TwinfieldHook(SoapHook):
 
         def call() -> dict[str, Any]:
             # Not counted in the credits, so the budget is not asked.
-            response = self._transmit("POST", url, safe=True, data=form, auth=(client_id, client_secret))
+            response = self._transmit(
+                "POST", url, safe=True, issues_tokens=True, data=form, auth=(client_id, client_secret)
+            )
             if response.status_code >= 500:
                 raise TransientError(f"{self.context}: token refresh failed: {plain_text(response)}")
             if not response.ok:
