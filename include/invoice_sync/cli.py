@@ -3,6 +3,7 @@
 invoice-sync db upgrade                 create/migrate the invoicing database's tables
 invoice-sync status                     what is synced, per integration, and the last run's summary
 invoice-sync secrets check              refuse placeholder or short deployment secrets (airflow-init)
+invoice-sync tokens rotate              reseal every stored OAuth token under the newest Fernet key
 
 The demo seeder, the simulators, chaos and bench are development tools: ``invoice-sync-dev`` (package
 ``invoice_sync_dev``), installed by ``make run``, ``make ui`` and ``make test``, never by the image.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 
 
@@ -32,6 +34,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "check", help="exit non-zero when a secret of .env is missing, a placeholder or too short"
     )
 
+    tokens = commands.add_parser("tokens", help="the OAuth tokens kept in sync_tokens").add_subparsers(
+        dest="action", required=True
+    )
+    tokens.add_parser(
+        "rotate",
+        help="reseal every stored token under the newest key of Airflow's [core] fernet_key (new,old)",
+    )
+
     args = parser.parse_args(argv)
     if args.command == "secrets":
         from invoice_sync.deployment_secrets import check
@@ -41,6 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _db_upgrade()
     if args.command == "status":
         return _status(as_json=args.json)
+    if args.command == "tokens":
+        return _tokens_rotate()
     return 2
 
 
@@ -51,6 +63,26 @@ def _db_upgrade() -> int:
     prepare(make_engine())
     print("invoicing database is up to date")
     return 0
+
+
+def _tokens_rotate() -> int:
+    """After Airflow's fernet_key became ``new,old`` (and ``airflow rotate-fernet-key`` resealed Airflow's
+    own secrets): reseal the tokens too, so ``old`` can go. 1 when a connection's tokens open under no
+    configured key (named on stderr; the others are resealed all the same) or no key is set."""
+    from invoice_sync.airflow.runtime import token_keys
+    from invoice_sync.domain.errors import ConfigError
+    from invoice_sync.store.db import make_engine
+    from invoice_sync.store.tokens import SqlTokenVault
+
+    try:
+        rotation = SqlTokenVault(make_engine(), keys=token_keys()).rotate()
+    except ConfigError as exc:
+        print(f"invoice-sync tokens rotate: {exc.message}", file=sys.stderr)
+        return 1
+    print(f"resealed the stored tokens of {rotation.resealed} connection(s) under the newest key")
+    for message in rotation.unopenable.values():
+        print(f"invoice-sync tokens rotate: left as they are: {message}", file=sys.stderr)
+    return 1 if rotation.unopenable else 0
 
 
 def _status(*, as_json: bool) -> int:

@@ -6,8 +6,6 @@ differently, and none should have to re-import anything to be heard.
 ``INVOICE_SYNC_DB_URL``             the invoicing database (PostgreSQL in production); default a SQLite file
                                     in the project's ``var/``, so ``make run`` needs nothing installed.
 ``INVOICE_SYNC_LEASE_SECONDS``      how long a task's claim on an integration lasts unless renewed.
-``INVOICE_SYNC_FERNET_KEY``         the key sealing stored OAuth tokens; else Airflow's
-                                    ``AIRFLOW__CORE__FERNET_KEY``; else tokens are stored as they are.
 ``INVOICE_SYNC_NIGHTLY_CRON``       when the nightly DAG runs (default 02:00) ...
 ``INVOICE_SYNC_TIMEZONE``           ... in which time zone (default Europe/Brussels).
 ``INVOICE_SYNC_ALERT_CONN_ID``      the http connection a failed nightly task alerts the operators through
@@ -15,6 +13,9 @@ differently, and none should have to re-import anything to be heard.
 ``INVOICE_SYNC_PLAIN_HTTP_HOSTS``   comma-separated host names a connection may reach over plain http
                                     besides this machine: a sandbox on a private network, such as compose's
                                     ``sandbox`` service (default none: anything else must use https).
+
+The key sealing stored OAuth tokens is not ours: it is Airflow's ``[core] fernet_key``, read through
+Airflow's configuration (:func:`invoice_sync.airflow.runtime.token_keys`), so there is one key to keep.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ DEFAULT_SQLITE_PATH = PROJECT_ROOT / "var" / "invoicing.db"
 
 DB_URL_ENV = "INVOICE_SYNC_DB_URL"
 LEASE_ENV = "INVOICE_SYNC_LEASE_SECONDS"
-KEY_ENV_VARS = ("INVOICE_SYNC_FERNET_KEY", "AIRFLOW__CORE__FERNET_KEY")
 NIGHTLY_CRON_ENV = "INVOICE_SYNC_NIGHTLY_CRON"
 TIMEZONE_ENV = "INVOICE_SYNC_TIMEZONE"
 ALERT_CONN_ENV = "INVOICE_SYNC_ALERT_CONN_ID"
@@ -53,11 +53,6 @@ def lease_length(default: timedelta) -> timedelta:
     if seconds <= 0:
         raise ValueError(f"{LEASE_ENV} must be a positive number of seconds, not {value!r}")
     return timedelta(seconds=seconds)
-
-
-def token_key() -> str | None:
-    """The Fernet key that seals stored tokens, or ``None`` when none is configured."""
-    return next((os.environ[name] for name in KEY_ENV_VARS if os.environ.get(name)), None)
 
 
 def nightly_schedule() -> str:

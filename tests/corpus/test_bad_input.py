@@ -24,6 +24,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet
 from sqlalchemy import insert, select, text, update
 from sqlalchemy.orm import Session
 
@@ -51,6 +52,9 @@ NOW = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
 CENT = Decimal("0.01")
 GL = fx.GL_ACCOUNTS_123456
 RUN_ID = "corpus-run"
+TOKEN_KEY = Fernet.generate_key().decode()
+"""The corpus fills a database of its own, not the demo's: its tokens are stored under a key, as anywhere
+but in the demo (the operator's task reads it from Airflow's AIRFLOW__CORE__FERNET_KEY)."""
 
 # -- integrations: one for most kinds; three whose settings are the broken part -------------------------
 
@@ -518,7 +522,7 @@ def run_corpus(store: SyncStore, sandbox: Any, monkeypatch: pytest.MonkeyPatch, 
         integration = store.integration(integration_id)
         sync = IntegrationSync(
             store,
-            connector_for(integration, SqlTokenVault(store.engine)),
+            connector_for(integration, SqlTokenVault(store.engine, keys=(TOKEN_KEY,))),
             integration,
             run_id=RUN_ID,
             holder=f"{RUN_ID}/{integration_id}",
@@ -614,7 +618,7 @@ def test_batching_tools_refuse_the_same_bad_input_and_book_the_rest_of_the_batch
     integration = store.integration(MAIN)
     report = IntegrationSync(
         store,
-        connector_for(integration, SqlTokenVault(store.engine)),
+        connector_for(integration, SqlTokenVault(store.engine, keys=(TOKEN_KEY,))),
         integration,
         run_id=RUN_ID,
         holder=f"{RUN_ID}/{tool}",
@@ -758,6 +762,7 @@ def test_rows_the_domain_cannot_read_are_refused_alone_naming_table_column_and_v
             )
     monkeypatch.setenv("AIRFLOW_CONN_EXACT_DEMO", json.dumps(exact_online_connection(sandbox.url)))
     monkeypatch.setenv("INVOICE_SYNC_DB_URL", store.engine.url.render_as_string(hide_password=False))
+    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", TOKEN_KEY)
     context = {
         "dag_run": SimpleNamespace(dag_id="invoice_sync_manual", run_id="manual__unreadable"),
         "ti": SimpleNamespace(task_id="sync_exact_online", map_index=0, try_number=1),

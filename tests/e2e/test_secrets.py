@@ -49,13 +49,13 @@ def test_no_secret_in_logs_xcom_tables_or_notifications(sqlite_demo: Any, webhoo
     )
 
     key = Fernet.generate_key().decode()
-    demo.extra_env["INVOICE_SYNC_FERNET_KEY"] = key  # tokens at rest are encrypted too
+    demo.extra_env["AIRFLOW__CORE__FERNET_KEY"] = key  # Airflow's key seals the tokens at rest too
 
     output = demo.run("invoice_sync_nightly") + demo.run("invoice_sync_manual", {"integrations": [3]})
 
     with Session(demo.store.engine) as session:
         conn_ids = session.scalars(select(TokenRow.conn_id)).all()
-    tokens = [SqlTokenVault(demo.store.engine, key=key).load(conn_id) for conn_id in conn_ids]
+    tokens = [SqlTokenVault(demo.store.engine, keys=(key,)).load(conn_id) for conn_id in conn_ids]
     assert tokens and all(t is not None for t in tokens)
     secrets = {exact_fixtures.CLIENT_SECRET, refresh_token, WEBHOOK_PASSWORD}
     secrets |= {yuki_fixtures.ACCESS_KEY, twinfield_fixtures.CLIENT_SECRET}

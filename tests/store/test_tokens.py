@@ -1,4 +1,6 @@
-"""The token vault: rotating refresh tokens are spent exactly once, however many workers need a token."""
+"""The token vault: rotating refresh tokens are spent exactly once, however many workers need a token;
+tokens at rest are sealed under the newest of the given keys, opened under any, and resealed by ``rotate``;
+without a key they are stored in clear only in a demo database."""
 
 from __future__ import annotations
 
@@ -13,13 +15,16 @@ from cryptography.fernet import Fernet
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from invoice_sync.deployment_secrets import FERNET_KEY_COMMAND
 from invoice_sync.domain.errors import ConfigError
 from invoice_sync.domain.ports import TokenSet
 from invoice_sync.store.db import make_engine
 from invoice_sync.store.models import TokenRow
-from invoice_sync.store.tokens import SqlTokenVault
+from invoice_sync.store.tokens import Rotation, SqlTokenVault
 
 CONN = "exact_demo"
+KEYS = (Fernet.generate_key().decode(),)
+"""The tests' databases are no demo's: tokens are only stored there under a key."""
 
 
 class SingleUseRefresher:
@@ -50,7 +55,7 @@ def expired(generation: int = 0) -> TokenSet:
 
 
 def test_load_and_refresh(store):
-    vault = SqlTokenVault(store.engine)
+    vault = SqlTokenVault(store.engine, keys=KEYS)
     assert vault.load(CONN) is None
     refresher = SingleUseRefresher()
 
@@ -70,7 +75,7 @@ def test_load_and_refresh(store):
 
 
 def test_a_failing_refresher_keeps_the_stored_tokens(store):
-    vault = SqlTokenVault(store.engine)
+    vault = SqlTokenVault(store.engine, keys=KEYS)
     _store_tokens(store.engine, expired(4))
 
     def dead(_current: TokenSet | None) -> TokenSet:
@@ -84,7 +89,7 @@ def test_a_failing_refresher_keeps_the_stored_tokens(store):
 
 def test_threads_refreshing_at_once_spend_the_refresh_token_exactly_once(store):
     _store_tokens(store.engine, expired())
-    vault = SqlTokenVault(store.engine)
+    vault = SqlTokenVault(store.engine, keys=KEYS)
     refresher = SingleUseRefresher()
     workers = 8
     barrier = threading.Barrier(workers)
@@ -110,7 +115,7 @@ def test_threads_refreshing_at_once_spend_the_refresh_token_exactly_once(store):
 
 def test_the_refresh_lock_works_without_a_row_yet(store):
     """Many first-ever refreshes (no row stored) still spend the consent's token once."""
-    vault = SqlTokenVault(store.engine)
+    vault = SqlTokenVault(store.engine, keys=KEYS)
     refresher = SingleUseRefresher()
     barrier = threading.Barrier(5)
 
@@ -135,7 +140,7 @@ def _refresh_in_process(url: str, barrier, spent) -> None:
     engine = make_engine(url)
     try:
         barrier.wait(timeout=30)
-        SqlTokenVault(engine).refresh(CONN, SingleUseRefresher(SharedLog()))
+        SqlTokenVault(engine, keys=KEYS).refresh(CONN, SingleUseRefresher(SharedLog()))
     finally:
         engine.dispose()
 
@@ -166,7 +171,7 @@ def test_processes_refreshing_at_once_spend_the_refresh_token_exactly_once(db, r
         except queue.Empty:
             break
     assert tokens == ["refresh-0"]
-    assert SqlTokenVault(engine).load(CONN).refresh_token == "refresh-1"
+    assert SqlTokenVault(engine, keys=KEYS).load(CONN).refresh_token == "refresh-1"
     engine.dispose()
 
 
@@ -180,34 +185,167 @@ def _store_tokens(engine, tokens: TokenSet) -> None:
         session.add(row)
 
 
-def test_tokens_are_encrypted_at_rest_when_a_key_is_set(store, monkeypatch):
-    """With a Fernet key, the table holds no usable token; tokens written before the key stay readable
-    and are sealed on their next rotation; a wrong or missing key is a clear configuration error."""
-    expires = datetime.now(UTC) + timedelta(minutes=10)
-    monkeypatch.delenv("INVOICE_SYNC_FERNET_KEY", raising=False)
-    monkeypatch.delenv("AIRFLOW__CORE__FERNET_KEY", raising=False)
-    SqlTokenVault(store.engine).refresh("plain", lambda _: TokenSet("access-plain", "refresh-plain", expires))
+def _raw(engine) -> dict[str, tuple[str | None, str | None, int]]:
+    """conn_id -> (access token, refresh token, lock_version) as stored."""
+    with Session(engine) as session:
+        rows = session.scalars(select(TokenRow))
+        return {row.conn_id: (row.access_token, row.refresh_token, row.lock_version) for row in rows}
 
-    key = Fernet.generate_key().decode()
-    monkeypatch.setenv("INVOICE_SYNC_FERNET_KEY", key)
-    vault = SqlTokenVault(store.engine)
-    assert vault.load("plain") == TokenSet("access-plain", "refresh-plain", expires)  # written before the key
-    vault.refresh("sealed", lambda _: TokenSet("access-secret-1", "refresh-secret-1", expires))
-    vault.refresh("plain", lambda _: TokenSet("access-plain-2", "refresh-plain-2", expires))
-    with Session(store.engine) as session:
-        stored = {row.conn_id: row for row in session.scalars(select(TokenRow))}
-    for conn_id, secret in (("sealed", "secret-1"), ("plain", "plain-2")):
-        assert (
-            stored[conn_id].access_token.startswith("fernet:") and secret not in stored[conn_id].access_token
-        )
-        assert (
-            stored[conn_id].refresh_token.startswith("fernet:")
-            and secret not in stored[conn_id].refresh_token
-        )
-    assert vault.load("sealed") == TokenSet("access-secret-1", "refresh-secret-1", expires)
 
-    with pytest.raises(ConfigError, match="another key"):
-        SqlTokenVault(store.engine, key=Fernet.generate_key().decode()).load("sealed")
-    monkeypatch.delenv("INVOICE_SYNC_FERNET_KEY")
-    with pytest.raises(ConfigError, match="no key is set"):
+def _key() -> str:
+    return Fernet.generate_key().decode()
+
+
+LATER = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
+
+
+def _tokens(name: str) -> TokenSet:
+    return TokenSet(f"access-{name}", f"refresh-{name}", LATER)
+
+
+def test_tokens_are_sealed_at_rest_and_plain_ones_stay_readable(store):
+    """With a key, the table holds no usable token; tokens written in clear before a key was set stay
+    readable and are sealed on their next rotation; a wrong or missing key is a clear configuration
+    error naming the connection."""
+    _store_tokens(store.engine, _tokens("plain"))  # written in clear, before a key was set
+    vault = SqlTokenVault(store.engine, keys=KEYS)
+    assert vault.load(CONN) == _tokens("plain")
+    sealed = vault.refresh("sealed", lambda _: _tokens("secret-1"))
+    vault.refresh(CONN, lambda _: _tokens("plain-2"))
+    stored = _raw(store.engine)
+    for conn_id, secret in (("sealed", "secret-1"), (CONN, "plain-2")):
+        access, refresh, _ = stored[conn_id]
+        assert access.startswith("fernet:") and secret not in access
+        assert refresh.startswith("fernet:") and secret not in refresh
+    assert vault.load("sealed") == sealed
+
+    with pytest.raises(ConfigError, match="'sealed' were encrypted with a key that is not in"):
+        SqlTokenVault(store.engine, keys=(_key(),)).load("sealed")
+    with pytest.raises(ConfigError, match="'sealed' are encrypted but no key is set"):
         SqlTokenVault(store.engine).load("sealed")
+
+
+def test_new_old_keys_seal_with_the_first_and_open_with_either(store):
+    """Airflow's rotation form, ``new,old``: what the old key sealed still opens, what is stored now is
+    sealed under the new one."""
+    new, old = _key(), _key()
+    before = SqlTokenVault(store.engine, keys=(old,)).refresh("before", lambda _: _tokens("before"))
+    rotating = SqlTokenVault(store.engine, keys=(new, old))
+    assert rotating.load("before") == before
+    after = rotating.refresh("after", lambda _: _tokens("after"))
+
+    assert SqlTokenVault(store.engine, keys=(new,)).load("after") == after
+    with pytest.raises(ConfigError, match="'after' were encrypted with a key that is not in"):
+        SqlTokenVault(store.engine, keys=(old,)).load("after")
+    with pytest.raises(ConfigError, match="'before' were encrypted with a key that is not in"):
+        SqlTokenVault(store.engine, keys=(new,)).load("before")  # until rotate reseals it
+
+
+def test_rotate_reseals_every_stored_token_so_the_old_key_can_go(store):
+    """``rotate`` under ``new,old`` reseals tokens sealed under either key and those stored in clear
+    (a session without a refresh token too), each under the row lock ``refresh`` takes; a row no key
+    opens is named and left whole, the others are resealed all the same; a row without tokens is no
+    token."""
+    new, old, lost = _key(), _key(), _key()
+    expected = {
+        "old": SqlTokenVault(store.engine, keys=(old,)).refresh("old", lambda _: _tokens("old")),
+        "new": SqlTokenVault(store.engine, keys=(new,)).refresh("new", lambda _: _tokens("new")),
+        "session": SqlTokenVault(store.engine, keys=(old,)).refresh(
+            "session", lambda _: TokenSet("yuki-session", "", LATER)
+        ),
+    }
+    _store_tokens(store.engine, _tokens("plain"))  # in clear, from before any key
+    expected[CONN] = SqlTokenVault(store.engine, keys=KEYS).load(CONN)
+    SqlTokenVault(store.engine, keys=(lost,)).refresh("lost", lambda _: _tokens("lost"))
+    with Session(store.engine) as session, session.begin():
+        session.add(TokenRow(conn_id="empty", lock_version=0, updated_at=datetime.now(UTC)))
+    before = _raw(store.engine)
+
+    rotation = SqlTokenVault(store.engine, keys=(new, old)).rotate()
+
+    assert rotation.resealed == 4
+    assert list(rotation.unopenable) == ["lost"]
+    assert "connection 'lost'" in rotation.unopenable["lost"]
+    after = _raw(store.engine)
+    assert after["lost"] == before["lost"] and after["empty"][:2] == (None, None)
+    only_new = SqlTokenVault(store.engine, keys=(new,))
+    for conn_id, tokens in expected.items():
+        assert only_new.load(conn_id) == tokens, conn_id
+        assert after[conn_id][0].startswith("fernet:") and after[conn_id][1].startswith("fernet:")
+        assert after[conn_id][2] == before[conn_id][2] + 1, f"{conn_id} resealed under the row lock"
+
+    with pytest.raises(
+        ConfigError, match=r"no key to seal the stored OAuth tokens with: set Airflow's \[core\]"
+    ):
+        SqlTokenVault(store.engine).rotate()
+
+
+def test_rotate_waits_for_a_refresh_in_progress_and_keeps_its_tokens(store):
+    """A refresh holds the connection's row; ``rotate`` waits for it, then reseals what it stored, never
+    the tokens it read before (which would bring a spent refresh token back)."""
+    new, old = _key(), _key()
+    SqlTokenVault(store.engine, keys=(old,)).refresh(CONN, lambda _: expired(0))
+    vault = SqlTokenVault(store.engine, keys=(new, old))
+    refreshing, release = threading.Event(), threading.Event()
+
+    def slow_refresh(_current: TokenSet | None) -> TokenSet:
+        refreshing.set()
+        assert release.wait(30)
+        return _tokens("1")
+
+    rotations: list[Rotation] = []
+    refresher = threading.Thread(target=vault.refresh, args=(CONN, slow_refresh))
+    rotator = threading.Thread(target=lambda: rotations.append(vault.rotate()))
+    refresher.start()
+    assert refreshing.wait(30)
+    rotator.start()
+    rotator.join(timeout=1.0)
+    waited = rotator.is_alive()
+    release.set()
+    refresher.join(timeout=60)
+    rotator.join(timeout=60)
+
+    assert waited, "rotate did not wait for the refresh holding the row"
+    assert [rotation.resealed for rotation in rotations] == [1]
+    assert SqlTokenVault(store.engine, keys=(new,)).load(CONN).refresh_token == "refresh-1"
+
+
+def test_without_a_key_tokens_are_stored_in_clear_only_in_a_demo_database(store):
+    """No key and not the demo's database: the refresh is refused, saying what to set, before the tool is
+    asked (a refresh token spent but not stored would leave the connection dead) and before anything is
+    written. Once the demo has marked the database, tokens are stored in clear as the demo always did."""
+    from invoice_sync_dev.sandbox.demo import mark_as_demo
+
+    vault = SqlTokenVault(store.engine)
+    asked: list[TokenSet | None] = []
+
+    def refresher(current: TokenSet | None) -> TokenSet:
+        asked.append(current)
+        return _tokens("1")
+
+    with pytest.raises(ConfigError) as refused:
+        vault.refresh(CONN, refresher)
+    message = refused.value.message
+    assert "connection 'exact_demo' would be stored in clear: no Fernet key is configured" in message
+    assert (
+        "set Airflow's [core] fernet_key (AIRFLOW__CORE__FERNET_KEY, or AIRFLOW__CORE__FERNET_KEY_CMD"
+        in message
+    )
+    assert (
+        "AIRFLOW__CORE__FERNET_KEY_SECRET" in message
+        and f"generate a key with: {FERNET_KEY_COMMAND}" in message
+    )
+    assert asked == [] and _raw(store.engine) == {}
+
+    with store.engine.begin() as conn:
+        mark_as_demo(conn, by="test")
+    assert vault.refresh(CONN, refresher) == _tokens("1")
+    assert _raw(store.engine)[CONN][:2] == ("access-1", "refresh-1")
+
+
+def test_a_key_that_is_no_fernet_key_is_named_never_shown(store):
+    with pytest.raises(
+        ConfigError, match=r"key 2 of Airflow's \[core\] fernet_key is not a Fernet key"
+    ) as bad:
+        SqlTokenVault(store.engine, keys=(_key(), "not-a-fernet-key-at-all"))
+    assert "not-a-fernet-key-at-all" not in bad.value.message

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from airflow.configuration import conf
+
 from invoice_sync import config
 from invoice_sync.store.claims import DEFAULT_LEASE
 from invoice_sync.store.db import database_url, shared_engine
@@ -24,8 +26,18 @@ def open_store() -> SyncStore:
     return SyncStore(shared_engine(database_url()), lease=lease_length())
 
 
+def token_keys() -> tuple[str, ...]:
+    """Airflow's own Fernet keys, newest first: ``[core] fernet_key`` wherever Airflow reads it (airflow.cfg,
+    ``AIRFLOW__CORE__FERNET_KEY``, their ``_CMD`` and ``_SECRET`` variants), split at commas as Airflow's
+    ``get_fernet`` splits ``new,old``. One key for connections and tokens alike, so rotating Airflow's
+    rotates ours. Read on every call, not once per process: a command or secrets backend may hand out a
+    new key, and tests change it."""
+    value = conf.get("core", "fernet_key", fallback="") or ""
+    return tuple(key.strip() for key in value.split(",") if key.strip())
+
+
 def open_vault(store: SyncStore) -> SqlTokenVault:
-    return SqlTokenVault(store.engine)
+    return SqlTokenVault(store.engine, keys=token_keys())
 
 
 def sync_run_id(context: Any) -> str:

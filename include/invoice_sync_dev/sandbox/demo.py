@@ -14,9 +14,10 @@ app without tax rates has. Every integration also gets an invoice with a discoun
 invoice-level discount and one with two 0 % lines of different tax rates.
 ``--invoices N`` scales the regular invoices; the broken ones are always there.
 
-A database the seeder fills is marked as a demo database (a row in ``invoice_sync_dev_demo``, a table of
-this development package that no migration creates). Every wipe of the development tools (``demo seed
---reset``, chaos, the bench) erases only a marked or empty database, unless the command names that very
+A database the seeder fills is marked as a demo database (a row in ``invoice_sync_dev_demo``, a table no
+migration creates, defined in :mod:`invoice_sync.store.demo_mark`: the runtime reads the mark too, to allow
+tokens in clear only there). Every wipe of the development tools (``demo seed --reset``, chaos, the bench)
+erases only a marked or empty database, unless the command names that very
 database (``--i-mean-this-database``): a stray ``INVOICE_SYNC_DB_URL`` must never cost a company its invoices.
 
 Each tool's invoices come from a random stream of their own (seeded by the tool's position in the
@@ -35,14 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
-    Column,
     Connection,
-    DateTime,
     Engine,
-    Integer,
-    MetaData,
-    String,
-    Table,
     delete,
     func,
     insert,
@@ -54,6 +49,8 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session
 
 from invoice_sync.connectors.registry import TOOLS
+from invoice_sync.store.demo_mark import DEMO_MARK, is_marked
+from invoice_sync.store.demo_mark import is_demo_database as is_demo_database  # the dev tools' name for it
 from invoice_sync.store.models import (
     AppBase,
     CustomerRow,
@@ -453,15 +450,6 @@ class SeedResult:
     before_cutover: tuple[str, ...]
 
 
-DEMO_MARK = Table(
-    "invoice_sync_dev_demo",
-    MetaData(),
-    Column("id", Integer, primary_key=True),
-    Column("marked_at", DateTime(timezone=True), nullable=False),
-    Column("marked_by", String(64), nullable=False),
-)
-"""The demo's mark on a database it filled. Not in the app's or the sync's metadata: ``prepare`` never
-creates it and a wipe never empties it."""
 CONFIRM_FLAG = "--i-mean-this-database"
 
 
@@ -469,22 +457,10 @@ class NotADemoDatabase(RuntimeError):
     """A wipe was asked of a database the demo did not make, which holds data, without naming it."""
 
 
-def is_demo_database(engine: Engine) -> bool:
-    """Whether the demo seeding (or the bench) filled ``engine``'s database and marked it."""
-    with engine.connect() as conn:
-        return _is_marked(conn)
-
-
-def _is_marked(conn: Connection) -> bool:
-    if not inspect(conn).has_table(DEMO_MARK.name):
-        return False
-    return bool(conn.scalar(select(func.count()).select_from(DEMO_MARK)))
-
-
 def mark_as_demo(conn: Connection, by: str) -> None:
     """Mark the database as the demo's, so a later wipe needs no name."""
     DEMO_MARK.create(conn, checkfirst=True)
-    if not _is_marked(conn):
+    if not is_marked(conn):
         conn.execute(insert(DEMO_MARK).values(marked_at=datetime.now(UTC), marked_by=by))
 
 
@@ -532,7 +508,7 @@ def _guarded_wipe(session: Session, url: URL, confirm: str | None, by: str) -> N
 
 
 def _refuse_unless_demo(conn: Connection, url: URL, confirm: str | None) -> None:
-    if _is_marked(conn) or (confirm is not None and names_database(url, confirm)):
+    if is_marked(conn) or (confirm is not None and names_database(url, confirm)):
         return
     holdings = _holdings(conn)
     if not holdings:
