@@ -417,12 +417,12 @@ class Corpus:
         rows: dict[type, list[dict[str, Any]]] = {IntegrationRow: [], CustomerRow: [], InvoiceRow: []}
         rows[InvoiceLineRow] = []
         for integration_id, (name, settings) in self.integrations.items():
+            if isinstance(settings, dict):  # the readable ones book into the sandbox: demo integrations
+                settings = {"demo": True, **settings}
             rows[IntegrationRow].append(
                 {"id": integration_id, "name": name, "tool": self.tool, "conn_id": self.conn_id,
                  "auto_sync": True, "sync_from": date(2026, 1, 1), "settings": settings, "updated_at": NOW}
             )  # fmt: skip
-            if isinstance(settings, dict):  # the readable ones book into the sandbox: demo integrations
-                settings = {"demo": True, **settings}
         postgres = self.store.engine.dialect.name == "postgresql"
         for customer_id, values in CUSTOMERS.items():
             if postgres and "\x00" in values["name"]:
