@@ -47,7 +47,8 @@ class Secret:
 SECRETS = (
     Secret(
         "FERNET_KEY",
-        "encrypts connection passwords and variables in Airflow's metadata database",
+        "encrypts connection passwords and variables in Airflow's metadata database, and the OAuth "
+        "tokens in sync_tokens",
         FERNET_KEY_COMMAND,
         KEY_MIN_LENGTH,
         fernet=True,
