@@ -2,11 +2,12 @@
 
 The nightly has no bookkeeper waiting for it, so its failures ring no bell in the app (the product
 promises a silent nightly); the operators hear instead, through the http connection named by
-``INVOICE_SYNC_ALERT_CONN_ID`` (default ``invoice_sync_alerts``). No such connection: nothing is posted.
-The alert names the integrations of the failed task with their error class (from the ledger, the same
-classes the page and the bell show), the exception, and the link to the task's log in Airflow (``[api]
-base_url``). E-mail or Slack would be further notifiers next to this one, once their providers are
-installed; none is here.
+``INVOICE_SYNC_ALERT_CONN_ID`` (default ``invoice_sync_alerts``). No such connection: nothing is sent.
+The connection's type chooses the channel: ``smtp`` sends an e-mail through Airflow's SMTP provider to the
+addresses in its extra's ``to``; any other type is a webhook the alert is POSTed to as JSON (with a
+``text`` line, which chat webhooks such as Slack's and Mattermost's show). The alert names the integrations
+of the failed task with their error class (from the ledger, the same classes the page and the bell show),
+the exception, and the link to the task's log in Airflow (``[api] base_url``).
 """
 
 from __future__ import annotations
@@ -27,13 +28,53 @@ MAX_MESSAGE = 1000
 def alert_operators(context: Any) -> None:
     """``on_failure_callback`` of the nightly's tasks: called once a task has failed for good (not on a
     try that will be retried). Never raises: a broken alert must not change what the run did."""
+    from airflow.sdk import BaseHook
+
     from invoice_sync.airflow.tasks import _post_webhook  # the project's one webhook POST (masks secrets)
 
+    conn_id = config.alert_conn_id()
     try:
+        try:
+            conn_type = BaseHook.get_connection(conn_id).conn_type
+        except Exception:  # not configured: operators chose to watch Airflow's own UI instead
+            log.info("no %r connection; the failed task alerts nobody", conn_id)
+            return
         alert = failure_alert(context)
-        _post_webhook(config.alert_conn_id(), alert.pop("title"), alert, context)
+        title = alert.pop("title")
+        if conn_type == "smtp":
+            _email(conn_id, title, alert)
+        else:
+            _post_webhook(
+                conn_id, title, {"text": f"{title}: {alert['message']} {alert['log_url']}", **alert}, context
+            )
     except Exception:
         log.exception("the alert for the failed task could not be sent")
+
+
+def _email(conn_id: str, title: str, alert: dict[str, Any]) -> None:
+    """Send ``alert`` through the SMTP provider's hook, to the connection extra's ``to`` (addresses
+    separated by commas), from its ``from_email``: the provider's own connection form has both places."""
+    from html import escape
+
+    from airflow.providers.smtp.hooks.smtp import SmtpHook
+
+    with SmtpHook(smtp_conn_id=conn_id) as hook:
+        recipients = str(hook.conn.extra_dejson.get("to") or "").strip()
+        if not recipients:
+            raise ValueError(f"the {conn_id!r} smtp connection names no recipients: set its extra 'to'")
+        rows = "".join(
+            f"<li>{escape(item['integration'])}: {escape(item['error_class'])}</li>"
+            for item in alert["integrations"]
+        )
+        more, link = alert["more_integrations"], escape(str(alert["log_url"]))
+        html = (
+            f"<p>{escape(title)}.</p><ul>{rows}</ul>"
+            + (f"<p>and {more} more integrations</p>" if more else "")
+            + f"<p>{escape(str(alert['exception']))}: {escape(alert['message'])}</p>"
+            + f'<p>Task log: <a href="{link}">{link}</a></p>'
+        )
+        hook.send_email_smtp(to=recipients, subject=title, html_content=html)
+    log.info("alert e-mailed through the %r connection", conn_id)
 
 
 def failure_alert(context: Any) -> dict[str, Any]:
