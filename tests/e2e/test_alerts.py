@@ -66,6 +66,7 @@ def test_a_failed_nightly_alerts_the_operators_not_the_bell(sqlite_demo: Any, we
     assert alert["log_url"].startswith(f"{BASE_URL}dags/{NIGHTLY}/runs/")
     assert "/tasks/exact_online.sync/mapped/" in alert["log_url"]
     assert broken_name in alert["title"]
+    assert alert["text"] == f"{alert['title']}: {alert['message']} {alert['log_url']}"  # for chat webhooks
 
     with Session(demo.store.engine) as session:
         assert session.scalar(select(NotificationRow.id)) is None  # nightly runs ring no bell

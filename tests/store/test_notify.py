@@ -148,6 +148,7 @@ def test_notification_and_payload_list_at_most_a_screenful_with_exact_counts(
     (row,) = bell(task_env)
     (posted,) = receiver.posts
     assert "500 errors" in row.title and "500 errors" in posted["title"]
+    assert posted["text"] == posted["title"]  # what a chat webhook (Slack) shows, and requires
     for body in (row.body, posted):
         assert len(body["errors"]) == LISTED_AT_MOST == 50
         assert body["errors_count"] == 500

@@ -239,9 +239,9 @@ def _post_webhook(conn_id: str, title: str, body: dict[str, Any], context: Any) 
     hook = HttpHook(method="POST", http_conn_id=conn_id)
     try:
         session = hook.get_conn()
-        response = session.post(
-            hook.url_from_endpoint(""), json={"title": title, **body}, timeout=WEBHOOK_TIMEOUT_S
-        )
+        # Chat webhooks show ``text`` only and refuse a body without it (Slack: 400 invalid_payload).
+        payload = {"title": title, "text": title, **body}
+        response = session.post(hook.url_from_endpoint(""), json=payload, timeout=WEBHOOK_TIMEOUT_S)
         hook.check_response(response)
     except Exception as exc:
         failure = mask(f"{type(exc).__name__}: {exc}", secrets)
