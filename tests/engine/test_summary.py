@@ -129,3 +129,27 @@ def test_dry_run_notification_says_so(run, demo, store):
     title, body = summary.notification(summary.summarize(store, "dry", [3]), dry_run=True)
     assert title == "Dry run: Sync finished: 0 invoices and 0 customers synced"
     assert body["invoices_synced"] == 0 and body["errors"] == []
+
+
+def test_a_pile_of_edits_after_sync_is_counted_whole_and_read_a_page_at_most(run, demo, store, monkeypatch):
+    """Edits of synced invoices pile up over the years and are reported every run: the summary reads at
+    most LISTED_AT_MOST per integration (made 2 here) and counts the rest, which the notification says."""
+    monkeypatch.setattr(summary, "LISTED_AT_MOST", 2)
+    with store.engine.begin() as conn:
+        edited = conn.execute(
+            text(
+                "UPDATE invoices SET updated_at = :later WHERE integration_id = 1 "
+                "AND registration_number IS NOT NULL"
+            ),
+            {"later": "2099-01-01 00:00:00"},
+        ).rowcount
+    assert edited > 2
+
+    result = summary.summarize(store, "manual-3", [1])
+
+    assert len(result.changed_after_sync) == 2 and result.changed_count == edited
+    title, body = summary.notification(result)
+    assert f"{edited} changed after sync (not sent)" in title
+    body = summary.capped(body)
+    assert len(body["changed_after_sync"]) == 2 and body["changed_after_sync_count"] == edited
+    assert body["changed_after_sync_more"] == f"and {edited - 2} more"

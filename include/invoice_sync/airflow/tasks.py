@@ -128,6 +128,11 @@ def summarize_run(extracted: list[dict[str, Any]] | None, context: Any) -> dict[
             "%(registration_number)s); the change was not sent",
             item,
         )
+    if summary.changed_count > len(summary.changed_after_sync):
+        log.warning(
+            "and %d more invoices changed after sync: the Invoice sync page lists every one",
+            summary.changed_count - len(summary.changed_after_sync),
+        )
     dag_run = context["dag_run"]
     started = getattr(dag_run, "start_date", None) or utcnow()
     store.save_run(

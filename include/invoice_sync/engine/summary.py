@@ -36,6 +36,12 @@ class RunSummary:
         return int(self.table["synced"].sum()) if not self.table.empty else 0
 
     @property
+    def changed_count(self) -> int:
+        """Synced invoices edited since, all of them; :attr:`changed_after_sync` lists the first of each
+        integration only (:data:`LISTED_AT_MOST`)."""
+        return int(self.table["changed_after_sync"].sum()) if not self.table.empty else 0
+
+    @property
     def customers_created(self) -> int:
         return int(self.table["customers_created"].sum()) if not self.table.empty else 0
 
@@ -96,7 +102,8 @@ def summarize(store: SyncStore, sync_run_id: str, integration_ids: list[int]) ->
                     "hint": fix_hint(_text(record.error_class), _text(record.error_message)),
                 }
             )
-        for item in store.changed_after_sync(integration_id):
+        # Edits pile up over the years: read only what a notification lists; the table has the count.
+        for item in store.changed_after_sync(integration_id, limit=LISTED_AT_MOST):
             changed.append({"integration": integration.name, **item})
     return RunSummary(pd.DataFrame(rows), errors, changed)
 
@@ -116,8 +123,8 @@ def notification(summary: RunSummary, *, dry_run: bool = False) -> tuple[str, di
     if deferred:
         title += f", {deferred} deferred to the next run"
     changed = summary.changed_after_sync
-    if changed:
-        title += f", {len(changed)} changed after sync (not sent)"
+    if summary.changed_count:
+        title += f", {summary.changed_count} changed after sync (not sent)"
     body = {
         "invoices_synced": invoices,
         "customers_synced": customers,
@@ -143,6 +150,7 @@ def notification(summary: RunSummary, *, dry_run: bool = False) -> tuple[str, di
             }
             for item in changed
         ],
+        "changed_after_sync_count": summary.changed_count,
         "integrations": summary.table.to_dict(orient="records") if not summary.table.empty else [],
     }
     return title, body
@@ -151,17 +159,19 @@ def notification(summary: RunSummary, *, dry_run: bool = False) -> tuple[str, di
 def capped(body: dict[str, Any]) -> dict[str, Any]:
     """``body`` with its lists of errors and changed invoices cut to :data:`LISTED_AT_MOST` entries each.
 
-    Each list keeps its exact length in ``<list>_count``; a cut one says how many it left out in
-    ``<list>_more`` ("and 450 more"). Applied once, to the finished body (the notify task adds errors of
-    its own to what :func:`notification` lists).
+    Each list keeps its exact length in ``<list>_count`` (or the count the body already gives, where the
+    list was read in part: the changed invoices); a cut one says how many it left out in ``<list>_more``
+    ("and 450 more"). Applied once, to the finished body (the notify task adds errors of its own to what
+    :func:`notification` lists).
     """
     result = dict(body)
     for key in CAPPED_LISTS:
         items = list(body.get(key) or [])
+        count = max(len(items), int(body.get(f"{key}_count") or 0))
         result[key] = items[:LISTED_AT_MOST]
-        result[f"{key}_count"] = len(items)
-        if len(items) > LISTED_AT_MOST:
-            result[f"{key}_more"] = f"and {len(items) - LISTED_AT_MOST} more"
+        result[f"{key}_count"] = count
+        if count > len(result[key]):
+            result[f"{key}_more"] = f"and {count - len(result[key])} more"
     return result
 
 
