@@ -130,7 +130,7 @@ def test_manual_run_syncs_the_chosen_integrations_and_notifies(demo: Any, webhoo
         assert errors[number]["error_class"] == error_class
         assert fragment in errors[number]["text"] and number in errors[number]["text"]
         assert errors[number]["hint"]
-    # the same notification went to the webhook through the http provider's notifier
+    # the same notification went to the webhook through the http provider's hook
     assert len(webhook.received) == 1
     assert webhook.received[0]["title"] == note.title
     assert webhook.received[0]["invoices_synced"] == len(synced)
