@@ -88,6 +88,10 @@ BAD = [
     (ExactOnlineSettings, {"division": True}, "division is True; it must be the division number"),
     (ExactOnlineSettings, {"division": 12.5}, "division is 12.5; it must be the division number"),
     (ExactOnlineSettings, {"division": 0}, "division is 0; it must be the division number"),
+    # int() reads these; a division typed so is a typo, not a number (issue 14 review)
+    (ExactOnlineSettings, {"division": "１２３"}, "division is '１２３'; it must be the division number"),
+    (ExactOnlineSettings, {"division": "123_456"}, "division is '123_456'; it must be the division number"),
+    (ExactOnlineSettings, {"division": "+123456"}, "division is '+123456'; it must be the division number"),
     (TwinfieldSettings, {"debtors_account": "1300"}, "office is not set; it must be a Twinfield office code"),
     (
         TwinfieldSettings,

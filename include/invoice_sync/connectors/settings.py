@@ -111,16 +111,18 @@ def required_code(extra: dict[str, Any], key: str, *, what: str) -> str:
 
 
 def whole_number(extra: dict[str, Any], key: str, *, what: str, minimum: int = 0) -> int | None:
-    """The whole number at ``key`` (a JSON number or digits as text), None when absent."""
+    """The whole number at ``key`` (a JSON number or digits as text), None when absent.
+
+    Text must be ASCII digits only: ``int()`` also reads full-width digits, ``_`` separators and a sign,
+    which in a hand-typed division or company id are typos to name, not numbers to guess."""
     value = extra.pop(key, None)
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise SettingsError(f"{key} is {shown(value)}; it must be {what}")
-    try:
-        number = int(value)
-    except ValueError:
-        raise SettingsError(f"{key} is {shown(value)}; it must be {what}") from None
+    if isinstance(value, str) and not (value.strip().isascii() and value.strip().isdigit()):
+        raise SettingsError(f"{key} is {shown(value)}; it must be {what}")
+    number = int(value)
     if number < minimum:
         raise SettingsError(f"{key} is {shown(value)}; it must be {what}")
     return number
