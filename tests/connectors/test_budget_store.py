@@ -131,3 +131,26 @@ def test_the_hooks_wait_for_a_shared_window_renews_the_claim(
     hooks[1].budget.acquire()  # another office, the same client id: waits for the next minute
     assert sum(slept) == pytest.approx(10.0 + 10.0 / 60 + SHARED_MARGIN_S, abs=0.5)
     assert len(renewed) == 3  # 4 s + 4 s + the rest, each followed by a renewal
+
+
+def test_redis_is_chosen_when_configured_else_the_database(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from invoice_sync import config
+    from invoice_sync.airflow.runtime import open_budgets
+    from invoice_sync.store.repository import SyncStore
+
+    monkeypatch.delenv(config.REDIS_URL_ENV, raising=False)
+    assert config.redis_url(None) is None
+    assert config.redis_url("amqp://guest@rabbit//") is None
+    assert config.redis_url("redis://broker:6379/0") == "redis://broker:6379/0"
+    store = SyncStore(make_engine(f"sqlite:///{tmp_path / 'invoicing.db'}"))
+    # The celery provider's default broker (redis://redis:6379/0) counts only under the CeleryExecutor.
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "LocalExecutor")
+    assert isinstance(open_budgets(store), SqlBudgetStore)
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "CeleryExecutor")
+    monkeypatch.setenv("AIRFLOW__CELERY__BROKER_URL", "redis://broker:6379/3")
+    assert isinstance(open_budgets(store), RedisBudgetStore)
+    monkeypatch.setenv("AIRFLOW__CELERY__BROKER_URL", "amqp://guest@rabbit//")
+    assert isinstance(open_budgets(store), SqlBudgetStore)
+    monkeypatch.setenv(config.REDIS_URL_ENV, "redis://elsewhere:6379/1")
+    assert config.redis_url("redis://broker:6379/3") == "redis://elsewhere:6379/1"
+    assert isinstance(open_budgets(store), RedisBudgetStore)

@@ -38,7 +38,8 @@ MINUTE_S = 60.0 / TIME_SCALE
 CREDITS = 30
 """The client id's credits a minute, scaled down from 1,000 so eight processes spend them many times over."""
 MEASURED_MINUTES = 3
-REDIS_URL = os.environ.get("INVOICE_SYNC_REDIS_URL") or "redis://127.0.0.1:6379/15"
+REDIS_URL = os.environ.get("INVOICE_SYNC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+"""Keys go under a random prefix per test and expire one window after their last claim."""
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 

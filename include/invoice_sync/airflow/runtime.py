@@ -44,9 +44,14 @@ def open_vault(store: SyncStore) -> SqlTokenVault:
 
 def open_budgets(store: SyncStore) -> BudgetStore:
     """Where the rate windows several tasks spend together are counted: Redis when configured
-    (``INVOICE_SYNC_REDIS_URL``, or Celery's ``[celery] broker_url`` when it is Redis), else the invoicing
-    database. See :mod:`invoice_sync.store.budgets`."""
-    url = config.redis_url(conf.get("celery", "broker_url", fallback=None))
+    (``INVOICE_SYNC_REDIS_URL``, or Celery's ``[celery] broker_url`` when Celery runs the tasks and its
+    broker is Redis), else the invoicing database. See :mod:`invoice_sync.store.budgets`.
+
+    Celery's broker only under the CeleryExecutor: the celery provider gives ``broker_url`` a default
+    (``redis://redis:6379/0``) that names no server at all under another executor.
+    """
+    celery = "CeleryExecutor" in (conf.get("core", "executor", fallback="") or "")
+    url = config.redis_url(conf.get("celery", "broker_url", fallback=None) if celery else None)
     if url is None:
         return SqlBudgetStore(store.engine)
     import redis
