@@ -10,6 +10,9 @@ differently, and none should have to re-import anything to be heard.
 ``INVOICE_SYNC_TIMEZONE``           ... in which time zone (default Europe/Brussels).
 ``INVOICE_SYNC_ALERT_CONN_ID``      the http connection a failed nightly task alerts the operators through
                                     (default ``invoice_sync_alerts``; no such connection: no alerts).
+``INVOICE_SYNC_REDIS_URL``          a redis:// URL where the rate windows several tasks share are counted;
+                                    unset: Celery's ``[celery] broker_url`` when that is Redis, else the
+                                    invoicing database (see :func:`redis_url`).
 ``INVOICE_SYNC_PLAIN_HTTP_HOSTS``   comma-separated host names a connection may reach over plain http
                                     besides this machine: a sandbox on a private network, such as compose's
                                     ``sandbox`` service (default none: anything else must use https).
@@ -34,10 +37,25 @@ NIGHTLY_CRON_ENV = "INVOICE_SYNC_NIGHTLY_CRON"
 TIMEZONE_ENV = "INVOICE_SYNC_TIMEZONE"
 ALERT_CONN_ENV = "INVOICE_SYNC_ALERT_CONN_ID"
 PLAIN_HTTP_HOSTS_ENV = "INVOICE_SYNC_PLAIN_HTTP_HOSTS"
+REDIS_URL_ENV = "INVOICE_SYNC_REDIS_URL"
 
 
 def database_url() -> str:
     return os.environ.get(DB_URL_ENV) or f"sqlite:///{DEFAULT_SQLITE_PATH}"
+
+
+def redis_url(broker_url: str | None = None) -> str | None:
+    """Where shared rate windows are counted: ``INVOICE_SYNC_REDIS_URL``, else ``broker_url`` (Celery's,
+    which the caller reads from Airflow's configuration) when it is a Redis URL, else None (the invoicing
+    database counts them). Redis first because every claim is one round trip there, where the database
+    takes a transaction with a row lock.
+    """
+    explicit = os.environ.get(REDIS_URL_ENV, "").strip()
+    if explicit:
+        return explicit
+    if broker_url and broker_url.startswith(("redis://", "rediss://", "redis+socket://")):
+        return broker_url
+    return None
 
 
 def lease_length(default: timedelta) -> timedelta:

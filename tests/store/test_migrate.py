@@ -16,7 +16,7 @@ def test_prepare_creates_app_and_sync_tables_with_our_version_table(store):
     assert VERSION_TABLE == "sync_alembic_version"
     assert "alembic_version" not in tables  # the app's own migrations keep theirs
     with store.engine.connect() as conn:
-        assert conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all() == ["0001"]
+        assert conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all() == ["0002"]
 
 
 def test_migrations_are_idempotent_and_keep_data(store, data):

@@ -66,13 +66,14 @@ class SyncIntegrationsOperator(BaseOperator):
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
         # imported here, not at module level: the DAG files import this module at parse time
-        from invoice_sync.airflow.runtime import open_store, open_vault
+        from invoice_sync.airflow.runtime import open_budgets, open_store, open_vault
         from invoice_sync.connectors.registry import connector_for
         from invoice_sync.connectors.settings import with_tool_settings
         from invoice_sync.engine.sync import SyncOptions
 
         store = open_store()
         vault = open_vault(store)
+        budgets = open_budgets(store)
         options = SyncOptions(
             dry_run=_flag(self.is_dry_run),
             invoice_numbers=tuple(_numbers(self.invoice_numbers)),
@@ -91,7 +92,7 @@ class SyncIntegrationsOperator(BaseOperator):
                 integration = with_tool_settings(integration)
                 if integration.unreadable:
                     raise ConfigError(integration.unreadable)
-                connector = connector_for(integration, vault)
+                connector = connector_for(integration, vault, shared_budgets=budgets)
                 connector.check_connection()
                 started = True
                 report = self._sync(integration, connector, context, store, options).run()

@@ -8,6 +8,8 @@ from typing import Any
 from airflow.configuration import conf
 
 from invoice_sync import config
+from invoice_sync.domain.ports import BudgetStore
+from invoice_sync.store.budgets import RedisBudgetStore, SqlBudgetStore
 from invoice_sync.store.claims import DEFAULT_LEASE
 from invoice_sync.store.db import database_url, shared_engine
 from invoice_sync.store.repository import SyncStore
@@ -38,6 +40,23 @@ def token_keys() -> tuple[str, ...]:
 
 def open_vault(store: SyncStore) -> SqlTokenVault:
     return SqlTokenVault(store.engine, keys=token_keys())
+
+
+def open_budgets(store: SyncStore) -> BudgetStore:
+    """Where the rate windows several tasks spend together are counted: Redis when configured
+    (``INVOICE_SYNC_REDIS_URL``, or Celery's ``[celery] broker_url`` when Celery runs the tasks and its
+    broker is Redis), else the invoicing database. See :mod:`invoice_sync.store.budgets`.
+
+    Celery's broker only under the CeleryExecutor: the celery provider gives ``broker_url`` a default
+    (``redis://redis:6379/0``) that names no server at all under another executor.
+    """
+    celery = "CeleryExecutor" in (conf.get("core", "executor", fallback="") or "")
+    url = config.redis_url(conf.get("celery", "broker_url", fallback=None) if celery else None)
+    if url is None:
+        return SqlBudgetStore(store.engine)
+    import redis
+
+    return RedisBudgetStore(redis.Redis.from_url(url))
 
 
 def sync_run_id(context: Any) -> str:

@@ -45,7 +45,7 @@ from invoice_sync.domain.errors import (
     SyncError,
     TransientError,
 )
-from invoice_sync.domain.ports import BudgetLeft, TokenSet, TokenVault
+from invoice_sync.domain.ports import BudgetLeft, BudgetStore, SharedWindow, TokenSet, TokenVault
 
 T = TypeVar("T")
 
@@ -149,8 +149,12 @@ class AccountingHook(HttpHook):
         sleep: Callable[[float], None] = time.sleep,
         get_attempts: int = 3,
         backoff_s: float = 1.0,
+        shared_budgets: BudgetStore | None = None,
     ) -> None:
         super().__init__(method="POST", http_conn_id=conn_id)
+        self.shared_budgets = shared_budgets
+        """Where the windows other tasks spend too are counted (Redis or the database); None: in this
+        process only, as for a hook Airflow builds for the Connections form."""
         self.conn_id = conn_id
         self.context = context
         self._raw_sleep = sleep
@@ -164,6 +168,18 @@ class AccountingHook(HttpHook):
         """Whether the integration this hook books for is a demo (True: every answer must come from the
         sandbox) or not (False: none may); None checks nothing (a connection test, a tool-less script).
         Set by the connector from the integration's ``demo`` setting."""
+
+    def _shared_windows(self, connection: Any, extra: Mapping[str, Any]) -> Sequence[SharedWindow]:
+        """The tool's windows that other tasks spend too, keyed by the vendor's scope; none by default."""
+        return ()
+
+    def _rate_budget(self, **local: Any) -> RateBudget:
+        """The hook's budget: the local windows ``local`` describes (see :class:`RateBudget`) plus the
+        tool's shared windows, reserved in :attr:`shared_budgets` when the task has a store."""
+        connection = self.get_connection(self.conn_id)
+        shared = self._shared_windows(connection, connection.extra_dejson) if self.shared_budgets else ()
+        options: dict[str, Any] = {"label": self.context, "sleep": self._sleep} | local
+        return RateBudget(**options, shared=shared, store=self.shared_budgets)
 
     def keep_alive_while_waiting(self, renew: Callable[[], None], every_s: float) -> None:
         """Have every wait of this hook call ``renew`` at least every ``every_s`` seconds and once at its end.

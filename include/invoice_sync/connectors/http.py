@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -22,9 +22,15 @@ import requests
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from invoice_sync.domain.errors import QuotaExceededError, RateLimitedError
-from invoice_sync.domain.ports import BudgetLeft, TokenSet
+from invoice_sync.domain.ports import BudgetLeft, BudgetStore, SharedWindow, TokenSet
 
 __all__ = ["RateBudget", "Window", "epoch_to_datetime", "request_never_sent"]
+
+SHARED_MARGIN_S = 0.15
+"""Added to every shared window on top of ``margin_s``: calls from many processes reach the tool after
+delays of their own (a process woken late on a busy machine, the network), which a minute shortened for
+a time-scaled sandbox does not shorten. A tool that opens its window with the first call it sees would
+otherwise count the next window's first calls in the previous one."""
 
 
 @dataclass(slots=True)
@@ -65,6 +71,10 @@ class RateBudget:
     :param short_limit: for a tool that sends no rate-limit headers, the size of the short window
         (units per ``short_period_s``), counted down locally; with headers, leave it None.
     :param long_limit: the same for the long (daily) window of ``long_period_s``.
+    :param shared: windows other processes spend too (a Twinfield client id's credits, a Xero app's
+        minute), reserved in ``store`` before each call on top of the local view; each is lengthened by
+        ``margin_s`` like a local wait. The tool's headers still correct the local windows.
+    :param store: where ``shared`` windows are counted; None counts every window in this process only.
     """
 
     def __init__(
@@ -79,6 +89,8 @@ class RateBudget:
         short_period_s: float = 60.0,
         long_limit: int | None = None,
         long_period_s: float = 86_400.0,
+        shared: Sequence[SharedWindow] = (),
+        store: BudgetStore | None = None,
     ) -> None:
         self.label = label
         self._limits = ((short_limit, short_period_s), (long_limit, long_period_s))
@@ -88,6 +100,8 @@ class RateBudget:
         self._clock = clock
         self._max_wait_s = max_wait_s
         self._margin_s = margin_s
+        self._shared = tuple(shared) if store is not None else ()
+        self._store = store
         self._lock = threading.Lock()
         self.waited_s = 0.0
         """Total time spent waiting for the short window (for run statistics)."""
@@ -130,6 +144,38 @@ class RateBudget:
             for window in (self.short, self.long):
                 if window.remaining is not None:
                     window.remaining -= cost
+            self._reserve_shared(cost)
+
+    def _reserve_shared(self, cost: int) -> None:
+        """Reserve ``cost`` in every shared window, then wait (through the injected ``sleep``, which
+        renews the run's claim) until the latest of them opens.
+
+        A refusal leaves what earlier windows reserved: spent for nothing, never overspent.
+        """
+        if self._store is None:
+            return
+        wait = 0.0
+        for window in self._shared:
+            padded = SharedWindow(
+                window.key, window.limit, window.period_s + self._margin_s + SHARED_MARGIN_S, window.daily
+            )
+            reservation = self._store.reserve(padded, cost, max_wait_s=self._max_wait_s)
+            if not reservation.granted:
+                reopens = epoch_to_datetime(self._clock() + reservation.wait_s)
+                if window.daily:
+                    raise QuotaExceededError(
+                        f"{self.label}: the daily API limit shared by {window.key} is used up; "
+                        "the rest waits for the next run",
+                        resets_at=reopens,
+                    )
+                raise RateLimitedError(
+                    f"{self.label}: the API limit shared by {window.key} is used up for "
+                    f"{reservation.wait_s:.0f} s, longer than a task waits",
+                    retry_at=reopens,
+                )
+            wait = max(wait, reservation.wait_s)
+        if wait > 0:
+            self._pause(wait)
 
     def _refill(self, now: float) -> None:
         """Open a fresh window where the tool's limit is known locally and the last one has passed."""

@@ -47,7 +47,7 @@ from invoice_sync.connectors.hooks import (
 )
 from invoice_sync.connectors.http import RateBudget
 from invoice_sync.domain.errors import AuthError, RateLimitedError, SyncError, TransientError
-from invoice_sync.domain.ports import TokenSet, TokenVault
+from invoice_sync.domain.ports import BudgetStore, TokenSet, TokenVault
 
 PROBE_CODE = "invoice-sync-connection-test"
 """The authorization code a connection test asks the token endpoint to redeem: no tool ever issued it."""
@@ -90,9 +90,15 @@ class OAuthRestHook(AccountingHook):
         max_throttled: int = 3,
         refresh_margin_s: float = 60.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        shared_budgets: BudgetStore | None = None,
     ) -> None:
         super().__init__(
-            conn_id=conn_id, context=context, sleep=sleep, get_attempts=get_attempts, backoff_s=backoff_s
+            conn_id=conn_id,
+            context=context,
+            sleep=sleep,
+            get_attempts=get_attempts,
+            backoff_s=backoff_s,
+            shared_budgets=shared_budgets,
         )
         self.vault = vault if vault is not None else MemoryTokenVault()
         self._budget = budget

@@ -9,7 +9,7 @@ Importing it imports only the descriptors, never a connector or an HTTP client.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import cast
+from typing import Any, cast
 
 from invoice_sync.connectors import exact_online, quickbooks, twinfield, xero, yuki
 from invoice_sync.connectors.descriptor import ToolDescriptor
@@ -39,8 +39,8 @@ def factory_for(tool: str) -> ConnectorFactory:
     return cast(ConnectorFactory, descriptor_of(tool).load_connector())
 
 
-def connector_for(integration: Integration, vault: TokenVault) -> Connector:
-    """The connector for ``integration``'s tool.
+def connector_for(integration: Integration, vault: TokenVault, **hook_options: Any) -> Connector:
+    """The connector for ``integration``'s tool; ``hook_options`` go to its hook (``shared_budgets``).
 
     :raises ConfigError: no connector exists for the tool (a typo in the integration, or a tool
         this installation does not support yet); the message lists the known ones.
@@ -53,4 +53,4 @@ def connector_for(integration: Integration, vault: TokenVault) -> Connector:
             f"Integration {integration.name}: no connector for accounting tool {integration.tool!r} "
             f"(known: {known})"
         ) from None
-    return factory(integration, vault)
+    return factory(integration, vault, **hook_options)

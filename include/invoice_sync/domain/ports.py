@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from invoice_sync.domain.models import Booking, Customer, Integration, Invoice, Outcome, Problem
 
@@ -50,6 +50,40 @@ class BudgetLeft:
         if self.long is not None:
             parts.append(f"{self.long:,} today" if parts else f"{self.long:,} {self.unit} left today")
         return ", ".join(parts) if parts else "not announced yet"
+
+
+@dataclass(frozen=True, slots=True)
+class SharedWindow:
+    """One vendor window that every process of this installation spends together.
+
+    :param key: the vendor's scope, e.g. ``twinfield:client:<client id>:minute``.
+    :param limit: units (calls, credits) per window.
+    :param period_s: length of the window in seconds (shorter for a time-scaled sandbox).
+    :param daily: a long window: when it is spent the rest of the run waits for the next one
+        (:class:`~invoice_sync.domain.errors.QuotaExceededError`), it is not waited out.
+    """
+
+    key: str
+    limit: int
+    period_s: float
+    daily: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """The answer to a claim: granted (spend after ``wait_s``), or refused because the earliest window
+    with room opens only in ``wait_s`` seconds, longer than the caller may wait."""
+
+    granted: bool
+    wait_s: float
+
+
+class BudgetStore(Protocol):
+    """Where the windows several processes share are counted (Redis or the invoicing database)."""
+
+    def reserve(self, window: SharedWindow, cost: int, *, max_wait_s: float) -> Reservation:
+        """Reserve ``cost`` units in the earliest window with room, in arrival order."""
+        ...
 
 
 class TokenVault(Protocol):
@@ -123,4 +157,4 @@ class Connector(Protocol):
 
 
 class ConnectorFactory(Protocol):
-    def __call__(self, integration: Integration, vault: TokenVault) -> Connector: ...
+    def __call__(self, integration: Integration, vault: TokenVault, **hook_options: Any) -> Connector: ...

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Boolean,
     Date,
     DateTime,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -244,3 +245,17 @@ class ClaimRow(SyncBase):
     fencing_token: Mapped[int] = mapped_column(Integer)
     lease_expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
     acquired_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class RateWindowRow(SyncBase):
+    """A vendor rate window several processes spend together (see :mod:`invoice_sync.store.budgets`).
+
+    ``start`` is the epoch second the current (or the latest reserved, possibly future) window opens,
+    NULL for a window never claimed; ``used`` the units reserved in it.
+    """
+
+    __tablename__ = "sync_rate_windows"
+
+    key: Mapped[str] = mapped_column(String(250), primary_key=True)
+    start: Mapped[float | None] = mapped_column(Double)
+    used: Mapped[int] = mapped_column(Integer)

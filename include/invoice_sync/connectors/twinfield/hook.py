@@ -27,7 +27,7 @@ exponentially, and the call repeated: a 429 means nothing was processed.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -57,7 +57,7 @@ from invoice_sync.domain.errors import (
     SyncError,
     TransientError,
 )
-from invoice_sync.domain.ports import TokenSet, TokenVault
+from invoice_sync.domain.ports import BudgetStore, SharedWindow, TokenSet, TokenVault
 
 TOKEN_PATH = "/auth/authentication/connect/token"
 VALIDATION_PATH = "/auth/authentication/connect/accesstokenvalidation"
@@ -97,6 +97,8 @@ class TwinfieldHook(SoapHook):
     :param max_throttled: how often one call is repeated after a 429.
     :param refresh_margin_s: refresh the access token this long before it expires.
     :param clock: current time, timezone-aware UTC, for token expiry.
+    :param shared_budgets: where the client id's credits are counted across tasks (every office of an
+        integrator spends them); None counts them in this hook only.
     """
 
     conn_name_attr = "twinfield_conn_id"
@@ -121,6 +123,7 @@ class TwinfieldHook(SoapHook):
         max_throttled: int = 3,
         refresh_margin_s: float = REFRESH_MARGIN_S,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        shared_budgets: BudgetStore | None = None,
     ) -> None:
         super().__init__(
             conn_id=twinfield_conn_id,
@@ -128,6 +131,7 @@ class TwinfieldHook(SoapHook):
             sleep=sleep,
             get_attempts=get_attempts,
             backoff_s=backoff_s,
+            shared_budgets=shared_budgets,
         )
         self.twinfield_conn_id = twinfield_conn_id
         self.vault = vault if vault is not None else MemoryTokenVault()
@@ -149,18 +153,27 @@ class TwinfieldHook(SoapHook):
         Twinfield's, which a shortened (time-scaled) minute shortens alike.
         """
         if self._budget is None:
-            extra = self.get_connection(self.twinfield_conn_id).extra_dejson
-            where = f"Twinfield connection {self.twinfield_conn_id}"
-            credits = positive_extra(extra, "credits_per_minute", CREDITS_PER_MINUTE, where=where)
-            minute_s = positive_extra(extra, "minute_s", 60.0, where=where)
-            self._budget = RateBudget(
-                label=self.context,
-                sleep=self._sleep,
-                short_limit=int(credits),
+            credits, minute_s = self._credit_window(self.get_connection(self.twinfield_conn_id).extra_dejson)
+            self._budget = self._rate_budget(
+                # Counted in the shared window instead when there is one: a local count would start its
+                # minute elsewhere and only add waits.
+                short_limit=None if self.shared_budgets else int(credits),
                 short_period_s=minute_s,
                 margin_s=BUDGET_MARGIN_S * minute_s / 60.0,
             )
         return self._budget
+
+    def _credit_window(self, extra: Mapping[str, Any]) -> tuple[float, float]:
+        """Credits per minute and the minute's length (shorter for a time-scaled sandbox)."""
+        where = f"Twinfield connection {self.twinfield_conn_id}"
+        credits = positive_extra(extra, "credits_per_minute", CREDITS_PER_MINUTE, where=where)
+        return credits, positive_extra(extra, "minute_s", 60.0, where=where)
+
+    def _shared_windows(self, connection: Any, extra: Mapping[str, Any]) -> Sequence[SharedWindow]:
+        """Twinfield counts credits per ClientId, one for all of an integrator's organisations
+        (reference ``README.md``, limits; ``twinfield.md`` section 7): the connection's login."""
+        credits, minute_s = self._credit_window(extra)
+        return (SharedWindow(f"twinfield:client:{connection.login}:minute", int(credits), minute_s),)
 
     def _try_connection(self) -> str:
         """List the organisation's offices (one credit) and check this office, if any, is among them."""

@@ -46,7 +46,7 @@ from invoice_sync.domain.errors import (
     SyncError,
     TransientError,
 )
-from invoice_sync.domain.ports import TokenVault
+from invoice_sync.domain.ports import SharedWindow, TokenVault
 
 API = "/api.xro/2.0"
 CONNECTIONS = "/connections"
@@ -57,6 +57,8 @@ MAX_PAGES = 50
 """Pages one lookup follows at most; a lookup for at most a batch of numbers never needs more than one."""
 MINUTE_S = 60.0
 DAY_S = 86_400.0
+APP_MINUTE_LIMIT = 10_000
+"""Calls a minute per app across all its organisations (reference ``xero.md``, limits: app-wide)."""
 IDEMPOTENCY_PREFIX = "invoice-sync-"
 IDEMPOTENCY_KEY_MAX = 128
 
@@ -215,7 +217,17 @@ class XeroHook(OAuthRestHook):
         )
 
     def _new_budget(self, extra: Mapping[str, Any]) -> RateBudget:
-        return RateBudget(label=self.context, sleep=self._sleep, clock=self._now)
+        return self._rate_budget(clock=self._now)
+
+    def _shared_windows(self, connection: Any, extra: Mapping[str, Any]) -> Sequence[SharedWindow]:
+        """Xero's app-wide minute, spent by every organisation the app (the connection's client id)
+        reaches (reference ``xero.md``, limits: 10,000 calls a minute per app). An organisation's own
+        minute and day stay counted from the headers: one task at a time books for an organisation."""
+        minute_s, _ = self._window_lengths
+        limit = positive_extra(
+            extra, "app_minute_limit", APP_MINUTE_LIMIT, where=f"Xero connection {self.conn_id}"
+        )
+        return (SharedWindow(f"xero:app:{connection.login}:minute", int(limit), minute_s),)
 
     def _now(self) -> float:
         return self._clock().timestamp()

@@ -55,7 +55,7 @@ from invoice_sync.domain.errors import (
     SyncError,
     TransientError,
 )
-from invoice_sync.domain.ports import TokenSet, TokenVault
+from invoice_sync.domain.ports import BudgetStore, TokenSet, TokenVault
 
 YUKI_NS = "http://www.theyukicompany.com/"
 SESSION_LIFETIME_S = 24 * 3600.0
@@ -111,6 +111,7 @@ class YukiHook(SoapHook):
         session_lifetime_s: float = SESSION_LIFETIME_S,
         session_margin_s: float = SESSION_MARGIN_S,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        shared_budgets: BudgetStore | None = None,
     ) -> None:
         named = administration or administration_id
         super().__init__(
@@ -119,6 +120,7 @@ class YukiHook(SoapHook):
             sleep=sleep,
             get_attempts=get_attempts,
             backoff_s=backoff_s,
+            shared_budgets=shared_budgets,
         )
         self.yuki_conn_id = yuki_conn_id
         self.vault = vault if vault is not None else MemoryTokenVault()

@@ -1,0 +1,156 @@
+"""The shared budget store (Redis, SQLite, PostgreSQL) and the rate budget's use of it.
+
+Windows here are long (1,000 s) so that the real clock the stores read cannot move a claim into another
+window while a test runs; the waits the stores answer are checked against those window lengths.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import create_engine
+from test_shared_budgets import REDIS_URL, _redis_or_skip
+
+from invoice_sync.connectors.http import SHARED_MARGIN_S, RateBudget
+from invoice_sync.connectors.twinfield.hook import TwinfieldHook
+from invoice_sync.domain.errors import QuotaExceededError, RateLimitedError
+from invoice_sync.domain.ports import BudgetStore, SharedWindow
+from invoice_sync.store.budgets import RedisBudgetStore, SqlBudgetStore
+from invoice_sync.store.db import make_engine
+from invoice_sync.store.models import RateWindowRow, SyncBase
+
+PERIOD_S = 1000.0
+
+
+@pytest.fixture(params=["redis", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def budgets(request: pytest.FixtureRequest, tmp_path) -> Iterator[BudgetStore]:
+    if request.param == "redis":
+        _redis_or_skip()
+        import redis
+
+        yield RedisBudgetStore(redis.Redis.from_url(REDIS_URL), prefix=f"test:{uuid.uuid4().hex}:")
+        return
+    url = (
+        f"sqlite:///{tmp_path / 'invoicing.db'}"
+        if request.param == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
+    setup = create_engine(url)
+    SyncBase.metadata.create_all(setup, tables=[RateWindowRow.__table__])
+    setup.dispose()
+    engine = make_engine(url)
+    yield SqlBudgetStore(engine)
+    engine.dispose()
+
+
+def test_claims_are_granted_in_arrival_order_across_windows(budgets: BudgetStore) -> None:
+    """A full window passes claims on to the next one in the order they came: a tenant that keeps
+    claiming queues behind one that waits, and nothing is reserved past the caller's longest wait."""
+    window = SharedWindow("twinfield:client:fifo:minute", 2, PERIOD_S)
+    waits = [budgets.reserve(window, 1, max_wait_s=1500) for _ in range(4)]
+    assert all(w.granted for w in waits)
+    assert [round(w.wait_s / PERIOD_S) for w in waits] == [0, 0, 1, 1]
+    refused = budgets.reserve(window, 1, max_wait_s=1500)
+    assert not refused.granted and round(refused.wait_s / PERIOD_S) == 2
+    # The refusal reserved nothing: a caller that may wait longer still gets the third window's first unit.
+    third = budgets.reserve(window, 2, max_wait_s=2500)
+    assert third.granted and round(third.wait_s / PERIOD_S) == 2
+    assert not budgets.reserve(window, 1, max_wait_s=2500).granted
+    with pytest.raises(ValueError, match="can never fit"):
+        budgets.reserve(window, 3, max_wait_s=1e9)
+
+
+def test_windows_are_counted_per_key(budgets: BudgetStore) -> None:
+    one = SharedWindow("xero:app:one:minute", 1, PERIOD_S)
+    other = SharedWindow("xero:app:other:minute", 1, PERIOD_S)
+    assert budgets.reserve(one, 1, max_wait_s=0).granted
+    assert budgets.reserve(other, 1, max_wait_s=0).granted
+    assert not budgets.reserve(one, 1, max_wait_s=0).granted
+
+
+def test_concurrent_claims_never_overspend(budgets: BudgetStore) -> None:
+    """Eight threads claim 40 units each from a window of 100: exactly 100 are granted."""
+    window = SharedWindow("twinfield:client:race:minute", 100, PERIOD_S)
+    granted: list[int] = []
+
+    def claim() -> None:
+        granted.append(sum(budgets.reserve(window, 1, max_wait_s=0).granted for _ in range(40)))
+
+    threads = [threading.Thread(target=claim) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(granted) == 100
+
+
+def test_the_rate_budget_waits_through_its_sleep_and_gives_up_past_max_wait(budgets: BudgetStore) -> None:
+    slept: list[float] = []
+    window = SharedWindow("twinfield:client:wait:minute", 1, PERIOD_S)
+    budget = RateBudget(label="t", sleep=slept.append, max_wait_s=1500, shared=[window], store=budgets)
+    budget.acquire()
+    assert slept == []
+    budget.acquire()
+    assert slept == [pytest.approx(PERIOD_S + 0.05 + SHARED_MARGIN_S, abs=5)]
+    with pytest.raises(RateLimitedError, match="twinfield:client:wait:minute") as raised:
+        budget.acquire()
+    assert raised.value.retry_at is not None
+    assert len(slept) == 1
+
+
+def test_a_spent_shared_day_stops_the_run(budgets: BudgetStore) -> None:
+    day = SharedWindow("xero:tenant:t1:day", 1, 86_400.0, daily=True)
+    budget = RateBudget(label="t", sleep=lambda s: None, shared=[day], store=budgets)
+    budget.acquire()
+    with pytest.raises(QuotaExceededError, match="daily"):
+        budget.acquire()
+
+
+def test_the_hooks_wait_for_a_shared_window_renews_the_claim(
+    budgets: BudgetStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shared window's wait goes through the hook's sleep, which renews the run's claim lease."""
+    client = f"client-{uuid.uuid4().hex}"
+    connection = {"conn_type": "twinfield", "host": "http://127.0.0.1:9", "login": client, "password": "s"}
+    connection["extra"] = {"credits_per_minute": 1, "minute_s": 10.0}  # type: ignore[assignment]
+    monkeypatch.setenv("AIRFLOW_CONN_TWF_SHARED", json.dumps(connection))
+    slept: list[float] = []
+    renewed: list[int] = []
+    hooks = [
+        TwinfieldHook(
+            twinfield_conn_id="twf_shared", office=office, sleep=slept.append, shared_budgets=budgets
+        )
+        for office in ("A", "B")
+    ]
+    hooks[1].keep_alive_while_waiting(lambda: renewed.append(1), every_s=4.0)
+    hooks[0].budget.acquire()
+    hooks[1].budget.acquire()  # another office, the same client id: waits for the next minute
+    assert sum(slept) == pytest.approx(10.0 + 10.0 / 60 + SHARED_MARGIN_S, abs=0.5)
+    assert len(renewed) == 3  # 4 s + 4 s + the rest, each followed by a renewal
+
+
+def test_redis_is_chosen_when_configured_else_the_database(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from invoice_sync import config
+    from invoice_sync.airflow.runtime import open_budgets
+    from invoice_sync.store.repository import SyncStore
+
+    monkeypatch.delenv(config.REDIS_URL_ENV, raising=False)
+    assert config.redis_url(None) is None
+    assert config.redis_url("amqp://guest@rabbit//") is None
+    assert config.redis_url("redis://broker:6379/0") == "redis://broker:6379/0"
+    store = SyncStore(make_engine(f"sqlite:///{tmp_path / 'invoicing.db'}"))
+    # The celery provider's default broker (redis://redis:6379/0) counts only under the CeleryExecutor.
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "LocalExecutor")
+    assert isinstance(open_budgets(store), SqlBudgetStore)
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "CeleryExecutor")
+    monkeypatch.setenv("AIRFLOW__CELERY__BROKER_URL", "redis://broker:6379/3")
+    assert isinstance(open_budgets(store), RedisBudgetStore)
+    monkeypatch.setenv("AIRFLOW__CELERY__BROKER_URL", "amqp://guest@rabbit//")
+    assert isinstance(open_budgets(store), SqlBudgetStore)
+    monkeypatch.setenv(config.REDIS_URL_ENV, "redis://elsewhere:6379/1")
+    assert config.redis_url("redis://broker:6379/3") == "redis://elsewhere:6379/1"
+    assert isinstance(open_budgets(store), RedisBudgetStore)
