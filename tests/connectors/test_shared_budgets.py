@@ -32,7 +32,7 @@ from invoice_sync_dev.sandbox.server import start_in_thread
 from invoice_sync_dev.sandbox.tools import BenchLimits
 
 PROCESSES = 8
-TIME_SCALE = 30.0
+TIME_SCALE = 20.0
 MINUTE_S = 60.0 / TIME_SCALE
 """A Twinfield minute in real seconds at this time scale."""
 CREDITS = 30
