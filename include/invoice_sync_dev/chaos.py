@@ -78,7 +78,7 @@ class ChaosSettings:
     :param http_timeout_s: the connection's ``timeout`` extra: short, so hung requests cost little.
     :param lease_s: claim lease for the DAG runs (``INVOICE_SYNC_LEASE_SECONDS``), so a killed run's
         claim frees up quickly; it must outlast the longest pause without a write (a 429 waits up to 60 s).
-    :param intensity: multiplies every fault probability (each GET fault stays at most 5 %, or the
+    :param intensity: multiplies every fault probability (each read fault stays at most 5 %, or the
         hook's three tries would often all fail and cost an Airflow retry, 30 s or more); a small session
         needs more than 1 to see faults at all.
     :param fault_kinds: the fault kinds to draw from (default: all of them).
@@ -96,6 +96,9 @@ class ChaosSettings:
     intensity: float = 1.0
     fault_kinds: frozenset[str] = FAULT_KINDS
     run_timeout_s: float = 900.0
+    integrations_per_tool: int | None = None
+    """Sync only the first so many demo integrations of each tool (None: all): a small session's each
+    integration costs a mapped task, seconds of Airflow each."""
     workdir: Path = WORKDIR
     db_url: str | None = None
     airflow_home: Path | None = None
@@ -481,7 +484,9 @@ class Expected:
 
 def expected_bookings(engine: Engine, rejected: set[str], before_cutover: set[str]) -> Expected:
     with Session(engine) as session:
-        tools = {row.id: str(row.tool) for row in session.scalars(select(IntegrationRow))}
+        integrations = list(session.scalars(select(IntegrationRow)))
+        tools = {row.id: str(row.tool) for row in integrations}
+        synced = {row.id for row in integrations if row.auto_sync}
         rows = session.execute(
             select(InvoiceRow.integration_id, InvoiceRow.number).where(
                 InvoiceRow.status.in_(("registered", "paid")), InvoiceRow.registration_number.is_(None)
@@ -490,7 +495,7 @@ def expected_bookings(engine: Engine, rejected: set[str], before_cutover: set[st
     bookable = frozenset(
         (tools[integration_id], number)
         for integration_id, number in rows
-        if number and number not in rejected and number not in before_cutover
+        if number and integration_id in synced and number not in rejected and number not in before_cutover
     )
     return Expected(bookable, tools)
 
@@ -577,7 +582,8 @@ def _emit(out: TextIO, payload: Mapping[str, Any]) -> None:
 
 def prepare_invoicing_db(settings: ChaosSettings) -> tuple[Engine, Expected]:
     """Wipe and seed the chaos DB with every tool's demo integrations, and switch automatic sync on
-    everywhere so the nightly DAG syncs every integration (some demo ones are manual-only).
+    everywhere (some demo ones are manual-only; ``integrations_per_tool`` keeps it on for fewer) so the
+    nightly DAG syncs every integration.
 
     The demo's ``invoices`` counts the regular invoices of the Exact integrations (each other integration
     gets a third as many) and some of them are drafts or synced already, so the valid ones are counted after
@@ -594,8 +600,6 @@ def prepare_invoicing_db(settings: ChaosSettings) -> tuple[Engine, Expected]:
     while valid < target:
         regular = -(-regular * target // max(valid, 1)) + 1
         seeded, valid = _seed(engine, settings, regular)
-    with Session(engine) as session, session.begin():
-        session.execute(update(IntegrationRow).values(auto_sync=True))
     expected = expected_bookings(engine, set(seeded.expected_rejections), set(seeded.before_cutover))
     return engine, expected
 
@@ -605,6 +609,12 @@ def _seed(engine: Engine, settings: ChaosSettings, regular: int) -> tuple[SeedRe
     seeded = seed(
         engine, invoices=regular, seed_value=settings.seed, reset=True, confirm=settings.wipe_database
     )
+    with Session(engine) as session, session.begin():
+        kept: Counter[str] = Counter()
+        for integration in session.scalars(select(IntegrationRow).order_by(IntegrationRow.id)):
+            kept[str(integration.tool)] += 1
+            limit = settings.integrations_per_tool
+            integration.auto_sync = limit is None or kept[str(integration.tool)] <= limit
     valid = expected_bookings(engine, set(seeded.expected_rejections), set(seeded.before_cutover)).bookable
     return seeded, len(valid)
 
@@ -616,7 +626,9 @@ class Backlog:
     With everything registered up front the first run books nearly all of it and the later runs' faults
     have almost nothing to hit. So, like the app does, each faulty run finds a new slice of freshly
     registered invoices: the others wait as drafts (which are never pushed) until their night comes.
-    Slices follow invoice ids, so a credit note never comes before the invoice it credits.
+    Each integration's invoices are sliced on their own, following invoice ids, so every night brings
+    every tool its share (the seeder writes one tool's invoices after the other) and a credit note never
+    comes before the invoice it credits.
     """
 
     slices: list[dict[int, str]]
@@ -626,15 +638,21 @@ class Backlog:
     def hold_back(cls, engine: Engine, parts: int) -> Backlog:
         with Session(engine) as session, session.begin():
             rows = session.execute(
-                select(InvoiceRow.id, InvoiceRow.status)
+                select(InvoiceRow.integration_id, InvoiceRow.id, InvoiceRow.status)
                 .where(
                     InvoiceRow.status.in_(("registered", "paid")), InvoiceRow.registration_number.is_(None)
                 )
                 .order_by(InvoiceRow.id)
             ).all()
-            size = -(-len(rows) // max(parts, 1))
-            statuses = [(invoice_id, str(status)) for invoice_id, status in rows]
-            slices = [dict(statuses[i : i + size]) for i in range(0, len(statuses), size)] if rows else []
+            by_integration: dict[int, list[tuple[int, str]]] = defaultdict(list)
+            for integration_id, invoice_id, status in rows:
+                by_integration[integration_id].append((invoice_id, str(status)))
+            slices: list[dict[int, str]] = [{} for _ in range(max(parts, 1))]
+            for statuses in by_integration.values():
+                size = -(-len(statuses) // len(slices))
+                for index, start in enumerate(range(0, len(statuses), size)):
+                    slices[index].update(statuses[start : start + size])
+            slices = [part for part in slices if part]
             later = [invoice_id for part in slices[1:] for invoice_id in part]
             for start in range(0, len(later), 500):
                 session.execute(
