@@ -19,7 +19,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 help:
 	@echo "make run    fresh machine -> a finished nightly sync run against the sandbox, with a summary"
 	@echo "make ui     fresh machine -> Airflow's UI on the demo defaults (INVOICE_SYNC_UI_PORT, default 8080) until Ctrl-C"
-	@echo "make chaos  nightly runs under random faults (CHAOS_INVOICES, CHAOS_RUNS, CHAOS_SEED), then a check of the books"
+	@echo "make chaos  nightly runs on all five tools under random faults (CHAOS_INVOICES, CHAOS_RUNS, CHAOS_SEED), then a check of the books"
 	@echo "make bench  throughput at the tools' limits, our overhead, memory, parse time: JSON lines, then a table"
 	@echo "make test   fresh machine -> the full test suite (PostgreSQL tests run when a server is reachable)"
 	@echo "make lint   ruff check + format check + mypy;  make lock  re-resolve both locks (runtime, dev)"
@@ -45,6 +45,7 @@ ui: venv
 	scripts/run-ui.sh
 
 # Its own throw-away invoicing DB and Airflow home under var/chaos/ (CHAOS_DB_URL, CHAOS_AIRFLOW_HOME move them).
+# CHAOS_INVOICES: valid invoices to book, at least, spread over every tool's demo integrations.
 CHAOS_INVOICES ?= 2000
 CHAOS_RUNS ?= 6
 CHAOS_SEED ?= 1

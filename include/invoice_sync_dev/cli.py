@@ -54,7 +54,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     connections.add_argument("url", help="the sandbox's base URL (http://127.0.0.1:8765)")
 
     chaos = commands.add_parser("chaos", help="nightly runs under random faults, then check the books")
-    chaos.add_argument("--invoices", type=int, default=2000, help="regular invoices to seed (default 2000)")
+    chaos.add_argument(
+        "--invoices",
+        type=int,
+        default=2000,
+        help="valid invoices to book over every tool, at least (default 2000)",
+    )
     chaos.add_argument("--runs", type=int, default=6, help="runs under faults (default 6)")
     chaos.add_argument("--seed", type=int, default=1, help="random seed of data and faults (default 1)")
     chaos.add_argument("--kills", type=int, default=1, help="runs to SIGKILL mid-sync (default 1)")

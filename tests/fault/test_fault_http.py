@@ -63,6 +63,8 @@ FAULTS = {
     "commit_then_timeout": [{"kind": "commit_then_timeout", "delay_s": 3.0}],
     "commit_then_drop": [{"kind": "commit_then_drop"}],
     "malformed": [{"kind": "malformed"}],
+    # a batch tool books the first part of the call, then the answer is lost (a single invoice: all of it)
+    "partial_commit_then_drop": [{"kind": "partial_commit_then_drop"}],
 }
 
 

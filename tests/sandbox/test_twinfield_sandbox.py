@@ -594,6 +594,20 @@ def test_commit_then_drop_books_but_the_answer_is_lost(api: Cluster, fresh: Sand
     assert [b["reference"] for b in simulator.booked()] == ["D-1"]
 
 
+def test_a_batch_booked_in_part_loses_its_answer(api: Cluster, fresh: SandboxHandle) -> None:
+    """``partial_commit_then_drop`` (``make chaos``): the first part of the ``<transactions>`` is booked,
+    then the connection drops; the rest was never booked."""
+    simulator = fresh.simulator("twinfield")
+    api.process(customer_xml())
+    simulator.faults.set_rules(
+        [{"path": "#ProcessXmlString/transactions$", "kind": "partial_commit_then_drop", "times": 1}]
+    )
+    batch = "".join(transaction_xml(f"P-{n}") for n in range(1, 4))
+    with pytest.raises(requests.exceptions.RequestException):
+        api.post(f"<transactions>{batch}</transactions>")
+    assert [b["reference"] for b in simulator.booked()] == ["P-1"]
+
+
 # ------------------------------------------------------------------------------------------ state
 
 

@@ -524,6 +524,18 @@ def test_a_dropped_answer_is_settled_by_replaying_the_idempotency_key(api: Api, 
     assert xero.create_posts() == {"2026/0042": 1} and len(xero.booked()) == 1
 
 
+def test_a_batch_booked_in_part_loses_its_answer(api: Api, xero: XeroSandbox) -> None:
+    """``partial_commit_then_drop`` (``make chaos``): Xero books the first part of the array, then the
+    connection drops; the rest was never booked."""
+    contact = api.contact()
+    _faults(api, {"kind": "partial_commit_then_drop", "method": "PUT", "path": "Invoices$", "times": 1})
+    numbers = [f"2026/00{n}" for n in range(40, 45)]
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        api.put("Invoices", {"Invoices": [invoice(contact, number) for number in numbers]}).json()
+    assert [booking["reference"] for booking in xero.booked()] == numbers[:2]
+    assert xero.stats_snapshot()["faults"] == {"partial_commit_then_drop": 1}
+
+
 # ----------------------------------------------------------------------- control API, persistence
 
 

@@ -54,8 +54,10 @@ from invoice_sync_dev.sandbox.tools import (
     BenchLimits,
     BenchSlot,
     Booking,
+    ChaosTargets,
     LimitRun,
     SandboxTool,
+    Target,
     WindowsFromAnswers,
 )
 
@@ -1256,6 +1258,13 @@ SANDBOX = SandboxTool(
     create_app=create_app,
     connection=demo_connection,
     bookings=bookings,
+    chaos=ChaosTargets(
+        book=Target("POST", r"^/api/v1/\d+/salesentry/SalesEntries$"),
+        lookup=Target("GET", r"^/api/v1/\d+/salesentry/SalesEntries$"),  # filtered on YourRef
+        reads=(Target("GET", r"^/api/v1/\d+/"),),
+        api=Target("*", r"^/api/v1/\d+/"),
+        customers=Target("POST", r"^/api/v1/\d+/crm/Accounts$"),
+    ),
     bench=BenchKnobs(
         limit_switch="minutely_limit",
         # 60 calls a minute, about one call per invoice: 660 invoices and their customers span 11 minutes.

@@ -13,10 +13,16 @@ against the path inside the tool's mount) and one kind:
 ``commit_then_drop``    process and commit, then send a response whose body is shorter than its
                         Content-Length and close the connection (the client sees an incomplete read)
 ``malformed``           process and commit, then answer 200 with truncated JSON
+``partial_commit_then_drop``  a batch call: process and commit only part of the batch (the tool's
+                        ``partial`` function cuts the request), then drop the answer as ``commit_then_drop``
+                        does; a call that is no batch is simply committed and dropped. A tool that gave up
+                        half-way through a batch (a worker restart, a gateway timeout) leaves exactly this:
+                        some invoices booked, the others not, and the caller knowing neither.
 
 SOAP services put many operations behind one path, so a simulator may give the injector a ``describe``
 function: the middleware then reads the request body first and matches rules against the path plus what
 ``describe`` returns (``/ws/Sales.asmx#ProcessSalesInvoices``), before replaying the body to the app.
+Likewise a batch tool gives ``partial``: the request body with only the first part of its batch kept.
 
 A hang ends early when the client disconnects, so a client timeout never leaves the server busy.
 """
@@ -40,7 +46,16 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 FAULT_KINDS = frozenset(
-    {"latency", "status", "rate_limit", "timeout", "commit_then_timeout", "commit_then_drop", "malformed"}
+    {
+        "latency",
+        "status",
+        "rate_limit",
+        "timeout",
+        "commit_then_timeout",
+        "commit_then_drop",
+        "partial_commit_then_drop",
+        "malformed",
+    }
 )
 _DEFAULT_DELAY_S = {"latency": 1.0, "timeout": 60.0, "commit_then_timeout": 60.0}
 
@@ -118,10 +133,14 @@ class FaultInjector:
         rate_limit_response: Callable[[Scope], CannedResponse] | None = None,
         exempt_prefixes: tuple[str, ...] = ("/_sandbox",),
         describe: Callable[[Scope, bytes], str] | None = None,
+        partial: Callable[[bytes], bytes | None] | None = None,
     ) -> None:
         self._lock = threading.Lock()
         self.describe = describe
         """Suffix of the path that rules match, from the request and its body (SOAP operations)."""
+        self.partial = partial
+        """The request body with only the first part of its batch (None: the body carries no batch of
+        two or more), for ``partial_commit_then_drop``."""
         self._rules: list[FaultRule] = []
         self._hits: Counter[str] = Counter()
         self._seed = seed
@@ -178,6 +197,32 @@ class FaultInjector:
             return self.error_response(rule.status, "Injected fault")
         body = rule.body if isinstance(rule.body, str) else json.dumps(rule.body)
         return CannedResponse(rule.status, body.encode())
+
+
+def first_part(items: list[Any]) -> list[Any] | None:
+    """The items a partially committed batch keeps (the first half, at least one), or None when fewer than
+    two: a single item cannot be committed in part."""
+    return items[: len(items) // 2] if len(items) >= 2 else None
+
+
+def partial_json_batch(*keys: str) -> Callable[[bytes], bytes | None]:
+    """``partial`` for a JSON tool whose batch is the list under one of ``keys`` of the request object."""
+
+    def cut(body: bytes) -> bytes | None:
+        try:
+            payload = json.loads(body or b"null")
+        except ValueError:
+            return None
+        if not isinstance(payload, dict):
+            return None
+        for key in keys:
+            items = payload.get(key)
+            kept = first_part(items) if isinstance(items, list) else None
+            if kept is not None:
+                return json.dumps({**payload, key: kept}).encode()
+        return None
+
+    return cut
 
 
 def route_path(scope: Mapping[str, Any]) -> str:
@@ -319,6 +364,17 @@ class FaultMiddleware:
         await send({"type": "http.response.start", "status": captured.status, "headers": headers})
         # Part of the body, then return without finishing: the server closes the connection mid-body.
         await send({"type": "http.response.body", "body": body[: len(body) // 2], "more_body": True})
+
+    async def _partial_commit_then_drop(
+        self, rule: FaultRule, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        body = await _read_body(receive)
+        part = self.injector.partial(body) if self.injector.partial is not None else None
+        if part is not None:
+            kept = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-length"]
+            scope = {**scope, "headers": [*kept, (b"content-length", str(len(part)).encode())]}
+            body = part
+        await self._commit_then_drop(rule, scope, _replay(body, receive), send)
 
     async def _malformed(self, rule: FaultRule, scope: Scope, receive: Receive, send: Send) -> None:
         captured = await _capture(self.app, scope, receive)

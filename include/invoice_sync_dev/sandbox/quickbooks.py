@@ -75,7 +75,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from invoice_sync.connectors.quickbooks import DESCRIPTOR
 from invoice_sync_dev.sandbox import qbo_query, quickbooks_fixtures
-from invoice_sync_dev.sandbox.faults import CannedResponse, Scope, route_path
+from invoice_sync_dev.sandbox.faults import CannedResponse, Scope, partial_json_batch, route_path
 from invoice_sync_dev.sandbox.quickbooks_fixtures import (
     FIRST_DOC_NUMBER,
     FIRST_NAME_ID,
@@ -97,11 +97,13 @@ from invoice_sync_dev.sandbox.tools import (
     BenchKnobs,
     BenchLimits,
     Booking,
+    ChaosTargets,
     DemoSlot,
     LimitRun,
     OpenedWindows,
     Refusal,
     SandboxTool,
+    Target,
     WindowsFromBudget,
     with_extra,
 )
@@ -413,6 +415,10 @@ class QuickBooksSandbox(Simulator[QuickBooksFixtures, QuickBooksConfig]):
     def _fault_describe(self) -> Callable[[Scope, bytes], str]:
         """Fault rules match ``/batch#create`` or ``/batch#query``: bookings and lookups share a path."""
         return describe_request
+
+    def _fault_partial(self) -> Callable[[bytes], bytes | None]:
+        """A batch call carries up to 30 items: the first part of them is committed."""
+        return partial_json_batch("BatchItemRequest")
 
     def _default_fixtures(self) -> QuickBooksFixtures:
         return default_fixtures()
@@ -1577,6 +1583,14 @@ SANDBOX = SandboxTool(
     create_app=create_app,
     connection=demo_connection,
     bookings=bookings,
+    chaos=ChaosTargets(
+        book=Target("POST", r"^/v3/company/[^/]+/batch#create/\S*(Invoice|CreditMemo)"),
+        lookup=Target("POST", r"^/v3/company/[^/]+/batch#query$"),
+        reads=(Target("GET", r"^/v3/company/"), Target("POST", r"^/v3/company/[^/]+/(query|batch#query)$")),
+        api=Target("*", r"^/v3/company/"),
+        customers=Target("POST", r"^/v3/company/[^/]+/batch#create/Customer$"),
+        batch=True,
+    ),
     bench=BenchKnobs(
         limit_switch="batch_minute_limit",
         # 30 invoices a batch call: at 40 batch calls a minute ten minutes would need 12,000 invoices, so the

@@ -83,6 +83,20 @@ def create_root_app(
     def index() -> dict[str, Any]:
         return {"tools": {sandbox.name: sandbox.mount for sandbox in sandbox_tools()}}
 
+    @app.get("/_books")
+    def books() -> list[dict[str, Any]]:
+        """Every booking of every simulator in the same terms (:class:`~.tools.Booking`), for a harness
+        that runs the sandbox as a process of its own and judges the books of every tool alike."""
+        return [
+            {
+                "tool": booking.tool,
+                "reference": booking.reference,
+                "registration_number": booking.registration_number,
+            }
+            for sandbox in sandbox_tools()
+            for booking in sandbox.bookings(simulators.by_tool[sandbox.name])
+        ]
+
     return app
 
 

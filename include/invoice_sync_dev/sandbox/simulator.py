@@ -152,6 +152,7 @@ class Simulator(ABC, Generic[FixturesT, ConfigT]):
             rate_limit_response=self._rate_limit_fault_response,
             exempt_prefixes=(CONTROL_PREFIX,),
             describe=self._fault_describe(),
+            partial=self._fault_partial(),
         )
         self._restore(saved_state)
         self.clock = SandboxClock(time_scale, start=resume_instant(saved_state))
@@ -185,6 +186,11 @@ class Simulator(ABC, Generic[FixturesT, ConfigT]):
 
     def _fault_describe(self) -> Callable[[Scope, bytes], str] | None:
         """What fault rules match besides the path (a SOAP tool names its operation); None: the path only."""
+        return None
+
+    def _fault_partial(self) -> Callable[[bytes], bytes | None] | None:
+        """How a batch request keeps only the first part of its batch, for ``partial_commit_then_drop``
+        (see :mod:`.faults`); None: the tool takes one invoice per call."""
         return None
 
     @abstractmethod

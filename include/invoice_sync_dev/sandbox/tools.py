@@ -243,6 +243,36 @@ class BenchKnobs:
 
 
 @dataclass(frozen=True, slots=True)
+class Target:
+    """Calls a fault rule aims at: an HTTP method (``"*"``: any) and a regex of the path inside the tool's
+    mount (a SOAP tool's path ends in ``#<operation>``, see :mod:`.faults`)."""
+
+    method: str
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChaosTargets:
+    """Where ``make chaos`` aims each kind of fault at a tool (``invoice_sync_dev.chaos``).
+
+    :param book: the call that books invoices, the one whose lost answer exactly-once is about.
+    :param lookup: the idempotency lookup that settles a lost answer (by our invoice number).
+    :param reads: calls that only read, which the hook retries itself.
+    :param api: every call of the tool's API, never its token or session endpoint (a lost token answer
+        burns a rotating refresh token, which only a new consent repairs: another story).
+    :param customers: the call that creates customers, if the tool has one of its own.
+    :param batch: the booking call carries many invoices (a lost answer leaves them all unknown).
+    """
+
+    book: Target
+    lookup: Target
+    reads: tuple[Target, ...]
+    api: Target
+    customers: Target | None = None
+    batch: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class SandboxTool:
     """One tool's simulator as the sandbox server, the demo and the harnesses use it.
 
@@ -257,6 +287,7 @@ class SandboxTool:
     :param bookings: every booking in a simulator object's books (:class:`Booking`).
     :param bench: the benchmark's knobs for the tool.
     :param refusals: the invoices the demo seeds for the tool to refuse (in its first demo integration).
+    :param chaos: where ``make chaos`` aims its faults.
     """
 
     descriptor: ToolDescriptor
@@ -266,6 +297,7 @@ class SandboxTool:
     connection: Callable[[str], dict[str, Any]]
     bookings: Callable[[Any], list[Booking]]
     bench: BenchKnobs
+    chaos: ChaosTargets
     refusals: tuple[Refusal, ...] = ()
 
     @property

@@ -56,7 +56,7 @@ from lxml import etree
 from invoice_sync.connectors.twinfield import DESCRIPTOR
 from invoice_sync_dev.sandbox import twinfield_fixtures
 from invoice_sync_dev.sandbox.clock import SandboxClock
-from invoice_sync_dev.sandbox.faults import CannedResponse, Scope, route_path
+from invoice_sync_dev.sandbox.faults import CannedResponse, Scope, first_part, route_path
 from invoice_sync_dev.sandbox.simulator import (
     CONTROL_PREFIX,
     Simulator,
@@ -71,9 +71,11 @@ from invoice_sync_dev.sandbox.tools import (
     BenchLimits,
     BenchSlot,
     Booking,
+    ChaosTargets,
     LimitRun,
     Refusal,
     SandboxTool,
+    Target,
     WindowsFromBudget,
 )
 from invoice_sync_dev.sandbox.twinfield_fixtures import OfficeFixture, TwinfieldFixtures, default_fixtures
@@ -269,6 +271,26 @@ def describe_request(scope: Scope, body: bytes) -> str:
     except (etree.XMLSyntaxError, StopIteration, TypeError, ValueError):
         return "#ProcessXmlString/?"
     return f"#{operation}/{_local(request)}"
+
+
+def partial_transactions(body: bytes) -> bytes | None:
+    """The ``ProcessXmlString`` request with only the first part of the ``<transaction>`` elements of its
+    ``xmlRequest`` (None: not a batch of two or more)."""
+    try:
+        envelope = _parse(body)
+        content = next(c for c in _body_children(envelope) if isinstance(c.tag, str))
+        holder = _child(content, "xmlRequest")
+        request = _parse(_text(holder))
+    except (etree.XMLSyntaxError, StopIteration, TypeError, ValueError):
+        return None
+    items = [c for c in request if isinstance(c.tag, str)]
+    kept = first_part(items) if holder is not None and _local(request) == "transactions" else None
+    if holder is None or kept is None:
+        return None
+    for dropped in items[len(kept) :]:
+        request.remove(dropped)
+    holder.text = etree.tostring(request, encoding="unicode")
+    return bytes(etree.tostring(envelope, encoding="utf-8", xml_declaration=True))
 
 
 def _yyyymmdd(value: str) -> date | None:
@@ -507,6 +529,10 @@ class TwinfieldSandbox(Simulator[TwinfieldFixtures, TwinfieldConfig]):
     def _fault_describe(self) -> Callable[[Scope, bytes], str]:
         """Fault rules match ``processxml.asmx#ProcessXmlString/<root>``: one path serves every request."""
         return describe_request
+
+    def _fault_partial(self) -> Callable[[bytes], bytes | None]:
+        """A ``<transactions>`` request carries up to 25 invoices: the first part of them is processed."""
+        return partial_transactions
 
     def _rate_limit_fault_response(self, scope: Scope) -> CannedResponse:
         """An injected 429 that looks like the real one, with the caller's own window in Retry-After."""
@@ -1521,6 +1547,14 @@ SANDBOX = SandboxTool(
     create_app=create_app,
     connection=demo_connection,
     bookings=bookings,
+    chaos=ChaosTargets(
+        book=Target("POST", r"processxml\.asmx#ProcessXmlString/transactions$"),
+        lookup=Target("POST", r"processxml\.asmx#ProcessXmlString/columns$"),  # a browse per reference
+        reads=(Target("POST", r"processxml\.asmx#ProcessXmlString/(columns|list)$"),),
+        api=Target("POST", r"processxml\.asmx#"),
+        customers=Target("POST", r"processxml\.asmx#ProcessXmlString/dimensions$"),
+        batch=True,
+    ),
     bench=BenchKnobs(
         limit_switch="credits_per_minute",
         # 25 invoices per 3-credit write: at 1,000 credits a minute ten minutes would need 80,000 invoices,

@@ -83,7 +83,7 @@ from fastapi.responses import JSONResponse, Response
 
 from invoice_sync.connectors.xero import DESCRIPTOR
 from invoice_sync_dev.sandbox import xero_fixtures as fx
-from invoice_sync_dev.sandbox.faults import CannedResponse, Scope
+from invoice_sync_dev.sandbox.faults import CannedResponse, Scope, partial_json_batch
 from invoice_sync_dev.sandbox.simulator import (
     OAuthError,
     Simulator,
@@ -96,11 +96,13 @@ from invoice_sync_dev.sandbox.tools import (
     BenchKnobs,
     BenchLimits,
     Booking,
+    ChaosTargets,
     DemoSlot,
     LimitRun,
     OpenedWindows,
     Refusal,
     SandboxTool,
+    Target,
     WindowsFromAnswers,
     with_extra,
 )
@@ -679,6 +681,10 @@ class XeroSandbox(Simulator[XeroFixtures, XeroConfig]):
             window = minute if problem == "minute" else app_minute
             left = (window.opened_at + RATE_WINDOW - now).total_seconds()
         return max(1, math.ceil(self.clock.sandbox_seconds_to_real(max(left, 0.0))))
+
+    def _fault_partial(self) -> Callable[[bytes], bytes | None]:
+        """A PUT or POST carries an array of invoices, credit notes or contacts: part of it is committed."""
+        return partial_json_batch("Invoices", "CreditNotes", "Contacts")
 
     def _fault_error_response(self, status: int, message: str) -> CannedResponse:
         """An injected error in the problem shape Xero's gateway answers with."""
@@ -1476,6 +1482,14 @@ SANDBOX = SandboxTool(
     create_app=create_app,
     connection=demo_connection,
     bookings=bookings,
+    chaos=ChaosTargets(
+        book=Target("PUT", r"^/api\.xro/2\.0/(Invoices|CreditNotes)$"),
+        lookup=Target("GET", r"^/api\.xro/2\.0/(Invoices|CreditNotes)$"),  # by InvoiceNumber / Reference
+        reads=(Target("GET", r"^/api\.xro/2\.0/"),),
+        api=Target("*", r"^/api\.xro/2\.0/"),
+        customers=Target("PUT", r"^/api\.xro/2\.0/Contacts$"),
+        batch=True,
+    ),
     bench=BenchKnobs(
         limit_switch="minute_limit",
         # 50 invoices a call: at 60 calls a minute ten minutes would need 30,000 invoices, so the simulator

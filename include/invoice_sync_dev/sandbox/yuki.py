@@ -60,7 +60,7 @@ from lxml import etree
 
 from invoice_sync.connectors.yuki import DESCRIPTOR
 from invoice_sync_dev.sandbox import yuki_fixtures as fx
-from invoice_sync_dev.sandbox.faults import CannedResponse, Scope
+from invoice_sync_dev.sandbox.faults import CannedResponse, Scope, first_part
 from invoice_sync_dev.sandbox.simulator import (
     CONTROL_PREFIX,
     Simulator,
@@ -73,9 +73,11 @@ from invoice_sync_dev.sandbox.tools import (
     BenchLimits,
     BenchSlot,
     Booking,
+    ChaosTargets,
     LimitRun,
     Refusal,
     SandboxTool,
+    Target,
 )
 from invoice_sync_dev.sandbox.yuki_fixtures import AccessKeyFixture, AdministrationFixture, YukiFixtures
 
@@ -116,6 +118,22 @@ def _local(node: Any) -> str:
 
 def _elements(node: Any) -> list[Any]:
     return [c for c in node if isinstance(c.tag, str)]
+
+
+def partial_sales_invoices(body: bytes) -> bytes | None:
+    """The SOAP request with only the first part of its ``SalesInvoices`` (None: not two or more)."""
+    try:
+        envelope = etree.fromstring(body, parser=_PARSER)
+    except etree.XMLSyntaxError:
+        return None
+    holder = next((node for node in envelope.iter() if _local(node) == "SalesInvoices"), None)
+    invoices = _elements(holder) if holder is not None else []
+    kept = first_part(invoices)
+    if holder is None or kept is None:
+        return None
+    for dropped in invoices[len(kept) :]:
+        holder.remove(dropped)
+    return bytes(etree.tostring(envelope, encoding="utf-8", xml_declaration=True))
 
 
 def _schema_problem(document: Any) -> str | None:
@@ -823,6 +841,10 @@ class YukiSandbox(Simulator[YukiFixtures, YukiConfig]):
         """Fault rules match ``/ws/<Service>.asmx#<Operation>``: one path serves many operations."""
         return lambda scope, body: "#" + soap_operation(_headers(scope), body)
 
+    def _fault_partial(self) -> Callable[[bytes], bytes | None]:
+        """A ``ProcessSalesInvoices`` call carries up to 25 invoices: the first part of them is processed."""
+        return partial_sales_invoices
+
     def _rate_limit_fault_response(self, scope: Scope) -> CannedResponse:
         """An injected 429 (Yuki's per-minute behaviour is unconfirmed): a plain-text gateway answer."""
         with self.lock:
@@ -1093,6 +1115,13 @@ SANDBOX = SandboxTool(
     create_app=create_app,
     connection=demo_connection,
     bookings=bookings,
+    chaos=ChaosTargets(
+        book=Target("POST", r"/ws/Sales\.asmx#ProcessSalesInvoices$"),
+        lookup=Target("POST", r"/ws/Accounting\.asmx#CheckOutstandingItemAdmin$"),
+        reads=(Target("POST", r"#(CheckOutstandingItemAdmin|CheckOutstandingItem|SearchContacts)$"),),
+        api=Target("POST", r"#(?!Authenticate$)"),  # not the session: see ChaosTargets.api
+        batch=True,  # contacts come with the invoices, in the same call
+    ),
     bench=BenchKnobs(
         limit_switch="daily_limit",
         # 25 invoices a call: a day of 1,000 calls would take 25,000 invoices; 100 calls take 2,500. The
