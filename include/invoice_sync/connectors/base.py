@@ -123,8 +123,15 @@ class HookConnector(Generic[HookT, PayloadT, AnswerT]):
     # -- the push loop ------------------------------------------------------------------------------------
 
     def push(self, invoices: Sequence[Invoice], customer_ids: Mapping[int, str]) -> Iterator[Outcome]:
-        """Send ``invoices`` in calls of :attr:`invoices_per_call`, yielding each call's outcomes before
-        the next call leaves (see :meth:`invoice_sync.domain.ports.Connector.push`).
+        """:meth:`push_calls` one outcome at a time (see :meth:`invoice_sync.domain.ports.Connector.push`)."""
+        for outcomes in self.push_calls(invoices, customer_ids):
+            yield from outcomes
+
+    def push_calls(
+        self, invoices: Sequence[Invoice], customer_ids: Mapping[int, str]
+    ) -> Iterator[list[Outcome]]:
+        """Send ``invoices`` in calls of :attr:`invoices_per_call`, yielding each call's outcomes together
+        before the next call leaves (see :meth:`invoice_sync.domain.ports.Connector.push_calls`).
 
         Every answer is read per invoice: HTTP 200 alone proves nothing. A lost answer (timeout, 5xx after
         sending) leaves every invoice of that call ``Unknown``; a refusal of the whole call
@@ -132,7 +139,7 @@ class HookConnector(Generic[HookT, PayloadT, AnswerT]):
         """
         for call in self.calls(invoices, customer_ids):
             if isinstance(call, Rejected):
-                yield call
+                yield [call]
             else:
                 yield from self._book(call)
 
@@ -156,8 +163,8 @@ class HookConnector(Generic[HookT, PayloadT, AnswerT]):
         if group:
             yield group
 
-    def _book(self, call: list[tuple[Invoice, PayloadT]]) -> Iterator[Outcome]:
-        """One call's outcomes in the call's order, duplicates once looked up; then what the tool skipped,
+    def _book(self, call: list[tuple[Invoice, PayloadT]]) -> Iterator[list[Outcome]]:
+        """Each send's outcomes in the call's order, duplicates once looked up; then what the tool skipped,
         sent again up to :attr:`sends_per_call` times in all."""
         pending = call
         for _ in range(self.sends_per_call):
@@ -169,21 +176,27 @@ class HookConnector(Generic[HookT, PayloadT, AnswerT]):
             ]
             settled = {outcome.invoice_id: outcome for outcome in self._settle(duplicates)}
             skipped = []
+            outcomes: list[Outcome] = []
             for (invoice, payload), reading in zip(pending, readings, strict=True):
                 if isinstance(reading, Skipped):
                     skipped.append((invoice, payload))
                 else:
-                    yield settled[invoice.id] if isinstance(reading, Duplicate) else reading
+                    outcomes.append(settled[invoice.id] if isinstance(reading, Duplicate) else reading)
+            if outcomes:
+                yield outcomes
             if not skipped:
                 return
             pending = skipped
-        for invoice, _ in pending:  # never expected: every tool processes some invoices of each call
-            yield Rejected(
+        # never expected: every tool processes some invoices of each call
+        yield [
+            Rejected(
                 invoice.id,
                 ErrorClass.TRANSIENT,
                 f"{self.hook.context}: {self.hook.tool_name} did not process {document_label(invoice)} in "
                 f"{self.sends_per_call} calls in a row",
             )
+            for invoice, _ in pending
+        ]
 
     def _send(self, call: list[tuple[Invoice, PayloadT]]) -> list[Reading]:
         """One create call, read per invoice; a lost answer or a whole-call refusal reads alike for all."""

@@ -155,6 +155,17 @@ class Connector(Protocol):
         """
         ...
 
+    def push_calls(
+        self, invoices: Sequence[Invoice], customer_ids: Mapping[int, str]
+    ) -> Iterator[list[Outcome]]:
+        """:meth:`push`, with the outcomes of one call to the tool yielded together.
+
+        The next call leaves only when the next list is asked for, so the engine records each call's
+        outcomes in one transaction before it: a batching tool's 25 to 50 invoices cost one durable write
+        instead of one each, with the same guarantee (nothing is sent while an earlier answer is unrecorded).
+        """
+        ...
+
 
 class ConnectorFactory(Protocol):
     def __call__(self, integration: Integration, vault: TokenVault, **hook_options: Any) -> Connector: ...

@@ -386,14 +386,15 @@ class IntegrationSync:
         return kept
 
     def _push(self, claim: Claim, invoices: list[Invoice], links: dict[int, str]) -> None:
-        """Mark ``invoices`` claimed, then send them one by one, recording each outcome before the next.
+        """Mark ``invoices`` claimed, then send them call by call, recording each call's outcomes (in one
+        transaction) before the next call.
 
         Fencing: the lease is checked (and renewed) in the same transaction as the ``claimed`` mark right
-        before the first POST, and as each outcome's record right before the next POST (``push`` is a
-        generator: the next request leaves only when the loop asks for the next outcome). So a holder that
-        lost its lease stops before its next POST, and every POST leaves while its lease is valid or just
-        after. A successor waits for the lease's end plus the request timeout before looking anything up
-        (:meth:`_await_in_flight`).
+        before the first POST, and as each call's record right before the next POST (``push_calls`` is a
+        generator: the next request leaves only when the loop asks for the next call's outcomes). So a
+        holder that lost its lease stops before its next POST, and every POST leaves while its lease is valid
+        or just after. A successor waits for the lease's end plus the request timeout before looking
+        anything up (:meth:`_await_in_flight`).
 
         The connector's own waits (rate budget, 429, back-off) renew and so check the lease again
         (:meth:`Connector.keep_alive_while_waiting`). What remains is a theoretical window: between the
@@ -408,19 +409,20 @@ class IntegrationSync:
             claim, [inv.id for inv in invoices], LedgerState.CLAIMED, self.run_id, count_attempt=True
         )
         unknown: dict[str, int] = {}
+        numbers = {inv.id: inv.number for inv in invoices}
         sent: set[int] = set()
         try:
-            for outcome in self.connector.push(invoices, links):
-                sent.add(outcome.invoice_id)
-                self.store.record(claim, outcome, self.run_id)
-                self._settled.add(outcome.invoice_id)
-                if isinstance(outcome, Booked):
-                    self.report.booked += 1
-                elif isinstance(outcome, Rejected):
-                    self.report.rejected[str(outcome.error_class)] += 1
-                elif isinstance(outcome, Unknown):
-                    number = next(inv.number for inv in invoices if inv.id == outcome.invoice_id)
-                    unknown[number or ""] = outcome.invoice_id
+            for outcomes in self.connector.push_calls(invoices, links):
+                sent.update(outcome.invoice_id for outcome in outcomes)
+                self.store.record_all(claim, outcomes, self.run_id)
+                for outcome in outcomes:
+                    self._settled.add(outcome.invoice_id)
+                    if isinstance(outcome, Booked):
+                        self.report.booked += 1
+                    elif isinstance(outcome, Rejected):
+                        self.report.rejected[str(outcome.error_class)] += 1
+                    elif isinstance(outcome, Unknown):
+                        unknown[numbers.get(outcome.invoice_id) or ""] = outcome.invoice_id
         except QuotaExceededError as exc:
             unsent = [inv.id for inv in invoices if inv.id not in sent]
             self.store.mark(

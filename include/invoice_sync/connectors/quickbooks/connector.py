@@ -251,11 +251,13 @@ class QuickBooksConnector(HookConnector[QuickBooksHook, dict[str, Any], list[dic
 
     # -- booking ----------------------------------------------------------------------------------------
 
-    def push(self, invoices: Sequence[Invoice], customer_ids: Mapping[int, str]) -> Iterator[Outcome]:
+    def push_calls(
+        self, invoices: Sequence[Invoice], customer_ids: Mapping[int, str]
+    ) -> Iterator[list[Outcome]]:
         """The base's push, once the company's numbering is known to be ours (custom transaction
         numbers off stops the push before the first call: raised as a ``ConfigError``)."""
         self._require_custom_numbers()
-        yield from super().push(invoices, customer_ids)
+        yield from super().push_calls(invoices, customer_ids)
 
     def payload(self, invoice: Invoice, customer_id: str) -> dict[str, Any]:
         return mapping.transaction_payload(invoice, self.settings, customer_id)

@@ -344,7 +344,9 @@ class XeroConnector(HookConnector[XeroHook, dict[str, Any], Answer]):
 
     # -- booking ---------------------------------------------------------------------------------------
 
-    def push(self, invoices: Sequence[Invoice], customer_ids: Mapping[int, str]) -> Iterator[Outcome]:
+    def push_calls(
+        self, invoices: Sequence[Invoice], customer_ids: Mapping[int, str]
+    ) -> Iterator[list[Outcome]]:
         """The base's push for the invoices as ``ACCREC`` invoices, then for the credit notes as
         ``ACCRECCREDIT`` credit notes (the invoice a credit note credits goes first): one route per kind,
         so a call carries one kind.
@@ -354,7 +356,7 @@ class XeroConnector(HookConnector[XeroHook, dict[str, Any], Answer]):
         """
         for credit_notes in (False, True):
             of_kind = [invoice for invoice in invoices if mapping.is_credit_note(invoice) is credit_notes]
-            yield from super().push(of_kind, customer_ids)
+            yield from super().push_calls(of_kind, customer_ids)
 
     def payload(self, invoice: Invoice, customer_id: str) -> dict[str, Any]:
         return mapping.document(invoice, self.settings, customer_id)
