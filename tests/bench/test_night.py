@@ -10,7 +10,7 @@ import pytest
 
 from invoice_sync.airflow.tasks import MAX_MAP_LENGTH
 from invoice_sync_dev.bench import targets
-from invoice_sync_dev.bench.night import WINDOWS, Calibration, Night, ToolCost, predict
+from invoice_sync_dev.bench.night import WINDOWS, Calibration, Night, ToolCost, mapped_span, predict
 
 
 def cost(tool: str, *, fixed: float = 0.0, cpu: float = 0.0, units: float = 1.0, pool: int = 8) -> ToolCost:
@@ -100,3 +100,28 @@ def test_the_table_holds_the_night_to_its_targets() -> None:
     line = {"scenario": "night", "error_pct": -16.0, "predicted_10k_h": 3.5}
     verdicts = {t.field: t.met(line[t.field]) for t in targets(line) if t.field in line and t.met}
     assert verdicts == {"error_pct": False, "predicted_10k_h": True}
+
+
+def test_start_up_grows_with_the_runs_task_instances() -> None:
+    model = replace(
+        calibration({"quickbooks": cost("quickbooks", fixed=0.0)}, startup=1.0), startup_per_instance_s=0.01
+    )
+
+    prediction = predict(model, Night(tenants={"quickbooks": 50}, invoices=1))
+
+    assert prediction.wall_s == pytest.approx(50 * (1.0 + 0.01 * 50))
+
+
+def test_mapped_span_reads_the_connector_tasks_out_of_a_dags_test_log() -> None:
+    log = "\n".join(
+        [
+            "2026-12-05T18:00:00.000000Z [info ] [DAG TEST] starting task_id=filter_syncable map_index=-1",
+            "2026-12-05T18:00:01.000000Z [info ] [DAG TEST] starting task_id=yuki.sync map_index=0 [x]",
+            "2026-12-05T18:00:01.500000Z [info ] [DAG TEST] end task task_id=yuki.sync map_index=0 [x]",
+            "2026-12-05T18:00:02.000000Z [info ] [DAG TEST] starting task_id=xero.sync map_index=0 [x]",
+            "2026-12-05T18:00:03.250000Z [info ] [DAG TEST] end task task_id=xero.sync map_index=0 [x]",
+            "2026-12-05T18:00:09.000000Z [info ] [DAG TEST] starting task_id=summarize map_index=-1",
+        ]
+    )
+
+    assert mapped_span(log) == (2, 2.25, 1.0)

@@ -18,9 +18,10 @@ token-refresh margin a faster sandbox clock needs, see ``tenants.hook_options``)
 1. Calibration: the loopback latency of a call; per tool, one tenant of 1 invoice and one of
    :data:`CALIBRATION_INVOICES` synced in this process (the fixed part, the cost per invoice and the calls
    per invoice, from the sandbox's counts); then two real ``airflow dags test`` runs of
-   ``invoice_sync_manual``, one with nothing to sync (the DAG's fixed part) and one over a few one-invoice
-   tenants of every tool (each one's task start-up is what that run took beyond the fixed part and their
-   syncs).
+   ``invoice_sync_manual`` over 10 and 60 one-invoice tenants: in each, the connector tasks' span (from
+   the log) beyond their syncs is the task start-up, the rest of the wall time the fixed part, and the
+   two sizes say how both grow with the run's task instances and tenants (``dags test`` looks at every
+   task instance of the run for each one it starts).
 2. Validation: ``airflow dags test`` over :data:`VALIDATION_TENANTS` tenants of all five tools (it runs
    task instances one at a time: the validated configuration is 1 worker x 1 slot), predicted first.
    Exact, Yuki and Twinfield tenants are spread over the sandbox's bench slots (two tenants per division,
@@ -34,9 +35,11 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 from unittest import mock
@@ -115,8 +118,11 @@ class ToolCost:
 class Calibration:
     """What the model knows about this installation: measured costs, and the DAG's fixed limits.
 
-    :param dag_fixed_s: a DAG run's fixed part (the tasks around the connector tasks, the run itself).
-    :param startup_s: Airflow's start-up of one (mapped) task instance.
+    :param dag_fixed_s: a DAG run's fixed part (interpreter, parsing, the tasks around the connector tasks).
+    :param fixed_per_tenant_s: what each tenant adds to those tasks (extraction, write-back, summary).
+    :param startup_s: Airflow's start-up of one (mapped) task instance in a small run.
+    :param startup_per_instance_s: what each task instance of the run adds to every instance's start-up
+        (the scheduling loop looks at all of the run's task instances for each one it starts).
     :param latency_s: one HTTP call's round trip.
     :param shard_limit: mapped task instances per tool at most; tenants are grouped into them as the DAG
         groups them (:func:`invoice_sync.airflow.tasks.shard`).
@@ -127,6 +133,8 @@ class Calibration:
     latency_s: float
     tools: Mapping[str, ToolCost]
     max_active_per_tool: int = MAX_ACTIVE_TIS_PER_TOOL
+    fixed_per_tenant_s: float = 0.0
+    startup_per_instance_s: float = 0.0
     shard_limit: int = MAX_SHARDS
 
 
@@ -175,23 +183,26 @@ def predict(calibration: Calibration, night: Night) -> Prediction:
     terms: dict[str, float] = {}
     slot_seconds = 0.0
     startup_total = 0.0
-    instances = 0
-    for tool, count in night.tenants.items():
-        if count <= 0:
-            continue
+    shards = {
+        tool: [len(s) for s in shard(list(range(count)), calibration.shard_limit)]
+        for tool, count in night.tenants.items()
+        if count > 0
+    }
+    instances = sum(len(sizes) for sizes in shards.values())
+    startup_s = calibration.startup_s + calibration.startup_per_instance_s * instances
+    for tool, sizes in shards.items():
+        count = night.tenants[tool]
         cost = calibration.tools[tool]
         invoice_s = cost.cpu_s_per_invoice + cost.calls_per_invoice * calibration.latency_s
         busy = cost.tenant_fixed_s + night.invoices * invoice_s
         units = cost.units_per_tenant + night.invoices * cost.units_per_invoice
         own = max((_waits(units, w) for w in cost.windows), default=0.0)
         tenant_s = max(busy, own)
-        sizes = [len(s) for s in shard(list(range(count)), calibration.shard_limit)]
-        instances += len(sizes)
         concurrency = min(cost.pool_slots, calibration.max_active_per_tool, all_slots)
-        task_times = [calibration.startup_s + size * tenant_s for size in sizes]
+        task_times = [startup_s + size * tenant_s for size in sizes]
         schedule = max(sum(task_times) / concurrency, max(task_times))
-        startup_total += len(sizes) * calibration.startup_s
-        reason = "start-up" if len(sizes) * calibration.startup_s > count * tenant_s else "tenant syncs"
+        startup_total += len(sizes) * startup_s
+        reason = "start-up" if len(sizes) * startup_s > count * tenant_s else "tenant syncs"
         if own > busy:
             reason = next(w.name for w in cost.windows if _waits(units, w) == own)
         name, tool_s = f"{tool}: {concurrency} at a time x task time ({reason})", schedule
@@ -214,15 +225,18 @@ def predict(calibration: Calibration, night: Night) -> Prediction:
         slot_term += " x task start-up"
     terms[slot_term] = slot_seconds / all_slots
     bottleneck = max(terms, key=lambda name: terms[name])
-    return Prediction(round(calibration.dag_fixed_s + terms[bottleneck], 3), bottleneck, terms, instances)
+    fixed = calibration.dag_fixed_s + calibration.fixed_per_tenant_s * sum(night.tenants.values())
+    return Prediction(round(fixed + terms[bottleneck], 3), bottleneck, terms, instances)
 
 
 # -- the scenario -----------------------------------------------------------------------------------
 
 DAG_ID = "invoice_sync_manual"
 CALIBRATION_INVOICES = 20
-STARTUP_TENANTS_PER_TOOL = 4
-QUICK_STARTUP_TENANTS_PER_TOOL = 2
+STARTUP_TENANTS_PER_TOOL = (2, 12)
+"""One-invoice tenants per tool of the two start-up runs: how start-up and the fixed part grow with a
+run's task instances and tenants."""
+QUICK_STARTUP_TENANTS_PER_TOOL = (1, 3)
 VALIDATION_TENANTS = 200
 VALIDATION_INVOICES = 6
 QUICK_VALIDATION_TENANTS = 10
@@ -329,15 +343,18 @@ def run(workdir: Path, *, quick: bool = False) -> list[dict[str, Any]]:
         )
         for tool in TOOLS
     }
-    startup_per_tool = QUICK_STARTUP_TENANTS_PER_TOOL if quick else STARTUP_TENANTS_PER_TOOL
+    sizes = QUICK_STARTUP_TENANTS_PER_TOOL if quick else STARTUP_TENANTS_PER_TOOL
     startup = [
-        t
-        for tool in TOOLS
-        for t in _tenants(ids, tool, startup_per_tool, 1, slots_used + 4, startup_per_tool)
+        [t for tool in TOOLS for t in _tenants(ids, tool, size, 1, slots_used + slot, size)]
+        for size, slot in zip(sizes, (2, 4), strict=True)
     ]
-    empty = common.Tenant(ids.take(), TOOLS[0], 0, name="Bench nothing to sync")
     validation = [t for tool in TOOLS for t in _tenants(ids, tool, per_tool, invoices, 1, SLOT_SHARING)]
-    every = [*warm.values(), *(t for pair in calibrate.values() for t in pair), *startup, *validation]
+    every = [
+        *warm.values(),
+        *(t for pair in calibrate.values() for t in pair),
+        *sum(startup, []),
+        *validation,
+    ]
     # Twinfield tenants first: their customers get the lowest ids, as the connector makes a debtor code of
     # the id and Twinfield's format is 1[0-9]{3,5} (a code from id 1,000 on is refused)
     every.sort(key=lambda tenant: tenant.tool != "twinfield")
@@ -345,7 +362,7 @@ def run(workdir: Path, *, quick: bool = False) -> list[dict[str, Any]]:
     engine = common.open_db(db_url)
     try:
         common.note(f"night: seeding {len(every)} tenants")
-        common.seed_tenants(engine, [*every, empty])
+        common.seed_tenants(engine, every)
     finally:
         engine.dispose()
     with common.Sandbox(workdir) as sandbox:
@@ -359,14 +376,22 @@ def run(workdir: Path, *, quick: bool = False) -> list[dict[str, Any]]:
                 for tool, (one, many) in calibrate.items()
             }
         env = airflow_env(airflow_home, db_url, connections)
-        common.note("night: the DAG's fixed part (a run with nothing to sync)")
-        fixed = _dag_run(env, [empty.integration_id], workdir / "logs" / "fixed.log")
-        common.note(f"night: task start-up ({len(startup)} one-invoice tenants, one task instance each)")
-        with_startup = _dag_run(env, [t.integration_id for t in startup], workdir / "logs" / "startup.log")
-        syncs = sum(tools[t.tool].tenant_fixed_s + _invoice_s(tools[t.tool], latency) for t in startup)
+        runs = []  # (tenants, task start-up, fixed part) of each start-up run
+        for tenants in startup:
+            common.note(f"night: task start-up, {len(tenants)} one-invoice tenants (a task instance each)")
+            log_path = workdir / "logs" / f"startup-{len(tenants)}.log"
+            wall = _dag_run(env, [t.integration_id for t in tenants], log_path)
+            count, span, each = mapped_span(log_path.read_text(errors="replace"))
+            syncs = sum(tools[t.tool].tenant_fixed_s + _invoice_s(tools[t.tool], latency) for t in tenants)
+            runs.append((count, max(0.0, each - syncs / count), wall - span))
+        (small, startup_small, fixed_small), (large, startup_large, fixed_large) = runs
+        per_instance = max(0.0, (startup_large - startup_small) / (large - small))
+        per_tenant = max(0.0, (fixed_large - fixed_small) / (large - small))
         calibration = Calibration(
-            dag_fixed_s=fixed,
-            startup_s=max(0.0, (with_startup - fixed - syncs) / len(startup)),
+            dag_fixed_s=fixed_small - per_tenant * small,
+            fixed_per_tenant_s=per_tenant,
+            startup_s=max(0.0, startup_small - per_instance * small),
+            startup_per_instance_s=per_instance,
             latency_s=latency,
             tools=tools,
         )
@@ -421,6 +446,28 @@ def run(workdir: Path, *, quick: bool = False) -> list[dict[str, Any]]:
     ]
 
 
+_DAG_TEST_TASK = re.compile(r"^(\S+) .*\[DAG TEST\] (starting|end task) task_id=[a-z_]+\.sync ", re.MULTILINE)
+
+
+def mapped_span(log: str) -> tuple[int, float, float]:
+    """(connector task instances, seconds from the first one's start to the last one's end, the median
+    seconds from one's start to the next's) of an ``airflow dags test`` log.
+
+    The rest of the wall time is the run's fixed part. The median, not the mean, is an instance's time:
+    a tenant that waits for a window spent by the tenants before it (the sandbox's one Xero organisation)
+    adds a minute to the span, not to every instance."""
+    starts, stamps = [], []
+    for match in _DAG_TEST_TASK.finditer(log):
+        stamp = datetime.fromisoformat(match.group(1).replace("Z", "+00:00"))
+        stamps.append(stamp)
+        if match.group(2) == "starting":
+            starts.append(stamp)
+    if len(starts) < 2:
+        raise RuntimeError("the run's log names fewer than two connector task instances")
+    gaps = sorted((b - a).total_seconds() for a, b in zip(starts, starts[1:], strict=False))
+    return len(starts), (max(stamps) - min(stamps)).total_seconds(), gaps[len(gaps) // 2]
+
+
 def _invoice_s(cost: ToolCost, latency_s: float) -> float:
     return cost.cpu_s_per_invoice + cost.calls_per_invoice * latency_s
 
@@ -445,7 +492,9 @@ def _booked(db_url: str, integration_ids: Sequence[int]) -> int:
 def _calibration_figures(calibration: Calibration) -> dict[str, Any]:
     return {
         "dag_fixed_s": round(calibration.dag_fixed_s, 3),
+        "fixed_per_tenant_s": round(calibration.fixed_per_tenant_s, 4),
         "startup_s": round(calibration.startup_s, 3),
+        "startup_per_instance_ms": round(calibration.startup_per_instance_s * 1000, 3),
         "latency_ms": round(calibration.latency_s * 1000, 2),
         **{
             tool: {
