@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         metavar="NAME",
         help="run only this scenario (repeatable; default: all). Names: overhead, limit_<tool>, naive, "
-        "tenants, extract, memory, parse",
+        "tenants, night, extract, memory, parse",
     )
     bench.add_argument(
         "--quick", action="store_true", help="small sizes, for a smoke test (figures mean little)"

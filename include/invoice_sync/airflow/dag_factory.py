@@ -4,10 +4,10 @@ Parsing imports no HTTP client and no pandas (the task modules import those when
 parsing fast and free of I/O.
 
 Task graph: ``extract_registered_invoices`` -> ``filter_syncable`` -> one TaskGroup per tool whose
-connector operator is mapped over that tool's integrations (one task instance per integration, in the
-tool's pool) -> ``write_back_registration_numbers`` -> ``summarize``; the manual DAG adds ``notify``, which
-runs whatever happened upstream. A nightly task that fails alerts the operators
-(:mod:`invoice_sync.airflow.alerts`).
+connector operator is mapped over that tool's integrations (one task instance per integration, or per
+shard of them beyond ``tasks.MAX_SHARDS``, in the tool's pool) -> ``write_back_registration_numbers``
+-> ``summarize``; the manual DAG adds ``notify``, which runs whatever happened upstream. A nightly task
+that fails alerts the operators (:mod:`invoice_sync.airflow.alerts`).
 """
 
 from __future__ import annotations
@@ -61,6 +61,8 @@ MAX_CHOSEN = 1000
 """Integrations one run may name; more than that is ``all_integrations``."""
 MAX_INVOICE_NUMBERS = 1000
 """Invoice numbers one run may name; a larger set is a run over whole integrations."""
+MAX_ACTIVE_TIS_PER_TOOL = 8
+"""A tool's task instances one DAG run runs at once (beside its pool, which counts across runs)."""
 
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "invoice-sync",
@@ -178,7 +180,7 @@ def build_sync_dag(
                     retry_failed_only="{{ params.retry_failed_only }}" if manual else False,
                     retry_rejected=manual,
                     retry_policy=SYNC_RETRY_POLICY,
-                    max_active_tis_per_dagrun=8,
+                    max_active_tis_per_dagrun=MAX_ACTIVE_TIS_PER_TOOL,
                     pool=pool_name(tool),
                 ).expand(integration_ids=shards)
             groups.append(group)

@@ -23,8 +23,8 @@ log = logging.getLogger(__name__)
 class SyncIntegrationsOperator(BaseOperator):
     """Sync each of ``integration_ids`` (all of tool ``tool``) through the engine.
 
-    Mapped once per integration (or per shard of integrations when a tool has more than Airflow's
-    ``max_map_length``). One integration's failure never stops the next one; afterwards the task fails
+    Mapped once per integration (or per shard of integrations when a tool has more than
+    ``tasks.MAX_SHARDS``). One integration's failure never stops the next one; afterwards the task fails
     without retry when only authorisation/configuration problems remain (retrying cannot fix those and
     Exact blocks keys that keep failing), and fails with retry for anything transient.
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +17,16 @@ from invoice_sync.store.claims import ClaimHeldError, utcnow
 log = logging.getLogger(__name__)
 
 MAX_MAP_LENGTH = 1024
+"""Airflow's ``max_map_length``: mapped task instances one task may have."""
+MAX_SHARDS = 64
+"""Mapped task instances per tool and run at most: beyond that, integrations share instances.
+
+Each instance pays Airflow's task start-up (in a worker: a task process, its API client, the DAG file
+parsed again), while a tool runs at most ``MAX_ACTIVE_TIS_PER_TOOL`` (8) instances at once anyway. The
+``night`` bench's model showed one instance per integration making start-up the night's bottleneck at
+10,000 tenants (5,000 instances); 64 per tool are eight rounds of eight, enough to keep every slot busy
+and the last round short, and an installation with up to 64 integrations of a tool keeps one instance
+per integration."""
 
 
 def select_integrations(
@@ -62,10 +71,10 @@ def extracted(context: Any) -> list[dict[str, Any]] | None:
 
 
 def filter_syncable(extracted: list[dict[str, Any]]) -> dict[str, list[list[int]]]:
-    """Group the integrations that have work by tool, in shards that keep every tool under max_map_length.
+    """Group the integrations that have work by tool, in at most :data:`MAX_SHARDS` shards per tool.
 
-    With up to 1024 integrations of a tool, every shard is one integration (one mapped task instance per
-    integration); beyond that, integrations share shards rather than raising Airflow's limit.
+    With up to 64 integrations of a tool, every shard is one integration (one mapped task instance per
+    integration); beyond that, integrations share shards of nearly equal size.
     """
     by_tool: dict[str, list[int]] = {tool: [] for tool in TOOLS}
     for item in extracted:
@@ -85,11 +94,15 @@ def unknown_tool(item: dict[str, Any]) -> str:
     )
 
 
-def shard(ids: list[int], limit: int = MAX_MAP_LENGTH) -> list[list[int]]:
+def shard(ids: list[int], limit: int = MAX_SHARDS) -> list[list[int]]:
+    """``ids`` in at most ``limit`` (never above :data:`MAX_MAP_LENGTH`) shards whose sizes differ by one
+    at most."""
     if not ids:
         return []
-    size = math.ceil(len(ids) / limit)
-    return [ids[i : i + size] for i in range(0, len(ids), size)]
+    count = min(len(ids), limit, MAX_MAP_LENGTH)
+    size, larger = divmod(len(ids), count)
+    bounds = [n * size + min(n, larger) for n in range(count + 1)]
+    return [ids[bounds[n] : bounds[n + 1]] for n in range(count)]
 
 
 def write_back_registration_numbers(extracted: list[dict[str, Any]] | None, context: Any) -> dict[str, int]:

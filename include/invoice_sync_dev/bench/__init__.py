@@ -41,6 +41,7 @@ def scenario_names() -> list[str]:
         *(f"limit_{tool}" for tool in TOOLS),
         "naive",
         "tenants",
+        "night",
         "extract",
         "memory",
         "parse",
@@ -97,6 +98,14 @@ def targets(line: Mapping[str, Any]) -> list[Target]:
         return [Target("ratio", "ours / naive"), Target("api_calls"), Target("ours_api_calls")]
     if scenario == "tenants":
         return [Target("ratio", "<= 1.3", lambda v: v <= 1.3), Target("wall_s")]
+    if scenario == "night":
+        return [
+            Target("error_pct", "|e| <= 15", lambda v: abs(v) <= 15),
+            Target("predicted_s"),
+            Target("measured_s"),
+            Target("predicted_10k_h", "<= 4", lambda v: v <= 4),
+            Target("bottleneck_10k"),
+        ]
     if scenario == "extract":
         return [Target("ratio", "<= 2", lambda v: v <= 2), Target("query_ms")]
     if scenario == "memory":
