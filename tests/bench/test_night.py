@@ -9,8 +9,9 @@ from dataclasses import replace
 import pytest
 
 from invoice_sync.airflow.tasks import MAX_MAP_LENGTH
+from invoice_sync.connectors.registry import BY_NAME
 from invoice_sync_dev.bench import targets
-from invoice_sync_dev.bench.night import WINDOWS, Calibration, Night, ToolCost, mapped_span, predict
+from invoice_sync_dev.bench.night import Calibration, Night, ToolCost, mapped_span, predict
 
 
 def cost(tool: str, *, fixed: float = 0.0, cpu: float = 0.0, units: float = 1.0, pool: int = 8) -> ToolCost:
@@ -21,7 +22,7 @@ def cost(tool: str, *, fixed: float = 0.0, cpu: float = 0.0, units: float = 1.0,
         units_per_tenant=0.0,
         units_per_invoice=units,
         pool_slots=pool,
-        windows=WINDOWS[tool],
+        windows=BY_NAME[tool].rate_limits,
     )
 
 

@@ -115,8 +115,13 @@ def test_the_hooks_wait_for_a_shared_window_renews_the_claim(
 ) -> None:
     """The shared window's wait goes through the hook's sleep, which renews the run's claim lease."""
     client = f"client-{uuid.uuid4().hex}"
-    connection = {"conn_type": "twinfield", "host": "http://127.0.0.1:9", "login": client, "password": "s"}
-    connection["extra"] = {"credits_per_minute": 1, "minute_s": 10.0}  # type: ignore[assignment]
+    connection: dict[str, object] = {
+        "conn_type": "twinfield",
+        "host": "http://127.0.0.1:9",
+        "login": client,
+        "password": "s",
+        "extra": {"credits_per_minute": 1, "minute_s": 10.0},
+    }
     monkeypatch.setenv("AIRFLOW_CONN_TWF_SHARED", json.dumps(connection))
     slept: list[float] = []
     renewed: list[int] = []

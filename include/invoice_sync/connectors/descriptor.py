@@ -13,10 +13,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib import import_module
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 if TYPE_CHECKING:
     from invoice_sync.connectors.settings import ToolSettings
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """A window the vendor documents: ``units`` (calls or credits) per ``window_s`` seconds.
+
+    The hooks read the live figures from the vendor's headers or their connection; this is what capacity
+    planning (the bench's night model) assumes before any call is made.
+
+    :param scope: ``"tenant"``: each tenant's own (Exact's division, Xero's organisation), shared only by
+        tenants on one of them; ``"tool"``: one for all of an installation's tenants of the tool
+        (Twinfield's client id, Xero's app).
+    """
+
+    name: str
+    units: float
+    window_s: float
+    scope: Literal["tenant", "tool"] = "tenant"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +55,7 @@ class ToolDescriptor:
         connector, so the operator and the page can check them before any client exists).
     :param pool_slots: how many of its sync tasks may run at once across all DAG runs (its Airflow pool):
         what the tool's app-wide or per-address limits allow.
+    :param rate_limits: the vendor's documented rate windows (``../reference/<tool>.md``, limits).
     """
 
     name: str
@@ -46,6 +65,7 @@ class ToolDescriptor:
     form: str
     settings: str
     pool_slots: int
+    rate_limits: tuple[RateLimit, ...] = ()
 
     @property
     def conn_type(self) -> str:

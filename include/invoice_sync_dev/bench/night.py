@@ -41,13 +41,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from unittest import mock
 
 import requests
 
 from invoice_sync.airflow.dag_factory import MAX_ACTIVE_TIS_PER_TOOL
 from invoice_sync.airflow.tasks import MAX_MAP_LENGTH, MAX_SHARDS, shard
+from invoice_sync.connectors.descriptor import RateLimit
 from invoice_sync.connectors.registry import BY_NAME, TOOLS
 from invoice_sync_dev.bench import common
 from invoice_sync_dev.bench.tenants import bench_connections, bench_tenant, sync_tenant, warm_up
@@ -55,41 +56,6 @@ from invoice_sync_dev.sandbox.process import airflow_env, connection_env
 from invoice_sync_dev.sandbox.tools import BenchLimits, sandbox_of
 
 # -- the model --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Window:
-    """A rate window: ``units`` (calls or credits) per ``window_s`` seconds.
-
-    :param scope: ``"tenant"``: each tenant's own (Exact's division, Xero's organisation), shared only by
-        tenants the night puts on one (:attr:`Night.sharing`); ``"tool"``: one for all the tool's tenants
-        (Twinfield's client id, Xero's app).
-    """
-
-    name: str
-    units: float
-    window_s: float
-    scope: Literal["tenant", "tool"] = "tenant"
-
-
-WINDOWS: dict[str, tuple[Window, ...]] = {
-    # reference/exact_online.md, limits: 60 calls a minute and 5,000 a day per app per division.
-    "exact_online": (
-        Window("Exact per-division minute window", 60, 60.0),
-        Window("Exact per-division day window", 5000, 86_400.0),
-    ),
-    # reference/yuki.md, limits: 1,000 calls a day per domain (the smallest plan), shared by its integrations.
-    "yuki": (Window("Yuki per-domain day window", 1000, 86_400.0),),
-    # reference/twinfield.md, limits: 1,000 credits a minute per ClientId, shared by an integrator's tenants.
-    "twinfield": (Window("Twinfield per-client-id credit minute", 1000, 60.0, "tool"),),
-    # reference/xero.md, limits: 60 calls a minute per organisation, 10,000 a minute per app.
-    "xero": (
-        Window("Xero per-organisation minute window", 60, 60.0),
-        Window("Xero per-app minute window", 10_000, 60.0, "tool"),
-    ),
-    # reference/quickbooks.md, limits: 500 requests a minute per realm (our hook: 40 batches a minute).
-    "quickbooks": (Window("QuickBooks per-realm minute window", 500, 60.0),),
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +77,7 @@ class ToolCost:
     units_per_tenant: float
     units_per_invoice: float
     pool_slots: int
-    windows: tuple[Window, ...] = ()
+    windows: tuple[RateLimit, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +128,7 @@ class Prediction:
     task_instances: int
 
 
-def _waits(units: float, window: Window) -> float:
+def _waits(units: float, window: RateLimit) -> float:
     """Seconds spent waiting for later windows to spend ``units``: none while the first window holds them."""
     if units <= window.units:
         return 0.0
@@ -314,7 +280,7 @@ def _calibrate_tool(
         units_per_tenant=max(0.0, units_1 - (units_n - units_1) / extra),
         units_per_invoice=max(0.0, (units_n - units_1) / extra),
         pool_slots=BY_NAME[tool].pool_slots,
-        windows=WINDOWS[tool],
+        windows=BY_NAME[tool].rate_limits,
     )
 
 

@@ -6,7 +6,7 @@ holds the pure payload rules, ``connector`` puts both behind the engine's ``Conn
 
 from __future__ import annotations
 
-from invoice_sync.connectors.descriptor import ToolDescriptor
+from invoice_sync.connectors.descriptor import RateLimit, ToolDescriptor
 
 DESCRIPTOR = ToolDescriptor(
     name="exact_online",
@@ -18,4 +18,9 @@ DESCRIPTOR = ToolDescriptor(
     # Exact rations calls per app and division; eight tenants' minute windows stay far below the app-wide
     # limits.
     pool_slots=8,
+    # reference/exact_online.md, limits: 60 calls a minute and 5,000 a day per app per division.
+    rate_limits=(
+        RateLimit("Exact per-division minute window", 60, 60.0),
+        RateLimit("Exact per-division day window", 5000, 86_400.0),
+    ),
 )

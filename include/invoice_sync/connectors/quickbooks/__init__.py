@@ -18,7 +18,7 @@ and before a run's first write).
 
 from __future__ import annotations
 
-from invoice_sync.connectors.descriptor import ToolDescriptor
+from invoice_sync.connectors.descriptor import RateLimit, ToolDescriptor
 
 DESCRIPTOR = ToolDescriptor(
     name="quickbooks",
@@ -29,4 +29,6 @@ DESCRIPTOR = ToolDescriptor(
     settings="invoice_sync.connectors.quickbooks.settings:QuickBooksSettings",
     # QuickBooks Online rations per company (realm).
     pool_slots=8,
+    # reference/quickbooks.md, limits: 500 requests a minute per realm (our hook: 40 batches a minute).
+    rate_limits=(RateLimit("QuickBooks per-realm minute window", 500, 60.0),),
 )

@@ -15,7 +15,7 @@ offset + customer id).
 
 from __future__ import annotations
 
-from invoice_sync.connectors.descriptor import ToolDescriptor
+from invoice_sync.connectors.descriptor import RateLimit, ToolDescriptor
 
 DESCRIPTOR = ToolDescriptor(
     name="twinfield",
@@ -27,4 +27,6 @@ DESCRIPTOR = ToolDescriptor(
     # Twinfield's credits are per IP address and per client id, shared by every tenant behind them, and it
     # advises one concurrent action per organisation.
     pool_slots=2,
+    # reference/twinfield.md, limits: 1,000 credits a minute per ClientId, shared by an integrator's tenants.
+    rate_limits=(RateLimit("Twinfield per-client-id credit minute", 1000, 60.0, "tool"),),
 )

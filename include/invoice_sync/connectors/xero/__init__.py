@@ -14,7 +14,7 @@ negative lines and invoice-level discounts; unset, on their lines' accounts) and
 
 from __future__ import annotations
 
-from invoice_sync.connectors.descriptor import ToolDescriptor
+from invoice_sync.connectors.descriptor import RateLimit, ToolDescriptor
 
 DESCRIPTOR = ToolDescriptor(
     name="xero",
@@ -26,4 +26,9 @@ DESCRIPTOR = ToolDescriptor(
     # Xero rations per organisation (60 a minute) and per app (10,000 a minute), which eight tenants stay far
     # below.
     pool_slots=8,
+    # reference/xero.md, limits: 60 calls a minute per organisation, 10,000 a minute per app.
+    rate_limits=(
+        RateLimit("Xero per-organisation minute window", 60, 60.0),
+        RateLimit("Xero per-app minute window", 10_000, 60.0, "tool"),
+    ),
 )

@@ -7,7 +7,7 @@ both behind the engine's ``Connector`` contract.
 
 from __future__ import annotations
 
-from invoice_sync.connectors.descriptor import ToolDescriptor
+from invoice_sync.connectors.descriptor import RateLimit, ToolDescriptor
 
 DESCRIPTOR = ToolDescriptor(
     name="yuki",
@@ -18,4 +18,6 @@ DESCRIPTOR = ToolDescriptor(
     settings="invoice_sync.connectors.yuki.settings:YukiSettings",
     # Yuki's daily quota is per domain; four at once keep one slow SOAP call from starving the others.
     pool_slots=4,
+    # reference/yuki.md, limits: 1,000 calls a day per domain (the smallest plan), shared by its integrations.
+    rate_limits=(RateLimit("Yuki per-domain day window", 1000, 86_400.0),),
 )
