@@ -23,8 +23,9 @@ if TYPE_CHECKING:
 class RateLimit:
     """A window the vendor documents: ``units`` (calls or credits) per ``window_s`` seconds.
 
-    The hooks read the live figures from the vendor's headers or their connection; this is what capacity
-    planning (the bench's night model) assumes before any call is made.
+    What capacity planning (the bench's night model) assumes before any call is made, and the default of
+    a hook that counts the window itself; the live figures come from the vendor's headers or the
+    connection.
 
     :param scope: ``"tenant"``: each tenant's own (Exact's division, Xero's organisation), shared only by
         tenants on one of them; ``"tool"``: one for all of an installation's tenants of the tool
@@ -32,7 +33,7 @@ class RateLimit:
     """
 
     name: str
-    units: float
+    units: int
     window_s: float
     scope: Literal["tenant", "tool"] = "tenant"
 

@@ -20,6 +20,10 @@ from __future__ import annotations
 
 from invoice_sync.connectors.descriptor import RateLimit, ToolDescriptor
 
+REALM_MINUTE = RateLimit("QuickBooks per-realm minute window", 500, 60.0)
+"""reference/quickbooks.md, limits: 500 requests a minute per realm (our hook also keeps 40 batches a
+minute)."""
+
 DESCRIPTOR = ToolDescriptor(
     name="quickbooks",
     label="QuickBooks Online",
@@ -29,6 +33,5 @@ DESCRIPTOR = ToolDescriptor(
     settings="invoice_sync.connectors.quickbooks.settings:QuickBooksSettings",
     # QuickBooks Online rations per company (realm).
     pool_slots=8,
-    # reference/quickbooks.md, limits: 500 requests a minute per realm (our hook: 40 batches a minute).
-    rate_limits=(RateLimit("QuickBooks per-realm minute window", 500, 60.0),),
+    rate_limits=(REALM_MINUTE,),
 )

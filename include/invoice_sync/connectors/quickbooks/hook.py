@@ -36,7 +36,7 @@ import requests
 from invoice_sync.connectors.hooks import positive_extra
 from invoice_sync.connectors.http import RateBudget
 from invoice_sync.connectors.oauth import OAuthRestHook
-from invoice_sync.connectors.quickbooks import DESCRIPTOR
+from invoice_sync.connectors.quickbooks import DESCRIPTOR, REALM_MINUTE
 from invoice_sync.connectors.quickbooks.errors import (
     SEVERE_FROM,
     describe,
@@ -58,7 +58,7 @@ BATCH_MAX = 30
 """Items per batch call: Intuit's maximum (a larger batch is refused as a whole)."""
 REQUEST_ID_NAMESPACE = uuid.UUID("6d3e2a9c-5b0f-4c1e-9f57-3a8d2c71e0b4")
 """Namespace of the name-based (uuid5) request ids: fixed, so every worker derives the same id."""
-REQUESTS_PER_MINUTE = 500
+REQUESTS_PER_MINUTE = REALM_MINUTE.units
 REQUESTS_PER_SECOND = 10
 BATCHES_PER_MINUTE = 40
 MINUTE_S = 60.0

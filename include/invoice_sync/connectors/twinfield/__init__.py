@@ -17,6 +17,9 @@ from __future__ import annotations
 
 from invoice_sync.connectors.descriptor import RateLimit, ToolDescriptor
 
+CLIENT_ID_MINUTE = RateLimit("Twinfield per-client-id credit minute", 1000, 60.0, "tool")
+"""reference/twinfield.md, limits: 1,000 credits a minute per ClientId, shared by an integrator's tenants."""
+
 DESCRIPTOR = ToolDescriptor(
     name="twinfield",
     label="Twinfield",
@@ -27,6 +30,5 @@ DESCRIPTOR = ToolDescriptor(
     # Twinfield's credits are per IP address and per client id, shared by every tenant behind them, and it
     # advises one concurrent action per organisation.
     pool_slots=2,
-    # reference/twinfield.md, limits: 1,000 credits a minute per ClientId, shared by an integrator's tenants.
-    rate_limits=(RateLimit("Twinfield per-client-id credit minute", 1000, 60.0, "tool"),),
+    rate_limits=(CLIENT_ID_MINUTE,),
 )

@@ -44,7 +44,7 @@ from invoice_sync.connectors.hooks import (
 from invoice_sync.connectors.http import RateBudget, Window
 from invoice_sync.connectors.oauth import oauth_error_text
 from invoice_sync.connectors.soap import Element, SoapFault, SoapHook, child, element, parse, text
-from invoice_sync.connectors.twinfield import DESCRIPTOR
+from invoice_sync.connectors.twinfield import CLIENT_ID_MINUTE, DESCRIPTOR
 from invoice_sync.connectors.twinfield.errors import (
     is_token_fault,
     plain_text,
@@ -65,7 +65,7 @@ PROCESS_XML_PATH = "/webservices/processxml.asmx"
 TWF_NS = "http://www.twinfield.com/"
 PROCESS_XML_ACTION = "http://www.twinfield.com/ProcessXmlString"
 
-CREDITS_PER_MINUTE = 1000
+CREDITS_PER_MINUTE = CLIENT_ID_MINUTE.units
 READ_COST = 1
 """ProcessXml ``list``, ``read`` and ``columns`` (and finder searches)."""
 WRITE_COST = 3

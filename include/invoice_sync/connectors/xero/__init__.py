@@ -16,6 +16,9 @@ from __future__ import annotations
 
 from invoice_sync.connectors.descriptor import RateLimit, ToolDescriptor
 
+APP_MINUTE = RateLimit("Xero per-app minute window", 10_000, 60.0, "tool")
+"""reference/xero.md, limits: 10,000 calls a minute per app, across the organisations it reaches."""
+
 DESCRIPTOR = ToolDescriptor(
     name="xero",
     label="Xero",
@@ -29,6 +32,6 @@ DESCRIPTOR = ToolDescriptor(
     # reference/xero.md, limits: 60 calls a minute per organisation, 10,000 a minute per app.
     rate_limits=(
         RateLimit("Xero per-organisation minute window", 60, 60.0),
-        RateLimit("Xero per-app minute window", 10_000, 60.0, "tool"),
+        APP_MINUTE,
     ),
 )

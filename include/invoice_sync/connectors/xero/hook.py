@@ -36,7 +36,7 @@ import requests
 from invoice_sync.connectors.hooks import positive_extra
 from invoice_sync.connectors.http import RateBudget, Window, epoch_to_datetime
 from invoice_sync.connectors.oauth import OAuthRestHook, retry_after_s
-from invoice_sync.connectors.xero import DESCRIPTOR
+from invoice_sync.connectors.xero import APP_MINUTE, DESCRIPTOR
 from invoice_sync.connectors.xero.errors import error_text, validation_error
 from invoice_sync.domain.errors import (
     AuthError,
@@ -57,7 +57,7 @@ MAX_PAGES = 50
 """Pages one lookup follows at most; a lookup for at most a batch of numbers never needs more than one."""
 MINUTE_S = 60.0
 DAY_S = 86_400.0
-APP_MINUTE_LIMIT = 10_000
+APP_MINUTE_LIMIT = APP_MINUTE.units
 """Calls a minute per app across all its organisations (reference ``xero.md``, limits: app-wide)."""
 IDEMPOTENCY_PREFIX = "invoice-sync-"
 IDEMPOTENCY_KEY_MAX = 128

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from invoice_sync.connectors.descriptor import RateLimit, ToolDescriptor
 
+DOMAIN_DAY = RateLimit("Yuki per-domain day window", 1000, 86_400.0)
+"""reference/yuki.md, limits: 1,000 calls a day per domain (the smallest plan), shared by its integrations."""
+
 DESCRIPTOR = ToolDescriptor(
     name="yuki",
     label="Yuki",
@@ -18,6 +21,5 @@ DESCRIPTOR = ToolDescriptor(
     settings="invoice_sync.connectors.yuki.settings:YukiSettings",
     # Yuki's daily quota is per domain; four at once keep one slow SOAP call from starving the others.
     pool_slots=4,
-    # reference/yuki.md, limits: 1,000 calls a day per domain (the smallest plan), shared by its integrations.
-    rate_limits=(RateLimit("Yuki per-domain day window", 1000, 86_400.0),),
+    rate_limits=(DOMAIN_DAY,),
 )

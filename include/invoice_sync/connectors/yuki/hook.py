@@ -45,7 +45,7 @@ from invoice_sync.connectors.soap import (
     parse,
     text,
 )
-from invoice_sync.connectors.yuki import DESCRIPTOR
+from invoice_sync.connectors.yuki import DESCRIPTOR, DOMAIN_DAY
 from invoice_sync.connectors.yuki.errors import classify_fault, is_quota_fault, is_session_fault
 from invoice_sync.domain.errors import (
     AuthError,
@@ -61,7 +61,7 @@ YUKI_NS = "http://www.theyukicompany.com/"
 SESSION_LIFETIME_S = 24 * 3600.0
 SESSION_MARGIN_S = 600.0
 """Renew a session this long before its 24 hours are up, so no call goes out with a dying session."""
-DEFAULT_DAILY_LIMIT = 1000
+DEFAULT_DAILY_LIMIT = DOMAIN_DAY.units
 
 SALES = "Sales"
 ACCOUNTING = "Accounting"
