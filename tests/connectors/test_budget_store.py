@@ -17,6 +17,7 @@ from test_shared_budgets import REDIS_URL, _redis_or_skip
 
 from invoice_sync.connectors.http import SHARED_MARGIN_S, RateBudget
 from invoice_sync.connectors.twinfield.hook import TwinfieldHook
+from invoice_sync.connectors.yuki.hook import YukiHook
 from invoice_sync.domain.errors import QuotaExceededError, RateLimitedError
 from invoice_sync.domain.ports import BudgetStore, SharedWindow
 from invoice_sync.store.budgets import RedisBudgetStore, SqlBudgetStore
@@ -136,6 +137,28 @@ def test_the_hooks_wait_for_a_shared_window_renews_the_claim(
     hooks[1].budget.acquire()  # another office, the same client id: waits for the next minute
     assert sum(slept) == pytest.approx(10.0 + 10.0 / 60 + SHARED_MARGIN_S, abs=0.5)
     assert len(renewed) == 3  # 4 s + 4 s + the rest, each followed by a renewal
+
+
+def test_the_administrations_of_one_yuki_domain_share_its_day(
+    budgets: BudgetStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Yuki counts calls per domain, for every administration its access key reaches: two tasks on two
+    administrations stop together when the domain's day is spent, and another key's day is untouched."""
+    key = f"key-{uuid.uuid4().hex}"
+    for conn_id, access_key in (("yuki_one", key), ("yuki_two", key), ("yuki_other", f"other-{key}")):
+        connection = {"conn_type": "yuki", "host": "http://127.0.0.1:9", "password": access_key}
+        connection["extra"] = {"daily_limit": 3}
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection))
+    first, second = (
+        YukiHook(yuki_conn_id=conn_id, administration=name, shared_budgets=budgets)
+        for conn_id, name in (("yuki_one", "North"), ("yuki_two", "South"))
+    )
+    for hook in (first, second, first):
+        hook.budget.acquire()
+    with pytest.raises(QuotaExceededError, match="daily"):
+        second.budget.acquire()
+    assert key not in repr(first.budget._shared)  # only a digest of the access key is kept
+    YukiHook(yuki_conn_id="yuki_other", administration="West", shared_budgets=budgets).budget.acquire()
 
 
 def test_redis_is_chosen_when_configured_else_the_database(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:

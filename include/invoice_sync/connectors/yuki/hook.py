@@ -20,9 +20,11 @@ means Yuki processed nothing.
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from lxml import etree
 
@@ -55,13 +57,18 @@ from invoice_sync.domain.errors import (
     SyncError,
     TransientError,
 )
-from invoice_sync.domain.ports import BudgetStore, TokenSet, TokenVault
+from invoice_sync.domain.ports import BudgetStore, SharedWindow, TokenSet, TokenVault
 
 YUKI_NS = "http://www.theyukicompany.com/"
 SESSION_LIFETIME_S = 24 * 3600.0
 SESSION_MARGIN_S = 600.0
 """Renew a session this long before its 24 hours are up, so no call goes out with a dying session."""
 DEFAULT_DAILY_LIMIT = DOMAIN_DAY.units
+
+
+def _daily_limit(extra: Mapping[str, Any]) -> int:
+    """The domain's calls a day from the connection's ``daily_limit`` (the plan's; 1,000 when unset)."""
+    return int(extra.get("daily_limit") or DEFAULT_DAILY_LIMIT)
 
 SALES = "Sales"
 ACCOUNTING = "Accounting"
@@ -135,12 +142,26 @@ class YukiHook(SoapHook):
 
     @property
     def budget(self) -> RateBudget:
-        """The domain's daily budget, sized from the connection's ``daily_limit`` (read on first use)."""
+        """The domain's daily budget, sized from the connection's ``daily_limit`` (read on first use).
+
+        With a shared store the day is counted there (:meth:`_shared_windows`), since every
+        administration of the domain spends it; without one, in this process.
+        """
         if self._budget is None:
-            extra = self.get_connection(self.yuki_conn_id).extra_dejson
-            limit = int(extra.get("daily_limit") or DEFAULT_DAILY_LIMIT)
-            self._budget = RateBudget(label=self.context, sleep=self._sleep, long_limit=limit)
+            limit = _daily_limit(self.get_connection(self.yuki_conn_id).extra_dejson)
+            self._budget = self._rate_budget(long_limit=None if self.shared_budgets else limit)
         return self._budget
+
+    def _shared_windows(self, connection: Any, extra: Mapping[str, Any]) -> Sequence[SharedWindow]:
+        """The domain's day, spent by every administration its access key reaches (reference ``yuki.md``,
+        limits: per domain, shared by every integration). The key names the domain; only a digest of it
+        goes into the window's name, which Redis and the database keep in clear.
+
+        Like the local count, the day runs 24 hours from its first call: Yuki does not document when its
+        counter resets, and a window that opens later than Yuki's only makes us stop early.
+        """
+        domain = hashlib.sha256((connection.password or "").encode()).hexdigest()[:16]
+        return (SharedWindow(f"yuki:domain:{domain}:day", _daily_limit(extra), DOMAIN_DAY.window_s, daily=True),)
 
     def _try_connection(self) -> str:
         """Open a session and list the administrations the key sees (two of the day's calls).
