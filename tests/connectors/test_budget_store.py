@@ -12,17 +12,24 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from cryptography.fernet import Fernet
 from sqlalchemy import create_engine
 from test_shared_budgets import REDIS_URL, _redis_or_skip
 
 from invoice_sync.connectors.http import SHARED_MARGIN_S, RateBudget
 from invoice_sync.connectors.twinfield.hook import TwinfieldHook
+from invoice_sync.connectors.xero.hook import XeroHook
 from invoice_sync.connectors.yuki.hook import YukiHook
 from invoice_sync.domain.errors import QuotaExceededError, RateLimitedError
-from invoice_sync.domain.ports import BudgetStore, SharedWindow
+from invoice_sync.domain.ports import BudgetStore, Reservation, SharedWindow
 from invoice_sync.store.budgets import RedisBudgetStore, SqlBudgetStore
 from invoice_sync.store.db import make_engine
-from invoice_sync.store.models import RateWindowRow, SyncBase
+from invoice_sync.store.models import RateWindowRow, SyncBase, TokenRow
+from invoice_sync.store.tokens import SqlTokenVault
+from invoice_sync_dev.sandbox import xero as xero_sandbox
+from invoice_sync_dev.sandbox import xero_fixtures
+from invoice_sync_dev.sandbox import yuki as yuki_sandbox
+from invoice_sync_dev.sandbox.server import start_in_thread
 
 PERIOD_S = 1000.0
 
@@ -159,6 +166,70 @@ def test_the_administrations_of_one_yuki_domain_share_its_day(
         second.budget.acquire()
     assert key not in repr(first.budget._shared)  # only a digest of the access key is kept
     YukiHook(yuki_conn_id="yuki_other", administration="West", shared_budgets=budgets).budget.acquire()
+
+
+def test_a_unit_of_a_shared_window_is_reserved_once_the_token_is_in_hand(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, builders
+) -> None:
+    """A token refresh can wait seconds on another process's. A unit reserved before it reaches the tool
+    in a later window than the one it was counted in: eight Xero processes whose first refresh queued for
+    3.8 s drew eight 429s of the app minute that way."""
+    events: list[str] = []
+
+    class RecordingStore(SqlBudgetStore):
+        def reserve(self, window: SharedWindow, cost: int, *, max_wait_s: float) -> Reservation:
+            events.append("reserve")
+            return super().reserve(window, cost, max_wait_s=max_wait_s)
+
+    class RecordingVault(builders.vault):  # type: ignore[name-defined,misc]  # a class the fixture hands over
+        def refresh(self, conn_id, refresher):
+            events.append("token")
+            return super().refresh(conn_id, refresher)
+
+    url = f"sqlite:///{tmp_path / 'invoicing.db'}"
+    setup = create_engine(url)
+    SyncBase.metadata.create_all(setup, tables=[RateWindowRow.__table__])
+    setup.dispose()
+    handle = start_in_thread()
+    try:
+        monkeypatch.setenv("AIRFLOW_CONN_XERO_ORDER", json.dumps(xero_sandbox.demo_connection(handle.url)))
+        hook = XeroHook(
+            xero_conn_id="xero_order",
+            vault=RecordingVault(),
+            tenant_id=xero_fixtures.DEMO_TENANT_ID,
+            shared_budgets=RecordingStore(make_engine(url)),
+        )
+        hook.get_all("TaxRates", "TaxRates", {})
+    finally:
+        handle.stop()
+    assert events == ["token", "reserve"]
+
+
+@pytest.mark.timeout(30)
+def test_a_yuki_session_opens_with_the_day_and_the_session_in_one_sqlite_file(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Authenticate spends one of the domain's calls. Reserved under the vault's lock, it waited on that
+    lock's own transaction where both live in one SQLite file (the whole file is locked): the Yuki task of
+    a chaos run hung there."""
+    url = f"sqlite:///{tmp_path / 'invoicing.db'}"
+    setup = create_engine(url)
+    SyncBase.metadata.create_all(setup, tables=[RateWindowRow.__table__, TokenRow.__table__])
+    setup.dispose()
+    engine = make_engine(url)
+    handle = start_in_thread()
+    try:
+        monkeypatch.setenv("AIRFLOW_CONN_YUKI_ONE_FILE", json.dumps(yuki_sandbox.demo_connection(handle.url)))
+        hook = YukiHook(
+            yuki_conn_id="yuki_one_file",
+            vault=SqlTokenVault(engine, keys=[Fernet.generate_key().decode()]),
+            shared_budgets=SqlBudgetStore(engine),
+        )
+        assert hook.administrations()
+    finally:
+        handle.stop()
+    assert hook.authentications == 1
+    assert hook.budget.left().long is None  # counted in the file, not in the hook
 
 
 def test_redis_is_chosen_when_configured_else_the_database(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:

@@ -417,7 +417,7 @@ class StoredToken:
         :param rejected: a token the tool just refused: replace it even if it looks valid.
         """
         tokens = self._tokens or self.vault.load(self.conn_id)
-        if tokens is None or rejected is not None or not self.fresh(tokens):
+        if tokens is None or self._unusable(tokens, rejected):
 
             def refresher(current: TokenSet | None) -> TokenSet:
                 # Under the vault's lock, with what is stored *now*.
@@ -430,6 +430,15 @@ class StoredToken:
             mask_tokens(tokens)
         self._tokens = tokens
         return tokens.access_token
+
+    def stale(self, *, rejected: str | None = None) -> bool:
+        """Whether :meth:`get` would ask the tool for a new token now (unless another worker stores one
+        first): for a tool whose token call spends a rate window, to take it before the vault's lock."""
+        tokens = self._tokens or self.vault.load(self.conn_id)
+        return tokens is None or self._unusable(tokens, rejected)
+
+    def _unusable(self, tokens: TokenSet, rejected: str | None) -> bool:
+        return rejected is not None or not self.fresh(tokens)
 
     def fresh(self, tokens: TokenSet) -> bool:
         expires_at = tokens.expires_at

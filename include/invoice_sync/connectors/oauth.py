@@ -243,8 +243,10 @@ class OAuthRestHook(AccountingHook):
         refreshed = False
         throttled = 0
         while True:
-            self.budget.acquire()
+            # The token first: a refresh can wait seconds on another process's, and a unit of a shared
+            # window reserved before it would reach the tool in a later window than it was counted in.
             token = self._access_token()
+            self.budget.acquire()
             sent = {**self._headers(), **(headers or {}), "Authorization": f"Bearer {token}"}
             response = self._transmit(method, url, safe=safe, headers=sent, **kwargs)
             self._observe(response)

@@ -70,6 +70,7 @@ def _daily_limit(extra: Mapping[str, Any]) -> int:
     """The domain's calls a day from the connection's ``daily_limit`` (the plan's; 1,000 when unset)."""
     return int(extra.get("daily_limit") or DEFAULT_DAILY_LIMIT)
 
+
 SALES = "Sales"
 ACCOUNTING = "Accounting"
 
@@ -161,7 +162,8 @@ class YukiHook(SoapHook):
         counter resets, and a window that opens later than Yuki's only makes us stop early.
         """
         domain = hashlib.sha256((connection.password or "").encode()).hexdigest()[:16]
-        return (SharedWindow(f"yuki:domain:{domain}:day", _daily_limit(extra), DOMAIN_DAY.window_s, daily=True),)
+        day = SharedWindow(f"yuki:domain:{domain}:day", _daily_limit(extra), DOMAIN_DAY.window_s, daily=True)
+        return (day,)
 
     def _try_connection(self) -> str:
         """Open a session and list the administrations the key sees (two of the day's calls).
@@ -286,9 +288,13 @@ class YukiHook(SoapHook):
 
         return self._retrying(attempt) if safe else attempt()
 
-    def _post(self, service: str, operation: str, body: Element, *, safe: bool) -> Element | None:
-        """Post one envelope within the daily budget; the ``Result`` element of a 200 answer."""
-        self.budget.acquire()
+    def _post(
+        self, service: str, operation: str, body: Element, *, safe: bool, budgeted: bool = True
+    ) -> Element | None:
+        """Post one envelope within the daily budget (``budgeted=False``: the caller took its unit); the
+        ``Result`` element of a 200 answer."""
+        if budgeted:
+            self.budget.acquire()
         path = f"/ws/{service}.asmx"
         response, content = self.post_envelope(path, YUKI_NS + operation, body, safe=safe)
         if content is None:
@@ -328,7 +334,16 @@ class YukiHook(SoapHook):
 
     def _session(self, service: str, *, rejected: str | None = None) -> str:
         """A usable session id, opened through the vault when none is stored, it is old, or Yuki just
-        refused ``rejected`` (see :class:`StoredToken`)."""
+        refused ``rejected`` (see :class:`StoredToken`).
+
+        A new session costs one of the domain's calls, taken from the budget *before* the vault's lock:
+        with the day counted in the invoicing database, a reservation under the lock would wait for the
+        very transaction that holds it on SQLite, whose lock is the whole file's (a task hung there in
+        ``make chaos``). If another worker stores a session meanwhile, the unit is spent for nothing: never
+        over the limit. A retried ``Authenticate`` (a transient failure) is not counted again.
+        """
+        if self._token.stale(rejected=rejected):
+            self.budget.acquire()
         return self._token.get(lambda _current: self._authenticate(service), rejected=rejected)
 
     def _authenticate(self, service: str) -> TokenSet:
@@ -342,7 +357,7 @@ class YukiHook(SoapHook):
 
         def call() -> Element | None:
             try:
-                return self._post(service, "Authenticate", body, safe=True)
+                return self._post(service, "Authenticate", body, safe=True, budgeted=False)
             except SoapFault as fault:
                 raise self._fault_error(fault, safe=True) from fault
 
