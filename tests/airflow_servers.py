@@ -12,6 +12,7 @@ worker's task processes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -119,18 +120,21 @@ def start(command: list[str], env: Mapping[str, str], log: Path) -> subprocess.P
         )
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the server's process group, SIGKILL it if it does not go within 20 s."""
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-    except ProcessLookupError:
-        pass
+def stop(*processes: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the servers' process groups all at once, SIGKILL those still there 20 s later (one slow
+    server then costs 20 s, not 20 s each in turn)."""
+    running = [process for process in processes if process.poll() is None]
+    for process in running:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    for process in running:
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
 
 
 def wait_healthy(

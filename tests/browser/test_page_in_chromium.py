@@ -185,8 +185,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, browser_binaries: tuple[str
         running.prepare_deployment()
         yield running
     finally:
-        for process in processes:
-            stop(process)
+        stop(*processes)
         sandbox.stop()
 
 

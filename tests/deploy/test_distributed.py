@@ -14,7 +14,8 @@ What it proves, in order (the second test continues from the first one's books):
    lease ran out, looks up what the dead task had sent, and the run succeeds with nothing booked twice.
 
 Timings are shortened for a test (production values in brackets): claim lease 10 s (3 min), heartbeat
-timeout 15 s (5 min), HTTP timeout 5 s (30 s). ``-s`` shows the start-up time and memory of the topology.
+timeout 15 s (5 min), HTTP timeout 5 s (30 s), retry delay 2 s (30 s and more). ``-s`` shows the start-up
+time and memory of the topology.
 
 PostgreSQL or Redis missing -> skip, except under ``CI=true``, where they are required.
 """
@@ -177,6 +178,8 @@ def topology(
                 "AIRFLOW__OPERATORS__DEFAULT_QUEUE": f"invoice-sync-test-{uuid.uuid4().hex[:10]}",
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "15",
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
+                # The DAGs' exponential back-off retries after 30 to 59 s; the scheduler caps it at this.
+                "AIRFLOW__CORE__MAX_TASK_RETRY_DELAY": "2",
                 "AIRFLOW__CORE__PARALLELISM": "8",
                 "AIRFLOW__CORE__HOSTNAME_CALLABLE": "worker_identity.hostname",
                 "PYTHONPATH": os.pathsep.join(
@@ -217,8 +220,7 @@ def topology(
         )
         yield topology
     finally:
-        for process in servers.values():
-            stop(process)
+        stop(*servers.values())
         sandbox.stop()
 
 
