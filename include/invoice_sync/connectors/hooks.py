@@ -309,6 +309,12 @@ class AccountingHook(HttpHook):
         return replace(self.budget.left(), unit=self.budget_unit)
 
     @property
+    def waited_s(self) -> float:
+        """Seconds this hook waited for its rate windows or after a 429 (statistics, the bench's
+        calibration); a tool with more than one budget adds them up."""
+        return self.budget.waited_s
+
+    @property
     def request_timeout_s(self) -> float:
         """The longest one request may take; reads the connection, no network I/O."""
         self.session  # noqa: B018 (configuring the session reads the connection's timeout)

@@ -247,6 +247,8 @@ class TenantRun:
     windows: dict[float, int]
     throttled: int
     error: str | None = None
+    waited_s: float = 0.0
+    """Of ``wall_s``, the time the hook waited for a rate window or after a 429."""
 
 
 _ENGINES: dict[str, Engine] = {}
@@ -301,6 +303,7 @@ def sync_tenant(
         dict(log.windows),
         log.throttled,
         error,
+        round(connector.hook.waited_s, 3),
     )
 
 

@@ -218,6 +218,10 @@ class QuickBooksHook(OAuthRestHook):
         )
 
     @property
+    def waited_s(self) -> float:
+        return self.budget.waited_s + (self._batch_budget.waited_s if self._batch_budget else 0.0)
+
+    @property
     def batch_budget(self) -> RateBudget:
         """Batch calls: 40 in any minute per realm, counted on top of :attr:`budget` (a batch call is
         also a request)."""
