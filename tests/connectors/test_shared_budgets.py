@@ -23,7 +23,6 @@ from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
-from sqlalchemy import create_engine
 
 from invoice_sync.connectors.registry import DESCRIPTORS
 from invoice_sync.connectors.twinfield.hook import TwinfieldHook, _list_offices
@@ -128,7 +127,7 @@ def _xero_prepare(workdir: str) -> None:
     """The app's token in a vault every process reads, as a deployment has it from earlier nights: eight
     processes refreshing at once would queue on the vault's lock for seconds before their first call.
     Listing the connections spends no Xero limit."""
-    engine = create_engine(f"sqlite:///{workdir}/tokens.db")
+    engine = make_engine(f"sqlite:///{workdir}/tokens.db")
     SyncBase.metadata.create_all(engine, tables=[TokenRow.__table__])
     engine.dispose()
     XeroHook(xero_conn_id=XERO_CONN_ID, vault=_xero_vault(workdir)).connections()
@@ -187,7 +186,10 @@ def backend(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[tuple[str
         if request.param == "sqlite"
         else request.getfixturevalue("pg_url")
     )
-    engine = create_engine(url)
+    # Made as a deployment's migration makes it: make_engine turns a SQLite file to WAL once, here, not
+    # in eight processes at once (switching the journal takes a lock SQLite's busy wait does not cover:
+    # "database is locked" on connect, seen once in CI).
+    engine = make_engine(url)
     SyncBase.metadata.create_all(engine, tables=[RateWindowRow.__table__])
     engine.dispose()
     yield "sql", url
