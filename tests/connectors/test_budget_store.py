@@ -13,8 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 from cryptography.fernet import Fernet
-from sqlalchemy import create_engine
-from test_shared_budgets import REDIS_URL, _redis_or_skip
+from test_shared_budgets import REDIS_URL, _redis_or_skip, with_tables
 
 from invoice_sync.connectors.http import SHARED_MARGIN_S, RateBudget
 from invoice_sync.connectors.twinfield.hook import TwinfieldHook
@@ -24,7 +23,7 @@ from invoice_sync.domain.errors import QuotaExceededError, RateLimitedError
 from invoice_sync.domain.ports import BudgetStore, Reservation, SharedWindow
 from invoice_sync.store.budgets import RedisBudgetStore, SqlBudgetStore
 from invoice_sync.store.db import make_engine
-from invoice_sync.store.models import RateWindowRow, SyncBase, TokenRow
+from invoice_sync.store.models import RateWindowRow, TokenRow
 from invoice_sync.store.tokens import SqlTokenVault
 from invoice_sync_dev.sandbox import xero as xero_sandbox
 from invoice_sync_dev.sandbox import xero_fixtures
@@ -47,10 +46,7 @@ def budgets(request: pytest.FixtureRequest, tmp_path) -> Iterator[BudgetStore]:
         if request.param == "sqlite"
         else request.getfixturevalue("pg_url")
     )
-    setup = create_engine(url)
-    SyncBase.metadata.create_all(setup, tables=[RateWindowRow.__table__])
-    setup.dispose()
-    engine = make_engine(url)
+    engine = make_engine(with_tables(url, RateWindowRow.__table__))
     yield SqlBudgetStore(engine)
     engine.dispose()
 
@@ -186,10 +182,7 @@ def test_a_unit_of_a_shared_window_is_reserved_once_the_token_is_in_hand(
             events.append("token")
             return super().refresh(conn_id, refresher)
 
-    url = f"sqlite:///{tmp_path / 'invoicing.db'}"
-    setup = create_engine(url)
-    SyncBase.metadata.create_all(setup, tables=[RateWindowRow.__table__])
-    setup.dispose()
+    url = with_tables(f"sqlite:///{tmp_path / 'invoicing.db'}", RateWindowRow.__table__)
     handle = start_in_thread()
     try:
         monkeypatch.setenv("AIRFLOW_CONN_XERO_ORDER", json.dumps(xero_sandbox.demo_connection(handle.url)))
@@ -212,11 +205,9 @@ def test_a_yuki_session_opens_with_the_day_and_the_session_in_one_sqlite_file(
     """Authenticate spends one of the domain's calls. Reserved under the vault's lock, it waited on that
     lock's own transaction where both live in one SQLite file (the whole file is locked): the Yuki task of
     a chaos run hung there."""
-    url = f"sqlite:///{tmp_path / 'invoicing.db'}"
-    setup = create_engine(url)
-    SyncBase.metadata.create_all(setup, tables=[RateWindowRow.__table__, TokenRow.__table__])
-    setup.dispose()
-    engine = make_engine(url)
+    engine = make_engine(
+        with_tables(f"sqlite:///{tmp_path / 'invoicing.db'}", RateWindowRow.__table__, TokenRow.__table__)
+    )
     handle = start_in_thread()
     try:
         monkeypatch.setenv("AIRFLOW_CONN_YUKI_ONE_FILE", json.dumps(yuki_sandbox.demo_connection(handle.url)))

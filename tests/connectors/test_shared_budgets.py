@@ -67,6 +67,16 @@ def _redis_or_skip() -> None:
         pytest.skip(message)
 
 
+def with_tables(url: str, *tables: Any) -> str:
+    """``url`` with ``tables`` made, as a deployment's migration makes them: ``make_engine`` turns a SQLite
+    file to WAL once, here, not in several processes at once (switching the journal takes a lock SQLite's
+    busy wait does not cover: "database is locked" on connect, seen once in CI)."""
+    engine = make_engine(url)
+    SyncBase.metadata.create_all(engine, tables=tables)
+    engine.dispose()
+    return url
+
+
 def open_store(backend: tuple[str, str]) -> BudgetStore:
     """The store a worker process counts in; made in the process itself (no connection crosses a fork)."""
     kind, where = backend
@@ -127,9 +137,7 @@ def _xero_prepare(workdir: str) -> None:
     """The app's token in a vault every process reads, as a deployment has it from earlier nights: eight
     processes refreshing at once would queue on the vault's lock for seconds before their first call.
     Listing the connections spends no Xero limit."""
-    engine = make_engine(f"sqlite:///{workdir}/tokens.db")
-    SyncBase.metadata.create_all(engine, tables=[TokenRow.__table__])
-    engine.dispose()
+    with_tables(f"sqlite:///{workdir}/tokens.db", TokenRow.__table__)
     XeroHook(xero_conn_id=XERO_CONN_ID, vault=_xero_vault(workdir)).connections()
 
 
@@ -186,13 +194,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[tuple[str
         if request.param == "sqlite"
         else request.getfixturevalue("pg_url")
     )
-    # Made as a deployment's migration makes it: make_engine turns a SQLite file to WAL once, here, not
-    # in eight processes at once (switching the journal takes a lock SQLite's busy wait does not cover:
-    # "database is locked" on connect, seen once in CI).
-    engine = make_engine(url)
-    SyncBase.metadata.create_all(engine, tables=[RateWindowRow.__table__])
-    engine.dispose()
-    yield "sql", url
+    yield "sql", with_tables(url, RateWindowRow.__table__)
 
 
 def _worker(

@@ -338,9 +338,10 @@ class YukiHook(SoapHook):
 
         A new session costs one of the domain's calls, taken from the budget *before* the vault's lock:
         with the day counted in the invoicing database, a reservation under the lock would wait for the
-        very transaction that holds it on SQLite, whose lock is the whole file's (a task hung there in
-        ``make chaos``). If another worker stores a session meanwhile, the unit is spent for nothing: never
-        over the limit. A retried ``Authenticate`` (a transient failure) is not counted again.
+        very transaction that holds it on SQLite, whose lock is the whole file's (the Yuki task of the
+        suite's chaos session hung there). If another worker stores a session meanwhile, the unit is spent
+        for nothing: never over the limit. A retried ``Authenticate`` (a transient failure) is not counted
+        again.
         """
         if self._token.stale(rejected=rejected):
             self.budget.acquire()
