@@ -16,6 +16,7 @@ from cryptography.fernet import Fernet
 from test_shared_budgets import REDIS_URL, _redis_or_skip, with_tables
 
 from invoice_sync.connectors.http import SHARED_MARGIN_S, RateBudget
+from invoice_sync.connectors.quickbooks.hook import QuickBooksHook
 from invoice_sync.connectors.twinfield.hook import TwinfieldHook
 from invoice_sync.connectors.xero.hook import XeroHook
 from invoice_sync.connectors.yuki.hook import YukiHook
@@ -162,6 +163,36 @@ def test_the_administrations_of_one_yuki_domain_share_its_day(
         second.budget.acquire()
     assert key not in repr(first.budget._shared)  # only a digest of the access key is kept
     YukiHook(yuki_conn_id="yuki_other", administration="West", shared_budgets=budgets).budget.acquire()
+
+
+def test_tasks_that_follow_each_other_on_one_quickbooks_company_share_its_second(
+    budgets: BudgetStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """QuickBooks sends no rate headers, so each task starts with an empty count of the company's second:
+    a night whose tasks followed each other on one company drew 429s and a minute's wait each. With a
+    store the second is shared per company and app, at half the limit per window (Intuit's slides), and
+    another company's is untouched."""
+    realm = uuid.uuid4().hex
+    connection = {"conn_type": "quickbooks", "host": "http://127.0.0.1:9", "login": "app", "password": "-"}
+    # A "second" of 30 s (within a task's longest wait), 4 requests in any of them.
+    second_s = 30.0
+    connection["extra"] = {"minute_s": 60 * second_s, "requests_per_second": 4}
+    monkeypatch.setenv("AIRFLOW_CONN_QBO_SHARED", json.dumps(connection))
+    slept: list[float] = []
+
+    def task(realm_id: str) -> QuickBooksHook:
+        return QuickBooksHook(
+            quickbooks_conn_id="qbo_shared", realm_id=realm_id, shared_budgets=budgets, sleep=slept.append
+        )
+
+    first, second = task(realm), task(realm)
+    first.budget.acquire()
+    first.budget.acquire()
+    assert slept == []
+    second.budget.acquire()  # its own count is empty; the company's shared second is not
+    assert sum(slept) == pytest.approx(second_s + SHARED_MARGIN_S, abs=1.0)
+    task(f"other-{realm}").budget.acquire()
+    assert sum(slept) == pytest.approx(second_s + SHARED_MARGIN_S, abs=1.0)
 
 
 def test_a_unit_of_a_shared_window_is_reserved_once_the_token_is_in_hand(

@@ -30,12 +30,25 @@ class RateLimit:
     :param scope: ``"tenant"``: each tenant's own (Exact's division, Xero's organisation), shared only by
         tenants on one of them; ``"tool"``: one for all of an installation's tenants of the tool
         (Twinfield's client id, Xero's app).
+    :param sliding: the vendor allows ``units`` in *any* span of ``window_s`` (QuickBooks), instead of per
+        window that opens with a call or on the clock.
     """
 
     name: str
     units: int
     window_s: float
     scope: Literal["tenant", "tool"] = "tenant"
+    sliding: bool = False
+
+    @property
+    def shared_units(self) -> int:
+        """Units per window when several tasks spend it through a shared store.
+
+        The store hands out windows that follow each other (one opens when the last has ended). A
+        sliding limit is also counted across the seam of two such windows, where both could be spent
+        in full within ``window_s``; half the units per window keeps any span within the limit.
+        """
+        return max(1, self.units // 2) if self.sliding else self.units
 
 
 @dataclass(frozen=True, slots=True)

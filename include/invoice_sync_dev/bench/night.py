@@ -129,10 +129,15 @@ class Prediction:
 
 
 def _waits(units: float, window: RateLimit) -> float:
-    """Seconds spent waiting for later windows to spend ``units``: none while the first window holds them."""
-    if units <= window.units:
+    """Seconds spent waiting for later windows to spend ``units``: none while the first window holds them.
+
+    A task counts its windows through a store (Redis, or the database when there is none), which hands
+    out a sliding window's :attr:`~RateLimit.shared_units` per window, so that is the rate planned with.
+    """
+    per_window = window.shared_units
+    if units <= per_window:
         return 0.0
-    return (math.ceil(units / window.units) - 1) * window.window_s
+    return (math.ceil(units / per_window) - 1) * window.window_s
 
 
 def predict(calibration: Calibration, night: Night) -> Prediction:

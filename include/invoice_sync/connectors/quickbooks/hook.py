@@ -10,6 +10,8 @@ The shared OAuth hook keeps the rotating refresh tokens in the vault, re-tokens 
   QuickBooks' memory instead of being executed twice;
 - the limits counted locally, because QuickBooks announces none in headers: :class:`SlidingBudget` keeps
   every realm under 500 requests a minute and 10 a second, and batch calls under 40 a minute besides;
+  with a shared store the realm's minute and second are also counted there, across the tasks that
+  follow each other on one company;
   a 429 (or throttle fault 3001) is waited out for a minute, as Intuit asks, and the call repeated.
 
 Connection (``conn_type`` ``quickbooks``; one stored as ``http`` works alike):
@@ -29,6 +31,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import requests
@@ -36,7 +39,7 @@ import requests
 from invoice_sync.connectors.hooks import positive_extra
 from invoice_sync.connectors.http import RateBudget
 from invoice_sync.connectors.oauth import OAuthRestHook
-from invoice_sync.connectors.quickbooks import DESCRIPTOR, REALM_MINUTE
+from invoice_sync.connectors.quickbooks import DESCRIPTOR, REALM_MINUTE, REALM_SECOND
 from invoice_sync.connectors.quickbooks.errors import (
     SEVERE_FROM,
     describe,
@@ -47,7 +50,7 @@ from invoice_sync.connectors.quickbooks.errors import (
 )
 from invoice_sync.connectors.quickbooks.mapping import custom_numbers_problem
 from invoice_sync.domain.errors import ConfigError, RateLimitedError, SyncError, TransientError
-from invoice_sync.domain.ports import BudgetLeft, TokenVault
+from invoice_sync.domain.ports import BudgetLeft, BudgetStore, SharedWindow, TokenVault
 
 MINOR_VERSION = 75
 """The API minor version every call asks for. Intuit stopped supporting minor versions 1-74 on
@@ -59,7 +62,7 @@ BATCH_MAX = 30
 REQUEST_ID_NAMESPACE = uuid.UUID("6d3e2a9c-5b0f-4c1e-9f57-3a8d2c71e0b4")
 """Namespace of the name-based (uuid5) request ids: fixed, so every worker derives the same id."""
 REQUESTS_PER_MINUTE = REALM_MINUTE.units
-REQUESTS_PER_SECOND = 10
+REQUESTS_PER_SECOND = REALM_SECOND.units
 BATCHES_PER_MINUTE = 40
 MINUTE_S = 60.0
 
@@ -92,6 +95,10 @@ class SlidingBudget(RateBudget):
 
     :param windows: the limits, e.g. ``[(500, 60.0), (10, 1.0)]``.
     :param throttle_wait_s: how long a 429 is waited out (Intuit: a minute; scaled for a sandbox).
+    :param shared: windows other tasks spend too (another integration's task on the same company),
+        reserved in ``store`` once the local windows have room; see :attr:`RateLimit.shared_units
+        <invoice_sync.connectors.descriptor.RateLimit.shared_units>` for their size.
+    :param store: where ``shared`` windows are counted; None counts in this budget only.
     """
 
     def __init__(
@@ -103,8 +110,10 @@ class SlidingBudget(RateBudget):
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         margin_s: float = 0.01,
+        shared: Sequence[SharedWindow] = (),
+        store: BudgetStore | None = None,
     ) -> None:
-        super().__init__(label=label, sleep=sleep, clock=clock, margin_s=margin_s)
+        super().__init__(label=label, sleep=sleep, clock=clock, margin_s=margin_s, shared=shared, store=store)
         self.windows = tuple((max(1, int(limit)), period) for limit, period in windows)
         self.throttle_wait_s = throttle_wait_s
         self._sent: tuple[list[list[float]], ...] = tuple([] for _ in self.windows)
@@ -128,6 +137,7 @@ class SlidingBudget(RateBudget):
                     for index, sent in enumerate(self._sent):
                         sent.extend(places[index :: len(self.windows)])
                     self._taken.places = places
+                    self._reserve_shared(cost)
                     return
                 self._pause(wait)
 
@@ -204,17 +214,46 @@ class QuickBooksHook(OAuthRestHook):
     def _limit(self, extra: Mapping[str, Any], key: str, default: float) -> float:
         return positive_extra(extra, key, default, where=f"{self.hook_name} connection {self.conn_id}")
 
-    def _new_budget(self, extra: Mapping[str, Any]) -> RateBudget:
-        """500 requests in any minute and 10 in any second per realm (scaled by ``minute_s``)."""
+    def _realm_windows(self, extra: Mapping[str, Any]) -> tuple[tuple[int, float], tuple[int, float]]:
+        """(requests, seconds) of the realm's minute and second (scaled by ``minute_s``)."""
         minute_s = self._limit(extra, "minute_s", MINUTE_S)
+        return (
+            (int(self._limit(extra, "requests_per_minute", REQUESTS_PER_MINUTE)), minute_s),
+            (int(self._limit(extra, "requests_per_second", REQUESTS_PER_SECOND)), minute_s / 60),
+        )
+
+    def _new_budget(self, extra: Mapping[str, Any]) -> RateBudget:
+        """500 requests in any minute and 10 in any second per realm, counted here and, with a store, in
+        the windows every task on this company shares (:meth:`_shared_windows`)."""
+        connection = self.get_connection(self.conn_id)
         return SlidingBudget(
             label=self.context,
-            windows=[
-                (int(self._limit(extra, "requests_per_minute", REQUESTS_PER_MINUTE)), minute_s),
-                (int(self._limit(extra, "requests_per_second", REQUESTS_PER_SECOND)), minute_s / 60),
-            ],
-            throttle_wait_s=minute_s,
+            windows=self._realm_windows(extra),
+            throttle_wait_s=self._limit(extra, "minute_s", MINUTE_S),
             sleep=self._sleep,
+            shared=self._shared_windows(connection, extra) if self.shared_budgets else (),
+            store=self.shared_budgets,
+        )
+
+    def _shared_windows(self, connection: Any, extra: Mapping[str, Any]) -> Sequence[SharedWindow]:
+        """The realm's minute (per company) and second (per company and app), when tasks that follow each
+        other on one company, or run beside each other, spend them: two integrations into one company, or
+        a bench whose tenants share the sandbox's. Each task's own count starts empty, and a burst at its
+        start met the second a task before it had spent, a 429 and a minute's wait. Half of each limit per
+        shared window, since Intuit's windows slide (:attr:`RateLimit.shared_units
+        <invoice_sync.connectors.descriptor.RateLimit.shared_units>`)."""
+        if not self.realm_id:
+            return ()
+        (per_minute, minute_s), (per_second, second_s) = self._realm_windows(extra)
+        minute = replace(REALM_MINUTE, units=per_minute, window_s=minute_s)
+        second = replace(REALM_SECOND, units=per_second, window_s=second_s)
+        return (
+            SharedWindow(f"quickbooks:realm:{self.realm_id}:minute", minute.shared_units, minute_s),
+            SharedWindow(
+                f"quickbooks:realm:{self.realm_id}:app:{connection.login}:second",
+                second.shared_units,
+                second_s,
+            ),
         )
 
     @property
