@@ -24,9 +24,9 @@ token-refresh margin a faster sandbox clock needs, see ``tenants.hook_options``)
    task instance of the run for each one it starts).
 2. Validation: ``airflow dags test`` over :data:`VALIDATION_TENANTS` tenants of all five tools (it runs
    task instances one at a time: the validated configuration is 1 worker x 1 slot), predicted first.
-   Exact, Yuki and Twinfield tenants are spread over the sandbox's bench slots (two tenants per division,
-   domain or office); Xero and QuickBooks have one demo organisation and company, so all their tenants
-   share it and its minute window, which the prediction models as a window shared by the tool's tenants.
+   Exact, Yuki, Twinfield and QuickBooks tenants are spread over the sandbox's bench slots (two tenants
+   per division, domain, office or company); Xero has one demo organisation, so all its tenants share it
+   and its minute window, which the prediction models as a window shared by the tool's tenants.
 3. The prediction for :data:`NIGHT_TENANTS` tenants x :data:`NIGHT_INVOICES` invoices on
    :data:`NIGHT_WORKERS` workers x :data:`NIGHT_SLOTS` slots, with its bottleneck.
 """
@@ -50,8 +50,10 @@ from invoice_sync.airflow.dag_factory import MAX_ACTIVE_TIS_PER_TOOL
 from invoice_sync.airflow.tasks import MAX_MAP_LENGTH, MAX_SHARDS, shard
 from invoice_sync.connectors.descriptor import RateLimit
 from invoice_sync.connectors.registry import BY_NAME, TOOLS
+from invoice_sync.domain.ports import BudgetStore
+from invoice_sync.store.budgets import SqlBudgetStore
 from invoice_sync_dev.bench import common
-from invoice_sync_dev.bench.tenants import bench_connections, bench_tenant, sync_tenant, warm_up
+from invoice_sync_dev.bench.tenants import bench_connections, bench_tenant, engine_for, sync_tenant, warm_up
 from invoice_sync_dev.sandbox.process import airflow_env, connection_env
 from invoice_sync_dev.sandbox.tools import BenchLimits, sandbox_of
 
@@ -263,7 +265,13 @@ def _latency_s(sandbox: common.Sandbox, tool: str, rounds: int = 30) -> float:
 
 
 def _calibrate_tool(
-    sandbox: common.Sandbox, db_url: str, tool: str, one: int, many: int, latency_s: float
+    sandbox: common.Sandbox,
+    db_url: str,
+    tool: str,
+    one: int,
+    many: int,
+    latency_s: float,
+    budgets: BudgetStore,
 ) -> ToolCost:
     """Sync a 1-invoice and a :data:`CALIBRATION_INVOICES`-invoice tenant of ``tool`` in this process.
 
@@ -274,7 +282,7 @@ def _calibrate_tool(
     measured = []
     for integration_id in (one, many):
         before = _units(sandbox, tool)
-        run = sync_tenant(db_url, integration_id, time_scale=1.0, run_id="calibrate")
+        run = sync_tenant(db_url, integration_id, time_scale=1.0, run_id="calibrate", shared_budgets=budgets)
         if run.error:
             raise RuntimeError(f"calibration tenant {integration_id} ({tool}) failed: {run.error}")
         after = _units(sandbox, tool)
@@ -346,9 +354,14 @@ def run(workdir: Path, *, quick: bool = False) -> list[dict[str, Any]]:
         with mock.patch.dict(os.environ, connection_env(connections)):
             common.note("night: calibrating per tool (latency, fixed part, cost and calls per invoice)")
             latency = _latency_s(sandbox, TOOLS[0])
-            warm_up(db_url, [t.integration_id for t in warm.values()], time_scale=1.0)
+            # A task counts shared windows in a store; so do these tenants, or QuickBooks' company second,
+            # spent by the tenant before, draws a 429 and a minute's wait.
+            budgets = SqlBudgetStore(engine_for(db_url))
+            warm_up(db_url, [t.integration_id for t in warm.values()], time_scale=1.0, shared_budgets=budgets)
             tools = {
-                tool: _calibrate_tool(sandbox, db_url, tool, one.integration_id, many.integration_id, latency)
+                tool: _calibrate_tool(
+                    sandbox, db_url, tool, one.integration_id, many.integration_id, latency, budgets
+                )
                 for tool, (one, many) in calibrate.items()
             }
         env = airflow_env(airflow_home, db_url, connections)

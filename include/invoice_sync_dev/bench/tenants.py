@@ -24,11 +24,12 @@ Rate windows per tenant:
   own spend only, which is safe while their sum stays below the client id's allowance. With batches of
   25 a tenant of a few hundred invoices spends a few dozen credits a minute of the 1,000, so the bench
   uses the real allowance and reports the simulator's 429 count to prove no tenant ever overspent.
+- QuickBooks counts requests and batch calls per company: each tenant is a company of its own (with a
+  consent, a refresh token, of its own).
 
-The scenario runs over the tools whose simulators hold bench tenants (``SANDBOX.bench.slots`` above one:
-Exact Online, Yuki and Twinfield). The Xero and QuickBooks sandboxes hold one bench tenant each (the demo
-organisation and the demo company, ``SANDBOX.bench.demo_slot``), so they have no tenants of their own to
-put beside the others; their pacing is measured alone, by the ``limit_<tool>`` scenarios.
+The scenario runs over the tools whose simulators hold bench tenants (``SANDBOX.bench.slots`` above one).
+The Xero sandbox holds one bench tenant (the demo organisation, ``SANDBOX.bench.demo_slot``), so it has
+no tenants of its own to put beside the others; its pacing is measured alone, by ``limit_xero``.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from typing import Any
 import requests
 from sqlalchemy import Engine
 
+from invoice_sync.domain.ports import BudgetStore
 from invoice_sync_dev.bench.common import (
     Sandbox,
     Tenant,
@@ -270,9 +272,19 @@ def engine_for(db_url: str) -> Engine:
 
 
 def sync_tenant(
-    db_url: str, integration_id: int, *, time_scale: float, run_id: str, log: CallLog | None = None
+    db_url: str,
+    integration_id: int,
+    *,
+    time_scale: float,
+    run_id: str,
+    log: CallLog | None = None,
+    shared_budgets: BudgetStore | None = None,
 ) -> TenantRun:
-    """Sync one integration the way the connector operator does (real connector, engine and vault)."""
+    """Sync one integration the way the connector operator does (real connector, engine and vault).
+
+    :param shared_budgets: where the windows several tenants spend are counted, as a task's store counts
+        them; None: each tenant counts its own (the ``tenants`` and ``limit`` scenarios measure that).
+    """
     from invoice_sync.connectors.registry import factory_for
     from invoice_sync.engine.sync import IntegrationSync
     from invoice_sync.store.repository import SyncStore
@@ -284,7 +296,10 @@ def sync_tenant(
     store = SyncStore(engine, lease=timedelta(minutes=10))
     integration = store.integration(integration_id)
     connector: Any = factory_for(integration.tool)(
-        integration, SqlTokenVault(engine), **hook_options(integration.tool, time_scale)
+        integration,
+        SqlTokenVault(engine),
+        shared_budgets=shared_budgets,
+        **hook_options(integration.tool, time_scale),
     )
     log.attach(integration.tool, connector.hook)
     error = None
@@ -307,7 +322,13 @@ def sync_tenant(
     )
 
 
-def warm_up(db_url: str, integration_ids: Sequence[int], *, time_scale: float) -> float | None:
+def warm_up(
+    db_url: str,
+    integration_ids: Sequence[int],
+    *,
+    time_scale: float,
+    shared_budgets: BudgetStore | None = None,
+) -> float | None:
     """Sync small warm-up tenants in this process before forking the measured ones.
 
     A worker imports Airflow and the connectors and reads its settings once at start-up, long before it
@@ -319,7 +340,14 @@ def warm_up(db_url: str, integration_ids: Sequence[int], *, time_scale: float) -
     window_end = None
     for integration_id in integration_ids:
         log = CallLog()
-        run = sync_tenant(db_url, integration_id, time_scale=time_scale, run_id="warm-up", log=log)
+        run = sync_tenant(
+            db_url,
+            integration_id,
+            time_scale=time_scale,
+            run_id="warm-up",
+            log=log,
+            shared_budgets=shared_budgets,
+        )
         if run.error:
             raise RuntimeError(f"warm-up tenant {integration_id} failed: {run.error}")
         if sandbox_of(run.tool).bench.clock_minutes:  # other tools' windows are their callers' own
@@ -421,7 +449,11 @@ def run(workdir: Path, *, quick: bool = False) -> list[dict[str, Any]]:
     parallel = plan(count, invoices)
     # The tenants synced alone: one per tool, on slots no parallel tenant uses.
     alone = [bench_tenant(count + 1 + n, tool, SLOTS - n, invoices) for n, tool in enumerate(TOOLS)]
-    warm = [bench_tenant(count + 4 + n, tool, SLOTS - 3, WARM_UP_INVOICES) for n, tool in enumerate(TOOLS)]
+    # The warm-up tenants: on the slot below the lone ones, after their ids.
+    warm = [
+        bench_tenant(count + 1 + len(TOOLS) + n, tool, SLOTS - len(TOOLS), WARM_UP_INVOICES)
+        for n, tool in enumerate(TOOLS)
+    ]
     limits = BenchLimits(minute_s=60.0 / TIME_SCALE)
     db_url = sqlite_url(workdir / "invoicing.db")
     engine = open_db(db_url)

@@ -96,9 +96,9 @@ from invoice_sync_dev.sandbox.simulator import (
 from invoice_sync_dev.sandbox.tools import (
     BenchKnobs,
     BenchLimits,
+    BenchSlot,
     Booking,
     ChaosTargets,
-    DemoSlot,
     LimitRun,
     OpenedWindows,
     Refusal,
@@ -1555,11 +1555,20 @@ def bookings(sandbox: QuickBooksSandbox) -> list[Booking]:
     ]
 
 
+def bench_slot(slot: int) -> BenchSlot:
+    """Bench tenant ``slot``: a company of its own, since QuickBooks counts its windows per company."""
+    return BenchSlot({"realm_id": quickbooks_fixtures.bench_realm_id(slot)}, f"bench_quickbooks_{slot:02d}")
+
+
 def bench_connection(sandbox_url: str, slot: int, limits: BenchLimits) -> dict[str, Any]:
-    """The demo connection, told the sandbox minute's length and a lowered batch limit (QuickBooks sends
-    no rate headers); without one the connector keeps Intuit's 40 batch calls a minute."""
+    """The connection of bench company ``slot`` (its consent's refresh token), told the sandbox minute's
+    length and a lowered batch limit (QuickBooks sends no rate headers); without one the connector keeps
+    Intuit's 40 batch calls a minute."""
     batches = {} if limits.limit is None else {"batches_per_minute": limits.limit}
-    return with_extra(demo_connection(sandbox_url), minute_s=limits.minute_s, **batches)
+    refresh_token = quickbooks_fixtures.bench_refresh_token(slot)
+    return with_extra(
+        demo_connection(sandbox_url), refresh_token=refresh_token, minute_s=limits.minute_s, **batches
+    )
 
 
 def bench_windows(hook: Any, minute_s: float) -> WindowsFromBudget:
@@ -1605,7 +1614,8 @@ SANDBOX = SandboxTool(
         template_integration=7,
         # Pages of 30, one batch each, plus a customer query and a customer batch (a tiny quick backlog).
         max_calls_per_invoice=0.06,
-        demo_slot=DemoSlot("company", {"realm_id": quickbooks_fixtures.REALM_DEMO}, "bench_quickbooks"),
+        slots=quickbooks_fixtures.BENCH_REALMS,
+        slot=bench_slot,
         accepted=(("21", "9", "0"), ("8000", "8010")),
         limits_off={"limits_enabled": False},
         # No rate headers: the connector counts its minute, second and batch windows itself.

@@ -13,7 +13,7 @@ other, which is how tests prove realm isolation.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
 
@@ -183,11 +183,43 @@ _OTHER = RealmFixture(
 )
 
 
+BENCH_REALMS = 24
+"""Companies for ``make bench``: QuickBooks counts its windows per company (500 requests a minute, 10 a
+second, 40 batch calls a minute), and in production a company is one tenant's. Bench tenants that all
+booked into the demo company would share windows no production tenant shares, so each bench slot is a
+company of its own (a copy of the demo company, its own consent)."""
+
+
+def bench_realm_id(index: int) -> str:
+    """The realm id of benchmark company ``index`` (1-based)."""
+    return f"93414527{index:08d}"
+
+
+def bench_refresh_token(index: int) -> str:
+    """The bootstrap refresh token of benchmark company ``index`` (1-based)."""
+    return f"sandbox-qbo-refresh-token-bench-{index:02d}"
+
+
+def _bench_realms() -> dict[str, RealmFixture]:
+    return {
+        bench_realm_id(index): replace(
+            _DEMO, realm_id=bench_realm_id(index), company_name=f"Bench QuickBooks {index:02d} BV"
+        )
+        for index in range(1, BENCH_REALMS + 1)
+    }
+
+
 def default_fixtures() -> QuickBooksFixtures:
     """The demo configuration every fresh (or reset) QuickBooks sandbox starts from."""
     client = AppClientFixture(
         CLIENT_ID,
         CLIENT_SECRET,
-        {BOOTSTRAP_REFRESH_TOKEN: REALM_DEMO, OTHER_REFRESH_TOKEN: REALM_OTHER},
+        {
+            BOOTSTRAP_REFRESH_TOKEN: REALM_DEMO,
+            OTHER_REFRESH_TOKEN: REALM_OTHER,
+            **{bench_refresh_token(index): bench_realm_id(index) for index in range(1, BENCH_REALMS + 1)},
+        },
     )
-    return QuickBooksFixtures(clients=(client,), realms={REALM_DEMO: _DEMO, REALM_OTHER: _OTHER})
+    return QuickBooksFixtures(
+        clients=(client,), realms={REALM_DEMO: _DEMO, REALM_OTHER: _OTHER, **_bench_realms()}
+    )
