@@ -132,6 +132,29 @@ def test_customers_are_created_once_and_found_again(exact, connect, builders):
     assert calls["GET /api/v1/{division}/crm/Accounts"] == {"200": 2}  # one batched lookup per call
 
 
+def test_a_proxy_named_in_the_environment_is_used_and_read_once_per_host(
+    exact, connect, builders, monkeypatch
+):
+    """requests reads proxy variables again for every call when left to itself (half a millisecond a
+    call in a worker); the hook reads them once per host and still goes through the proxy they name."""
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        proxy = f"http://127.0.0.1:{unused.getsockname()[1]}"  # nothing listens there
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", proxy)
+    through_proxy = connect()
+    with pytest.raises(TransientError, match="ProxyError"):
+        through_proxy.ensure_customers([builders.customer(1042)])
+
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    direct = connect()
+    assert all(isinstance(guid, str) for guid in direct.ensure_customers([builders.customer(1042)]).values())
+    assert not direct.hook.session.trust_env  # requests would read the environment per call
+    monkeypatch.delenv("NO_PROXY")
+    direct.ensure_customers([builders.customer(1043)])  # what this host's first call read still holds
+
+
 def test_a_refused_customer_does_not_stop_the_others(exact, connect, builders):
     refused = builders.customer(1, name="Refused Customer NV")
     bad_email = builders.customer(2, email="not-an-email")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Engine, insert, update
+from sqlalchemy import CursorResult, Engine, Table, bindparam, insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -115,6 +115,22 @@ def acquire(engine: Engine, integration_id: int, holder: str, lease: timedelta =
     raise ClaimHeldError(integration_id, None)
 
 
+_CLAIMS = cast(Table, ClaimRow.__table__)
+_RENEW = (
+    update(_CLAIMS)
+    .where(
+        _CLAIMS.c.integration_id == bindparam("b_integration"),
+        _CLAIMS.c.holder == bindparam("b_holder"),
+        _CLAIMS.c.fencing_token == bindparam("b_token"),
+        _CLAIMS.c.lease_expires_at >= bindparam("b_now"),
+    )
+    .values(lease_expires_at=bindparam("b_until"))
+)
+"""The renewal :func:`check` runs before every write of a run (once per invoice for a tool that books one
+per call): built once, and on the table rather than the ORM class, whose UPDATE first works out which
+loaded objects to refresh; that cost a fifth of such a tool's whole time per invoice."""
+
+
 def check(session: Session, claim: Claim) -> None:
     """Renew the lease inside the caller's transaction, or raise :class:`LeaseLostError`.
 
@@ -123,14 +139,14 @@ def check(session: Session, claim: Claim) -> None:
     """
     now = utcnow()
     result = session.execute(
-        update(ClaimRow)
-        .where(
-            ClaimRow.integration_id == claim.integration_id,
-            ClaimRow.holder == claim.holder,
-            ClaimRow.fencing_token == claim.fencing_token,
-            ClaimRow.lease_expires_at >= now,
-        )
-        .values(lease_expires_at=now + claim.lease)
+        _RENEW,
+        {
+            "b_integration": claim.integration_id,
+            "b_holder": claim.holder,
+            "b_token": claim.fencing_token,
+            "b_now": now,
+            "b_until": now + claim.lease,
+        },
     )
     # An UPDATE answers with a cursor result, which is what carries the row count.
     if cast(CursorResult[Any], result).rowcount != 1:

@@ -16,11 +16,17 @@ from invoice_sync.config import database_url
 __all__ = ["database_url", "make_engine", "shared_engine"]
 
 
-def make_engine(url: str | None = None) -> Engine:
+def make_engine(url: str | None = None, *, flush_each_commit: bool = True) -> Engine:
     """An engine tuned for many short transactions from several processes.
 
     SQLite gets WAL mode and a generous busy timeout, because Airflow runs mapped tasks in parallel
     processes that all write ledger rows.
+
+    :param flush_each_commit: False: a commit returns before it reaches the disk (SQLite's
+        ``synchronous=NORMAL`` in WAL mode, PostgreSQL's ``synchronous_commit=off``). Such a commit is
+        visible and atomic at once, and the next flushed commit makes it durable with itself; a crash of
+        the machine (not of our process) in between loses it, and never corrupts anything. Only for
+        writes whose loss the sync repairs (see :meth:`~invoice_sync.store.repository.SyncStore.record_all`).
     """
     url = url or database_url()
     if url.startswith("sqlite"):
@@ -35,10 +41,13 @@ def make_engine(url: str | None = None) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=60000")
+            if not flush_each_commit:
+                cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4)
+    options = {} if flush_each_commit else {"connect_args": {"options": "-c synchronous_commit=off"}}
+    return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4, **options)
 
 
 @lru_cache(maxsize=8)
