@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -9,6 +10,7 @@ from sqlalchemy import event, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from invoice_sync.domain.errors import LeaseLostError
 from invoice_sync.domain.models import Booked, ErrorClass, Rejected, Unknown
 from invoice_sync.store import claims
 from invoice_sync.store.models import InvoiceRow, LedgerRow, LedgerState
@@ -186,6 +188,45 @@ def test_mark_creates_and_moves_rows_and_counts_attempts(store, data, claim):
     assert (rows[ids[0]].state, rows[ids[0]].attempts, rows[ids[0]].run_id) == ("claimed", 2, "run-2")
     assert (rows[ids[1]].state, rows[ids[1]].attempts, rows[ids[1]].error_class) == ("deferred", 1, "quota")
     assert store.ledger_needing_lookup(1) == {ids[0]: "2026/00001"}
+
+
+def _flushes_each_commit(session: Session) -> bool:
+    if session.get_bind().dialect.name == "sqlite":
+        return session.scalar(text("PRAGMA synchronous")) == 2  # FULL
+    return session.scalar(text("SHOW synchronous_commit")) == "on"
+
+
+def test_a_calls_outcomes_commit_without_waiting_for_the_disk_but_the_claimed_mark_waits(
+    store, data, claim, monkeypatch
+):
+    """The ``claimed`` mark must reach the disk before a request leaves (a lost mark would let the next
+    run push again without looking up). A call's outcomes need not: a lost one leaves its invoice
+    ``claimed``, which the next run looks up; not waiting for the disk took a fifth of Exact's cost per
+    invoice. Both are visible to every reader at once, and the fence checks the claim in both."""
+    seen: list[bool] = []
+    fenced = type(store).fenced
+
+    def recording(self, claim, *, flushed=True):
+        with fenced(self, claim, flushed=flushed) as session:
+            seen.append(_flushes_each_commit(session))
+            yield session
+
+    monkeypatch.setattr(type(store), "fenced", contextmanager(recording))
+    ids = data.invoices(2)
+    store.mark(claim, ids, LedgerState.CLAIMED, "run-1", count_attempt=True)
+    outcomes = [Booked(ids[0], "70001", "e-1"), Rejected(ids[1], ErrorClass.DATA, "no")]
+    store.record_all(claim, outcomes, "run-1")
+    assert seen == [True, False]
+    with Session(store.engine) as session:
+        rows = {r.invoice_id: r for r in session.scalars(select(LedgerRow))}
+    assert [(rows[i].state, rows[i].attempts) for i in ids] == [("booked", 1), ("rejected", 1)]
+    assert rows[ids[0]].registration_number == "70001"
+    assert rows[ids[1]].error_message == "no"
+
+    with Session(store.engine) as session, session.begin():  # another holder took the integration
+        session.execute(text("UPDATE sync_claims SET fencing_token = fencing_token + 1"))
+    with pytest.raises(LeaseLostError):
+        store.record_all(claim, [Booked(ids[0], "70002", "e-2")], "run-1")
 
 
 # -- reporting --------------------------------------------------------------------------------------
