@@ -65,7 +65,7 @@ class HookConnector(Generic[HookT, PayloadT, AnswerT]):
     :meth:`push` is the one loop every tool books through: it refuses what validation already refuses,
     groups the rest into calls of :attr:`invoices_per_call`, sends each call, turns transport errors into
     outcomes the same way for every tool, settles duplicate numbers by lookup, and yields each call's
-    outcomes before the next call leaves (the engine records each durably in between). A subclass names
+    outcomes before the next call leaves (the engine records them in between). A subclass names
     the ``tool`` and its mapping's pure ``check``, and implements what its API differs in: the lookups and
     customers of the contract, and for the push :meth:`payload`, :meth:`send` and :meth:`read`.
 

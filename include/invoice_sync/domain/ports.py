@@ -148,10 +148,12 @@ class Connector(Protocol):
     def push(self, invoices: Sequence[Invoice], customer_ids: Mapping[int, str]) -> Iterator[Outcome]:
         """Send ``invoices`` and yield one outcome per invoice as soon as it is known.
 
-        Yielding (rather than returning a list) lets the engine record each outcome durably before the
-        next request goes out, so a crash mid-batch loses nothing. A failure of one invoice's request is
-        an outcome (``Rejected`` or ``Unknown``); a failure that stops the whole batch before a request is
-        sent (quota spent, authorisation withdrawn) is raised, and the invoices not yet yielded were not sent.
+        Yielding (rather than returning a list) lets the engine record each outcome before the next
+        request goes out, so a crash of the task mid-batch loses nothing (a crash of the machine may lose
+        the latest outcomes, whose invoices are then still ``claimed`` and looked up by the next run). A
+        failure of one invoice's request is an outcome (``Rejected`` or ``Unknown``); a failure that stops
+        the whole batch before a request is sent (quota spent, authorisation withdrawn) is raised, and the
+        invoices not yet yielded were not sent.
         """
         ...
 
@@ -161,8 +163,8 @@ class Connector(Protocol):
         """:meth:`push`, with the outcomes of one call to the tool yielded together.
 
         The next call leaves only when the next list is asked for, so the engine records each call's
-        outcomes in one transaction before it: a batching tool's 25 to 50 invoices cost one durable write
-        instead of one each, with the same guarantee (nothing is sent while an earlier answer is unrecorded).
+        outcomes in one transaction before it: a batching tool's 25 to 50 invoices cost one write instead
+        of one each, with the same guarantee (nothing is sent while an earlier answer is unrecorded).
         """
         ...
 

@@ -445,7 +445,7 @@ class SyncStore:
             )
 
     def record(self, claim: Claim, outcome: Outcome, run_id: str) -> None:
-        """Store one push outcome, durably, before the next request goes out."""
+        """Store one outcome before the next request goes out (see :meth:`record_all`)."""
         self.record_all(claim, [outcome], run_id)
 
     def record_all(self, claim: Claim, outcomes: Sequence[Outcome], run_id: str) -> None:
