@@ -176,13 +176,18 @@ class AccountingHook(HttpHook):
         """The tool's windows that other tasks spend too, keyed by the vendor's scope; none by default."""
         return ()
 
+    def _shared_windows_to_reserve(self) -> Sequence[SharedWindow]:
+        """The tool's shared windows when the task has a store to reserve them in; none without one."""
+        if not self.shared_budgets:
+            return ()
+        connection = self.get_connection(self.conn_id)
+        return self._shared_windows(connection, connection.extra_dejson)
+
     def _rate_budget(self, **local: Any) -> RateBudget:
         """The hook's budget: the local windows ``local`` describes (see :class:`RateBudget`) plus the
         tool's shared windows, reserved in :attr:`shared_budgets` when the task has a store."""
-        connection = self.get_connection(self.conn_id)
-        shared = self._shared_windows(connection, connection.extra_dejson) if self.shared_budgets else ()
         options: dict[str, Any] = {"label": self.context, "sleep": self._sleep} | local
-        return RateBudget(**options, shared=shared, store=self.shared_budgets)
+        return RateBudget(**options, shared=self._shared_windows_to_reserve(), store=self.shared_budgets)
 
     def keep_alive_while_waiting(self, renew: Callable[[], None], every_s: float) -> None:
         """Have every wait of this hook call ``renew`` at least every ``every_s`` seconds and once at its end.

@@ -7,7 +7,6 @@ re-checks the lease in the same transaction.
 from __future__ import annotations
 
 import enum
-import functools
 import json
 import logging
 from collections.abc import Iterable, Iterator, Sequence
@@ -15,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from functools import cached_property
+from functools import cache, cached_property
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from sqlalchemy import (
@@ -891,7 +890,7 @@ _EXISTING_LEDGER = select(_LEDGER.c.invoice_id).where(
 )
 
 
-@functools.cache
+@cache
 def _ledger_update(columns: tuple[str, ...], count_attempt: bool) -> Update:
     """The UPDATE of ``columns`` of one ledger row (executed for many), built once per shape: building
     statements anew was a tenth of the time a one-invoice call's record took."""

@@ -225,13 +225,14 @@ class QuickBooksHook(OAuthRestHook):
     def _new_budget(self, extra: Mapping[str, Any]) -> RateBudget:
         """500 requests in any minute and 10 in any second per realm, counted here and, with a store, in
         the windows every task on this company shares (:meth:`_shared_windows`)."""
-        connection = self.get_connection(self.conn_id)
+        minute, second = self._realm_windows(extra)
+        _, minute_s = minute
         return SlidingBudget(
             label=self.context,
-            windows=self._realm_windows(extra),
-            throttle_wait_s=self._limit(extra, "minute_s", MINUTE_S),
+            windows=[minute, second],
+            throttle_wait_s=minute_s,
             sleep=self._sleep,
-            shared=self._shared_windows(connection, extra) if self.shared_budgets else (),
+            shared=self._shared_windows_to_reserve(),
             store=self.shared_budgets,
         )
 
